@@ -1,0 +1,1 @@
+"""The ``medcl`` command line."""

@@ -1,0 +1,1 @@
+"""Data stage: phantom cohort generation, ingestion to a manifest, patient-level splits."""

@@ -1,0 +1,273 @@
+"""The medcl manifest: one de-identified row per image, labelled and unlabelled side by side.
+
+A manifest is a CSV file (the interchange format) plus a JSON sidecar ``<stem>.meta.json`` that
+declares the class list. Columns (see ``data_manifests/schema.md`` for the full description):
+
+========== =================================================================================
+image_id    pseudonymous, unique per row
+path        source file, relative to the manifest's folder when it lies below it
+patient_key keyed hash (HMAC) of the patient identifier; never the identifier itself
+study_key   keyed hash of the study identifier
+modality    ``CT``, ``MR``, ``XR``, ``US``, ``OT`` …
+label       class name, empty = unlabelled
+split       ``train`` / ``val`` / ``test``, empty before splitting
+sha256      digest of the source bytes (of the sorted slice digests for a 3-D series)
+dims        2 or 3
+rows, cols  in-plane size in pixels; ``slices`` = depth (1 in 2-D)
+spacing_*   pixel spacing in mm (x = column, y = row, z = slice), empty when unknown
+cache_path  decoded, intensity-normalised float32 array (``.npy``), see :mod:`medcl.data.cache`
+intensity   what the cached values mean: ``hu`` (CT, Hounsfield units) or ``unit`` (scaled to [0, 1])
+========== =================================================================================
+
+In memory, :class:`Manifest` holds absolute paths; :func:`write_manifest` stores them relative to the
+new file's folder so that a manifest and its data can move together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from medcl.errors import ManifestError
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "val", "test")
+PATH_COLUMNS = ("path", "cache_path")
+COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "path",
+    "patient_key",
+    "study_key",
+    "modality",
+    "label",
+    "split",
+    "sha256",
+    "dims",
+    "rows",
+    "cols",
+    "slices",
+    "spacing_x",
+    "spacing_y",
+    "spacing_z",
+    "cache_path",
+    "intensity",
+)
+REQUIRED = ("image_id", "path", "patient_key", "study_key", "modality", "label", "split", "sha256")
+_STRING_COLUMNS = ("image_id", "path", "patient_key", "study_key", "modality", "label", "split",
+                   "sha256", "cache_path", "intensity")
+_MAX_LISTED = 5
+
+
+@dataclass
+class Manifest:
+    """A table of images with its declared classes.
+
+    Attributes:
+        df: One row per image; string columns use ``""`` for missing values; paths are absolute.
+        classes: Declared class names; a label's class index is its position here.
+        extra: Free-form metadata kept in the sidecar (no PHI), e.g. how it was made.
+    """
+
+    df: pd.DataFrame
+    classes: list[str]
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    @property
+    def labelled(self) -> pd.Series:
+        """Boolean mask of rows that carry a label."""
+        return self.df["label"] != ""
+
+    def class_index(self) -> pd.Series:
+        """Integer class of each row, −1 for unlabelled rows."""
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return self.df["label"].map(lambda s: lookup.get(s, -1)).astype("int64")
+
+    def subset(self, mask: Sequence[bool] | pd.Series) -> Manifest:
+        """Rows where ``mask`` holds, same classes."""
+        return Manifest(self.df[mask].reset_index(drop=True), list(self.classes), dict(self.extra))
+
+
+def meta_path(manifest_path: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar of a manifest CSV: ``dir/name.csv`` → ``dir/name.meta.json``."""
+    p = Path(manifest_path)
+    return p.with_name(p.stem + ".meta.json")
+
+
+def new_frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """A manifest frame from row dicts, with every schema column present and normalised types."""
+    df = pd.DataFrame(list(rows))
+    return normalise_frame(df)
+
+
+def normalise_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Add missing schema columns and coerce types (strings: ``""`` for missing)."""
+    df = df.copy()
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = "" if col in _STRING_COLUMNS else pd.NA
+    for col in _STRING_COLUMNS:
+        df[col] = df[col].fillna("").astype(str).replace({"nan": "", "None": "", "<NA>": ""})
+    for col in ("dims", "rows", "cols", "slices"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    for col in ("spacing_x", "spacing_y", "spacing_z"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    ordered = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
+    return df[ordered]
+
+
+def read_manifest(path: str | os.PathLike[str], validate_files: bool = False) -> Manifest:
+    """Read a manifest CSV and its sidecar, resolving paths to absolute ones.
+
+    Args:
+        path: The CSV file.
+        validate_files: Also check that every ``path`` exists (see :func:`validate`).
+
+    Raises:
+        ManifestError: If the file is missing, unreadable or fails validation.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ManifestError(f"{p}: manifest not found")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise ManifestError(f"{p}: not a readable CSV manifest ({exc})") from exc
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{p}: missing column(s) {', '.join(missing)}")
+    df = normalise_frame(df)
+    base = p.resolve().parent
+    for col in PATH_COLUMNS:
+        df[col] = df[col].map(lambda s: _absolute(s, base))
+    meta = {}
+    mp = meta_path(p)
+    if mp.is_file():
+        try:
+            meta = json.loads(mp.read_text())
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{mp}: invalid JSON ({exc.msg}, line {exc.lineno})") from exc
+    classes = meta.pop("classes", None)
+    if classes is None:
+        classes = sorted(x for x in df["label"].unique() if x)
+    m = Manifest(df, [str(c) for c in classes], meta)
+    validate(m, check_files=validate_files, source=str(p))
+    return m
+
+
+def write_manifest(m: Manifest, path: str | os.PathLike[str]) -> Path:
+    """Validate and write ``m`` as CSV + sidecar; paths become relative to the CSV's folder.
+
+    Returns:
+        The CSV path.
+    """
+    p = Path(path)
+    validate(m, check_files=False, source=str(p))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    base = p.resolve().parent
+    df = m.df.copy()
+    for col in PATH_COLUMNS:
+        df[col] = df[col].map(lambda s: _relative(s, base))
+    tmp = p.with_name(p.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, p)
+    meta = dict(m.extra)
+    meta["classes"] = list(m.classes)
+    meta["schema_version"] = SCHEMA_VERSION
+    meta_path(p).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return p
+
+
+def validate(m: Manifest, check_files: bool = True, source: str = "manifest") -> None:
+    """Refuse a manifest that would make training or evaluation wrong.
+
+    Checks: required columns present and non-empty; unique ``image_id``; ``split`` in
+    {"", train, val, test}; each patient in at most one split; every label in the declared classes;
+    declared classes unique; and, with ``check_files``, every ``path`` exists.
+
+    Raises:
+        ManifestError: Naming the offending rows (1-based CSV data rows, at most five listed).
+    """
+    df = m.df
+    problems: list[str] = []
+    missing_cols = [c for c in REQUIRED if c not in df.columns]
+    if missing_cols:
+        raise ManifestError(f"{source}: missing column(s) {', '.join(missing_cols)}")
+    for col in ("image_id", "path", "patient_key"):
+        empty = df.index[df[col] == ""]
+        if len(empty):
+            problems.append(f"empty {col} in {_rows(empty)}")
+    dup = df["image_id"][df["image_id"].duplicated(keep=False) & (df["image_id"] != "")]
+    if len(dup):
+        ids = sorted(set(dup))
+        problems.append(f"duplicate image_id {_names(ids)} in {_rows(dup.index)}")
+    bad_split = df.index[~df["split"].isin(("",) + SPLITS)]
+    if len(bad_split):
+        vals = sorted(set(df.loc[bad_split, "split"]))
+        problems.append(f"unknown split value {_names(vals)} in {_rows(bad_split)} "
+                        f"(allowed: {', '.join(SPLITS)} or empty)")
+    assigned = df[df["split"].isin(SPLITS)]
+    n_splits = assigned.groupby("patient_key")["split"].nunique()
+    leaking = sorted(n_splits.index[n_splits > 1])
+    if leaking:
+        rows = assigned.index[assigned["patient_key"].isin(leaking)]
+        problems.append(f"patient(s) {_names(leaking)} in more than one split ({_rows(rows)})")
+    if len(set(m.classes)) != len(m.classes):
+        problems.append(f"declared classes are not unique: {m.classes}")
+    unknown = df.index[(df["label"] != "") & ~df["label"].isin(m.classes)]
+    if len(unknown):
+        vals = sorted(set(df.loc[unknown, "label"]))
+        problems.append(f"label(s) {_names(vals)} not in declared classes {m.classes} "
+                        f"({_rows(unknown)})")
+    if check_files:
+        gone = df.index[~df["path"].map(lambda s: bool(s) and Path(s).exists())]
+        if len(gone):
+            problems.append(f"missing file(s) {_names(list(df.loc[gone, 'path']))} "
+                            f"({_rows(gone)})")
+    if problems:
+        raise ManifestError(f"{source}: " + "; ".join(problems))
+
+
+def _rows(index: Iterable[int]) -> str:
+    idx = sorted(int(i) + 1 for i in index)
+    shown = ", ".join(str(i) for i in idx[:_MAX_LISTED])
+    more = f" and {len(idx) - _MAX_LISTED} more" if len(idx) > _MAX_LISTED else ""
+    return f"row{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+def _names(values: Sequence[str]) -> str:
+    shown = ", ".join(repr(v) for v in list(values)[:_MAX_LISTED])
+    more = f" (+{len(values) - _MAX_LISTED} more)" if len(values) > _MAX_LISTED else ""
+    return shown + more
+
+
+def _absolute(s: str, base: Path) -> str:
+    if not s:
+        return s
+    p = Path(s)
+    return str(p if p.is_absolute() else (base / p))
+
+
+def _relative(s: str, base: Path) -> str:
+    if not s:
+        return s
+    p = Path(s)
+    try:
+        return Path(os.path.relpath(p, base)).as_posix() if _is_below(p, base) else str(p)
+    except ValueError:
+        return str(p)
+
+
+def _is_below(p: Path, base: Path) -> bool:
+    try:
+        p.resolve().relative_to(base)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,96 @@
+"""Manifest schema, round trip and the validator's refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medcl.data.manifest import Manifest, new_frame, read_manifest, validate, write_manifest
+from medcl.errors import ManifestError
+
+
+def _rows(tmp_path: Path, n: int = 6) -> list[dict]:
+    rows = []
+    for i in range(n):
+        f = tmp_path / "img" / f"{i}.dcm"
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(b"x")
+        rows.append({
+            "image_id": f"im{i}", "path": str(f), "patient_key": f"p{i // 2}",
+            "study_key": f"s{i}", "modality": "MR", "label": ["a", "b", ""][i % 3],
+            "split": "", "sha256": f"{i:064x}", "dims": 2, "rows": 8, "cols": 8, "slices": 1,
+        })
+    return rows
+
+
+def _manifest(tmp_path: Path, changes: dict | None = None) -> Manifest:
+    rows = _rows(tmp_path)
+    for (i, col), val in (changes or {}).items():
+        rows[i][col] = val
+    return Manifest(new_frame(rows), ["a", "b"])
+
+
+def test_round_trip_relative_paths_and_classes(tmp_path):
+    m = _manifest(tmp_path)
+    out = write_manifest(m, tmp_path / "m.csv")
+    raw = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert raw["path"].iloc[0] == "img/0.dcm"  # stored relative to the CSV
+    back = read_manifest(out, validate_files=True)
+    assert back.classes == ["a", "b"]
+    assert back.df["path"].iloc[0] == str(tmp_path / "img" / "0.dcm")
+    assert list(back.df["label"]) == ["a", "b", "", "a", "b", ""]
+    assert list(back.class_index()) == [0, 1, -1, 0, 1, -1]
+    assert int(back.df["rows"].iloc[0]) == 8
+
+
+def test_moved_folder_still_resolves(tmp_path):
+    write_manifest(_manifest(tmp_path), tmp_path / "m.csv")
+    moved = tmp_path.parent / (tmp_path.name + "_moved")
+    tmp_path.rename(moved)
+    back = read_manifest(moved / "m.csv", validate_files=True)
+    assert Path(back.df["path"].iloc[0]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({(1, "image_id"): "im0"}, "duplicate image_id 'im0' in rows 1, 2"),
+        ({(2, "split"): "training"}, "unknown split value 'training' in row 3"),
+        ({(0, "split"): "train", (1, "split"): "test"}, "patient(s) 'p0' in more than one split"),
+        ({(4, "label"): "zebra"}, "label(s) 'zebra' not in declared classes"),
+        ({(3, "patient_key"): ""}, "empty patient_key in row 4"),
+    ],
+)
+def test_validator_refusals_name_rows(tmp_path, changes, message):
+    m = _manifest(tmp_path, changes)
+    with pytest.raises(ManifestError) as err:
+        validate(m, check_files=False)
+    assert message in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    m = _manifest(tmp_path)
+    Path(m.df["path"].iloc[5]).unlink()
+    with pytest.raises(ManifestError, match=r"missing file\(s\) .*5\.dcm.*row 6"):
+        validate(m, check_files=True)
+
+
+def test_write_refuses_invalid(tmp_path):
+    m = _manifest(tmp_path, {(1, "image_id"): "im0"})
+    with pytest.raises(ManifestError):
+        write_manifest(m, tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_read_refuses_missing_column(tmp_path):
+    f = tmp_path / "m.csv"
+    f.write_text("image_id,path\nx,y\n")
+    with pytest.raises(ManifestError, match="missing column"):
+        read_manifest(f)
+
+
+def test_read_missing_file_is_one_line_error(tmp_path):
+    with pytest.raises(ManifestError, match="manifest not found"):
+        read_manifest(tmp_path / "nope.csv")

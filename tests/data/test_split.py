@@ -1,0 +1,106 @@
+"""Patient-level splits: no leakage, stratification, label fraction, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medcl.data.manifest import Manifest, new_frame, validate
+from medcl.data.split import apply_label_fraction, assign_splits, split_manifest
+from medcl.errors import MedclError
+
+CLASSES = ["normal", "single", "multiple"]
+
+
+def cohort(n_patients: int = 60, seed: int = 0, unlabelled_share: float = 0.0) -> Manifest:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        label = CLASSES[int(rng.choice(3, p=[0.55, 0.3, 0.15]))]
+        for k in range(int(rng.integers(2, 6))):
+            lab = "" if rng.random() < unlabelled_share else label
+            rows.append({"image_id": f"p{p}i{k}", "path": f"/x/p{p}/{k}.dcm",
+                         "patient_key": f"pk{p:03d}", "study_key": f"s{p}{k}", "modality": "MR",
+                         "label": lab, "split": "", "sha256": "0"})
+    return Manifest(new_frame(rows), list(CLASSES))
+
+
+def _patients_by_split(m: Manifest) -> dict[str, set[str]]:
+    return {s: set(m.df.loc[m.df["split"] == s, "patient_key"]) for s in ("train", "val", "test")}
+
+
+def test_no_patient_in_two_splits_and_fractions():
+    m = assign_splits(cohort(200), val=0.15, test=0.15, seed=3)
+    by = _patients_by_split(m)
+    assert not (by["train"] & by["val"]) and not (by["train"] & by["test"])
+    assert not (by["val"] & by["test"])
+    assert sum(len(v) for v in by.values()) == 200
+    assert len(by["test"]) == 30 and len(by["val"]) == 30
+    assert (m.df["split"] != "").all()
+    validate(m, check_files=False)
+
+
+def test_stratified_by_patient_label():
+    m = assign_splits(cohort(400, seed=1), val=0.2, test=0.2, seed=0)
+    pat = m.df.drop_duplicates("patient_key")
+    overall = pat["label"].value_counts(normalize=True)
+    for split in ("val", "test"):
+        share = pat[pat["split"] == split]["label"].value_counts(normalize=True)
+        assert np.allclose(share.reindex(overall.index).fillna(0), overall, atol=0.03)
+
+
+def test_same_seed_same_split_other_seed_differs():
+    a = split_manifest(cohort(), label_fraction=0.2, seed=7)
+    b = split_manifest(cohort(), label_fraction=0.2, seed=7)
+    c = split_manifest(cohort(), label_fraction=0.2, seed=8)
+    assert a.df.equals(b.df)
+    assert not a.df["split"].equals(c.df["split"])
+
+
+def test_existing_splits_are_kept():
+    m = cohort(30)
+    m.df.loc[m.df["patient_key"] == "pk000", "split"] = "test"
+    out = assign_splits(m, seed=0)
+    assert set(out.df.loc[out.df["patient_key"] == "pk000", "split"]) == {"test"}
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.5])
+def test_label_fraction_patient_level_and_val_test_untouched(fraction):
+    full = assign_splits(cohort(300, seed=2), seed=1)
+    out = apply_label_fraction(full, fraction, seed=4)
+    train_full = full.df[full.df["split"] == "train"]
+    train_out = out.df[out.df["split"] == "train"]
+    kept = (train_out["label"] != "").sum()
+    assert abs(kept / len(train_full) - fraction) < max(0.03, 0.3 * fraction)
+    # labels are kept or blanked for whole patients
+    per_patient = train_out.groupby("patient_key")["label"].apply(lambda s: (s != "").mean())
+    assert set(per_patient.unique()) <= {0.0, 1.0}
+    # every class keeps a labelled patient
+    assert set(train_out.loc[train_out["label"] != "", "label"]) == set(CLASSES)
+    # val/test keep every label; the unlabelled pool has only train patients
+    vt = out.df["split"].isin(["val", "test"])
+    assert out.df.loc[vt, "label"].equals(full.df.loc[vt, "label"])
+    pool = set(out.df.loc[out.df["label"] == "", "patient_key"])
+    assert pool <= set(train_out["patient_key"])
+
+
+def test_label_fraction_one_keeps_all_and_zero_blanks_train():
+    full = assign_splits(cohort(50), seed=0)
+    assert apply_label_fraction(full, 1.0).df.equals(full.df)
+    zero = apply_label_fraction(full, 0.0)
+    assert (zero.df.loc[zero.df["split"] == "train", "label"] == "").all()
+
+
+def test_already_unlabelled_rows_stay_in_train_pool():
+    m = split_manifest(cohort(80, unlabelled_share=0.3), label_fraction=0.1, seed=0)
+    validate(m, check_files=False)
+    assert (m.df["split"] != "").all()
+
+
+@pytest.mark.parametrize(("kw", "msg"), [
+    ({"val": 1.2}, "--val"), ({"test": -0.1}, "--test"), ({"val": 0.6, "test": 0.5}, "below 1"),
+    ({"label_fraction": 1.5}, "--label-fraction"),
+])
+def test_bad_fractions_refused(kw, msg):
+    with pytest.raises(MedclError, match=msg):
+        split_manifest(cohort(10), **kw)
