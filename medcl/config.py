@@ -1,0 +1,406 @@
+"""One configuration object that flows from the CLI through every stage.
+
+A run is described by :class:`Config`, a tree of dataclasses loaded from YAML and then patched with
+command-line overrides (``section.key=value``, values parsed as YAML). Loading is strict and happens
+before any work: an unknown key, a value of the wrong type or outside its range is refused with one
+:class:`~medcl.errors.ConfigError` that names the field (and suggests the closest valid key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from medcl.errors import ConfigError
+
+Method = Literal["simclr", "moco", "byol", "simsiam", "supervised"]
+Encoder = Literal["resnet10", "resnet18", "resnet34", "resnet50"]
+
+
+@dataclass
+class DataConfig:
+    """What to train on.
+
+    Attributes:
+        manifest: Split manifest CSV (``medcl split`` output). Relative paths are taken from the
+            current folder.
+        image_size: In-plane size the encoder sees (images are resized on load when needed).
+        labelled_share: Share of each pretraining batch drawn from labelled training rows (the rest
+            from the unlabelled pool); ``auto`` = the natural share, capped to [0.25, 0.5].
+        batch_size: Samples per device per step (each yields ``augment.views`` views).
+        num_workers: Data-loader processes (0 = in the main process).
+    """
+
+    manifest: str = ""
+    image_size: int = 64
+    labelled_share: float | str = "auto"
+    batch_size: int = 128
+    num_workers: int = 0
+
+    def check(self, where: str) -> None:
+        _positive(self.image_size, f"{where}.image_size")
+        _positive(self.batch_size, f"{where}.batch_size")
+        if self.num_workers < 0:
+            raise ConfigError(f"{where}.num_workers: must be ≥ 0, got {self.num_workers}")
+        if isinstance(self.labelled_share, str):
+            if self.labelled_share != "auto":
+                raise ConfigError(f"{where}.labelled_share: a number in [0, 1] or 'auto', "
+                                  f"got {self.labelled_share!r}")
+        elif not 0.0 <= self.labelled_share <= 1.0:
+            raise ConfigError(f"{where}.labelled_share: must be in [0, 1], got "
+                              f"{self.labelled_share}")
+
+
+@dataclass
+class ModelConfig:
+    """Encoder and heads.
+
+    Attributes:
+        encoder: MONAI ResNet depth.
+        stem: ``small`` (3×3 stride-2 convolution, no max-pool; for ≤ 128 px), ``standard``
+            (7×7 stride-2 + max-pool) or ``auto`` (small below 128 px).
+        proj_dim: Output size of the projection head (the contrastive space).
+        proj_hidden: Hidden width of the projection and predictor heads.
+    """
+
+    encoder: Encoder = "resnet18"
+    stem: Literal["auto", "small", "standard"] = "auto"
+    proj_dim: int = 128
+    proj_hidden: int = 512
+
+    def check(self, where: str) -> None:
+        _positive(self.proj_dim, f"{where}.proj_dim")
+        _positive(self.proj_hidden, f"{where}.proj_hidden")
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation preset (see :mod:`medcl.transforms`).
+
+    Attributes:
+        preset: ``ct``, ``mr``, ``xr`` or ``auto`` (from the manifest's modality).
+        views: Views per sample (≥ 2).
+        options: Preset overrides, e.g. ``{flip_lr: true}``; validated by the preset.
+    """
+
+    preset: Literal["auto", "ct", "mr", "xr"] = "auto"
+    views: int = 2
+    options: dict = field(default_factory=dict)
+
+    def check(self, where: str) -> None:
+        if self.views < 2:
+            raise ConfigError(f"{where}.views: contrastive learning needs ≥ 2 views, got "
+                              f"{self.views}")
+
+
+@dataclass
+class MethodConfig:
+    """The objective ``L = λ1·SupCon(labelled) + λ2·SSL(all)``.
+
+    Attributes:
+        name: ``simclr`` (NT-Xent), ``moco`` (momentum queue), ``byol``, ``simsiam``.
+        lambda_sup: λ1, weight of the supervised contrastive term (0 = plain SSL).
+        lambda_ssl: λ2, weight of the self-supervised term.
+        temperature: τ of the softmax over similarities.
+        group_positives: Images of the same patient are positives (MICLe); they are never
+            negatives either way.
+        queue_size: MoCo queue length (keys).
+        ema_base: Starting EMA momentum of the key/target encoder (scheduled to 1).
+    """
+
+    name: Method = "simclr"
+    lambda_sup: float = 1.0
+    lambda_ssl: float = 1.0
+    temperature: float = 0.1
+    group_positives: bool = False
+    queue_size: int = 4096
+    ema_base: float = 0.99
+
+    def check(self, where: str) -> None:
+        for k in ("lambda_sup", "lambda_ssl"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"{where}.{k}: must be ≥ 0, got {getattr(self, k)}")
+        if self.lambda_sup == 0 and self.lambda_ssl == 0:
+            raise ConfigError(f"{where}: lambda_sup and lambda_ssl are both 0; nothing to learn")
+        if not 0 < self.temperature <= 10:
+            raise ConfigError(f"{where}.temperature: must be in (0, 10], got {self.temperature}")
+        _positive(self.queue_size, f"{where}.queue_size")
+        if not 0 <= self.ema_base <= 1:
+            raise ConfigError(f"{where}.ema_base: must be in [0, 1], got {self.ema_base}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay, counted in optimiser steps.
+
+    Attributes:
+        lr: Peak learning rate (for the effective batch; not rescaled automatically).
+        weight_decay: Decoupled weight decay.
+        epochs: Training epochs.
+        max_steps: Stop after this many optimiser steps (−1 = by epochs).
+        warmup_fraction: Share of the optimiser steps spent warming up.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 30
+    max_steps: int = -1
+    warmup_fraction: float = 0.05
+
+    def check(self, where: str) -> None:
+        if not 0 < self.lr < 10:
+            raise ConfigError(f"{where}.lr: must be in (0, 10), got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{where}.weight_decay: must be ≥ 0, got {self.weight_decay}")
+        _positive(self.epochs, f"{where}.epochs")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"{where}.warmup_fraction: must be in [0, 1), got "
+                              f"{self.warmup_fraction}")
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning trainer settings; one CPU, one GPU or many GPUs/nodes with DDP.
+
+    Attributes:
+        accelerator: ``auto`` picks CUDA when present.
+        devices: ``auto``, a count, or a list of indices.
+        num_nodes: Machines (DDP across nodes is launched by the cluster, e.g. ``srun``/torchrun).
+        strategy: ``auto`` or ``ddp`` (or any Lightning strategy name).
+        precision: ``auto`` = bf16-mixed on CUDA, 32 on CPU; or a Lightning precision string.
+        sync_batchnorm: Convert BatchNorm to SyncBatchNorm (``auto``: on with > 1 device).
+        accumulate_grad_batches: Gradient accumulation (schedules count optimiser steps).
+        seed: Global seed.
+        threads: CPU threads for torch (0 = leave as is).
+        checkpoint_every_n_steps: Also checkpoint mid-epoch every N optimiser steps (0 = only at
+            epoch ends).
+    """
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+    sync_batchnorm: bool | str = "auto"
+    accumulate_grad_batches: int = 1
+    seed: int = 0
+    threads: int = 0
+    checkpoint_every_n_steps: int = 0
+
+    def check(self, where: str) -> None:
+        _positive(self.num_nodes, f"{where}.num_nodes")
+        _positive(self.accumulate_grad_batches, f"{where}.accumulate_grad_batches")
+        if self.sync_batchnorm not in (True, False, "auto"):
+            raise ConfigError(f"{where}.sync_batchnorm: true, false or auto")
+
+
+@dataclass
+class FinetuneConfig:
+    """Few-label fine-tuning.
+
+    Attributes:
+        mode: ``linear`` (logistic regression on frozen embeddings), ``knn``, or ``full``.
+        epochs: Full fine-tuning epochs (early stopping on val balanced accuracy).
+        lr: Head learning rate; the encoder gets ``lr * encoder_lr_mult``.
+        encoder_lr_mult: Encoder learning-rate factor for full fine-tuning.
+        patience: Early-stopping patience in epochs.
+        balance: ``weights`` (class-weighted loss), ``sampler`` (balanced sampling) or ``none``.
+        knn_k: Neighbours for the kNN classifier.
+        batch_size: Fine-tuning batch size.
+    """
+
+    mode: Literal["linear", "knn", "full"] = "full"
+    epochs: int = 30
+    lr: float = 1e-3
+    encoder_lr_mult: float = 0.1
+    patience: int = 8
+    balance: Literal["weights", "sampler", "none"] = "weights"
+    knn_k: int = 10
+    batch_size: int = 64
+
+    def check(self, where: str) -> None:
+        _positive(self.epochs, f"{where}.epochs")
+        _positive(self.knn_k, f"{where}.knn_k")
+        _positive(self.batch_size, f"{where}.batch_size")
+
+
+@dataclass
+class Config:
+    """A whole run. ``out`` is the run folder (created; resumed when it holds a checkpoint)."""
+
+    out: str = "runs/pretrain"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def check(self, where: str = "config") -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.check(f"{f.name}")
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (YAML-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+def _positive(value: int | float, name: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive, got {value}")
+
+
+def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits ``hint``; returns (ok, coerced value)."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return True, value
+    if origin is Literal:
+        return value in get_args(hint), value
+    if origin in (Union, types.UnionType):
+        for arm in get_args(hint):
+            ok, v = _type_ok(value, arm)
+            if ok:
+                return True, v
+        return False, value
+    if hint is float:
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, int | float):
+            return True, float(value)
+        return False, value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is str:
+        return isinstance(value, str), value
+    if hint is dict or origin is dict:
+        return isinstance(value, dict), value
+    if hint is type(None):
+        return value is None, value
+    return isinstance(value, hint), value
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{path}'{hint}; valid keys: {', '.join(names)}")
+        hint_t = hints[key]
+        if dataclasses.is_dataclass(hint_t):
+            kwargs[key] = _from_dict(hint_t, value if value is not None else {}, path)
+            continue
+        ok, coerced = _type_ok(value, hint_t)
+        if not ok:
+            raise ConfigError(f"{path}: expected {_describe(hint_t)}, got {value!r}")
+        kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {dotted}: '{p}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict:
+    """``["optim.lr=0.01", "method.name=moco"]`` → nested dict (values parsed as YAML)."""
+    data: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. optim.lr=0.001")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': value is not valid YAML") from exc
+        _set_dotted(data, key.strip(), value)
+    return data
+
+
+def _merge(base: dict, patch: dict) -> dict:
+    out = dict(base)
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "options":
+            out[k] = _merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                base: dict | None = None) -> Config:
+    """Load a YAML config, apply overrides, validate everything.
+
+    Args:
+        path: YAML file (None = defaults only).
+        overrides: ``section.key=value`` strings, applied after the file.
+        base: Extra mapping applied before the file (e.g. programmatic defaults).
+
+    Raises:
+        ConfigError: Naming the file and field on any problem.
+    """
+    data: dict = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        data = _merge(data, loaded)
+    data = _merge(data, parse_overrides(overrides))
+    try:
+        cfg = _from_dict(Config, data, "")
+        cfg.check()
+    except ConfigError as exc:
+        if path is not None:
+            raise ConfigError(f"{path}: {exc}") from exc
+        raise
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return p
