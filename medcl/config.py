@@ -67,17 +67,21 @@ class ModelConfig:
         encoder: MONAI ResNet depth.
         stem: ``small`` (3×3 stride-2 convolution, no max-pool; for ≤ 128 px), ``standard``
             (7×7 stride-2 + max-pool) or ``auto`` (small below 128 px).
+        width: Channel multiplier of the ResNet stages (0.5 for fast CPU runs).
         proj_dim: Output size of the projection head (the contrastive space).
         proj_hidden: Hidden width of the projection and predictor heads.
     """
 
     encoder: Encoder = "resnet18"
     stem: Literal["auto", "small", "standard"] = "auto"
+    width: float = 1.0
     proj_dim: int = 128
     proj_hidden: int = 512
 
     def check(self, where: str) -> None:
         _positive(self.proj_dim, f"{where}.proj_dim")
+        if not 0 < self.width <= 4:
+            raise ConfigError(f"{where}.width: must be in (0, 4], got {self.width}")
         _positive(self.proj_hidden, f"{where}.proj_hidden")
 
 

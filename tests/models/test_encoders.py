@@ -1,0 +1,49 @@
+"""Encoders and heads: shapes, stems, 2-D and 3-D."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medcl.models import PredictorHead, ProjectionHead, build_encoder, encoder_dim
+
+
+@pytest.mark.parametrize(("name", "dim"), [("resnet10", 512), ("resnet18", 512), ("resnet50", 2048)])
+def test_encoder_2d_shapes(name, dim):
+    enc = build_encoder(name, spatial_dims=2, image_size=32).eval()
+    out = enc(torch.randn(2, 1, 32, 32))
+    assert out.shape == (2, dim) == (2, encoder_dim(name))
+    assert enc.out_dim == dim
+
+
+def test_encoder_3d_shape():
+    enc = build_encoder("resnet10", spatial_dims=3, image_size=16).eval()
+    assert enc(torch.randn(2, 1, 16, 16, 16)).shape == (2, 512)
+
+
+def test_small_stem_keeps_resolution():
+    small = build_encoder("resnet10", stem="small")
+    std = build_encoder("resnet10", stem="standard")
+    assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (2, 2)
+    assert std.conv1.kernel_size == (7, 7)
+    assert small.no_max_pool and not std.no_max_pool
+    # the auto stem picks small below 128 px
+    assert build_encoder("resnet10", image_size=64).conv1.kernel_size == (3, 3)
+    assert build_encoder("resnet10", image_size=224).conv1.kernel_size == (7, 7)
+
+
+def test_width_multiplier():
+    enc = build_encoder("resnet10", width=0.5).eval()
+    assert enc(torch.randn(2, 1, 32, 32)).shape == (2, 256) and enc.out_dim == encoder_dim("resnet10", 0.5)
+
+
+def test_heads():
+    proj = ProjectionHead(512, 64, 16).eval()
+    pred = PredictorHead(16, 32).eval()
+    z = proj(torch.randn(4, 512))
+    assert z.shape == (4, 16) and pred(z).shape == (4, 16)
+
+
+def test_bad_encoder_name():
+    with pytest.raises(ValueError, match="unknown encoder"):
+        build_encoder("vgg")
