@@ -1,0 +1,1 @@
+"""Pretraining stage: mixed labelled/unlabelled batches, SSCL objectives, Lightning training."""

@@ -1,0 +1,222 @@
+"""``medcl pretrain``: one run folder per pretraining, resumable after an interruption.
+
+Run folder layout::
+
+    OUT/config.yaml          the resolved config (refused on resume if it changed)
+    OUT/checkpoints/last.ckpt  full state: weights, optimiser, LR schedule, MoCo queue, RNG
+    OUT/logs/metrics.csv     per-step and per-epoch metrics (Lightning CSV logger)
+    OUT/encoder.pt           encoder weights + input convention (see medcl.models.export)
+    OUT/run.json             status, steps, wall time, final metrics
+
+Many GPUs and nodes: set ``trainer.devices``, ``trainer.num_nodes`` and ``trainer.strategy: ddp``
+(configs/pretrain/ddp.yaml); Lightning launches the processes (``srun``/``torchrun`` across nodes).
+The losses gather features from every rank, the sampler splits batches across ranks, batch-norm is
+synchronised, and schedules count optimiser steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from medcl.config import Config, save_config
+from medcl.data.manifest import Manifest, read_manifest
+from medcl.errors import ConfigError, MedclError
+from medcl.models.export import save_encoder
+from medcl.train.data import preset_for_modality
+from medcl.train.datamodule import PretrainData
+from medcl.train.module import PretrainModule
+from medcl.transforms import AugmentPreset, build_preset
+
+
+@dataclass
+class PretrainResult:
+    """What a finished (or already complete) run produced."""
+
+    out_dir: Path
+    encoder_path: Path
+    steps: int
+    seconds: float
+    metrics: dict[str, float]
+    resumed: bool
+
+
+class _SimulatedKill(Exception):
+    """Raised by the test hook that simulates a run killed between epochs."""
+
+
+class _StopAtEpoch(Callback):
+    """Test hook: raise at the start of epoch ``epoch`` (simulates a killed run)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch >= self.epoch:
+            raise _SimulatedKill(f"stopped at epoch {self.epoch} (test hook)")
+
+
+def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
+    """Read the manifest and build the preset; all refusals happen here, before training."""
+    if not cfg.data.manifest:
+        raise ConfigError("data.manifest: required (a split manifest from `medcl split`)")
+    manifest = read_manifest(cfg.data.manifest)
+    df = manifest.df
+    if not (df["split"] == "train").any():
+        raise MedclError(f"{cfg.data.manifest}: no train rows; run `medcl split` first")
+    dims_values = sorted({int(d) for d in df["dims"].dropna()}) or [2]
+    if len(dims_values) > 1:
+        raise MedclError(f"{cfg.data.manifest}: mixes 2-D and 3-D rows; ingest them separately")
+    dims = dims_values[0]
+    mods = sorted(set(df["modality"]) - {""})
+    modality = mods[0] if len(mods) == 1 else "OT"
+    name = cfg.augment.preset if cfg.augment.preset != "auto" else preset_for_modality(modality)
+    preset = build_preset(name, cfg.augment.options, dims=dims)
+    return manifest, preset, dims, modality
+
+
+def _sync_bn(cfg: Config) -> bool:
+    if cfg.trainer.sync_batchnorm != "auto":
+        return bool(cfg.trainer.sync_batchnorm)
+    dev = cfg.trainer.devices
+    many = (isinstance(dev, int) and dev > 1) or (isinstance(dev, list) and len(dev) > 1) or (
+        dev == "auto" and torch.cuda.device_count() > 1)
+    return many or cfg.trainer.num_nodes > 1
+
+
+def _precision(cfg: Config) -> str:
+    if cfg.trainer.precision != "auto":
+        return cfg.trainer.precision
+    gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "bf16-mixed" if gpu else "32-true"
+
+
+def _comparable(d: dict[str, Any]) -> dict[str, Any]:
+    d = json.loads(json.dumps(d))
+    d.pop("out", None)
+    d.get("data", {}).pop("num_workers", None)
+    return d
+
+
+def build_trainer(cfg: Config, out: Path, extra_callbacks: list[Callback] | None = None,
+                  progress: bool = True) -> L.Trainer:
+    """The Lightning trainer of a pretraining run."""
+    t = cfg.trainer
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=1,
+                           every_n_epochs=1, save_on_train_epoch_end=True)
+    callbacks: list[Callback] = [ckpt]
+    if t.checkpoint_every_n_steps > 0:
+        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="step-{step}",
+                                         every_n_train_steps=t.checkpoint_every_n_steps,
+                                         save_top_k=1, monitor="step", mode="max"))
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    callbacks += extra_callbacks or []
+    return L.Trainer(
+        default_root_dir=out,
+        max_epochs=cfg.optim.epochs,
+        max_steps=cfg.optim.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=_precision(cfg),
+        sync_batchnorm=_sync_bn(cfg),
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        use_distributed_sampler=False,
+        logger=CSVLogger(out, name="", version="logs"),
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+
+
+def pretrain(cfg: Config, restart: bool = False, progress: bool = True,
+             _stop_at_epoch: int | None = None) -> PretrainResult:
+    """Run (or resume) a pretraining described by ``cfg``.
+
+    Args:
+        cfg: The validated config; ``cfg.out`` is the run folder.
+        restart: Delete an existing run folder's checkpoints and start over.
+        progress: Show progress bars.
+
+    Returns:
+        Paths and figures of the run.
+
+    Raises:
+        ConfigError: If the run folder holds a run with a different config.
+    """
+    manifest, preset, dims, modality = resolve_inputs(cfg)
+    out = Path(cfg.out)
+    last = out / "checkpoints" / "last.ckpt"
+    run_json = out / "run.json"
+    if restart and out.exists():
+        for name in ("checkpoints", "logs", "encoder.pt", "run.json", "config.yaml"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    saved_cfg = out / "config.yaml"
+    if saved_cfg.is_file() and (last.is_file() or run_json.is_file()):
+        before = yaml.safe_load(saved_cfg.read_text()) or {}
+        if _comparable(before) != _comparable(cfg.to_dict()):
+            raise ConfigError(f"{out} holds a run with a different config; choose another "
+                              "`out` or pass --restart")
+        if run_json.is_file() and json.loads(run_json.read_text()).get("status") == "complete":
+            info = json.loads(run_json.read_text())
+            return PretrainResult(out, out / "encoder.pt", info.get("steps", 0),
+                                  info.get("seconds", 0.0), info.get("metrics", {}), False)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, saved_cfg)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
+    dm = PretrainData(cfg, manifest, preset, dims)
+    model = PretrainModule(cfg, preset, dims, len(manifest.classes))
+    extra = [_StopAtEpoch(_stop_at_epoch)] if _stop_at_epoch is not None else []
+    trainer = build_trainer(cfg, out, extra, progress)
+    resumed = last.is_file()
+    started = time.perf_counter()
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    killed = False
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None)
+    except _SimulatedKill:
+        killed = True
+    if killed or trainer.interrupted:
+        raise MedclError(f"pretraining interrupted; run the same command again to resume from "
+                         f"{last}")
+    seconds = time.perf_counter() - started
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if torch.is_tensor(v) and v.numel() == 1}
+    meta = {
+        "encoder": cfg.model.encoder, "width": cfg.model.width, "stem": cfg.model.stem,
+        "spatial_dims": dims, "image_size": cfg.data.image_size, "modality": modality,
+        "preset": preset.name, "window": list(preset.window), "method": cfg.method.name,
+        "lambda_sup": cfg.method.lambda_sup, "lambda_ssl": cfg.method.lambda_ssl,
+        "classes": list(manifest.classes),
+    }
+    enc_path = out / "encoder.pt"
+    if trainer.is_global_zero:
+        save_encoder(enc_path, model.encoder, meta)
+        run_json.write_text(json.dumps({
+            "status": "complete", "steps": int(trainer.global_step), "seconds": seconds,
+            "epochs": int(trainer.current_epoch), "metrics": metrics, "resumed": resumed,
+            "labelled_share": dm.labelled_share, "meta": meta,
+        }, indent=2) + "\n")
+    return PretrainResult(out, enc_path, int(trainer.global_step), seconds, metrics, resumed)

@@ -1,0 +1,75 @@
+"""Mixed labelled/unlabelled batches and cached datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medcl.data.manifest import read_manifest
+from medcl.errors import MedclError
+from medcl.train.data import CachedImages, MixedBatchSampler, auto_labelled_share
+
+
+def test_labelled_share_per_batch():
+    lab, unl = list(range(10)), list(range(10, 110))
+    s = MixedBatchSampler(lab, unl, batch_size=16, labelled_share=0.25, seed=1)
+    batches = list(s)
+    assert len(batches) == len(s) == 110 // 16
+    for b in batches:
+        assert len(b) == 16
+        assert sum(i < 10 for i in b) == 4
+    # the small labelled pool is oversampled, each element about equally often
+    counts = np.bincount([i for b in batches for i in b if i < 10], minlength=10)
+    assert counts.max() - counts.min() <= 1
+
+
+def test_unlabelled_pool_covered_without_repeats_in_an_epoch():
+    s = MixedBatchSampler(list(range(4)), list(range(4, 100)), batch_size=12,
+                          labelled_share=1 / 3, seed=0)
+    unl = [i for b in s for i in b if i >= 4]
+    assert len(unl) == len(set(unl))
+
+
+def test_ranks_get_disjoint_batches_and_same_length():
+    lab, unl = list(range(20)), list(range(20, 200))
+    a = MixedBatchSampler(lab, unl, 10, 0.5, num_replicas=2, rank=0, seed=3)
+    b = MixedBatchSampler(lab, unl, 10, 0.5, num_replicas=2, rank=1, seed=3)
+    one = MixedBatchSampler(lab, unl, 10, 0.5, num_replicas=1, rank=0, seed=3)
+    assert len(a) == len(b) == 200 // 20
+    ua = {i for bt in a for i in bt if i >= 20}
+    ub = {i for bt in b for i in bt if i >= 20}
+    assert not ua & ub
+    # rank r takes every other global batch of the same stream
+    whole = MixedBatchSampler(lab, unl, 10, 0.5, num_replicas=2, rank=0, seed=3)
+    assert list(whole) == list(a)
+    assert len(one) == 20
+
+
+def test_epochs_reshuffle_deterministically():
+    s = MixedBatchSampler(list(range(5)), list(range(5, 50)), 8, 0.25, seed=0)
+    e0 = list(s)
+    s.set_epoch(1)
+    e1 = list(s)
+    s.set_epoch(0)
+    assert list(s) == e0 and e0 != e1
+
+
+def test_pool_edge_cases():
+    only_unl = MixedBatchSampler([], list(range(20)), 4, 0.5)
+    assert all(len(b) == 4 for b in only_unl)
+    only_lab = MixedBatchSampler(list(range(20)), [], 4, 0.25)
+    assert sorted(i for b in only_lab for i in b) == list(range(20))
+    with pytest.raises(MedclError):
+        MixedBatchSampler([], [], 4, 0.5)
+    assert auto_labelled_share(0, 10) == 0 and auto_labelled_share(10, 0) == 1
+    assert auto_labelled_share(5, 95) == 0.25 and auto_labelled_share(40, 60) == 0.4
+
+
+def test_cached_images(tiny_manifest):
+    m = read_manifest(tiny_manifest)
+    ds = CachedImages(m, image_size=16)
+    x, label, group, idx = ds[0]
+    assert x.shape == (1, 16, 16) and idx == 0
+    assert ds.labels.tolist()[:3] == [0, 0, 0]
+    assert ds.groups.max().item() == 11  # 12 patients
+    assert (ds.labels == -1).sum() > 0
