@@ -1,0 +1,292 @@
+"""Few-label fine-tuning: linear probe, kNN, and full fine-tuning (or training from scratch).
+
+- ``linear``: frozen encoder; multinomial logistic regression (scikit-learn) on standardised
+  embeddings, its inverse regularisation ``C`` chosen on the validation split's balanced accuracy;
+  the fitted probe is folded into one ``nn.Linear`` (``W/σ``, ``b − W·μ/σ``).
+- ``knn``: frozen encoder; cosine kNN over the labelled training embeddings.
+- ``full``: encoder and a linear head trained with cross-entropy (class-weighted, or a balanced
+  sampler), AdamW with the encoder at ``lr × encoder_lr_mult``, cosine decay, the preset's
+  augmentations (one view), early stopping on validation balanced accuracy, and the best validation
+  epoch's weights kept. Without a pretrained encoder this is the supervised-from-scratch baseline.
+
+Hyper-parameters are chosen on validation only; the test split is never read here.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+
+from medcl.config import Config
+from medcl.data.manifest import Manifest
+from medcl.errors import MedclError
+from medcl.evaluate.model import Classifier, KNNHead
+from medcl.models.encoders import build_encoder
+from medcl.models.export import load_encoder
+from medcl.train.data import CachedImages, preset_for_modality
+from medcl.train.knn import knn_predict
+from medcl.train.schedule import warmup_cosine
+from medcl.transforms import MultiViewAugment, build_preset
+
+
+@dataclass
+class FinetuneResult:
+    """A fitted classifier and its validation figures."""
+
+    model: Classifier
+    val_balanced_accuracy: float
+    mode: str
+    details: dict[str, Any]
+
+
+def _labelled(m: Manifest, split: str) -> Manifest:
+    return m.subset((m.df["split"] == split) & (m.df["label"] != ""))
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """``w_c = N / (C · n_c)`` over the classes present (0 for absent classes)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(n_classes)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def base_meta(cfg: Config, manifest: Manifest, encoder_meta: dict[str, Any] | None,
+              dims: int, modality: str) -> dict[str, Any]:
+    """The input convention and architecture shared by every head."""
+    preset_name = (encoder_meta or {}).get("preset") or (
+        cfg.augment.preset if cfg.augment.preset != "auto" else preset_for_modality(modality))
+    preset = build_preset(preset_name, cfg.augment.options if encoder_meta is None else {},
+                          dims=dims)
+    arch = {
+        "encoder": (encoder_meta or {}).get("encoder", cfg.model.encoder),
+        "width": (encoder_meta or {}).get("width", cfg.model.width),
+        "stem": (encoder_meta or {}).get("stem", cfg.model.stem),
+    }
+    return {
+        "classes": list(manifest.classes), "architecture": arch, "spatial_dims": dims,
+        "image_size": (encoder_meta or {}).get("image_size", cfg.data.image_size),
+        "modality": modality, "preset": preset.name, "window": list(preset.window),
+        "intensity": "CT: Hounsfield units windowed to [0, 1] (level/width in 'window'); "
+                     "other modalities: 0.5/99.5 percentiles scaled to [0, 1]",
+        "pretraining": None if encoder_meta is None else {
+            k: encoder_meta.get(k) for k in ("method", "lambda_sup", "lambda_ssl")},
+    }
+
+
+def _datasets(m: Manifest, size: int, dims: int) -> tuple[CachedImages, CachedImages]:
+    train, val = _labelled(m, "train"), _labelled(m, "val")
+    if len(train) == 0:
+        raise MedclError("no labelled training rows: fine-tuning needs labels "
+                         "(check --label-fraction)")
+    if len(val) == 0:
+        raise MedclError("no labelled validation rows: model selection needs a val split")
+    return CachedImages(train, size, dims), CachedImages(val, size, dims)
+
+
+def _features(clf: Classifier, ds: CachedImages) -> torch.Tensor:
+    return clf.embed(ds.images)
+
+
+def fit_linear(clf: Classifier, train: CachedImages, val: CachedImages, balance: str,
+               n_classes: int, seed: int = 0) -> tuple[nn.Linear, float, dict[str, Any]]:
+    """Logistic-regression probe on frozen features, ``C`` picked on val balanced accuracy."""
+    ftr = _features(clf, train).numpy().astype(np.float64)
+    fva = _features(clf, val).numpy().astype(np.float64)
+    ytr, yva = train.labels.numpy(), val.labels.numpy()
+    mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
+    ztr, zva = (ftr - mu) / sd, (fva - mu) / sd
+    best: tuple[float, float, Any] = (-1.0, 0.0, None)
+    for c in (0.001, 0.01, 0.1, 1.0):
+        lr = LogisticRegression(C=c, max_iter=2000,
+                                class_weight="balanced" if balance != "none" else None,
+                                random_state=seed)
+        lr.fit(ztr, ytr)
+        score = balanced_accuracy_score(yva, lr.predict(zva))
+        if score > best[0]:
+            best = (score, c, lr)
+    score, c, lr = best
+    w = np.zeros((n_classes, ftr.shape[1]))
+    b = np.full(n_classes, -30.0)  # classes unseen in training get ~zero probability
+    coef, intercept = lr.coef_, lr.intercept_
+    if len(lr.classes_) == 2:  # binary: sklearn keeps one row for the positive class
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    for row, cls in enumerate(lr.classes_):
+        w[cls] = coef[row] / sd
+        b[cls] = intercept[row] - (coef[row] * mu / sd).sum()
+    head = nn.Linear(ftr.shape[1], n_classes)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor(w, dtype=torch.float32))
+        head.bias.copy_(torch.tensor(b, dtype=torch.float32))
+    return head, float(score), {"C": c}
+
+
+def fit_knn(clf: Classifier, train: CachedImages, val: CachedImages, k: int,
+            n_classes: int) -> tuple[KNNHead, float, dict[str, Any]]:
+    """kNN head over the training embeddings; reports val balanced accuracy."""
+    bank = _features(clf, train)
+    head = KNNHead(bank, train.labels, n_classes, k)
+    pred = knn_predict(_features(clf, val), bank, train.labels, n_classes, k).argmax(1)
+    return head, float(balanced_accuracy_score(val.labels.numpy(), pred.numpy())), {"k": k}
+
+
+class FinetuneModule(L.LightningModule):
+    """Encoder + linear head trained with (weighted) cross-entropy; keeps the best val weights."""
+
+    def __init__(self, clf: Classifier, cfg: Config, weights: torch.Tensor | None) -> None:
+        super().__init__()
+        self.clf = clf
+        self.cfg = cfg
+        preset = build_preset(clf.meta["preset"], cfg.augment.options,
+                              dims=clf.meta["spatial_dims"])
+        self.augment = MultiViewAugment(preset, 1)
+        self.register_buffer("class_w", weights if weights is not None else
+                             torch.ones(len(clf.meta["classes"])))
+        self.use_weights = weights is not None
+        self.best_score = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._probs: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, _, _ = batch
+        g = torch.Generator(device=x.device)
+        g.manual_seed(self.cfg.trainer.seed * 7919 + int(self.global_step))
+        xa = self.augment(x, generator=g)[:, 0]
+        logits = self.clf(xa)
+        loss = F.cross_entropy(logits.float(), y, weight=self.class_w if self.use_weights else None)
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, _, _ = batch
+        self._probs.append(F.softmax(self.clf(self.clf.normalize(x)).float(), 1))
+        self._labels.append(y)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._probs:
+            return
+        pred = torch.cat(self._probs).argmax(1).cpu().numpy()
+        y = torch.cat(self._labels).cpu().numpy()
+        self._probs.clear()
+        self._labels.clear()
+        score = float(balanced_accuracy_score(y, pred))
+        self.log("val/bacc", score, prog_bar=True)
+        if score > self.best_score:
+            self.best_score = score
+            self.best_state = copy.deepcopy(self.clf.state_dict())
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        ft = self.cfg.finetune
+        opt = torch.optim.AdamW([
+            {"params": self.clf.encoder.parameters(), "lr": ft.lr * ft.encoder_lr_mult},
+            {"params": self.clf.head.parameters(), "lr": ft.lr},
+        ], weight_decay=1e-4)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = max(1, total // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def fit_full(clf: Classifier, train: CachedImages, val: CachedImages, cfg: Config,
+             n_classes: int, progress: bool = False) -> tuple[float, dict[str, Any]]:
+    """Train encoder + head in place; the best validation epoch's weights are loaded back."""
+    ft = cfg.finetune
+    labels = train.labels.numpy()
+    per_epoch = max(len(train), 8 * ft.batch_size)
+    gen = torch.Generator().manual_seed(cfg.trainer.seed)
+    if ft.balance == "sampler":
+        w = class_weights(labels, n_classes).numpy()[labels]
+        sampler: Any = WeightedRandomSampler(w.tolist(), per_epoch, replacement=True,
+                                             generator=gen)
+    else:
+        sampler = RandomSampler(train, replacement=True, num_samples=per_epoch, generator=gen)
+    batch = min(ft.batch_size, per_epoch)
+    loader = DataLoader(train, batch_size=batch, sampler=sampler, drop_last=True)
+    val_loader = DataLoader(val, batch_size=256)
+    weights = class_weights(labels, n_classes) if ft.balance == "weights" else None
+    module = FinetuneModule(clf, cfg, weights)
+    trainer = L.Trainer(
+        max_epochs=ft.epochs, accelerator=cfg.trainer.accelerator, devices=1,
+        precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+        logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+        enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[EarlyStopping(monitor="val/bacc", mode="max", patience=ft.patience)],
+    )
+    trainer.fit(module, loader, val_loader)
+    if module.best_state is not None:
+        clf.load_state_dict(module.best_state)
+    clf.cpu().eval()
+    return module.best_score, {"epochs_run": int(trainer.current_epoch),
+                               "steps": int(trainer.global_step)}
+
+
+def finetune(cfg: Config, manifest: Manifest, pretrained: str | Path | None = None,
+             progress: bool = False) -> FinetuneResult:
+    """Fit a classifier on the labelled training rows, selecting on validation.
+
+    Args:
+        cfg: Run config (``finetune``, ``data``, ``model``, ``augment``, ``trainer``).
+        manifest: A split manifest.
+        pretrained: A pretraining run folder (or its ``encoder.pt``); ``None`` = from scratch
+            (``linear``/``knn`` then probe a random encoder, a useful lower bound).
+        progress: Show Lightning's progress bar.
+    """
+    torch.manual_seed(cfg.trainer.seed)
+    np.random.seed(cfg.trainer.seed % (2**32))
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
+    dims_vals = sorted({int(d) for d in manifest.df["dims"].dropna()}) or [2]
+    dims = dims_vals[0]
+    mods = sorted(set(manifest.df["modality"]) - {""})
+    modality = mods[0] if len(mods) == 1 else "OT"
+    enc_meta = None
+    if pretrained is not None:
+        encoder, enc_meta = load_encoder(pretrained)
+        if enc_meta["spatial_dims"] != dims:
+            raise MedclError(f"{pretrained}: encoder is {enc_meta['spatial_dims']}-D, the "
+                             f"manifest is {dims}-D")
+    else:
+        encoder = build_encoder(cfg.model.encoder, dims, 1, cfg.model.stem, cfg.data.image_size,
+                                cfg.model.width)
+    meta = base_meta(cfg, manifest, enc_meta, dims, modality)
+    n_classes = len(manifest.classes)
+    train, val = _datasets(manifest, meta["image_size"], dims)
+    clf = Classifier(encoder, nn.Linear(encoder.out_dim, n_classes), meta)
+    mode = cfg.finetune.mode
+    if mode == "linear":
+        head, score, details = fit_linear(clf, train, val, cfg.finetune.balance, n_classes,
+                                          cfg.trainer.seed)
+        clf.head = head
+    elif mode == "knn":
+        head, score, details = fit_knn(clf, train, val, cfg.finetune.knn_k, n_classes)
+        clf.head = head
+    else:
+        score, details = fit_full(clf, train, val, cfg, n_classes, progress)
+    labels = train.labels.numpy()
+    clf.meta.update({
+        "head": mode if mode != "full" else "linear (full fine-tuning)",
+        "finetune": {"mode": mode, "val_balanced_accuracy": score, **details,
+                     "train_labelled_images": int(len(train)),
+                     "train_labelled_patients": int(len(set(train.groups.tolist()))),
+                     "class_counts": {c: int((labels == i).sum())
+                                      for i, c in enumerate(manifest.classes)}},
+    })
+    if not math.isfinite(score):
+        score = 0.0
+    return FinetuneResult(clf, score, mode, details)

@@ -1,0 +1,149 @@
+"""A deployable classifier: encoder + head + the input convention, saved as a ``model/`` folder.
+
+Folder layout (in the spirit of a MONAI bundle)::
+
+    model/weights.pt     {"encoder": state_dict, "head": {...}}
+    model/metadata.json  classes, input geometry and intensity normalisation, modality, preset,
+                         training data summary, metrics with intervals, versions
+    model/model_card.md  intended use, data, metrics, limitations
+
+Heads: ``linear`` (logits = W·f + b; a logistic-regression probe is folded into this form, its
+feature standardisation included) and ``knn`` (cosine kNN over stored reference embeddings).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medcl.errors import MedclError
+from medcl.models.encoders import build_encoder
+from medcl.train.knn import knn_predict
+from medcl.transforms import normalize_intensity
+
+
+class KNNHead(nn.Module):
+    """Cosine kNN classifier over a stored bank of embeddings."""
+
+    def __init__(self, bank: torch.Tensor, labels: torch.Tensor, n_classes: int, k: int) -> None:
+        super().__init__()
+        self.register_buffer("bank", bank.float())
+        self.register_buffer("labels", labels.long())
+        self.n_classes = n_classes
+        self.k = k
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (used as logits) of the kNN vote."""
+        p = knn_predict(f, self.bank, self.labels, self.n_classes, self.k)
+        return torch.log(p.clamp_min(1e-8))
+
+
+class Classifier(nn.Module):
+    """``encoder`` then ``head``; :meth:`predict_proba` takes images in cache units.
+
+    Args:
+        encoder: Feature extractor ``(B, 1, ...) → (B, F)``.
+        head: ``nn.Linear(F, C)`` or :class:`KNNHead`.
+        meta: The input convention (``preset``, ``window``, ``image_size``, ``spatial_dims``,
+            ``classes``, ...).
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.meta = meta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of already-normalised images."""
+        return self.head(self.encoder(x))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Cache units → [0, 1] with the model's own preset and window."""
+        return normalize_intensity(x, self.meta["preset"], tuple(self.meta["window"]))
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities ``(N, C)`` of images ``(N, 1, ...)`` in cache units."""
+        self.eval()
+        dev = next(self.parameters()).device
+        out = [F.softmax(self(self.normalize(images[s:s + batch_size].to(dev))).float(), dim=1)
+               for s in range(0, images.shape[0], batch_size)]
+        return torch.cat(out).cpu() if out else torch.zeros(0, len(self.meta["classes"]))
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Encoder features ``(N, F)`` of images in cache units."""
+        self.eval()
+        dev = next(self.parameters()).device
+        out = [self.encoder(self.normalize(images[s:s + batch_size].to(dev))).float()
+               for s in range(0, images.shape[0], batch_size)]
+        return torch.cat(out).cpu() if out else torch.zeros(0, 1)
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in model metadata."""
+    import monai
+    import sklearn
+
+    import medcl
+
+    return {"medcl": medcl.__version__, "torch": torch.__version__, "monai": monai.__version__,
+            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+def save_model(model_dir: str | Path, clf: Classifier, card: str | None = None) -> Path:
+    """Write weights, metadata and the model card into ``model_dir``."""
+    d = Path(model_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    head = clf.head
+    if isinstance(head, KNNHead):
+        head_blob = {"type": "knn", "bank": head.bank.cpu(), "labels": head.labels.cpu(),
+                     "k": head.k}
+    else:
+        head_blob = {"type": "linear", "weight": head.weight.detach().cpu(),
+                     "bias": head.bias.detach().cpu()}
+    enc_state = {k: v.detach().cpu() for k, v in clf.encoder.state_dict().items()}
+    torch.save({"encoder": enc_state, "head": head_blob}, d / "weights.pt")
+    meta = dict(clf.meta)
+    meta.setdefault("versions", versions())
+    (d / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    if card is not None:
+        (d / "model_card.md").write_text(card)
+    return d
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    """Load a ``model/`` folder written by :func:`save_model`.
+
+    Raises:
+        MedclError: If the folder is not a medcl model.
+    """
+    d = Path(model_dir)
+    if (d / "model").is_dir() and not (d / "weights.pt").exists():
+        d = d / "model"
+    if not (d / "weights.pt").is_file() or not (d / "metadata.json").is_file():
+        raise MedclError(f"{d}: not a medcl model folder (needs weights.pt and metadata.json)")
+    try:
+        meta = json.loads((d / "metadata.json").read_text())
+        blob = torch.load(d / "weights.pt", map_location="cpu", weights_only=True)
+        arch = meta["architecture"]
+        enc = build_encoder(arch["encoder"], meta["spatial_dims"], 1, arch["stem"],
+                            meta["image_size"], arch.get("width", 1.0))
+        enc.load_state_dict(blob["encoder"])
+        h = blob["head"]
+        n_classes = len(meta["classes"])
+        if h["type"] == "knn":
+            head: nn.Module = KNNHead(h["bank"], h["labels"], n_classes, int(h["k"]))
+        else:
+            head = nn.Linear(h["weight"].shape[1], n_classes)
+            head.load_state_dict({"weight": h["weight"], "bias": h["bias"]})
+    except (KeyError, RuntimeError, ValueError, json.JSONDecodeError) as exc:
+        raise MedclError(f"{d}: damaged or incompatible medcl model ({exc})") from exc
+    return Classifier(enc, head, meta).to(device).eval()
