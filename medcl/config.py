@@ -237,6 +237,43 @@ class FinetuneConfig:
 
 
 @dataclass
+class EfficiencyConfig:
+    """The label-efficiency experiment (``medcl efficiency``).
+
+    Attributes:
+        fractions: Label fractions of the training images (patient-level subsets).
+        seeds: Seeds of the label subsets, pretraining and fine-tuning.
+        methods: ``supervised`` (from scratch), ``simclr`` (SSL only, λ1 = 0) and ``sscl``
+            (SupCon on the labelled subset + SSL), each fine-tuned with ``finetune.mode``.
+        linear_probe: Also fit a linear probe on each pretrained encoder.
+        n_boot: Patient-bootstrap replicates for the test intervals.
+        metric: Headline metric of the report and plot.
+    """
+
+    fractions: list = field(default_factory=lambda: [0.01, 0.05, 0.1, 1.0])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    methods: list = field(default_factory=lambda: ["supervised", "simclr", "sscl"])
+    linear_probe: bool = True
+    n_boot: int = 1000
+    metric: Literal["balanced_accuracy", "accuracy", "macro_auroc", "macro_f1"] = (
+        "balanced_accuracy")
+
+    def check(self, where: str) -> None:
+        if not self.fractions or not all(
+                isinstance(f, int | float) and 0 < f <= 1 for f in self.fractions):
+            raise ConfigError(f"{where}.fractions: a non-empty list of numbers in (0, 1], got "
+                              f"{self.fractions}")
+        if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
+            raise ConfigError(f"{where}.seeds: a non-empty list of integers, got {self.seeds}")
+        bad = [m for m in self.methods if m not in ("supervised", "simclr", "sscl")]
+        if not self.methods or bad:
+            raise ConfigError(f"{where}.methods: choose from supervised, simclr, sscl; got "
+                              f"{self.methods}")
+        if self.n_boot < 0:
+            raise ConfigError(f"{where}.n_boot: must be ≥ 0, got {self.n_boot}")
+
+
+@dataclass
 class Config:
     """A whole run. ``out`` is the run folder (created; resumed when it holds a checkpoint)."""
 
@@ -248,6 +285,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    efficiency: EfficiencyConfig = field(default_factory=EfficiencyConfig)
 
     def check(self, where: str = "config") -> None:
         for f in dataclasses.fields(self):
@@ -292,6 +330,8 @@ def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
         return isinstance(value, str), value
     if hint is dict or origin is dict:
         return isinstance(value, dict), value
+    if hint is list or origin is list:
+        return isinstance(value, list), value
     if hint is type(None):
         return value is None, value
     return isinstance(value, hint), value

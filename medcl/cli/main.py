@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    from medcl._quiet import quiet_third_party
+
+    quiet_third_party()
     try:
         rc = args.handler(args)
     except MedclError as exc:

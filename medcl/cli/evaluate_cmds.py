@@ -1,0 +1,157 @@
+"""``medcl finetune``, ``evaluate``, ``embed``, ``predict`` and ``efficiency``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the evaluation subcommands."""
+    p = sub.add_parser(
+        "finetune",
+        help="few-label fine-tuning (linear probe, kNN or full) into a model/ folder",
+        description="Fit a classifier on the labelled training rows of data.manifest, selecting "
+        "on validation. Without --pretrained the encoder is trained from scratch (the supervised "
+        "baseline). Writes OUT/model/ (weights, metadata.json, model_card.md).",
+    )
+    p.add_argument("--config", type=Path, help="YAML config")
+    p.add_argument("--pretrained", type=Path, help="`medcl pretrain` run folder")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(handler=_finetune)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="test metrics with patient-level bootstrap intervals → metrics.json",
+        description="Evaluate MODEL_DIR on the labelled rows of a split of MANIFEST; writes "
+        "metrics.json and refreshes the model card.",
+    )
+    p.add_argument("model", type=Path, help="model folder (from finetune)")
+    p.add_argument("--manifest", type=Path, required=True, help="split manifest")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--out", type=Path, help="metrics JSON (default: next to the model folder)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_evaluate)
+
+    p = sub.add_parser(
+        "embed",
+        help="embeddings, predictions and 2-D projections of every row → embeddings.parquet",
+    )
+    p.add_argument("model", type=Path, help="model folder")
+    p.add_argument("--manifest", type=Path, required=True, help="split manifest")
+    p.add_argument("--out", type=Path, required=True, help="Parquet file to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_embed)
+
+    p = sub.add_parser(
+        "predict",
+        help="run a model on new images (any source ingest accepts) → CSV",
+        description="Ingest SOURCE into a temporary manifest with the model's image size, then "
+        "write path, predicted class and class probabilities per image.",
+    )
+    p.add_argument("model", type=Path, help="model folder")
+    p.add_argument("source", type=Path, help="folder or file")
+    p.add_argument("--out", type=Path, required=True, help="CSV to write")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(handler=_predict)
+
+    p = sub.add_parser(
+        "efficiency",
+        help="label-efficiency experiment: supervised vs SimCLR vs SSCL over label fractions",
+        description="Runs efficiency.methods × efficiency.fractions × efficiency.seeds on "
+        "data.manifest (a split manifest with all training labels); writes results.json, "
+        "report.md and efficiency.png into `out`. Re-running resumes.",
+    )
+    p.add_argument("--config", type=Path, help="YAML config (configs/efficiency.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(handler=_efficiency)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from medcl.config import load_config, save_config
+    from medcl.data.manifest import read_manifest
+    from medcl.errors import ConfigError
+    from medcl.evaluate.card import model_card
+    from medcl.evaluate.finetune import finetune
+    from medcl.evaluate.model import save_model
+
+    cfg = load_config(args.config, args.overrides, base={"out": "runs/finetune"})
+    if not cfg.data.manifest:
+        raise ConfigError("data.manifest: required (a split manifest from `medcl split`)")
+    manifest = read_manifest(cfg.data.manifest)
+    res = finetune(cfg, manifest, pretrained=args.pretrained, progress=True)
+    out = Path(cfg.out)
+    save_config(cfg, out / "config.yaml")
+    res.model.meta["name"] = f"{cfg.finetune.mode} on {Path(cfg.data.manifest).name}"
+    save_model(out / "model", res.model, card=model_card(res.model.meta))
+    print(f"fine-tuned ({res.mode}): validation balanced accuracy "
+          f"{res.val_balanced_accuracy:.3f}\nmodel: {out / 'model'}\n"
+          f"next: medcl evaluate {out / 'model'} --manifest {cfg.data.manifest}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from medcl.data.manifest import read_manifest
+    from medcl.evaluate.card import model_card
+    from medcl.evaluate.evaluation import evaluate_model, write_json
+    from medcl.evaluate.model import load_model
+
+    clf = load_model(args.model)
+    m = read_manifest(args.manifest)
+    metrics = evaluate_model(clf, m, args.split, n_boot=args.n_boot, seed=args.seed)
+    model_dir = args.model if (args.model / "weights.pt").exists() else args.model / "model"
+    out = args.out or model_dir.parent / "metrics.json"
+    write_json(metrics, out)
+    if args.split == "test":
+        meta_path = model_dir / "metadata.json"
+        meta = json.loads(meta_path.read_text())
+        meta["test_metrics"] = {k: metrics.get(k) for k in (
+            "accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece", "intervals")}
+        write_json(meta, meta_path)
+        (model_dir / "model_card.md").write_text(model_card(meta, metrics))
+    iv = metrics.get("intervals", {}).get("balanced_accuracy", {})
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    print(f"{args.split}: balanced accuracy {fmt(metrics['balanced_accuracy'])} "
+          f"(95 % CI {fmt(iv.get('low'))}–{fmt(iv.get('high'))}), "
+          f"accuracy {fmt(metrics['accuracy'])}, macro AUROC {fmt(metrics.get('macro_auroc'))}\n"
+          f"metrics: {out}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from medcl.data.manifest import read_manifest
+    from medcl.evaluate.embed import embed_manifest, write_embeddings
+    from medcl.evaluate.model import load_model
+
+    table = embed_manifest(load_model(args.model), read_manifest(args.manifest), seed=args.seed)
+    write_embeddings(table, args.out)
+    print(f"wrote {len(table)} rows to {args.out}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medcl.evaluate.predict import predict_source
+
+    n = predict_source(args.model, args.source, args.out, workers=args.workers)
+    print(f"wrote {n} predictions to {args.out}")
+    return 0
+
+
+def _efficiency(args: argparse.Namespace) -> int:
+    from medcl.config import load_config
+    from medcl.errors import ConfigError
+    from medcl.evaluate.efficiency import run_efficiency
+
+    cfg = load_config(args.config, args.overrides, base={"out": "runs/efficiency"})
+    if not cfg.data.manifest:
+        raise ConfigError("data.manifest: required (a split manifest with all training labels)")
+    r = run_efficiency(cfg, cfg.data.manifest, cfg.out)
+    print(r.report.read_text())
+    print(f"results: {r.results}\nreport:  {r.report}\nplot:    {r.plot}")
+    return 0

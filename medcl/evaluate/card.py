@@ -1,0 +1,82 @@
+"""Model card (Mitchell et al. 2019, "Model Cards for Model Reporting") for an exported model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _interval(metrics: dict[str, Any], name: str) -> str:
+    iv = (metrics.get("intervals") or {}).get(name)
+    value = metrics.get(name)
+    if iv and iv.get("low") is not None:
+        return f"{_fmt(value)} (95 % CI {_fmt(iv['low'])}–{_fmt(iv['high'])})"
+    return _fmt(value)
+
+
+def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None = None) -> str:
+    """Markdown model card from the model's metadata and (optional) test metrics."""
+    classes = ", ".join(meta.get("classes", []))
+    arch = meta.get("architecture", {})
+    pre = meta.get("pretraining")
+    ft = meta.get("finetune", {})
+    data = meta.get("training_data", {})
+    lines = [
+        f"# Model card: {meta.get('name', 'medcl classifier')}",
+        "",
+        "## Intended use",
+        f"Research use only: classifies {meta.get('spatial_dims', 2)}-D "
+        f"{meta.get('modality', '')} images into {classes}. Not a medical device; not validated "
+        "for clinical decisions. Outputs must be reviewed by a qualified reader.",
+        "",
+        "## Model",
+        f"- Encoder: MONAI {arch.get('encoder')} (width ×{arch.get('width')}, "
+        f"{arch.get('stem')} stem), input {meta.get('image_size')} px, one channel.",
+        "- Pretraining: " + ("none (trained from scratch)" if not pre else
+                             f"{pre.get('method')} with λ_sup={pre.get('lambda_sup')}, "
+                             f"λ_ssl={pre.get('lambda_ssl')}"),
+        f"- Head: {meta.get('head', 'linear')}; selected on validation balanced accuracy "
+        f"{_fmt(ft.get('val_balanced_accuracy'))}.",
+        f"- Input normalisation: preset `{meta.get('preset')}`, {meta.get('intensity', '')}.",
+        "",
+        "## Data",
+        f"- Training: {ft.get('train_labelled_images', '?')} labelled images from "
+        f"{ft.get('train_labelled_patients', '?')} patients; class counts "
+        f"{ft.get('class_counts', {})}.",
+    ]
+    for k, v in data.items():
+        lines.append(f"- {k}: {v}")
+    lines += ["", "## Test metrics"]
+    if metrics:
+        lines += [
+            f"Test split: {metrics.get('n', '?')} images, {metrics.get('n_patients', '?')} "
+            "patients; intervals from a patient-level bootstrap.",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        for name in ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece"):
+            lines.append(f"| {name} | {_interval(metrics, name)} |")
+        lines += ["", "| class | sensitivity | specificity | support |", "|---|---|---|---|"]
+        for c, pc in (metrics.get("per_class") or {}).items():
+            lines.append(f"| {c} | {_fmt(pc.get('sensitivity'))} | "
+                         f"{_fmt(pc.get('specificity'))} | {pc.get('support')} |")
+    else:
+        lines.append("Not evaluated yet (run `medcl evaluate`).")
+    lines += [
+        "",
+        "## Limitations",
+        "- Trained on the data above only; performance on other scanners, protocols, sites or "
+        "populations is unknown and must be measured before any use.",
+        "- Few labels: intervals are wide; small classes are the least reliable.",
+        "- Calibration (ECE above) may drift on new data; re-check before thresholding.",
+        "- Images are resized to the input size; findings smaller than a few pixels after "
+        "resizing can be missed.",
+        "",
+        f"Versions: {meta.get('versions', {})}",
+        "",
+    ]
+    return "\n".join(lines)
