@@ -1,0 +1,131 @@
+"""Per-sample acquisition artifacts (torchio): k-space motion, ghosting, spikes; anisotropy.
+
+These transforms work in k-space or resample through SimpleITK, one image at a time, so they run in
+data-loader workers on one CPU tensor ``(1, H, W)`` or ``(1, D, H, W)`` in the stored units (HU for
+CT, [0, 1] for MR). torchio expects 4-D ``(C, X, Y, Z)`` tensors: a 2-D image gets a singleton last
+axis, which torchio recognises as 2-D (motion stays in-plane, ghosting and anisotropy use in-plane
+axes only), and loses it again on return.
+
+Randomness comes from torch's global generator, which :class:`torch.utils.data.DataLoader` seeds
+per worker; pass ``seed`` to :meth:`PerSampleAugment.__call__` for a reproducible draw that leaves
+the global generator untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from medcl.transforms.options import AugmentOptions
+
+_KINDS = ("motion", "ghosting", "spike", "anisotropy")
+
+
+class PerSampleAugment:
+    """torchio artifact pipeline for one image (picklable, for data-loader workers).
+
+    Args:
+        options: Modality options; the ``p_motion``, ``p_ghosting``, ``p_spike`` and
+            ``p_anisotropy`` fields (those the modality has) select the transforms.
+        dims: 2 for ``(1, H, W)`` inputs, 3 for ``(1, D, H, W)``.
+
+    Attributes:
+        transforms: Names of the enabled transforms, in application order.
+    """
+
+    def __init__(self, options: AugmentOptions, dims: int) -> None:
+        self.dims = dims
+        self.transforms: tuple[str, ...] = ()
+        self._compose: Any = None
+        o: Any = options
+        if not any(getattr(o, f"p_{k}", 0) > 0 for k in _KINDS):
+            return
+        import torchio as tio  # heavy import, deferred until an artifact pipeline is needed
+
+        axes = (0, 1) if dims == 2 else (0, 1, 2)
+        steps: list[tuple[str, Any]] = []
+        if getattr(o, "p_motion", 0) > 0:
+            steps.append(
+                (
+                    "motion",
+                    tio.RandomMotion(
+                        degrees=o.motion_deg,
+                        translation=o.motion_translate_px,
+                        num_transforms=2,
+                        p=o.p_motion,
+                    ),
+                )
+            )
+        if getattr(o, "p_ghosting", 0) > 0:
+            steps.append(
+                (
+                    "ghosting",
+                    tio.RandomGhosting(
+                        num_ghosts=o.ghost_count_range,
+                        axes=axes,
+                        intensity=o.ghost_intensity_range,
+                        p=o.p_ghosting,
+                    ),
+                )
+            )
+        if getattr(o, "p_spike", 0) > 0:
+            steps.append(
+                (
+                    "spike",
+                    tio.RandomSpike(num_spikes=1, intensity=o.spike_intensity_range, p=o.p_spike),
+                )
+            )
+        if getattr(o, "p_anisotropy", 0) > 0:
+            steps.append(
+                (
+                    "anisotropy",
+                    tio.RandomAnisotropy(
+                        axes=axes, downsampling=o.anisotropy_factor_range, p=o.p_anisotropy
+                    ),
+                )
+            )
+        self.transforms = tuple(name for name, _ in steps)
+        self._compose = tio.Compose([t for _, t in steps])
+
+    def __bool__(self) -> bool:
+        """Whether any transform is enabled."""
+        return self._compose is not None
+
+    def __call__(self, x: Tensor, seed: int | None = None) -> Tensor:
+        """Apply the enabled artifacts to one image.
+
+        Args:
+            x: ``(1, H, W)`` (dims=2) or ``(1, D, H, W)`` (dims=3) float tensor on the CPU.
+            seed: Optional seed for a reproducible draw; the global generator state is restored.
+
+        Returns:
+            A float32 tensor of the same shape.
+
+        Raises:
+            ValueError: ``x`` does not have ``dims + 1`` dimensions.
+        """
+        if x.ndim != self.dims + 1:
+            raise ValueError(
+                f"per-sample augment expects a {self.dims + 1}-D (1, ...) tensor, "
+                f"got {tuple(x.shape)}"
+            )
+        x = x.detach().to("cpu", torch.float32)
+        if self._compose is None:
+            return x.clone()
+        # torchio resamples with 0 outside the image: shift so that 0 is the image minimum
+        # (air in HU, background in MR) instead of, say, water in HU.
+        offset = x.min()
+        t = (x - offset).unsqueeze(-1) if self.dims == 2 else x - offset
+        if seed is None:
+            out = self._compose(t.contiguous())
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                out = self._compose(t.contiguous())
+        out = torch.as_tensor(out, dtype=torch.float32) + offset
+        return out.squeeze(-1) if self.dims == 2 else out
+
+    def __repr__(self) -> str:
+        return f"PerSampleAugment(dims={self.dims}, transforms={list(self.transforms)})"

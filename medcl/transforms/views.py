@@ -1,0 +1,69 @@
+"""Several independently augmented views per sample, for contrastive learning.
+
+Data flow for training (V = ``n_views``)::
+
+    Dataset.__getitem__:  views = preset.sample_views(image, V)     # (V, 1, ...) CPU, stored units
+                          # = preset.per_sample(image) called V times (torchio artifacts), or V
+                          #   copies of the image when preset.per_sample is None
+    DataLoader collate:   batch (B, V, 1, ...)
+    on the device:        MultiViewAugment(preset, V)(batch.to(device))  -> (B, V, 1, ...) in [0, 1]
+
+A plain ``(B, 1, ...)`` batch is also accepted (each image is then repeated V times before the
+batched augmentation); use it when the preset has no per-sample part.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from medcl.errors import ConfigError
+from medcl.transforms.presets import AugmentPreset
+
+
+class MultiViewAugment(nn.Module):
+    """Apply a preset's batched part to V views of every sample, each with its own parameters.
+
+    Args:
+        preset: The preset whose ``batched`` module is applied.
+        n_views: Number of views V (>= 1).
+    """
+
+    def __init__(self, preset: AugmentPreset, n_views: int = 2) -> None:
+        super().__init__()
+        if n_views < 1:
+            raise ConfigError(f"n_views must be >= 1, got {n_views}")
+        self.preset_name = preset.name
+        self.dims = preset.dims
+        self.n_views = n_views
+        self.batched = preset.batched
+
+    def extra_repr(self) -> str:
+        return f"preset={self.preset_name!r}, n_views={self.n_views}"
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augment every view.
+
+        Args:
+            x: ``(B, C, *spatial)`` (one image per sample, repeated V times here) or
+                ``(B, V, C, *spatial)`` (views already prepared by ``preset.sample_views``).
+            generator: Optional source of randomness.
+
+        Returns:
+            ``(B, V, C, *spatial)`` in [0, 1]; all B * V images are augmented independently.
+
+        Raises:
+            ValueError: Wrong number of dimensions or a view count different from ``n_views``.
+        """
+        if x.ndim == self.dims + 2:
+            x = x.unsqueeze(1).expand(-1, self.n_views, *x.shape[1:])
+        elif x.ndim != self.dims + 3:
+            raise ValueError(
+                f"MultiViewAugment (dims={self.dims}) expects (B, C, ...) or (B, V, C, ...), "
+                f"got {tuple(x.shape)}"
+            )
+        elif x.shape[1] != self.n_views:
+            raise ValueError(f"expected {self.n_views} views on axis 1, got {x.shape[1]}")
+        b, v = x.shape[:2]
+        out = self.batched(x.reshape(b * v, *x.shape[2:]), generator=generator)
+        return out.reshape(b, v, *out.shape[1:])

@@ -1,0 +1,63 @@
+"""MultiViewAugment shapes and independence; the preview PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medcl.errors import ConfigError
+from medcl.transforms import MultiViewAugment, build_preset, preview_grid
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_multiview_shapes_and_independent_views(dims: int) -> None:
+    preset = build_preset("mr", dims=dims)
+    size = (24,) * dims
+    mv = MultiViewAugment(preset, n_views=3)
+    x = torch.rand(4, 1, *size)
+    out = mv(x, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 1, *size)
+    assert not torch.allclose(out[:, 0], out[:, 1])
+    pre = torch.stack([preset.sample_views(x[i], 3, seed=i) for i in range(4)])  # dataset side
+    out = mv(pre, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 1, *size) and 0 <= out.min() and out.max() <= 1
+
+
+def test_multiview_rejects_bad_inputs() -> None:
+    mv = MultiViewAugment(build_preset("xr"), n_views=2)
+    with pytest.raises(ValueError, match="views"):
+        mv(torch.rand(2, 3, 1, 8, 8))
+    with pytest.raises(ValueError, match="expects"):
+        mv(torch.rand(8, 8))
+    with pytest.raises(ConfigError):
+        MultiViewAugment(build_preset("xr"), n_views=0)
+
+
+def test_preview_grid_writes_png_of_expected_size(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.normal(40, 300, (40, 50)).astype(np.float32), np.zeros((1, 64, 64))]
+    preset = build_preset("ct")
+    out = preview_grid(images, preset, n_views=3, out_png=tmp_path / "sub" / "g.png", tile=32)
+    assert out.exists()
+    with Image.open(out) as im:
+        assert im.size == (2 + 4 * (32 + 2), 2 + 2 * (32 + 2)) and im.mode == "L"
+        a = np.asarray(im)
+    original, view = a[2:34, 2:34], a[2:34, 36:68]
+    assert not np.array_equal(original, view)
+    again = preview_grid(images, preset, n_views=3, out_png=tmp_path / "g2.png", tile=32)
+    assert np.array_equal(np.asarray(Image.open(again)), a)  # seeded
+
+
+def test_preview_grid_3d_and_errors(tmp_path: Path) -> None:
+    preset = build_preset("mr", dims=3)
+    out = preview_grid([np.random.rand(8, 16, 16)], preset, 2, tmp_path / "v.png", tile=16)
+    with Image.open(out) as im:
+        assert im.size == (2 + 3 * 18, 2 + 18)
+    with pytest.raises(ConfigError):
+        preview_grid([np.zeros((8, 8))], build_preset("mr"), 0, tmp_path / "x.png")
+    with pytest.raises(Exception, match="shape"):
+        preview_grid([np.zeros((2, 8, 8))], build_preset("mr"), 1, tmp_path / "x.png")
