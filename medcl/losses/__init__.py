@@ -1,0 +1,30 @@
+"""Self-supervised and semi-supervised losses, one concept per module.
+
+- :class:`NTXentLoss` (SimCLR), :class:`SupConLoss` (SupCon ``L_out``) and :class:`SSCLLoss`
+  (SupCon on labelled + NT-Xent on all) share one mask-based implementation: features ``(N, V, D)``,
+  labels ``(N,)`` with ``-1`` for unlabelled, patient ids ``(N,)``; same-patient images are never
+  negatives, and with ``group_positives`` they are positives.
+- :class:`MoCoLoss` with a persistent FIFO key queue, :func:`momentum_schedule`, :func:`ema_update`.
+- :class:`NegativeCosineLoss` for BYOL and SimSiam.
+- :func:`gather_with_grad` / :func:`gather_no_grad`: cross-rank gathering (no-ops on one process).
+"""
+
+from medcl.losses.byol import NegativeCosineLoss
+from medcl.losses.distributed import gather_no_grad, gather_with_grad
+from medcl.losses.moco import MoCoLoss, ema_update, momentum_schedule
+from medcl.losses.ntxent import NTXentLoss
+from medcl.losses.sscl import SSCLLoss, SSCLParts
+from medcl.losses.supcon import SupConLoss
+
+__all__ = [
+    "MoCoLoss",
+    "NTXentLoss",
+    "NegativeCosineLoss",
+    "SSCLLoss",
+    "SSCLParts",
+    "SupConLoss",
+    "ema_update",
+    "gather_no_grad",
+    "gather_with_grad",
+    "momentum_schedule",
+]

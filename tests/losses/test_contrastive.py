@@ -1,0 +1,324 @@
+"""NT-Xent, SupCon and SSCL against a slow literal loop reference (values and gradients)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import Tensor
+
+from medcl.losses import NTXentLoss, SSCLLoss, SupConLoss
+
+# --------------------------------------------------------------------------------------------------
+# Reference: explicit loops over anchors i and candidates j, A(i) and P(i) built element by element
+# from the definitions, every similarity and log-sum-exp a scalar torch op (so autograd works).
+# --------------------------------------------------------------------------------------------------
+
+
+def reference_anchor_terms(
+    features: Tensor,
+    labels: Tensor | None,
+    groups: Tensor | None,
+    *,
+    temperature: float,
+    label_positives: bool,
+    group_positives: bool,
+) -> list[Tensor]:
+    """Return ``l_i`` for every anchor view ``i`` (sample-major order ``i = n * V + v``)."""
+    n, v, _ = features.shape
+    z = features / features.norm(dim=-1, keepdim=True)
+    flat = z.reshape(n * v, -1)
+    count = n * v
+
+    def sample(k: int) -> int:
+        return k // v
+
+    def positive(i: int, j: int) -> bool:
+        if sample(i) == sample(j):
+            return True
+        if label_positives and labels is not None:
+            li, lj = int(labels[sample(i)]), int(labels[sample(j)])
+            if li >= 0 and li == lj:
+                return True
+        if group_positives and groups is not None:
+            if int(groups[sample(i)]) == int(groups[sample(j)]):
+                return True
+        return False
+
+    def excluded(i: int, j: int) -> bool:
+        if groups is None:
+            return False
+        return int(groups[sample(i)]) == int(groups[sample(j)]) and not positive(i, j)
+
+    terms = []
+    for i in range(count):
+        a_set = [j for j in range(count) if j != i and not excluded(i, j)]
+        p_set = [j for j in a_set if positive(i, j)]
+        sim = {j: torch.dot(flat[i], flat[j]) / temperature for j in a_set}
+        log_denominator = torch.log(sum(torch.exp(sim[a]) for a in a_set))
+        total = sum(sim[p] - log_denominator for p in p_set)
+        terms.append(-total / len(p_set))
+    return terms
+
+
+def reference_loss(
+    kind: str,
+    features: Tensor,
+    labels: Tensor | None,
+    groups: Tensor | None,
+    *,
+    temperature: float = 0.1,
+    group_positives: bool = False,
+    lambda_sup: float = 1.0,
+    lambda_ssl: float = 1.0,
+) -> dict[str, Tensor]:
+    """Reference value of ``kind`` in ``{"ntxent", "supcon", "sscl"}`` (and SSCL's two parts)."""
+    common = dict(temperature=temperature, group_positives=group_positives)
+    ssl_terms = reference_anchor_terms(features, None, groups, label_positives=False, **common)
+    ssl = sum(ssl_terms) / len(ssl_terms)
+    if kind == "ntxent":
+        return {"loss": ssl}
+    sup_terms = reference_anchor_terms(features, labels, groups, label_positives=True, **common)
+    if kind == "supcon":
+        return {"loss": sum(sup_terms) / len(sup_terms)}
+    v = features.shape[1]
+    labelled = [t for k, t in enumerate(sup_terms) if labels is not None and labels[k // v] >= 0]
+    sup = sum(labelled) / len(labelled) if labelled else features.sum() * 0.0
+    return {"loss": lambda_sup * sup + lambda_ssl * ssl, "sup": sup, "ssl": ssl}
+
+
+# --------------------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------------------
+
+# name: (N, V, labels, groups, group_positives)
+CASES = {
+    "all_unlabelled": (6, 2, [-1] * 6, None, False),
+    "all_labelled": (6, 2, [0, 1, 2, 0, 1, 2], None, False),
+    "one_class": (5, 2, [3] * 5, None, False),
+    "lone_labelled": (6, 2, [-1, -1, 4, -1, -1, -1], None, False),
+    "mixed": (7, 2, [0, -1, 1, 0, -1, 1, -1], None, False),
+    "three_views": (5, 3, [0, -1, 0, 1, -1], None, False),
+    # patient 0 has two images of different labels, patient 1 two of the same label,
+    # patient 2 an unlabelled and a labelled image
+    "groups": (8, 2, [0, 1, 0, 0, -1, 1, 0, -1], [0, 0, 1, 1, 2, 2, 3, 4], False),
+    "groups_three_views": (6, 3, [0, 0, 1, -1, 1, -1], [0, 1, 1, 2, 0, 2], False),
+    "group_positives": (8, 2, [0, 1, 0, 0, -1, 1, 0, -1], [0, 0, 1, 1, 2, 2, 3, 4], True),
+    "groups_unlabelled": (6, 2, [-1] * 6, [0, 0, 1, 2, 2, 2], False),
+}
+
+
+def make_inputs(case: str, seed: int = 0) -> tuple[Tensor, Tensor, Tensor | None, bool]:
+    n, v, labels, groups, group_positives = CASES[case]
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, v, 5, generator=gen, dtype=torch.float64) * 3.0
+    features.requires_grad_(True)
+    group_tensor = torch.tensor(groups) if groups is not None else None
+    return features, torch.tensor(labels), group_tensor, group_positives
+
+
+def grad_of(value: Tensor, features: Tensor) -> Tensor:
+    (grad,) = torch.autograd.grad(value, features)
+    return grad
+
+
+def assert_matches(ours: Tensor, ref: Tensor, features: Tensor) -> None:
+    torch.testing.assert_close(ours, ref, atol=1e-8, rtol=1e-8)
+    torch.testing.assert_close(
+        grad_of(ours, features), grad_of(ref, features), atol=1e-8, rtol=1e-8
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Tests against the reference
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_ntxent_matches_reference(case: str, temperature: float) -> None:
+    features, labels, groups, group_positives = make_inputs(case)
+    loss = NTXentLoss(temperature=temperature, group_positives=group_positives)
+    ours = loss(features, labels, groups)
+    ref = reference_loss(
+        "ntxent", features, labels, groups, temperature=temperature, group_positives=group_positives
+    )
+    assert_matches(ours, ref["loss"], features)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_supcon_matches_reference(case: str) -> None:
+    features, labels, groups, group_positives = make_inputs(case, seed=1)
+    ours = SupConLoss(temperature=0.2, group_positives=group_positives)(features, labels, groups)
+    ref = reference_loss(
+        "supcon", features, labels, groups, temperature=0.2, group_positives=group_positives
+    )
+    assert_matches(ours, ref["loss"], features)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_sscl_matches_reference(case: str) -> None:
+    features, labels, groups, group_positives = make_inputs(case, seed=2)
+    kwargs = dict(temperature=0.1, group_positives=group_positives, lambda_sup=0.7, lambda_ssl=1.3)
+    loss = SSCLLoss(**kwargs)
+    ours = loss(features, labels, groups)
+    ref = reference_loss("sscl", features, labels, groups, **kwargs)
+    assert set(loss.last_parts) == {"sup", "ssl"}
+    assert not loss.last_parts["sup"].requires_grad
+    torch.testing.assert_close(loss.last_parts["sup"], ref["sup"].detach(), atol=1e-8, rtol=1e-8)
+    torch.testing.assert_close(loss.last_parts["ssl"], ref["ssl"].detach(), atol=1e-8, rtol=1e-8)
+    assert_matches(ours, ref["loss"], features)
+
+
+def test_sscl_forward_parts_matches_forward() -> None:
+    features, labels, groups, _ = make_inputs("groups")
+    loss = SSCLLoss(lambda_sup=2.0, lambda_ssl=0.5)
+    parts = loss.forward_parts(features, labels, groups)
+    torch.testing.assert_close(parts.loss, 2.0 * parts.sup + 0.5 * parts.ssl)
+    torch.testing.assert_close(parts.loss, loss(features, labels, groups))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reductions between the losses
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["mixed", "groups", "three_views"])
+def test_supcon_without_labels_is_ntxent(case: str) -> None:
+    features, _, groups, _ = make_inputs(case)
+    supcon = SupConLoss(temperature=0.3)(features, None, groups)
+    ntxent = NTXentLoss(temperature=0.3)(features, None, groups)
+    torch.testing.assert_close(supcon, ntxent, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("labels_given", [True, False])
+def test_sscl_without_labelled_samples_is_weighted_ntxent(labels_given: bool) -> None:
+    features, labels, groups, _ = make_inputs("groups_unlabelled")
+    sscl = SSCLLoss(lambda_sup=5.0, lambda_ssl=0.25)
+    value = sscl(features, labels if labels_given else None, groups)
+    ntxent = NTXentLoss()(features, None, groups)
+    torch.testing.assert_close(value, 0.25 * ntxent, atol=1e-12, rtol=1e-12)
+    assert float(sscl.last_parts["sup"]) == 0.0
+
+
+def test_ntxent_ignores_labels() -> None:
+    features, labels, groups, _ = make_inputs("mixed")
+    loss = NTXentLoss()
+    torch.testing.assert_close(loss(features, labels, groups), loss(features, None, groups))
+
+
+def test_groups_change_the_loss() -> None:
+    """Guards the reference cases: the grouped case must actually exclude something."""
+    features, labels, groups, _ = make_inputs("groups")
+    loss = SupConLoss()
+    assert not torch.allclose(loss(features, labels, groups), loss(features, labels, None))
+
+
+def test_ntxent_two_views_is_simclr() -> None:
+    """V=2, no groups: the textbook SimCLR formula with a (2N, 2N) softmax."""
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 6, 4, generator=gen, dtype=torch.float64).unbind(0)
+    z = torch.nn.functional.normalize(torch.cat([a, b]), dim=1)
+    sim = z @ z.T / 0.5
+    sim.fill_diagonal_(float("-inf"))
+    n = a.shape[0]
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    expected = torch.nn.functional.cross_entropy(sim, target)
+    ours = NTXentLoss(temperature=0.5)(torch.stack([a, b], dim=1))
+    torch.testing.assert_close(ours, expected)
+
+
+# --------------------------------------------------------------------------------------------------
+# Numerics, dtype, memory
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss_cls", [NTXentLoss, SupConLoss, SSCLLoss])
+def test_bf16_autocast_accumulates_in_float32(loss_cls: type) -> None:
+    features, labels, groups, _ = make_inputs("groups")
+    features = features.detach().float()
+    loss = loss_cls(temperature=0.05)
+    expected = loss(features, labels, groups)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = loss(features, labels, groups)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss_cls", [NTXentLoss, SupConLoss, SSCLLoss])
+def test_stable_at_low_temperature_and_large_norms(loss_cls: type) -> None:
+    gen = torch.Generator().manual_seed(4)
+    features = (torch.randn(32, 2, 16, generator=gen) * 1e4).requires_grad_(True)
+    labels = torch.randint(-1, 3, (32,), generator=gen)
+    groups = torch.randint(0, 8, (32,), generator=gen)
+    value = loss_cls(temperature=0.01)(features, labels, groups)
+    (grad,) = torch.autograd.grad(value, features)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("loss_cls", [NTXentLoss, SupConLoss, SSCLLoss])
+def test_never_materialises_nv_nv_d(loss_cls: type) -> None:
+    """Record every tensor produced in forward+backward; none may have NV*NV*D elements."""
+    dispatch = pytest.importorskip("torch.utils._python_dispatch")
+    n, v, d = 32, 2, 64
+    gen = torch.Generator().manual_seed(5)
+    features = torch.randn(n, v, d, generator=gen, requires_grad=True)
+    labels = torch.randint(-1, 3, (n,), generator=gen)
+    groups = torch.randint(0, 10, (n,), generator=gen)
+    largest = [0]
+
+    class Recorder(dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, Tensor):
+                    largest[0] = max(largest[0], t.numel())
+            return out
+
+    with Recorder():
+        value = loss_cls()(features, labels, groups)
+        value.backward()
+    nv = n * v
+    assert largest[0] >= nv * nv  # the recorder saw the similarity matrix
+    assert largest[0] < nv * nv * 2  # ... and nothing near (NV, NV, D)
+
+
+def test_large_batch_runs_quickly() -> None:
+    n, v, d = 2048, 2, 128
+    gen = torch.Generator().manual_seed(6)
+    features = torch.randn(n, v, d, generator=gen, requires_grad=True)
+    labels = torch.randint(-1, 10, (n,), generator=gen)
+    groups = torch.randint(0, 512, (n,), generator=gen)
+    start = time.perf_counter()
+    value = SSCLLoss()(features, labels, groups)
+    value.backward()
+    elapsed = time.perf_counter() - start
+    assert torch.isfinite(value) and torch.isfinite(features.grad).all()
+    if elapsed > 30:
+        pytest.skip(f"NV=4096 took {elapsed:.1f} s on this (busy) machine")
+
+
+# --------------------------------------------------------------------------------------------------
+# Input validation
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("features", "labels", "groups"),
+    [
+        (torch.randn(4, 8), None, None),  # not (N, V, D)
+        (torch.randn(4, 1, 8), None, None),  # one view
+        (torch.randn(4, 2, 8), torch.zeros(3, dtype=torch.long), None),  # wrong length
+        (torch.randn(4, 2, 8), torch.zeros(4), None),  # float labels
+        (torch.randn(4, 2, 8), None, torch.zeros(4, 1, dtype=torch.long)),  # wrong shape
+    ],
+)
+def test_rejects_bad_inputs(features: Tensor, labels: Tensor | None, groups: Tensor | None) -> None:
+    with pytest.raises(ValueError):
+        SupConLoss()(features, labels, groups)
+
+
+def test_rejects_bad_temperature() -> None:
+    with pytest.raises(ValueError):
+        SSCLLoss(temperature=0.0)
