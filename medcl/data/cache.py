@@ -1,0 +1,233 @@
+"""The training cache: decoded, intensity-normalised arrays stored once, and what ingest remembers.
+
+Layout, next to the manifest ``dir/name.csv``::
+
+    dir/name.cache/<key[:2]>/<key>.npy   float32, (1, H, W) for 2-D rows, (1, D, H, W) for 3-D rows
+    dir/name.cache/state.json            per-file results of the last ingest (for incremental runs)
+
+``key`` is the sha256 of the source file plus a frame/slice suffix (``<sha>_f003``, ``<sha>_s012``,
+``<sha>_train000042`` …); for a 3-D DICOM series it is the digest of the sorted slice digests.
+
+Intensity convention (fixed; training and evaluation rely on it):
+
+* ``hu`` — CT (DICOM modality CT, monochrome): Hounsfield units after the modality LUT, unclipped,
+  no window applied.
+* ``unit`` — everything else: clipped at the image's (or volume's) 0.5th and 99.5th percentiles and
+  scaled to [0, 1]; constant images become 0; MONOCHROME1 is inverted (``1 - x``).
+
+An optional ``size`` resizes in-plane to ``size × size`` (bilinear with antialiasing, which averages
+like area interpolation when shrinking) after normalisation.
+
+The state file holds sizes, modification times, digests, pseudonymous row metadata and rejection
+reasons — nothing read from a header in clear. A re-run trusts a file whose path, size and
+modification time are unchanged and reuses its rows without reading it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medcl.data.readers.base import HU, UNIT
+from medcl.errors import MedclError
+
+LOW_PERCENTILE = 0.5
+HIGH_PERCENTILE = 99.5
+STATE_NAME = "state.json"
+STATE_VERSION = 1
+
+
+def cache_dir(manifest: str | os.PathLike[str]) -> Path:
+    """Cache folder of a manifest: ``dir/name.csv`` → ``dir/name.cache``."""
+    p = Path(manifest)
+    return p.with_name(p.stem + ".cache")
+
+
+def cache_key(sha256: str, suffix: str = "") -> str:
+    """Cache key of a file digest plus frame/slice suffix."""
+    return f"{sha256}{suffix}"
+
+
+def cache_file(root: str | os.PathLike[str], key: str) -> Path:
+    """Where the array for ``key`` lives under the cache folder ``root``."""
+    return Path(root) / key[:2] / f"{key}.npy"
+
+
+def normalise(array: np.ndarray, intensity: str, invert: bool = False) -> np.ndarray:
+    """Apply medcl's intensity convention (module docstring) and return float32.
+
+    Args:
+        array: Physical values (HU for CT).
+        intensity: ``"hu"`` or ``"unit"``.
+        invert: MONOCHROME1 (ignored for ``"hu"``).
+    """
+    a = np.asarray(array, dtype=np.float64)
+    if intensity == HU:
+        return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    if intensity != UNIT:
+        raise ValueError(f"unknown intensity rule {intensity!r}")
+    finite = np.isfinite(a)
+    values = a[finite] if not finite.all() else a
+    out = np.zeros(a.shape, dtype=np.float64)
+    if values.size:
+        lo, hi = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+        if hi > lo:
+            out = np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+            out[~finite] = 0.0
+    if invert:
+        out = 1.0 - out
+    return out.astype(np.float32)
+
+
+def resize(array: np.ndarray, size: int) -> np.ndarray:
+    """Resize the last two axes of a channel-first array to ``size × size``.
+
+    Bilinear with antialiasing (``torch.nn.functional.interpolate``): no overshoot, so [0, 1] data
+    stays in [0, 1], and shrinking averages over the covered pixels.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if array.shape[-2:] == (size, size):
+        return array
+    lead = array.shape[:-2]
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    t = t.reshape(-1, 1, *array.shape[-2:])
+    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return t.reshape(*lead, size, size).numpy()
+
+
+def prepare(
+    array: np.ndarray, intensity: str, invert: bool = False, size: int | None = None
+) -> np.ndarray:
+    """Normalise, add the channel axis and optionally resize: the array that gets cached.
+
+    Args:
+        array: ``(H, W)`` or ``(D, H, W)`` physical values.
+        intensity: ``"hu"`` or ``"unit"``.
+        invert: MONOCHROME1.
+        size: In-plane size, or None to keep the source size.
+
+    Returns:
+        float32 ``(1, H, W)`` or ``(1, D, H, W)``.
+    """
+    out = normalise(array, intensity, invert)[None]
+    if size is not None:
+        out = resize(out, size)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def store(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Write ``array`` as ``.npy`` atomically (safe with several worker processes)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+    os.replace(tmp, p)
+    return p
+
+
+def load_cached(path: str | os.PathLike[str]) -> np.ndarray:
+    """Load a cached array (a manifest's ``cache_path``).
+
+    Returns:
+        float32 ``(1, H, W)`` or ``(1, D, H, W)``.
+
+    Raises:
+        MedclError: When the file is missing or not a cached array.
+    """
+    p = Path(path)
+    try:
+        return np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise MedclError(f"{p}: cached array not found (re-run medcl ingest)") from None
+    except (OSError, ValueError) as exc:
+        raise MedclError(
+            f"{p}: not a readable cached array ({type(exc).__name__}; re-run medcl ingest)"
+        ) from None
+
+
+def prune(root: str | os.PathLike[str], keep: set[str]) -> int:
+    """Delete cached arrays (and stale temporary files) whose key is not in ``keep``.
+
+    Returns:
+        How many files were removed.
+    """
+    removed = 0
+    base = Path(root)
+    if not base.is_dir():
+        return 0
+    for p in base.glob("*/*"):
+        stale = p.name.endswith(".tmp") or (p.suffix == ".npy" and p.stem not in keep)
+        if stale and p.is_file():
+            p.unlink()
+            removed += 1
+    return removed
+
+
+@dataclass
+class FileRecord:
+    """What ingest learnt from one file.
+
+    Attributes:
+        size: Bytes.
+        mtime_ns: Modification time.
+        sha256: Digest of the content (``""`` when unreadable).
+        rows: Row metadata (pseudonymous; see :mod:`medcl.data.ingest`).
+        reason: Rejection reason, or None.
+        slice: 3-D mode: series-slice geometry and keys (the file's rows come from its series).
+    """
+
+    size: int
+    mtime_ns: int
+    sha256: str
+    rows: list[dict] = field(default_factory=list)
+    reason: str | None = None
+    slice: dict | None = None
+
+
+@dataclass
+class IngestState:
+    """Per-file and per-series results of an ingest, saved for the next run.
+
+    Attributes:
+        fingerprint: Settings the results depend on (dims, size, secret check, version); a state
+            with another fingerprint is ignored.
+        files: Relative path → :class:`FileRecord`.
+        series: Series id → ``{"rows": [...], "reason": str | None}`` (3-D mode).
+    """
+
+    fingerprint: dict
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    series: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], fingerprint: dict) -> IngestState:
+        """The saved state if it exists and matches ``fingerprint``, else an empty one."""
+        p = Path(path)
+        try:
+            raw = json.loads(p.read_text())
+            if raw.get("fingerprint") != fingerprint:
+                return cls(fingerprint)
+            files = {k: FileRecord(**v) for k, v in raw.get("files", {}).items()}
+            return cls(fingerprint, files, dict(raw.get("series", {})))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return cls(fingerprint)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically as JSON."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "fingerprint": self.fingerprint,
+            "files": {k: asdict(v) for k, v in sorted(self.files.items())},
+            "series": dict(sorted(self.series.items())),
+        }
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(data, separators=(",", ":")))
+        os.replace(tmp, p)
