@@ -36,19 +36,24 @@ class DataConfig:
         labelled_share: Share of each pretraining batch drawn from labelled training rows (the rest
             from the unlabelled pool); ``auto`` = the natural share, capped to [0.25, 0.5].
         batch_size: Samples per device per step (each yields ``augment.views`` views).
-        num_workers: Data-loader processes (0 = in the main process).
+        num_workers: Data-loader processes (0 = in the main process; ``auto`` = 2 when the preset
+            has per-sample torchio artifacts, which then run in parallel with training, else 0).
     """
 
     manifest: str = ""
     image_size: int = 64
     labelled_share: float | str = "auto"
     batch_size: int = 128
-    num_workers: int = 0
+    num_workers: int | str = "auto"
 
     def check(self, where: str) -> None:
         _positive(self.image_size, f"{where}.image_size")
         _positive(self.batch_size, f"{where}.batch_size")
-        if self.num_workers < 0:
+        if isinstance(self.num_workers, str):
+            if self.num_workers != "auto":
+                raise ConfigError(f"{where}.num_workers: an integer ≥ 0 or 'auto', got "
+                                  f"{self.num_workers!r}")
+        elif self.num_workers < 0:
             raise ConfigError(f"{where}.num_workers: must be ≥ 0, got {self.num_workers}")
         if isinstance(self.labelled_share, str):
             if self.labelled_share != "auto":

@@ -34,7 +34,8 @@ FULL = {
 QUICK = {
     "patients": 36, "size": 32,
     "overrides": [
-        "data.image_size=32", "data.batch_size=16", "model.encoder=resnet10", "model.width=0.125",
+        "data.image_size=32", "data.batch_size=16", "data.num_workers=0", "model.encoder=resnet10",
+        "model.width=0.125",
         "model.proj_dim=16", "model.proj_hidden=32", "optim.epochs=1", "finetune.epochs=2",
         "finetune.batch_size=8", "efficiency.fractions=[0.1]", "efficiency.seeds=[0]",
         "efficiency.methods=[supervised, sscl]", "efficiency.linear_probe=false",

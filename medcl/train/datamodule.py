@@ -6,6 +6,8 @@ rows feed the online kNN monitor and are never trained on; test rows are never l
 
 from __future__ import annotations
 
+import os
+
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
@@ -72,6 +74,8 @@ class PretrainData(L.LightningDataModule):
             self.labelled_share, num_replicas=world, rank=rank, seed=self.cfg.trainer.seed,
         )
         workers = self.cfg.data.num_workers
+        if workers == "auto":
+            workers = min(2, os.cpu_count() or 1) if self.preset.per_sample is not None else 0
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=False)
 

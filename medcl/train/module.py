@@ -123,7 +123,30 @@ class PretrainModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, labels, groups, _ = batch
         self._micro_step = batch_idx % max(1, self.cfg.trainer.accumulate_grad_batches)
-        views = self.augment(x, generator=self._generator(x.device))  # (B, V, 1, ...)
+        loss, logs = self.objective(x, labels, groups, self._generator(x.device))
+        b = x.shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
+        for k, val in logs.items():
+            self.log(f"train/{k}", val, on_step=False, on_epoch=True, batch_size=b)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True,
+                 on_epoch=False, batch_size=b)
+        return loss
+
+    def objective(self, x: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
+                  generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Augment on the device, encode all views, and compute the loss.
+
+        Args:
+            x: ``(B, 1, ...)`` images or ``(B, V, 1, ...)`` loader-side views, in cache units.
+            labels: ``(B,)`` class indices, −1 for unlabelled.
+            groups: ``(B,)`` patient ids.
+            generator: Randomness of the augmentations.
+
+        Returns:
+            The loss and its detached parts for logging.
+        """
+        views = self.augment(x, generator=generator)  # (B, V, 1, ...)
         b, v = views.shape[:2]
         flat = views.flatten(0, 1)
         z = self.projector(self.embed(flat)).view(b, v, -1)
@@ -131,23 +154,16 @@ class PretrainModule(L.LightningModule):
         logs: dict[str, torch.Tensor] = {}
         if self.method == "simclr":
             parts = self.contrastive.forward_parts(z, labels, groups)
-            loss = parts.loss
             logs.update(sup=parts.sup, ssl=parts.ssl)
-        else:
-            sup = z.new_zeros(())
-            if lam_sup > 0:
-                parts = self.contrastive.forward_parts(z, labels, groups)
-                sup = parts.loss
-                logs["sup"] = parts.sup
-            ssl = self._ssl_term(flat, z, labels, groups, b, v)
-            logs["ssl"] = ssl.detach()
-            loss = lam_sup * sup + lam_ssl * ssl
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
-        for k, val in logs.items():
-            self.log(f"train/{k}", val, on_step=False, on_epoch=True, batch_size=b)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True,
-                 on_epoch=False, batch_size=b)
-        return loss
+            return parts.loss, logs
+        sup = z.new_zeros(())
+        if lam_sup > 0:
+            parts = self.contrastive.forward_parts(z, labels, groups)
+            sup = parts.loss
+            logs["sup"] = parts.sup
+        ssl = self._ssl_term(flat, z, labels, groups, b, v)
+        logs["ssl"] = ssl.detach()
+        return lam_sup * sup + lam_ssl * ssl, logs
 
     def _ssl_term(self, flat: torch.Tensor, z: torch.Tensor, labels: torch.Tensor,
                   groups: torch.Tensor, b: int, v: int) -> torch.Tensor:

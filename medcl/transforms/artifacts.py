@@ -54,7 +54,7 @@ class PerSampleAugment:
                         degrees=o.motion_deg,
                         translation=o.motion_translate_px,
                         num_transforms=2,
-                        p=o.p_motion,
+                        p=1.0,
                     ),
                 )
             )
@@ -66,7 +66,7 @@ class PerSampleAugment:
                         num_ghosts=o.ghost_count_range,
                         axes=axes,
                         intensity=o.ghost_intensity_range,
-                        p=o.p_ghosting,
+                        p=1.0,
                     ),
                 )
             )
@@ -74,7 +74,11 @@ class PerSampleAugment:
             steps.append(
                 (
                     "spike",
-                    tio.RandomSpike(num_spikes=1, intensity=o.spike_intensity_range, p=o.p_spike),
+                    tio.RandomSpike(
+                        num_spikes=(1, 1),  # an int n would draw 0..n spikes
+                        intensity=o.spike_intensity_range,
+                        p=1.0,
+                    ),
                 )
             )
         if getattr(o, "p_anisotropy", 0) > 0:
@@ -87,7 +91,11 @@ class PerSampleAugment:
                 )
             )
         self.transforms = tuple(name for name, _ in steps)
-        self._compose = tio.Compose([t for _, t in steps])
+        # each transform is built with p=1; whether it fires is drawn here, so that the (costly)
+        # torchio subject machinery only runs for the few images that get an artifact
+        self._probs = tuple(float(getattr(o, f"p_{name}")) for name, _ in steps)
+        self._steps = tuple(t for _, t in steps)
+        self._compose = tio.Compose(list(self._steps))
 
     def __bool__(self) -> bool:
         """Whether any transform is enabled."""
@@ -116,14 +124,22 @@ class PerSampleAugment:
             return x.clone()
         # torchio resamples with 0 outside the image: shift so that 0 is the image minimum
         # (air in HU, background in MR) instead of, say, water in HU.
+        if seed is None:
+            return self._apply(x)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._apply(x)
+
+    def _apply(self, x: Tensor) -> Tensor:
+        fire = torch.rand(len(self._probs)).tolist()
+        chosen = [t for t, p, u in zip(self._steps, self._probs, fire, strict=True) if u < p]
+        if not chosen:
+            return x.clone()
+        import torchio as tio
+
         offset = x.min()
         t = (x - offset).unsqueeze(-1) if self.dims == 2 else x - offset
-        if seed is None:
-            out = self._compose(t.contiguous())
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                out = self._compose(t.contiguous())
+        out = tio.Compose(chosen)(t.contiguous())
         out = torch.as_tensor(out, dtype=torch.float32) + offset
         return out.squeeze(-1) if self.dims == 2 else out
 

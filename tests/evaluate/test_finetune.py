@@ -15,7 +15,7 @@ from medcl.train.pretrain import pretrain
 
 TINY = ["model.encoder=resnet10", "model.width=0.125", "model.proj_dim=16",
         "model.proj_hidden=32", "data.image_size=16", "data.batch_size=8", "optim.epochs=1",
-        "trainer.threads=1", "finetune.epochs=2", "finetune.batch_size=8"]
+        "trainer.threads=1", "data.num_workers=0", "finetune.epochs=2", "finetune.batch_size=8"]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from medcl.train.pretrain import pretrain
 
 TINY = ["model.encoder=resnet10", "model.width=0.125", "model.proj_dim=16",
         "model.proj_hidden=32", "data.image_size=16", "data.batch_size=8", "optim.epochs=2",
-        "trainer.threads=1", "method.queue_size=32"]
+        "trainer.threads=1", "data.num_workers=0", "method.queue_size=32"]
 
 
 def _cfg(manifest, out, *extra):

@@ -1,0 +1,69 @@
+"""The augmented views a model was trained with, for chosen images.
+
+The views go through the training path exactly (see :mod:`medcl.transforms.views`): the image is
+resized to the run's ``image_size``, ``preset.sample_views`` applies the per-sample (torchio)
+artifacts, then :class:`~medcl.transforms.MultiViewAugment` applies the batched part; all draws are
+seeded, so the same request shows the same views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from medcl.train.data import resize_to
+from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset
+
+
+def training_preset(
+    meta: Mapping[str, Any], augment_cfg: Mapping[str, Any] | None
+) -> AugmentPreset:
+    """The augmentation preset of a run: ``augment.preset`` of its config (``auto`` → the model's
+    modality preset) with the config's ``augment.options``.
+
+    Raises:
+        ConfigError: If the config names an unknown preset or invalid options.
+    """
+    cfg = dict(augment_cfg or {})
+    name = str(cfg.get("preset") or "auto")
+    if name == "auto":
+        name = str(meta.get("preset", "xr"))
+    return build_preset(name, cfg.get("options") or {}, int(meta.get("spatial_dims", 2)))
+
+
+def augmentation_views(
+    images: Sequence[np.ndarray],
+    preset: AugmentPreset,
+    n_views: int,
+    image_size: int,
+    seed: int = 0,
+) -> np.ndarray:
+    """The normalised original and ``n_views`` augmented views of each image.
+
+    Args:
+        images: Images in cache units, each ``(1, H, W)`` or ``(1, D, H, W)``.
+        preset: The training preset.
+        n_views: Views per image (>= 1).
+        image_size: The run's input size (images are resized to it first, as in training).
+        seed: Seed of every random draw (image ``r`` uses ``seed`` and ``r``).
+
+    Returns:
+        ``(N, n_views + 1, *spatial)`` float32 in [0, 1]; index 0 along axis 1 is the original.
+    """
+    dims = preset.dims
+    multi = MultiViewAugment(preset, n_views)
+    rows = []
+    for r, image in enumerate(images):
+        x = resize_to(torch.as_tensor(np.asarray(image, dtype=np.float32)), image_size, dims)
+        original = torch.as_tensor(preset.normalize(x))
+        views = preset.sample_views(x, n_views, seed=seed * 1_000_003 + r * n_views)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + r)
+        with torch.no_grad():
+            augmented = multi(views.unsqueeze(0), generator=generator)[0]
+        rows.append(torch.cat([original[None], augmented], dim=0)[:, 0].numpy())
+    if not rows:
+        return np.zeros((0, n_views + 1) + (image_size,) * dims, dtype=np.float32)
+    return np.stack(rows).astype(np.float32)
