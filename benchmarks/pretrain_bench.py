@@ -8,7 +8,8 @@ bare     = encoder forward + backward + AdamW step on a ready tensor of the same
 Both are timed in interleaved rounds (so load from other processes hits both alike); the figure is
 views per second (batch × views). Target on the CPU: pipeline ≥ 0.9 × bare.
 
-    python benchmarks/pretrain_bench.py                       # CPU: resnet18, 64², batch 128, 2 threads
+    python benchmarks/pretrain_bench.py                       # CPU: resnet18, 64², batch 128, 2
+    threads
     python benchmarks/pretrain_bench.py --device cuda --encoder resnet50 --size 224 --batch 256
 On CUDA the step runs under bf16 autocast with channels-last (as `medcl pretrain` does) and GPU
 utilisation is sampled with nvidia-smi while the pipeline runs.
@@ -26,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from medcl.config import load_config
 from medcl.data.manifest import Manifest, new_frame, write_manifest
@@ -42,15 +42,31 @@ def fake_cache(root: Path, n: int, size: int, seed: int = 0) -> Path:
     (root / "cache").mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[:size, :size] / size
     for i in range(n):
-        img = 0.4 + 0.2 * np.sin(6 * xx + rng.random()) * np.cos(5 * yy) + rng.normal(0, .05,
-                                                                                      (size, size))
+        img = (
+            0.4
+            + 0.2 * np.sin(6 * xx + rng.random()) * np.cos(5 * yy)
+            + rng.normal(0, 0.05, (size, size))
+        )
         f = root / "cache" / f"{i}.npy"
         np.save(f, np.clip(img, 0, 1).astype(np.float32)[None])
-        rows.append({"image_id": f"i{i}", "path": str(f), "patient_key": f"p{i // 4}",
-                     "study_key": f"s{i}", "modality": "MR", "split": "train",
-                     "label": f"c{i % 3}" if i % 4 == 0 else "", "sha256": f"{i:064x}",
-                     "dims": 2, "rows": size, "cols": size, "slices": 1, "cache_path": str(f),
-                     "intensity": "unit"})
+        rows.append(
+            {
+                "image_id": f"i{i}",
+                "path": str(f),
+                "patient_key": f"p{i // 4}",
+                "study_key": f"s{i}",
+                "modality": "MR",
+                "split": "train",
+                "label": f"c{i % 3}" if i % 4 == 0 else "",
+                "sha256": f"{i:064x}",
+                "dims": 2,
+                "rows": size,
+                "cols": size,
+                "slices": 1,
+                "cache_path": str(f),
+                "intensity": "unit",
+            }
+        )
     return write_manifest(Manifest(new_frame(rows), ["c0", "c1", "c2"]), root / "split.csv")
 
 
@@ -71,10 +87,17 @@ def main() -> None:
     cuda = dev.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         manifest = fake_cache(Path(tmp), max(4 * args.batch, 512), args.size)
-        cfg = load_config(None, [
-            f"data.manifest={manifest}", f"data.image_size={args.size}",
-            f"data.batch_size={args.batch}", f"data.num_workers={args.workers}",
-            f"model.encoder={args.encoder}", f"model.width={args.width}"])
+        cfg = load_config(
+            None,
+            [
+                f"data.manifest={manifest}",
+                f"data.image_size={args.size}",
+                f"data.batch_size={args.batch}",
+                f"data.num_workers={args.workers}",
+                f"model.encoder={args.encoder}",
+                f"model.width={args.width}",
+            ],
+        )
         from medcl.data.manifest import read_manifest
 
         m = read_manifest(manifest)
@@ -91,8 +114,11 @@ def main() -> None:
         ready = torch.rand(args.batch * views, 1, args.size, args.size, device=dev)
         if cuda:
             ready = ready.contiguous(memory_format=torch.channels_last)
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast(
-            "cpu", enabled=False)
+        amp = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if cuda
+            else torch.autocast("cpu", enabled=False)
+        )
 
         def sync() -> None:
             if cuda:
@@ -128,16 +154,25 @@ def main() -> None:
         util: list[float] = []
         stop = threading.Event()
         if cuda:
+
             def poll() -> None:
                 while not stop.is_set():
                     try:
-                        r = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
-                                            "--format=csv,noheader,nounits"],
-                                           capture_output=True, text=True, timeout=5)
+                        r = subprocess.run(
+                            [
+                                "nvidia-smi",
+                                "--query-gpu=utilization.gpu",
+                                "--format=csv,noheader,nounits",
+                            ],
+                            capture_output=True,
+                            text=True,
+                            timeout=5,
+                        )
                         util.append(float(r.stdout.split()[0]))
                     except (OSError, ValueError, IndexError, subprocess.SubprocessError):
                         pass
                     time.sleep(0.2)
+
             threading.Thread(target=poll, daemon=True).start()
         rates: dict[str, list[float]] = {"pipeline": [], "bare": []}
         for _ in range(args.rounds):
@@ -153,15 +188,19 @@ def main() -> None:
                 rates[name].append(args.steps * args.batch * views / (time.perf_counter() - t))
         stop.set()
     p, b = statistics.median(rates["pipeline"]), statistics.median(rates["bare"])
-    print(f"{args.encoder} (width {args.width}), {args.size}x{args.size}, batch {args.batch} × "
-          f"{views} views, device {dev}, {args.threads} threads, torch {torch.__version__}; "
-          f"median of {args.rounds} interleaved rounds × {args.steps} steps")
+    print(
+        f"{args.encoder} (width {args.width}), {args.size}x{args.size}, batch {args.batch} × "
+        f"{views} views, device {dev}, {args.threads} threads, torch {torch.__version__}; "
+        f"median of {args.rounds} interleaved rounds × {args.steps} steps"
+    )
     print(f"pipeline (loader + augment + encoder + head + SSCL loss + step): {p:8.1f} views/s")
     print(f"bare encoder (forward + backward + step):                       {b:8.1f} views/s")
     print(f"ratio pipeline / bare: {p / b:.2f} (target >= 0.9)")
     if util:
-        print(f"GPU utilisation during the run: median {statistics.median(util):.0f} %, "
-              f"max {max(util):.0f} %")
+        print(
+            f"GPU utilisation during the run: median {statistics.median(util):.0f} %, "
+            f"max {max(util):.0f} %"
+        )
 
 
 if __name__ == "__main__":

@@ -51,17 +51,21 @@ class DataConfig:
         _positive(self.batch_size, f"{where}.batch_size")
         if isinstance(self.num_workers, str):
             if self.num_workers != "auto":
-                raise ConfigError(f"{where}.num_workers: an integer ≥ 0 or 'auto', got "
-                                  f"{self.num_workers!r}")
+                raise ConfigError(
+                    f"{where}.num_workers: an integer ≥ 0 or 'auto', got {self.num_workers!r}"
+                )
         elif self.num_workers < 0:
             raise ConfigError(f"{where}.num_workers: must be ≥ 0, got {self.num_workers}")
         if isinstance(self.labelled_share, str):
             if self.labelled_share != "auto":
-                raise ConfigError(f"{where}.labelled_share: a number in [0, 1] or 'auto', "
-                                  f"got {self.labelled_share!r}")
+                raise ConfigError(
+                    f"{where}.labelled_share: a number in [0, 1] or 'auto', "
+                    f"got {self.labelled_share!r}"
+                )
         elif not 0.0 <= self.labelled_share <= 1.0:
-            raise ConfigError(f"{where}.labelled_share: must be in [0, 1], got "
-                              f"{self.labelled_share}")
+            raise ConfigError(
+                f"{where}.labelled_share: must be in [0, 1], got {self.labelled_share}"
+            )
 
 
 @dataclass
@@ -106,8 +110,9 @@ class AugmentConfig:
 
     def check(self, where: str) -> None:
         if self.views < 2:
-            raise ConfigError(f"{where}.views: contrastive learning needs ≥ 2 views, got "
-                              f"{self.views}")
+            raise ConfigError(
+                f"{where}.views: contrastive learning needs ≥ 2 views, got {self.views}"
+            )
 
 
 @dataclass
@@ -171,8 +176,9 @@ class OptimConfig:
             raise ConfigError(f"{where}.weight_decay: must be ≥ 0, got {self.weight_decay}")
         _positive(self.epochs, f"{where}.epochs")
         if not 0 <= self.warmup_fraction < 1:
-            raise ConfigError(f"{where}.warmup_fraction: must be in [0, 1), got "
-                              f"{self.warmup_fraction}")
+            raise ConfigError(
+                f"{where}.warmup_fraction: must be in [0, 1), got {self.warmup_fraction}"
+            )
 
 
 @dataclass
@@ -261,19 +267,23 @@ class EfficiencyConfig:
     linear_probe: bool = True
     n_boot: int = 1000
     metric: Literal["balanced_accuracy", "accuracy", "macro_auroc", "macro_f1"] = (
-        "balanced_accuracy")
+        "balanced_accuracy"
+    )
 
     def check(self, where: str) -> None:
         if not self.fractions or not all(
-                isinstance(f, int | float) and 0 < f <= 1 for f in self.fractions):
-            raise ConfigError(f"{where}.fractions: a non-empty list of numbers in (0, 1], got "
-                              f"{self.fractions}")
+            isinstance(f, int | float) and 0 < f <= 1 for f in self.fractions
+        ):
+            raise ConfigError(
+                f"{where}.fractions: a non-empty list of numbers in (0, 1], got {self.fractions}"
+            )
         if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
             raise ConfigError(f"{where}.seeds: a non-empty list of integers, got {self.seeds}")
         bad = [m for m in self.methods if m not in ("supervised", "simclr", "sscl")]
         if not self.methods or bad:
-            raise ConfigError(f"{where}.methods: choose from supervised, simclr, sscl; got "
-                              f"{self.methods}")
+            raise ConfigError(
+                f"{where}.methods: choose from supervised, simclr, sscl; got {self.methods}"
+            )
         if self.n_boot < 0:
             raise ConfigError(f"{where}.n_boot: must be ≥ 0, got {self.n_boot}")
 
@@ -412,8 +422,9 @@ def _merge(base: dict, patch: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                base: dict | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), base: dict | None = None
+) -> Config:
     """Load a YAML config, apply overrides, validate everything.
 
     Args:

@@ -3,7 +3,8 @@
 synth cohort → ingest (de-identified manifest + cache) → patient-level split → label-efficiency
 experiment (supervised from scratch vs SimCLR vs SSCL pretraining + fine-tuning, at 5 % and 100 % of
 the training labels) → the SSCL model at 5 % labels exported with its test metrics, embeddings and
-model card → a run folder the dashboard opens. Every step is skipped when its output is already there,
+model card → a run folder the dashboard opens. Every step is skipped when its output is already
+there,
 so an interrupted demo continues where it stopped.
 """
 
@@ -21,24 +22,46 @@ from medcl.data.manifest import read_manifest, write_manifest
 from medcl.data.split import split_manifest
 
 FULL = {
-    "patients": 240, "size": 64,
+    "patients": 240,
+    "size": 64,
     "overrides": [
-        "data.image_size=64", "data.batch_size=64", "model.encoder=resnet10", "model.width=0.5",
-        "model.proj_dim=64", "model.proj_hidden=256", "optim.epochs=12", "optim.lr=0.002",
-        "method.temperature=0.2", "finetune.epochs=15", "finetune.patience=5",
-        "finetune.batch_size=32", "finetune.lr=0.002", "efficiency.fractions=[0.05, 1.0]",
-        "efficiency.seeds=[0]", "efficiency.methods=[supervised, simclr, sscl]",
+        "data.image_size=64",
+        "data.batch_size=64",
+        "model.encoder=resnet10",
+        "model.width=0.5",
+        "model.proj_dim=64",
+        "model.proj_hidden=256",
+        "optim.epochs=12",
+        "optim.lr=0.002",
+        "method.temperature=0.2",
+        "finetune.epochs=15",
+        "finetune.patience=5",
+        "finetune.batch_size=32",
+        "finetune.lr=0.002",
+        "efficiency.fractions=[0.05, 1.0]",
+        "efficiency.seeds=[0]",
+        "efficiency.methods=[supervised, simclr, sscl]",
         "efficiency.n_boot=500",
     ],
 }
 QUICK = {
-    "patients": 36, "size": 32,
+    "patients": 36,
+    "size": 32,
     "overrides": [
-        "data.image_size=32", "data.batch_size=16", "data.num_workers=0", "model.encoder=resnet10",
+        "data.image_size=32",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "model.encoder=resnet10",
         "model.width=0.125",
-        "model.proj_dim=16", "model.proj_hidden=32", "optim.epochs=1", "finetune.epochs=2",
-        "finetune.batch_size=8", "efficiency.fractions=[0.1]", "efficiency.seeds=[0]",
-        "efficiency.methods=[supervised, sscl]", "efficiency.linear_probe=false",
+        "model.proj_dim=16",
+        "model.proj_hidden=32",
+        "optim.epochs=1",
+        "finetune.epochs=2",
+        "finetune.batch_size=8",
+        "efficiency.fractions=[0.1]",
+        "efficiency.seeds=[0]",
+        "efficiency.methods=[supervised, sscl]",
+        "efficiency.linear_probe=false",
         "efficiency.n_boot=50",
     ],
 }
@@ -60,8 +83,9 @@ def demo_config(quick: bool, out: Path, threads: int = 0) -> Config:
     return load_config(None, [*preset["overrides"], f"out={out}", *extra])
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
-             log: Any = print) -> DemoResult:
+def run_demo(
+    out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, log: Any = print
+) -> DemoResult:
     """Run the demo into ``out``; returns the headline and the run summary."""
     from medcl.data.ingest import ingest
     from medcl.data.synth import generate_cohort
@@ -80,12 +104,23 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
 
     log(f"[1/6] phantom cohort: {preset['patients']} patients, {preset['size']} px MR")
     if not (cohort / "cohort.json").is_file():
-        generate_cohort(cohort, patients=preset["patients"], seed=seed, modality="mr",
-                        size=preset["size"], dims=2)
+        generate_cohort(
+            cohort,
+            patients=preset["patients"],
+            seed=seed,
+            modality="mr",
+            size=preset["size"],
+            dims=2,
+        )
     log("[2/6] ingest → de-identified manifest + training cache")
     manifest = data / "manifest.csv"
-    rep = ingest(cohort, manifest, labels=cohort / "labels.csv",
-                 classes=["normal", "single_lesion", "multiple_lesions"], secret=data / "secret.key")
+    rep = ingest(
+        cohort,
+        manifest,
+        labels=cohort / "labels.csv",
+        classes=["normal", "single_lesion", "multiple_lesions"],
+        secret=data / "secret.key",
+    )
     log(f"      {rep.rows} images, {rep.rejected} files not images (listed in {rep.rejects.name})")
     log("[3/6] patient-level split (70/15/15, stratified)")
     split_full = data / "split_full.csv"
@@ -93,10 +128,13 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     write_manifest(full, split_full)
     cfg.data.manifest = str(split_full)
     save_config(cfg, out / "config.yaml")
-    log(f"[4/6] label-efficiency experiment: {cfg.efficiency.methods} × fractions "
-        f"{cfg.efficiency.fractions} (pretraining and fine-tuning on the CPU takes a while)")
-    eff = run_efficiency(cfg, split_full, out / "efficiency", log=lambda s: log("      " + s),
-                         progress=False)
+    log(
+        f"[4/6] label-efficiency experiment: {cfg.efficiency.methods} × fractions "
+        f"{cfg.efficiency.fractions} (pretraining and fine-tuning on the CPU takes a while)"
+    )
+    eff = run_efficiency(
+        cfg, split_full, out / "efficiency", log=lambda s: log("      " + s), progress=False
+    )
     log("[5/6] export the SSCL model, test metrics, embeddings")
     tag = f"{fraction:g}"
     main = out / "efficiency" / "runs" / f"sscl_f{tag}_s{seed}"
@@ -107,18 +145,29 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     table = embed_manifest(load_model(out / "model"), split, seed=seed)
     write_embeddings(table, out / "embeddings.parquet")
     log("[6/6] report")
-    by_method = {r["method"]: r["metrics"]["balanced_accuracy"] for r in eff.records
-                 if r["label_fraction"] == fraction and r["seed"] == seed}
+    by_method = {
+        r["method"]: r["metrics"]["balanced_accuracy"]
+        for r in eff.records
+        if r["label_fraction"] == fraction and r["seed"] == seed
+    }
     names = {"supervised": "supervised", "simclr": "SimCLR", "sscl": "SSCL"}
-    parts = [f"{names[m]} {by_method[m]:.2f}" for m in ("supervised", "simclr", "sscl")
-             if m in by_method]
+    parts = [
+        f"{names[m]} {by_method[m]:.2f}" for m in ("supervised", "simclr", "sscl") if m in by_method
+    ]
     headline = f"balanced accuracy at {100 * fraction:g} % labels: " + ", ".join(parts)
     summary = {
-        "kind": "medcl-run", "headline": headline, "manifest": "data/split.csv",
-        "metrics": "metrics.json", "embeddings": "embeddings.parquet", "model": "model",
-        "efficiency": "efficiency/results.json", "efficiency_report": "efficiency/report.md",
-        "efficiency_plot": "efficiency/efficiency.png", "config": "config.yaml",
-        "label_fraction": fraction, "seconds": round(time.perf_counter() - started, 1),
+        "kind": "medcl-run",
+        "headline": headline,
+        "manifest": "data/split.csv",
+        "metrics": "metrics.json",
+        "embeddings": "embeddings.parquet",
+        "model": "model",
+        "efficiency": "efficiency/results.json",
+        "efficiency_report": "efficiency/report.md",
+        "efficiency_plot": "efficiency/efficiency.png",
+        "config": "config.yaml",
+        "label_fraction": fraction,
+        "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(summary, out / "run_summary.json")
     return DemoResult(out, headline, summary)

@@ -10,8 +10,14 @@ import pytest
 from medcl.data.manifest import Manifest, new_frame, write_manifest
 
 
-def make_manifest(root: Path, n_patients: int = 12, per_patient: int = 3, size: int = 24,
-                  labelled_patients: int = 4, seed: int = 0) -> Path:
+def make_manifest(
+    root: Path,
+    n_patients: int = 12,
+    per_patient: int = 3,
+    size: int = 24,
+    labelled_patients: int = 4,
+    seed: int = 0,
+) -> Path:
     """Class = number of bright squares (0, 1, 2); patients 0..n-3 train, the rest val."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -24,15 +30,28 @@ def make_manifest(root: Path, n_patients: int = 12, per_patient: int = 3, size: 
             img = rng.normal(0.3, 0.05, (1, size, size)).astype(np.float32)
             for _ in range(cls):
                 y, x = rng.integers(2, size - 6, 2)
-                img[0, y:y + 4, x:x + 4] += 0.5
+                img[0, y : y + 4, x : x + 4] += 0.5
             f = cache / f"p{p}_{k}.npy"
             np.save(f, np.clip(img, 0, 1))
             labelled = split == "val" or p < labelled_patients
-            rows.append({"image_id": f"p{p}i{k}", "path": str(f), "patient_key": f"pk{p:02d}",
-                         "study_key": f"s{p}", "modality": "MR",
-                         "label": f"c{cls}" if labelled else "", "split": split,
-                         "sha256": f"{p:032x}{k:032x}", "dims": 2, "rows": size, "cols": size,
-                         "slices": 1, "cache_path": str(f), "intensity": "unit"})
+            rows.append(
+                {
+                    "image_id": f"p{p}i{k}",
+                    "path": str(f),
+                    "patient_key": f"pk{p:02d}",
+                    "study_key": f"s{p}",
+                    "modality": "MR",
+                    "label": f"c{cls}" if labelled else "",
+                    "split": split,
+                    "sha256": f"{p:032x}{k:032x}",
+                    "dims": 2,
+                    "rows": size,
+                    "cols": size,
+                    "slices": 1,
+                    "cache_path": str(f),
+                    "intensity": "unit",
+                }
+            )
     return write_manifest(Manifest(new_frame(rows), ["c0", "c1", "c2"]), root / "split.csv")
 
 

@@ -22,17 +22,23 @@ def test_int_accepted_for_float():
     assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("method.temprature=0.1", "unknown config key 'method.temprature' (did you mean 'temperature'?)"),
-    ("bogus.x=1", "unknown config key 'bogus'"),
-    ("method.name=swav", "method.name: expected one of"),
-    ("optim.epochs=ten", "optim.epochs: expected int"),
-    ("optim.lr=-1", "optim.lr: must be in (0, 10)"),
-    ("augment.views=1", "augment.views"),
-    ("data.labelled_share=1.5", "data.labelled_share"),
-    ("method.lambda_sup=0", "lambda_sup and lambda_ssl are both 0"),
-    ("optim.lr", "expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "method.temprature=0.1",
+            "unknown config key 'method.temprature' (did you mean 'temperature'?)",
+        ),
+        ("bogus.x=1", "unknown config key 'bogus'"),
+        ("method.name=swav", "method.name: expected one of"),
+        ("optim.epochs=ten", "optim.epochs: expected int"),
+        ("optim.lr=-1", "optim.lr: must be in (0, 10)"),
+        ("augment.views=1", "augment.views"),
+        ("data.labelled_share=1.5", "data.labelled_share"),
+        ("method.lambda_sup=0", "lambda_sup and lambda_ssl are both 0"),
+        ("optim.lr", "expected KEY=VALUE"),
+    ],
+)
 def test_bad_values_refused(override, message):
     overrides = [override] + (["method.lambda_ssl=0"] if "lambda_sup=0" in override else [])
     with pytest.raises(ConfigError) as err:

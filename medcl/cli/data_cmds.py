@@ -34,17 +34,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ingest",
         help="turn DICOM/NIfTI/PNG/MedMNIST files into a de-identified manifest + cache",
-        description="Read every file under SOURCE; decodable images become manifest rows and cached "
-        "arrays, the others are listed with a reason in <manifest stem>.rejects.csv.",
+        description="Read every file under SOURCE; decodable images become manifest rows and "
+        "cached arrays, the others are listed with a reason in <manifest stem>.rejects.csv.",
     )
     p.add_argument("source", type=Path, help="folder (walked recursively) or a single file")
     p.add_argument("--out", required=True, type=Path, help="manifest CSV to write")
-    p.add_argument("--labels", type=Path, help="CSV with columns path,label (path relative to SOURCE)")
+    p.add_argument(
+        "--labels", type=Path, help="CSV with columns path,label (path relative to SOURCE)"
+    )
     p.add_argument("--classes", help="comma-separated class list in index order (default: sorted)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2-D slices or 3-D volumes")
     p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
     p.add_argument("--size", type=int, help="resize cached images in-plane to SIZE×SIZE")
-    p.add_argument("--secret", type=Path, help="pseudonymisation key file (default .medcl/secret.key)")
+    p.add_argument(
+        "--secret", type=Path, help="pseudonymisation key file (default .medcl/secret.key)"
+    )
     p.set_defaults(handler=_ingest)
 
     p = sub.add_parser(
@@ -57,8 +61,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="split manifest CSV to write")
     p.add_argument("--val", type=_fraction, default=0.15, help="validation share of patients")
     p.add_argument("--test", type=_fraction, default=0.15, help="test share of patients")
-    p.add_argument("--label-fraction", type=_fraction, default=1.0,
-                   help="share of labelled training images that keep their label (default 1)")
+    p.add_argument(
+        "--label-fraction",
+        type=_fraction,
+        default=1.0,
+        help="share of labelled training images that keep their label (default 1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(handler=_split)
 
@@ -66,11 +74,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from medcl.data.synth import generate_cohort
 
-    s = generate_cohort(args.out, patients=args.patients, seed=args.seed, modality=args.modality,
-                        size=args.size, dims=args.dims)
+    s = generate_cohort(
+        args.out,
+        patients=args.patients,
+        seed=args.seed,
+        modality=args.modality,
+        size=args.size,
+        dims=args.dims,
+    )
     counts = ", ".join(f"{k} {v}" for k, v in s.class_counts.items())
-    print(f"wrote {s.files} DICOM files ({s.patients} patients, {s.images} images; {counts}) "
-          f"to {s.out_dir}; labels in {Path(s.out_dir) / 'labels.csv'}")
+    print(
+        f"wrote {s.files} DICOM files ({s.patients} patients, {s.images} images; {counts}) "
+        f"to {s.out_dir}; labels in {Path(s.out_dir) / 'labels.csv'}"
+    )
     return 0
 
 
@@ -84,10 +100,20 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise MedclError(f"--workers must be at least 1, got {args.workers}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    r = ingest(args.source, args.out, labels=args.labels, classes=classes, dims=args.dims,
-               workers=args.workers, size=args.size, secret=args.secret)
-    print(f"{r.files_seen} files seen: {r.rows} manifest rows, {r.rejected} rejected, "
-          f"{r.skipped_unchanged} unchanged")
+    r = ingest(
+        args.source,
+        args.out,
+        labels=args.labels,
+        classes=classes,
+        dims=args.dims,
+        workers=args.workers,
+        size=args.size,
+        secret=args.secret,
+    )
+    print(
+        f"{r.files_seen} files seen: {r.rows} manifest rows, {r.rejected} rejected, "
+        f"{r.skipped_unchanged} unchanged"
+    )
     for reason, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {n:5d}  {reason}")
     print(f"manifest: {r.manifest}\nrejects:  {r.rejects}")
@@ -99,8 +125,9 @@ def _split(args: argparse.Namespace) -> int:
     from medcl.data.split import split_manifest, split_summary
 
     m = read_manifest(args.manifest)
-    out = split_manifest(m, val=args.val, test=args.test, label_fraction=args.label_fraction,
-                         seed=args.seed)
+    out = split_manifest(
+        m, val=args.val, test=args.test, label_fraction=args.label_fraction, seed=args.seed
+    )
     write_manifest(out, args.out)
     print(split_summary(out).to_string())
     print(f"split manifest: {args.out}")

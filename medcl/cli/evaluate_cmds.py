@@ -85,9 +85,11 @@ def _finetune(args: argparse.Namespace) -> int:
     save_config(cfg, out / "config.yaml")
     res.model.meta["name"] = f"{cfg.finetune.mode} on {Path(cfg.data.manifest).name}"
     save_model(out / "model", res.model, card=model_card(res.model.meta))
-    print(f"fine-tuned ({res.mode}): validation balanced accuracy "
-          f"{res.val_balanced_accuracy:.3f}\nmodel: {out / 'model'}\n"
-          f"next: medcl evaluate {out / 'model'} --manifest {cfg.data.manifest}")
+    print(
+        f"fine-tuned ({res.mode}): validation balanced accuracy "
+        f"{res.val_balanced_accuracy:.3f}\nmodel: {out / 'model'}\n"
+        f"next: medcl evaluate {out / 'model'} --manifest {cfg.data.manifest}"
+    )
     return 0
 
 
@@ -108,8 +110,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.split == "test":
         meta_path = model_dir / "metadata.json"
         meta = json.loads(meta_path.read_text())
-        meta["test_metrics"] = {k: metrics.get(k) for k in (
-            "accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece", "intervals")}
+        meta["test_metrics"] = {
+            k: metrics.get(k)
+            for k in (
+                "accuracy",
+                "balanced_accuracy",
+                "macro_auroc",
+                "macro_f1",
+                "ece",
+                "intervals",
+            )
+        }
         write_json(meta, meta_path)
         (model_dir / "model_card.md").write_text(model_card(meta, metrics))
     iv = metrics.get("intervals", {}).get("balanced_accuracy", {})
@@ -117,10 +128,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     def fmt(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
-    print(f"{args.split}: balanced accuracy {fmt(metrics['balanced_accuracy'])} "
-          f"(95 % CI {fmt(iv.get('low'))}–{fmt(iv.get('high'))}), "
-          f"accuracy {fmt(metrics['accuracy'])}, macro AUROC {fmt(metrics.get('macro_auroc'))}\n"
-          f"metrics: {out}")
+    print(
+        f"{args.split}: balanced accuracy {fmt(metrics['balanced_accuracy'])} "
+        f"(95 % CI {fmt(iv.get('low'))}–{fmt(iv.get('high'))}), "
+        f"accuracy {fmt(metrics['accuracy'])}, macro AUROC {fmt(metrics.get('macro_auroc'))}\n"
+        f"metrics: {out}"
+    )
     return 0
 
 

@@ -1,7 +1,8 @@
 """Entry point of the ``medcl`` command.
 
 Every subcommand lives in its own module under :mod:`medcl.cli` and registers itself through
-``add_parser(subparsers)``; heavy libraries are imported inside the handlers so that ``--help`` stays
+``add_parser(subparsers)``; heavy libraries are imported inside the handlers so that ``--help``
+stays
 fast. A :class:`~medcl.errors.MedclError` ends the program with a one-line message (exit status 2);
 ``--debug`` shows the traceback instead.
 """

@@ -31,8 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=4, help="number of images (default 4)")
     p.add_argument("--views", type=int, default=4, help="views per image (default 4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                   help="preset option override (repeatable), e.g. flip_lr=true")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="preset option override (repeatable), e.g. flip_lr=true",
+    )
     p.set_defaults(handler=_preview)
 
 
@@ -42,10 +47,13 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     r = pretrain(cfg, restart=args.restart)
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(r.metrics.items()) if "epoch" in k
-                      or k.startswith("val/"))
-    print(f"pretraining {'resumed and ' if r.resumed else ''}complete: {r.steps} steps in "
-          f"{r.seconds:.0f} s; {shown}")
+    shown = ", ".join(
+        f"{k} {v:.4f}" for k, v in sorted(r.metrics.items()) if "epoch" in k or k.startswith("val/")
+    )
+    print(
+        f"pretraining {'resumed and ' if r.resumed else ''}complete: {r.steps} steps in "
+        f"{r.seconds:.0f} s; {shown}"
+    )
     print(f"run folder: {r.out_dir}\nencoder:    {r.encoder_path}")
     return 0
 

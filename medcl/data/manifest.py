@@ -16,10 +16,12 @@ dims        2 or 3
 rows, cols  in-plane size in pixels; ``slices`` = depth (1 in 2-D)
 spacing_*   pixel spacing in mm (x = column, y = row, z = slice), empty when unknown
 cache_path  decoded, intensity-normalised float32 array (``.npy``), see :mod:`medcl.data.cache`
-intensity   what the cached values mean: ``hu`` (CT, Hounsfield units) or ``unit`` (scaled to [0, 1])
+intensity   what the cached values mean: ``hu`` (CT, Hounsfield units) or ``unit`` (scaled to [0,
+1])
 ========== =================================================================================
 
-In memory, :class:`Manifest` holds absolute paths; :func:`write_manifest` stores them relative to the
+In memory, :class:`Manifest` holds absolute paths; :func:`write_manifest` stores them relative to
+the
 new file's folder so that a manifest and its data can move together.
 """
 
@@ -58,8 +60,18 @@ COLUMNS: tuple[str, ...] = (
     "intensity",
 )
 REQUIRED = ("image_id", "path", "patient_key", "study_key", "modality", "label", "split", "sha256")
-_STRING_COLUMNS = ("image_id", "path", "patient_key", "study_key", "modality", "label", "split",
-                   "sha256", "cache_path", "intensity")
+_STRING_COLUMNS = (
+    "image_id",
+    "path",
+    "patient_key",
+    "study_key",
+    "modality",
+    "label",
+    "split",
+    "sha256",
+    "cache_path",
+    "intensity",
+)
 _MAX_LISTED = 5
 
 
@@ -211,8 +223,10 @@ def validate(m: Manifest, check_files: bool = True, source: str = "manifest") ->
     bad_split = df.index[~df["split"].isin(("",) + SPLITS)]
     if len(bad_split):
         vals = sorted(set(df.loc[bad_split, "split"]))
-        problems.append(f"unknown split value {_names(vals)} in {_rows(bad_split)} "
-                        f"(allowed: {', '.join(SPLITS)} or empty)")
+        problems.append(
+            f"unknown split value {_names(vals)} in {_rows(bad_split)} "
+            f"(allowed: {', '.join(SPLITS)} or empty)"
+        )
     assigned = df[df["split"].isin(SPLITS)]
     n_splits = assigned.groupby("patient_key")["split"].nunique()
     leaking = sorted(n_splits.index[n_splits > 1])
@@ -224,13 +238,13 @@ def validate(m: Manifest, check_files: bool = True, source: str = "manifest") ->
     unknown = df.index[(df["label"] != "") & ~df["label"].isin(m.classes)]
     if len(unknown):
         vals = sorted(set(df.loc[unknown, "label"]))
-        problems.append(f"label(s) {_names(vals)} not in declared classes {m.classes} "
-                        f"({_rows(unknown)})")
+        problems.append(
+            f"label(s) {_names(vals)} not in declared classes {m.classes} ({_rows(unknown)})"
+        )
     if check_files:
         gone = df.index[~df["path"].map(lambda s: bool(s) and Path(s).exists())]
         if len(gone):
-            problems.append(f"missing file(s) {_names(list(df.loc[gone, 'path']))} "
-                            f"({_rows(gone)})")
+            problems.append(f"missing file(s) {_names(list(df.loc[gone, 'path']))} ({_rows(gone)})")
     if problems:
         raise ManifestError(f"{source}: " + "; ".join(problems))
 

@@ -4,7 +4,8 @@ Identifiers from DICOM headers (PatientID, StudyInstanceUID, SOPInstanceUID, …
 information or can be linked to it. medcl never writes them: it writes
 ``HMAC-SHA256(secret, namespace || value)`` truncated to 16 hex characters. The secret lives in a
 per-project file (``.medcl/secret.key`` by default, git-ignored), created on first use with
-``os.urandom`` and readable only by its owner. Without the secret the pseudonyms cannot be reversed or
+``os.urandom`` and readable only by its owner. Without the secret the pseudonyms cannot be reversed
+or
 recomputed from a guessed identifier (unlike a plain hash of a medical record number).
 """
 
@@ -23,7 +24,8 @@ _KEY_BYTES = 32
 
 
 def secret_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where the project secret lives: ``explicit``, else ``$MEDCL_SECRET_FILE``, else ``.medcl/secret.key``."""
+    """Where the project secret lives: ``explicit``, else ``$MEDCL_SECRET_FILE``, else
+    ``.medcl/secret.key``."""
     if explicit is not None:
         return Path(explicit)
     env = os.environ.get(SECRET_ENV)
@@ -48,7 +50,9 @@ def load_or_create_secret(path: str | os.PathLike[str] | None = None) -> bytes:
         try:
             raw = bytes.fromhex(key.decode("ascii"))
         except ValueError as exc:
-            raise MedclError(f"{p}: not a medcl secret key (expected {_KEY_BYTES * 2} hex digits)") from exc
+            raise MedclError(
+                f"{p}: not a medcl secret key (expected {_KEY_BYTES * 2} hex digits)"
+            ) from exc
         if len(raw) != _KEY_BYTES:
             raise MedclError(f"{p}: not a medcl secret key (expected {_KEY_BYTES * 2} hex digits)")
         return raw
@@ -76,6 +80,6 @@ class Pseudonymizer:
         self._length = length
 
     def __call__(self, namespace: str, value: str) -> str:
-        """Pseudonym of ``value`` within ``namespace`` (``"patient"``, ``"study"``, ``"image"``, …)."""
+        """Pseudonym of ``value`` within ``namespace`` (``"patient"``, ``"study"``, ``"image"``)."""
         msg = f"{namespace}\x00{value}".encode()
         return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[: self._length]

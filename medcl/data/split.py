@@ -3,13 +3,14 @@
 Image-level splits put slices of one patient on both sides and inflate accuracy by tens of points
 (Yagis et al., 2021), so every split here assigns *patients*, never images:
 
-1. Each patient gets a stratum: the most frequent label among their images (``"?"`` when unlabelled).
+1. Each patient gets a stratum: the most frequent label among their images (``"?"`` if none).
 2. Patients without a split are divided into train / val / test by a stratified shuffle over the
    patient table (scikit-learn ``train_test_split`` with ``stratify``; strata too small to stratify
    are pooled). Rows that already carry a split (e.g. MedMNIST's own) keep it.
 3. ``label_fraction`` F keeps labels on a stratified, patient-level subset of the training patients
    holding about F of the labelled training images (at least one patient per class when F > 0) and
-   blanks the other training labels: those images join the unlabelled pretraining pool. Validation and
+   blanks the other training labels: those images join the unlabelled pretraining pool. Validation
+   and
    test keep every label, so the pool never contains a val/test patient.
 
 The result is a deterministic function of the manifest and ``seed``. Patients are ordered by their
@@ -60,7 +61,9 @@ def _pick(patients: pd.Series, n_pick: int, seed: int) -> list[str]:
         return list(patients.index)
     strat = _stratify_or_none(patients, n_pick)
     chosen, _ = train_test_split(
-        list(patients.index), train_size=n_pick, random_state=seed,
+        list(patients.index),
+        train_size=n_pick,
+        random_state=seed,
         stratify=None if strat is None else list(strat),
     )
     return sorted(chosen)
@@ -99,7 +102,9 @@ def assign_splits(m: Manifest, val: float = 0.15, test: float = 0.15, seed: int 
     test_p = set(_pick(strata, n_test, seed))
     rest = strata.drop(index=list(test_p))
     val_p = set(_pick(rest, n_val, seed + 1))
-    target = {p: ("test" if p in test_p else "val" if p in val_p else "train") for p in strata.index}
+    target = {
+        p: ("test" if p in test_p else "val" if p in val_p else "train") for p in strata.index
+    }
     mask = df["split"] == ""
     df.loc[mask, "split"] = df.loc[mask, "patient_key"].map(target)
     out = Manifest(df, list(m.classes), dict(m.extra))
@@ -157,8 +162,9 @@ def apply_label_fraction(m: Manifest, fraction: float, seed: int = 0) -> Manifes
     return Manifest(df, list(m.classes), extra)
 
 
-def split_manifest(m: Manifest, val: float = 0.15, test: float = 0.15,
-                   label_fraction: float = 1.0, seed: int = 0) -> Manifest:
+def split_manifest(
+    m: Manifest, val: float = 0.15, test: float = 0.15, label_fraction: float = 1.0, seed: int = 0
+) -> Manifest:
     """:func:`assign_splits` then :func:`apply_label_fraction` (see the module docstring)."""
     out = apply_label_fraction(assign_splits(m, val, test, seed), label_fraction, seed)
     out.extra.update({"split_seed": seed, "val": val, "test": test})
@@ -169,9 +175,11 @@ def split_summary(m: Manifest) -> pd.DataFrame:
     """Patients, images and labelled images per split."""
     df = m.df
     g = df.groupby("split")
-    out = pd.DataFrame({
-        "patients": g["patient_key"].nunique(),
-        "images": g.size(),
-        "labelled": g["label"].apply(lambda s: int((s != "").sum())),
-    })
+    out = pd.DataFrame(
+        {
+            "patients": g["patient_key"].nunique(),
+            "images": g.size(),
+            "labelled": g["label"].apply(lambda s: int((s != "").sum())),
+        }
+    )
     return out.reindex([s for s in ("train", "val", "test", "") if s in out.index])

@@ -35,9 +35,13 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None = None) -> s
         "## Model",
         f"- Encoder: MONAI {arch.get('encoder')} (width ×{arch.get('width')}, "
         f"{arch.get('stem')} stem), input {meta.get('image_size')} px, one channel.",
-        "- Pretraining: " + ("none (trained from scratch)" if not pre else
-                             f"{pre.get('method')} with λ_sup={pre.get('lambda_sup')}, "
-                             f"λ_ssl={pre.get('lambda_ssl')}"),
+        "- Pretraining: "
+        + (
+            "none (trained from scratch)"
+            if not pre
+            else f"{pre.get('method')} with λ_sup={pre.get('lambda_sup')}, "
+            f"λ_ssl={pre.get('lambda_ssl')}"
+        ),
         f"- Head: {meta.get('head', 'linear')}; selected on validation balanced accuracy "
         f"{_fmt(ft.get('val_balanced_accuracy'))}.",
         f"- Input normalisation: preset `{meta.get('preset')}`, {meta.get('intensity', '')}.",
@@ -62,8 +66,10 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None = None) -> s
             lines.append(f"| {name} | {_interval(metrics, name)} |")
         lines += ["", "| class | sensitivity | specificity | support |", "|---|---|---|---|"]
         for c, pc in (metrics.get("per_class") or {}).items():
-            lines.append(f"| {c} | {_fmt(pc.get('sensitivity'))} | "
-                         f"{_fmt(pc.get('specificity'))} | {pc.get('support')} |")
+            lines.append(
+                f"| {c} | {_fmt(pc.get('sensitivity'))} | "
+                f"{_fmt(pc.get('specificity'))} | {pc.get('support')} |"
+            )
     else:
         lines.append("Not evaluated yet (run `medcl evaluate`).")
     lines += [

@@ -13,7 +13,8 @@ see :func:`medcl.data.split.apply_label_fraction`; val and test are fixed):
   probe on the frozen pretrained encoder.
 
 Each run is evaluated on the test split with patient-bootstrap intervals and appended to
-``results.json`` as soon as it finishes; re-running the command skips finished runs (pretraining runs
+``results.json`` as soon as it finishes; re-running the command skips finished runs (pretraining
+runs
 resume from their checkpoints). Layout::
 
     OUT/splits/       label-fraction manifests
@@ -74,8 +75,13 @@ def _pretrain_cfg(cfg: Config, manifest: Path, out: Path, seed: int, lambda_sup:
     return c
 
 
-def run_efficiency(cfg: Config, manifest: str | Path, out: str | Path,
-                   log: Callable[[str], None] = print, progress: bool = True) -> EfficiencyResult:
+def run_efficiency(
+    cfg: Config,
+    manifest: str | Path,
+    out: str | Path,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> EfficiencyResult:
     """Run (or resume) the experiment described by ``cfg.efficiency`` on a split manifest.
 
     Args:
@@ -102,11 +108,16 @@ def run_efficiency(cfg: Config, manifest: str | Path, out: str | Path,
     done = {r["run"] for r in records}
 
     def _save() -> None:
-        write_json({"manifest": str(Path(manifest).resolve()), "metric": eff.metric,
-                    "records": records}, results_path)
+        write_json(
+            {"manifest": str(Path(manifest).resolve()), "metric": eff.metric, "records": records},
+            results_path,
+        )
 
-    n_total = len(eff.seeds) * len(eff.fractions) * (
-        len(eff.methods) + (eff.linear_probe and sum(m != "supervised" for m in eff.methods)))
+    n_total = (
+        len(eff.seeds)
+        * len(eff.fractions)
+        * (len(eff.methods) + (eff.linear_probe and sum(m != "supervised" for m in eff.methods)))
+    )
     for seed in eff.seeds:
         simclr_dir: Path | None = None
         for frac in eff.fractions:
@@ -131,48 +142,70 @@ def run_efficiency(cfg: Config, manifest: str | Path, out: str | Path,
                         write_manifest(apply_label_fraction(base, 0.0, seed), pool_path)
                         simclr_dir = out / "pretrain" / f"simclr_s{seed}"
                         log(f"[{len(records) + 1}/{n_total}] pretraining SimCLR (seed {seed})")
-                        pretrain(_pretrain_cfg(cfg, pool_path, simclr_dir, seed, 0.0),
-                                 progress=progress)
+                        pretrain(
+                            _pretrain_cfg(cfg, pool_path, simclr_dir, seed, 0.0), progress=progress
+                        )
                     pre_dir = simclr_dir
                 elif method == "sscl":
                     pre_dir = out / "pretrain" / f"sscl_f{_frac_tag(frac)}_s{seed}"
                     if not (pre_dir / "run.json").is_file():
-                        log(f"[{len(records) + 1}/{n_total}] pretraining SSCL "
-                            f"(fraction {_frac_tag(frac)}, seed {seed})")
-                    pretrain(_pretrain_cfg(cfg, split_path, pre_dir, seed,
-                                           cfg.method.lambda_sup), progress=progress)
+                        log(
+                            f"[{len(records) + 1}/{n_total}] pretraining SSCL "
+                            f"(fraction {_frac_tag(frac)}, seed {seed})"
+                        )
+                    pretrain(
+                        _pretrain_cfg(cfg, split_path, pre_dir, seed, cfg.method.lambda_sup),
+                        progress=progress,
+                    )
                 rec = _one_run(cfg, subset, name, mode, frac, seed, pre_dir, out / "runs" / key)
                 rec["seconds"] = time.perf_counter() - started
                 records.append(rec)
                 done.add(key)
                 _save()
-                log(f"[{len(records)}/{n_total}] {name} @ {_frac_tag(frac)} labels, seed {seed}: "
-                    f"test {eff.metric} {rec['metrics'].get(eff.metric, float('nan')):.3f}")
+                log(
+                    f"[{len(records)}/{n_total}] {name} @ {_frac_tag(frac)} labels, seed {seed}: "
+                    f"test {eff.metric} {rec['metrics'].get(eff.metric, float('nan')):.3f}"
+                )
     _save()
     report, png = write_report(records, eff.metric, out)
     return EfficiencyResult(out, results_path, report, png, records)
 
 
-def _one_run(cfg: Config, subset: Manifest, name: str, mode: str, frac: float, seed: int,
-             pre_dir: Path | None, run_dir: Path) -> dict[str, Any]:
+def _one_run(
+    cfg: Config,
+    subset: Manifest,
+    name: str,
+    mode: str,
+    frac: float,
+    seed: int,
+    pre_dir: Path | None,
+    run_dir: Path,
+) -> dict[str, Any]:
     c = copy.deepcopy(cfg)
     c.finetune.mode = mode
     c.trainer.seed = seed
     res = finetune(c, subset, pretrained=pre_dir)
     metrics = evaluate_model(res.model, subset, "test", n_boot=cfg.efficiency.n_boot, seed=seed)
     res.model.meta["name"] = f"{name} (label fraction {_frac_tag(frac)}, seed {seed})"
-    res.model.meta["test_metrics"] = {k: metrics.get(k) for k in (
-        "accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece", "intervals")}
+    res.model.meta["test_metrics"] = {
+        k: metrics.get(k)
+        for k in ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece", "intervals")
+    }
     res.model.meta["training_data"] = _data_summary(subset)
     save_model(run_dir / "model", res.model, card=model_card(res.model.meta, metrics))
     write_json(metrics, run_dir / "metrics.json")
     return {
-        "run": _run_key(name, frac, seed), "method": name, "label_fraction": float(frac),
-        "seed": seed, "finetune": mode, "val_balanced_accuracy": res.val_balanced_accuracy,
+        "run": _run_key(name, frac, seed),
+        "method": name,
+        "label_fraction": float(frac),
+        "seed": seed,
+        "finetune": mode,
+        "val_balanced_accuracy": res.val_balanced_accuracy,
         "n_labelled_images": res.model.meta["finetune"]["train_labelled_images"],
         "n_labelled_patients": res.model.meta["finetune"]["train_labelled_patients"],
         "pretrain_dir": None if pre_dir is None else str(pre_dir),
-        "model_dir": str(run_dir / "model"), "metrics": metrics,
+        "model_dir": str(run_dir / "model"),
+        "metrics": metrics,
     }
 
 
@@ -181,7 +214,9 @@ def _data_summary(m: Manifest) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split in ("train", "val", "test"):
         rows = df[df["split"] == split]
-        out[split] = (f"{rows['patient_key'].nunique()} patients, {len(rows)} images, "
-                      f"{int((rows['label'] != '').sum())} labelled")
+        out[split] = (
+            f"{rows['patient_key'].nunique()} patients, {len(rows)} images, "
+            f"{int((rows['label'] != '').sum())} labelled"
+        )
     out["label_fraction"] = m.extra.get("label_fraction", 1.0)
     return out

@@ -2,8 +2,10 @@
 
 ``embeddings.parquet`` columns: ``image_id, patient_key, split, label, labelled, prediction,
 confidence, correct, prob_<class>…, embedding`` (list of floats), ``pca_x, pca_y`` and, when
-computed, ``tsne_x, tsne_y`` (scikit-learn t-SNE on the first 50 principal components, run when there
-are at most ``tsne_max`` rows) and ``umap_x, umap_y`` (when umap-learn is installed). No header value
+computed, ``tsne_x, tsne_y`` (scikit-learn t-SNE on the first 50 principal components, run when
+there
+are at most ``tsne_max`` rows) and ``umap_x, umap_y`` (when umap-learn is installed). No header
+value
 from the source images is written: keys are pseudonyms.
 """
 
@@ -34,8 +36,9 @@ def project_2d(emb: np.ndarray, seed: int = 0, tsne_max: int = 5000) -> dict[str
     out["pca"] = pcs[:, :2]
     if 5 <= n <= tsne_max:
         perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-        out["tsne"] = TSNE(n_components=2, perplexity=perplexity, init="pca",
-                           random_state=seed).fit_transform(pcs)
+        out["tsne"] = TSNE(
+            n_components=2, perplexity=perplexity, init="pca", random_state=seed
+        ).fit_transform(pcs)
     try:
         import umap  # type: ignore[import-not-found]
 
@@ -46,8 +49,9 @@ def project_2d(emb: np.ndarray, seed: int = 0, tsne_max: int = 5000) -> dict[str
     return out
 
 
-def embed_manifest(clf: Classifier, manifest: Manifest, seed: int = 0,
-                   tsne_max: int = 5000) -> pd.DataFrame:
+def embed_manifest(
+    clf: Classifier, manifest: Manifest, seed: int = 0, tsne_max: int = 5000
+) -> pd.DataFrame:
     """Embed and predict every row of ``manifest``; returns the embeddings table."""
     meta = clf.meta
     ds = CachedImages(manifest, meta["image_size"], meta["spatial_dims"])
@@ -58,15 +62,17 @@ def embed_manifest(clf: Classifier, manifest: Manifest, seed: int = 0,
     classes = list(meta["classes"])
     pred = probs.argmax(1)
     df = manifest.df
-    table = pd.DataFrame({
-        "image_id": df["image_id"].to_numpy(),
-        "patient_key": df["patient_key"].to_numpy(),
-        "split": df["split"].to_numpy(),
-        "label": df["label"].to_numpy(),
-        "labelled": (df["label"] != "").to_numpy(),
-        "prediction": [classes[i] for i in pred],
-        "confidence": probs.max(1),
-    })
+    table = pd.DataFrame(
+        {
+            "image_id": df["image_id"].to_numpy(),
+            "patient_key": df["patient_key"].to_numpy(),
+            "split": df["split"].to_numpy(),
+            "label": df["label"].to_numpy(),
+            "labelled": (df["label"] != "").to_numpy(),
+            "prediction": [classes[i] for i in pred],
+            "confidence": probs.max(1),
+        }
+    )
     table["correct"] = np.where(table["labelled"], table["label"] == table["prediction"], None)
     for i, c in enumerate(classes):
         table[f"prob_{c}"] = probs[:, i]

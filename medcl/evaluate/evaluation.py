@@ -1,7 +1,8 @@
 """Test-split evaluation of a classifier: metrics with patient-level bootstrap intervals.
 
 ``metrics.json`` holds accuracy, balanced accuracy, macro AUROC (one-vs-rest), macro F1, per-class
-sensitivity / specificity / precision / F1 / AUROC, expected calibration error, the confusion matrix,
+sensitivity / specificity / precision / F1 / AUROC, expected calibration error, the confusion
+matrix,
 and 95 % percentile intervals from resampling **test patients** (not images): images of one patient
 are correlated, so an image-level bootstrap would understate the uncertainty.
 """
@@ -28,16 +29,19 @@ def predict_rows(clf: Classifier, manifest: Manifest) -> tuple[np.ndarray, Cache
     return clf.predict_proba(ds.images).numpy(), ds
 
 
-def evaluate_model(clf: Classifier, manifest: Manifest, split: str = "test", n_boot: int = 1000,
-                   seed: int = 0) -> dict[str, Any]:
+def evaluate_model(
+    clf: Classifier, manifest: Manifest, split: str = "test", n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """Metrics of ``clf`` on the labelled rows of ``split``.
 
     Raises:
         MedclError: If the split has no labelled rows or the classes differ from the model's.
     """
     if list(manifest.classes) != list(clf.meta["classes"]):
-        raise MedclError(f"the manifest's classes {manifest.classes} differ from the model's "
-                         f"{clf.meta['classes']}")
+        raise MedclError(
+            f"the manifest's classes {manifest.classes} differ from the model's "
+            f"{clf.meta['classes']}"
+        )
     rows = manifest.subset((manifest.df["split"] == split) & (manifest.df["label"] != ""))
     if len(rows) == 0:
         raise MedclError(f"no labelled rows in the {split!r} split to evaluate on")
@@ -53,12 +57,14 @@ def predictions_table(clf: Classifier, manifest: Manifest) -> pd.DataFrame:
     """Image id, split, label, prediction and class probabilities for every row."""
     proba, _ = predict_rows(clf, manifest)
     classes = list(clf.meta["classes"])
-    df = pd.DataFrame({
-        "image_id": manifest.df["image_id"].to_numpy(),
-        "split": manifest.df["split"].to_numpy(),
-        "label": manifest.df["label"].to_numpy(),
-        "prediction": [classes[i] for i in proba.argmax(1)] if len(proba) else [],
-    })
+    df = pd.DataFrame(
+        {
+            "image_id": manifest.df["image_id"].to_numpy(),
+            "split": manifest.df["split"].to_numpy(),
+            "label": manifest.df["label"].to_numpy(),
+            "prediction": [classes[i] for i in proba.argmax(1)] if len(proba) else [],
+        }
+    )
     for i, c in enumerate(classes):
         df[f"prob_{c}"] = proba[:, i] if len(proba) else []
     return df

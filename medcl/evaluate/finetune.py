@@ -30,6 +30,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
+from medcl._quiet import quiet_third_party
 from medcl.config import Config
 from medcl.data.manifest import Manifest
 from medcl.errors import MedclError
@@ -65,34 +66,43 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def base_meta(cfg: Config, manifest: Manifest, encoder_meta: dict[str, Any] | None,
-              dims: int, modality: str) -> dict[str, Any]:
+def base_meta(
+    cfg: Config, manifest: Manifest, encoder_meta: dict[str, Any] | None, dims: int, modality: str
+) -> dict[str, Any]:
     """The input convention and architecture shared by every head."""
     preset_name = (encoder_meta or {}).get("preset") or (
-        cfg.augment.preset if cfg.augment.preset != "auto" else preset_for_modality(modality))
-    preset = build_preset(preset_name, cfg.augment.options if encoder_meta is None else {},
-                          dims=dims)
+        cfg.augment.preset if cfg.augment.preset != "auto" else preset_for_modality(modality)
+    )
+    preset = build_preset(
+        preset_name, cfg.augment.options if encoder_meta is None else {}, dims=dims
+    )
     arch = {
         "encoder": (encoder_meta or {}).get("encoder", cfg.model.encoder),
         "width": (encoder_meta or {}).get("width", cfg.model.width),
         "stem": (encoder_meta or {}).get("stem", cfg.model.stem),
     }
     return {
-        "classes": list(manifest.classes), "architecture": arch, "spatial_dims": dims,
+        "classes": list(manifest.classes),
+        "architecture": arch,
+        "spatial_dims": dims,
         "image_size": (encoder_meta or {}).get("image_size", cfg.data.image_size),
-        "modality": modality, "preset": preset.name, "window": list(preset.window),
+        "modality": modality,
+        "preset": preset.name,
+        "window": list(preset.window),
         "intensity": "CT: Hounsfield units windowed to [0, 1] (level/width in 'window'); "
-                     "other modalities: 0.5/99.5 percentiles scaled to [0, 1]",
-        "pretraining": None if encoder_meta is None else {
-            k: encoder_meta.get(k) for k in ("method", "lambda_sup", "lambda_ssl")},
+        "other modalities: 0.5/99.5 percentiles scaled to [0, 1]",
+        "pretraining": None
+        if encoder_meta is None
+        else {k: encoder_meta.get(k) for k in ("method", "lambda_sup", "lambda_ssl")},
     }
 
 
 def _datasets(m: Manifest, size: int, dims: int) -> tuple[CachedImages, CachedImages]:
     train, val = _labelled(m, "train"), _labelled(m, "val")
     if len(train) == 0:
-        raise MedclError("no labelled training rows: fine-tuning needs labels "
-                         "(check --label-fraction)")
+        raise MedclError(
+            "no labelled training rows: fine-tuning needs labels (check --label-fraction)"
+        )
     if len(val) == 0:
         raise MedclError("no labelled validation rows: model selection needs a val split")
     return CachedImages(train, size, dims), CachedImages(val, size, dims)
@@ -102,8 +112,14 @@ def _features(clf: Classifier, ds: CachedImages) -> torch.Tensor:
     return clf.embed(ds.images)
 
 
-def fit_linear(clf: Classifier, train: CachedImages, val: CachedImages, balance: str,
-               n_classes: int, seed: int = 0) -> tuple[nn.Linear, float, dict[str, Any]]:
+def fit_linear(
+    clf: Classifier,
+    train: CachedImages,
+    val: CachedImages,
+    balance: str,
+    n_classes: int,
+    seed: int = 0,
+) -> tuple[nn.Linear, float, dict[str, Any]]:
     """Logistic-regression probe on frozen features, ``C`` picked on val balanced accuracy."""
     ftr = _features(clf, train).numpy().astype(np.float64)
     fva = _features(clf, val).numpy().astype(np.float64)
@@ -112,9 +128,12 @@ def fit_linear(clf: Classifier, train: CachedImages, val: CachedImages, balance:
     ztr, zva = (ftr - mu) / sd, (fva - mu) / sd
     best: tuple[float, float, Any] = (-1.0, 0.0, None)
     for c in (0.001, 0.01, 0.1, 1.0):
-        lr = LogisticRegression(C=c, max_iter=2000,
-                                class_weight="balanced" if balance != "none" else None,
-                                random_state=seed)
+        lr = LogisticRegression(
+            C=c,
+            max_iter=2000,
+            class_weight="balanced" if balance != "none" else None,
+            random_state=seed,
+        )
         lr.fit(ztr, ytr)
         score = balanced_accuracy_score(yva, lr.predict(zva))
         if score > best[0]:
@@ -136,8 +155,9 @@ def fit_linear(clf: Classifier, train: CachedImages, val: CachedImages, balance:
     return head, float(score), {"C": c}
 
 
-def fit_knn(clf: Classifier, train: CachedImages, val: CachedImages, k: int,
-            n_classes: int) -> tuple[KNNHead, float, dict[str, Any]]:
+def fit_knn(
+    clf: Classifier, train: CachedImages, val: CachedImages, k: int, n_classes: int
+) -> tuple[KNNHead, float, dict[str, Any]]:
     """kNN head over the training embeddings; reports val balanced accuracy."""
     bank = _features(clf, train)
     head = KNNHead(bank, train.labels, n_classes, k)
@@ -152,11 +172,13 @@ class FinetuneModule(L.LightningModule):
         super().__init__()
         self.clf = clf
         self.cfg = cfg
-        preset = build_preset(clf.meta["preset"], cfg.augment.options,
-                              dims=clf.meta["spatial_dims"])
+        preset = build_preset(
+            clf.meta["preset"], cfg.augment.options, dims=clf.meta["spatial_dims"]
+        )
         self.augment = MultiViewAugment(preset, 1)
-        self.register_buffer("class_w", weights if weights is not None else
-                             torch.ones(len(clf.meta["classes"])))
+        self.register_buffer(
+            "class_w", weights if weights is not None else torch.ones(len(clf.meta["classes"]))
+        )
         self.use_weights = weights is not None
         self.best_score = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -193,18 +215,27 @@ class FinetuneModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         ft = self.cfg.finetune
-        opt = torch.optim.AdamW([
-            {"params": self.clf.encoder.parameters(), "lr": ft.lr * ft.encoder_lr_mult},
-            {"params": self.clf.head.parameters(), "lr": ft.lr},
-        ], weight_decay=1e-4)
+        opt = torch.optim.AdamW(
+            [
+                {"params": self.clf.encoder.parameters(), "lr": ft.lr * ft.encoder_lr_mult},
+                {"params": self.clf.head.parameters(), "lr": ft.lr},
+            ],
+            weight_decay=1e-4,
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warm = max(1, total // 20)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def fit_full(clf: Classifier, train: CachedImages, val: CachedImages, cfg: Config,
-             n_classes: int, progress: bool = False) -> tuple[float, dict[str, Any]]:
+def fit_full(
+    clf: Classifier,
+    train: CachedImages,
+    val: CachedImages,
+    cfg: Config,
+    n_classes: int,
+    progress: bool = False,
+) -> tuple[float, dict[str, Any]]:
     """Train encoder + head in place; the best validation epoch's weights are loaded back."""
     ft = cfg.finetune
     labels = train.labels.numpy()
@@ -212,8 +243,7 @@ def fit_full(clf: Classifier, train: CachedImages, val: CachedImages, cfg: Confi
     gen = torch.Generator().manual_seed(cfg.trainer.seed)
     if ft.balance == "sampler":
         w = class_weights(labels, n_classes).numpy()[labels]
-        sampler: Any = WeightedRandomSampler(w.tolist(), per_epoch, replacement=True,
-                                             generator=gen)
+        sampler: Any = WeightedRandomSampler(w.tolist(), per_epoch, replacement=True, generator=gen)
     else:
         sampler = RandomSampler(train, replacement=True, num_samples=per_epoch, generator=gen)
     batch = min(ft.batch_size, per_epoch)
@@ -221,23 +251,32 @@ def fit_full(clf: Classifier, train: CachedImages, val: CachedImages, cfg: Confi
     val_loader = DataLoader(val, batch_size=256)
     weights = class_weights(labels, n_classes) if ft.balance == "weights" else None
     module = FinetuneModule(clf, cfg, weights)
+    quiet_third_party()
     trainer = L.Trainer(
-        max_epochs=ft.epochs, accelerator=cfg.trainer.accelerator, devices=1,
+        max_epochs=ft.epochs,
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
         precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
-        logger=False, enable_checkpointing=False, enable_progress_bar=progress,
-        enable_model_summary=False, num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
         callbacks=[EarlyStopping(monitor="val/bacc", mode="max", patience=ft.patience)],
     )
     trainer.fit(module, loader, val_loader)
     if module.best_state is not None:
         clf.load_state_dict(module.best_state)
     clf.cpu().eval()
-    return module.best_score, {"epochs_run": int(trainer.current_epoch),
-                               "steps": int(trainer.global_step)}
+    return module.best_score, {
+        "epochs_run": int(trainer.current_epoch),
+        "steps": int(trainer.global_step),
+    }
 
 
-def finetune(cfg: Config, manifest: Manifest, pretrained: str | Path | None = None,
-             progress: bool = False) -> FinetuneResult:
+def finetune(
+    cfg: Config, manifest: Manifest, pretrained: str | Path | None = None, progress: bool = False
+) -> FinetuneResult:
     """Fit a classifier on the labelled training rows, selecting on validation.
 
     Args:
@@ -259,19 +298,22 @@ def finetune(cfg: Config, manifest: Manifest, pretrained: str | Path | None = No
     if pretrained is not None:
         encoder, enc_meta = load_encoder(pretrained)
         if enc_meta["spatial_dims"] != dims:
-            raise MedclError(f"{pretrained}: encoder is {enc_meta['spatial_dims']}-D, the "
-                             f"manifest is {dims}-D")
+            raise MedclError(
+                f"{pretrained}: encoder is {enc_meta['spatial_dims']}-D, the manifest is {dims}-D"
+            )
     else:
-        encoder = build_encoder(cfg.model.encoder, dims, 1, cfg.model.stem, cfg.data.image_size,
-                                cfg.model.width)
+        encoder = build_encoder(
+            cfg.model.encoder, dims, 1, cfg.model.stem, cfg.data.image_size, cfg.model.width
+        )
     meta = base_meta(cfg, manifest, enc_meta, dims, modality)
     n_classes = len(manifest.classes)
     train, val = _datasets(manifest, meta["image_size"], dims)
     clf = Classifier(encoder, nn.Linear(encoder.out_dim, n_classes), meta)
     mode = cfg.finetune.mode
     if mode == "linear":
-        head, score, details = fit_linear(clf, train, val, cfg.finetune.balance, n_classes,
-                                          cfg.trainer.seed)
+        head, score, details = fit_linear(
+            clf, train, val, cfg.finetune.balance, n_classes, cfg.trainer.seed
+        )
         clf.head = head
     elif mode == "knn":
         head, score, details = fit_knn(clf, train, val, cfg.finetune.knn_k, n_classes)
@@ -279,14 +321,21 @@ def finetune(cfg: Config, manifest: Manifest, pretrained: str | Path | None = No
     else:
         score, details = fit_full(clf, train, val, cfg, n_classes, progress)
     labels = train.labels.numpy()
-    clf.meta.update({
-        "head": mode if mode != "full" else "linear (full fine-tuning)",
-        "finetune": {"mode": mode, "val_balanced_accuracy": score, **details,
-                     "train_labelled_images": int(len(train)),
-                     "train_labelled_patients": int(len(set(train.groups.tolist()))),
-                     "class_counts": {c: int((labels == i).sum())
-                                      for i, c in enumerate(manifest.classes)}},
-    })
+    clf.meta.update(
+        {
+            "head": mode if mode != "full" else "linear (full fine-tuning)",
+            "finetune": {
+                "mode": mode,
+                "val_balanced_accuracy": score,
+                **details,
+                "train_labelled_images": int(len(train)),
+                "train_labelled_patients": int(len(set(train.groups.tolist()))),
+                "class_counts": {
+                    c: int((labels == i).sum()) for i, c in enumerate(manifest.classes)
+                },
+            },
+        }
+    )
     if not math.isfinite(score):
         score = 0.0
     return FinetuneResult(clf, score, mode, details)

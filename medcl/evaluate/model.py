@@ -73,8 +73,10 @@ class Classifier(nn.Module):
         """Class probabilities ``(N, C)`` of images ``(N, 1, ...)`` in cache units."""
         self.eval()
         dev = next(self.parameters()).device
-        out = [F.softmax(self(self.normalize(images[s:s + batch_size].to(dev))).float(), dim=1)
-               for s in range(0, images.shape[0], batch_size)]
+        out = [
+            F.softmax(self(self.normalize(images[s : s + batch_size].to(dev))).float(), dim=1)
+            for s in range(0, images.shape[0], batch_size)
+        ]
         return torch.cat(out).cpu() if out else torch.zeros(0, len(self.meta["classes"]))
 
     @torch.no_grad()
@@ -82,8 +84,10 @@ class Classifier(nn.Module):
         """Encoder features ``(N, F)`` of images in cache units."""
         self.eval()
         dev = next(self.parameters()).device
-        out = [self.encoder(self.normalize(images[s:s + batch_size].to(dev))).float()
-               for s in range(0, images.shape[0], batch_size)]
+        out = [
+            self.encoder(self.normalize(images[s : s + batch_size].to(dev))).float()
+            for s in range(0, images.shape[0], batch_size)
+        ]
         return torch.cat(out).cpu() if out else torch.zeros(0, 1)
 
 
@@ -94,8 +98,13 @@ def versions() -> dict[str, str]:
 
     import medcl
 
-    return {"medcl": medcl.__version__, "torch": torch.__version__, "monai": monai.__version__,
-            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+    return {
+        "medcl": medcl.__version__,
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def save_model(model_dir: str | Path, clf: Classifier, card: str | None = None) -> Path:
@@ -104,11 +113,18 @@ def save_model(model_dir: str | Path, clf: Classifier, card: str | None = None) 
     d.mkdir(parents=True, exist_ok=True)
     head = clf.head
     if isinstance(head, KNNHead):
-        head_blob = {"type": "knn", "bank": head.bank.cpu(), "labels": head.labels.cpu(),
-                     "k": head.k}
+        head_blob = {
+            "type": "knn",
+            "bank": head.bank.cpu(),
+            "labels": head.labels.cpu(),
+            "k": head.k,
+        }
     else:
-        head_blob = {"type": "linear", "weight": head.weight.detach().cpu(),
-                     "bias": head.bias.detach().cpu()}
+        head_blob = {
+            "type": "linear",
+            "weight": head.weight.detach().cpu(),
+            "bias": head.bias.detach().cpu(),
+        }
     enc_state = {k: v.detach().cpu() for k, v in clf.encoder.state_dict().items()}
     torch.save({"encoder": enc_state, "head": head_blob}, d / "weights.pt")
     meta = dict(clf.meta)
@@ -134,8 +150,14 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Cla
         meta = json.loads((d / "metadata.json").read_text())
         blob = torch.load(d / "weights.pt", map_location="cpu", weights_only=True)
         arch = meta["architecture"]
-        enc = build_encoder(arch["encoder"], meta["spatial_dims"], 1, arch["stem"],
-                            meta["image_size"], arch.get("width", 1.0))
+        enc = build_encoder(
+            arch["encoder"],
+            meta["spatial_dims"],
+            1,
+            arch["stem"],
+            meta["image_size"],
+            arch.get("width", 1.0),
+        )
         enc.load_state_dict(blob["encoder"])
         h = blob["head"]
         n_classes = len(meta["classes"])

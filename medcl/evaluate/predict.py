@@ -14,8 +14,9 @@ from medcl.evaluate.evaluation import predict_rows
 from medcl.evaluate.model import load_model
 
 
-def predict_source(model_dir: str | Path, source: str | Path, out: str | Path,
-                   workers: int = 1) -> int:
+def predict_source(
+    model_dir: str | Path, source: str | Path, out: str | Path, workers: int = 1
+) -> int:
     """Ingest ``source`` to a temporary manifest, predict, write ``out`` (CSV); returns row count.
 
     Columns: ``path`` (the source file), ``image_id`` (pseudonym; frames and slices of one file have
@@ -28,8 +29,14 @@ def predict_source(model_dir: str | Path, source: str | Path, out: str | Path,
         raise MedclError(f"{src}: no such file or folder")
     with tempfile.TemporaryDirectory(prefix="medcl-predict-") as tmp:
         manifest_path = Path(tmp) / "predict.csv"
-        report = ingest(src, manifest_path, dims=clf.meta["spatial_dims"], workers=workers,
-                        size=clf.meta["image_size"], progress=True)
+        report = ingest(
+            src,
+            manifest_path,
+            dims=clf.meta["spatial_dims"],
+            workers=workers,
+            size=clf.meta["image_size"],
+            progress=True,
+        )
         m = read_manifest(manifest_path)
         m.df["label"] = ""
         m.classes = list(clf.meta["classes"])
@@ -40,16 +47,19 @@ def predict_source(model_dir: str | Path, source: str | Path, out: str | Path,
             rejects.to_csv(out_path.with_name(out_path.stem + ".rejects.csv"), index=False)
         if len(m) == 0:
             pd.DataFrame(columns=["path", "image_id", "prediction", "confidence"]).to_csv(
-                out_path, index=False)
+                out_path, index=False
+            )
             return 0
         proba, _ = predict_rows(clf, m)
     classes = list(clf.meta["classes"])
-    table = pd.DataFrame({
-        "path": m.df["path"].to_numpy(),
-        "image_id": m.df["image_id"].to_numpy(),
-        "prediction": [classes[i] for i in proba.argmax(1)],
-        "confidence": proba.max(1),
-    })
+    table = pd.DataFrame(
+        {
+            "path": m.df["path"].to_numpy(),
+            "image_id": m.df["image_id"].to_numpy(),
+            "prediction": [classes[i] for i in proba.argmax(1)],
+            "confidence": proba.max(1),
+        }
+    )
     for i, c in enumerate(classes):
         table[f"prob_{c}"] = proba[:, i]
     table.to_csv(out_path, index=False)

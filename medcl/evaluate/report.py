@@ -48,27 +48,39 @@ def _pct(f: float) -> str:
     return f"{100 * f:g} %"
 
 
-def write_report(records: list[dict[str, Any]], metric: str, out_dir: str | Path,
-                 title: str = "Label efficiency") -> tuple[Path, Path]:
+def write_report(
+    records: list[dict[str, Any]], metric: str, out_dir: str | Path, title: str = "Label efficiency"
+) -> tuple[Path, Path]:
     """Write ``report.md`` and ``efficiency.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(records, metric)
     fracs = sorted({f for m in summary.values() for f in m})
-    order = [m for m in ("supervised", "simclr", "simclr+linear", "sscl", "sscl+linear")
-             if m in summary] + sorted(m for m in summary if m not in (
-                 "supervised", "simclr", "simclr+linear", "sscl", "sscl+linear"))
-    lines = [f"# {title}", "",
-             f"Test {metric.replace('_', ' ')} by label fraction (mean over seeds, 95 % interval; "
-             "one seed: patient-bootstrap interval). Hyper-parameters chosen on validation only.",
-             "", "| method | " + " | ".join(_pct(f) for f in fracs) + " |",
-             "|---|" + "---|" * len(fracs)]
+    order = [
+        m for m in ("supervised", "simclr", "simclr+linear", "sscl", "sscl+linear") if m in summary
+    ] + sorted(
+        m
+        for m in summary
+        if m not in ("supervised", "simclr", "simclr+linear", "sscl", "sscl+linear")
+    )
+    lines = [
+        f"# {title}",
+        "",
+        f"Test {metric.replace('_', ' ')} by label fraction (mean over seeds, 95 % interval; "
+        "one seed: patient-bootstrap interval). Hyper-parameters chosen on validation only.",
+        "",
+        "| method | " + " | ".join(_pct(f) for f in fracs) + " |",
+        "|---|" + "---|" * len(fracs),
+    ]
     for m in order:
         cells = []
         for f in fracs:
             s = summary[m].get(f)
-            cells.append("–" if s is None else
-                         f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] (n={s['n']})")
+            cells.append(
+                "–"
+                if s is None
+                else f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] (n={s['n']})"
+            )
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if "supervised" in summary:
         lines += ["", "Gain over supervised from scratch (points of the metric, mean):", ""]
@@ -79,8 +91,9 @@ def write_report(records: list[dict[str, Any]], metric: str, out_dir: str | Path
             for f in fracs:
                 a, b = summary[m].get(f), summary["supervised"].get(f)
                 gains.append("–" if not a or not b else f"{100 * (a['mean'] - b['mean']):+.1f}")
-            lines.append(f"- {m}: " + ", ".join(f"{_pct(f)} {g}" for f, g in zip(fracs, gains,
-                                                                                  strict=True)))
+            lines.append(
+                f"- {m}: " + ", ".join(f"{_pct(f)} {g}" for f, g in zip(fracs, gains, strict=True))
+            )
     lines += ["", f"Runs: {len(records)}. Raw records: results.json.", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))

@@ -1,13 +1,15 @@
 """MONAI ResNet encoders for one-channel 2-D or 3-D medical images.
 
-The encoder maps ``(B, 1, H, W)`` (or ``(B, 1, D, H, W)``) to a ``(B, F)`` feature vector after global
+The encoder maps ``(B, 1, H, W)`` (or ``(B, 1, D, H, W)``) to a ``(B, F)`` feature vector after
+global
 average pooling; the classification layer of :class:`monai.networks.nets.ResNet` is not built
 (``feed_forward=False``). Input channels are handled here, once.
 
 Stem: ImageNet's 7×7 stride-2 convolution + max-pool divides the resolution by 4 at once, which
-throws away most of a 64×64 image. The ``small`` stem is a 3×3 stride-2 convolution without the
-max-pool (resolution /2); on 2 CPU cores it runs about 4× faster than MONAI's default stride-1 stem at
-64×64 while keeping small findings (GUIDE §5).
+throws away much of a 64×64 image. The ``small`` stem is a 3×3 stride-2 convolution without the
+max-pool (resolution /2, as MONAI's default stride-1 stem + max-pool, but with a 3×3 kernel on the
+half-resolution grid instead of a 7×7 kernel on the full one). Small findings keep a few pixels at
+``layer1``; for speed on CPUs, lower ``width`` (GUIDE §5).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _WIDTHS = [64, 128, 256, 512]
 
 
 def encoder_dim(name: str, width: float = 1.0) -> int:
-    """Feature size of encoder ``name`` (512·width for basic-block ResNets, 2048·width for ResNet-50)."""
+    """Feature size of ``name``: 512·width for basic-block ResNets, 2048·width for ResNet-50."""
     block, _ = ENCODERS[name]
     return int(_WIDTHS[-1] * width) * (4 if block == "bottleneck" else 1)
 

@@ -1,6 +1,7 @@
 """Saving and loading a pretrained encoder with what is needed to use it again.
 
-``encoder.pt`` holds ``{"state_dict", "meta"}`` where ``meta`` records the architecture (name, width,
+``encoder.pt`` holds ``{"state_dict", "meta"}`` where ``meta`` records the architecture (name,
+width,
 stem, spatial dims, image size) and the input convention (modality, preset, CT window) so that
 fine-tuning and inference rebuild exactly the same network and intensity mapping.
 """
@@ -43,8 +44,14 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
         meta = blob["meta"]
-        enc = build_encoder(meta["encoder"], meta["spatial_dims"], 1, meta["stem"],
-                            meta["image_size"], meta.get("width", 1.0))
+        enc = build_encoder(
+            meta["encoder"],
+            meta["spatial_dims"],
+            1,
+            meta["stem"],
+            meta["image_size"],
+            meta.get("width", 1.0),
+        )
         enc.load_state_dict(blob["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise MedclError(f"{p}: not a medcl encoder file ({exc})") from exc

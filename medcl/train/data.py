@@ -30,7 +30,9 @@ def load_array(path: str | Path) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise MedclError(f"{path}: cannot read cached image ({exc}); re-run `medcl ingest`") from exc
+        raise MedclError(
+            f"{path}: cannot read cached image ({exc}); re-run `medcl ingest`"
+        ) from exc
     arr = np.asarray(arr, dtype=np.float32)
     return arr[None] if arr.ndim in (2, 3) and arr.shape[0] != 1 else arr
 
@@ -42,8 +44,9 @@ def resize_to(x: torch.Tensor, size: int, dims: int) -> torch.Tensor:
         return x
     mode = "bilinear" if dims == 2 else "trilinear"
     down = any(s > size for s in spatial)
-    y = F.interpolate(x[None], size=(size,) * dims, mode=mode, align_corners=False,
-                      antialias=down and dims == 2)
+    y = F.interpolate(
+        x[None], size=(size,) * dims, mode=mode, align_corners=False, antialias=down and dims == 2
+    )
     return y[0]
 
 
@@ -59,13 +62,16 @@ class CachedImages(Dataset):
     Items are ``(image, label, group, index)`` with label −1 for unlabelled rows.
     """
 
-    def __init__(self, manifest: Manifest, image_size: int, dims: int = 2,
-                 progress: bool = False) -> None:
+    def __init__(
+        self, manifest: Manifest, image_size: int, dims: int = 2, progress: bool = False
+    ) -> None:
         df = manifest.df
         missing = df.index[df["cache_path"] == ""]
         if len(missing):
-            raise MedclError(f"{len(missing)} manifest row(s) have no cache_path (first: "
-                             f"{df.loc[missing[0], 'image_id']}); re-run `medcl ingest`")
+            raise MedclError(
+                f"{len(missing)} manifest row(s) have no cache_path (first: "
+                f"{df.loc[missing[0], 'image_id']}); re-run `medcl ingest`"
+            )
         paths = list(df["cache_path"])
         it: Sequence[str] | Iterator[str] = paths
         if progress:
@@ -124,9 +130,16 @@ class MixedBatchSampler(Sampler[list[int]]):
     oversampled).
     """
 
-    def __init__(self, labelled: Sequence[int], unlabelled: Sequence[int], batch_size: int,
-                 labelled_share: float, num_replicas: int = 1, rank: int = 0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        labelled: Sequence[int],
+        unlabelled: Sequence[int],
+        batch_size: int,
+        labelled_share: float,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+    ) -> None:
         self.labelled = np.asarray(labelled, dtype=np.int64)
         self.unlabelled = np.asarray(unlabelled, dtype=np.int64)
         if len(self.labelled) + len(self.unlabelled) == 0:

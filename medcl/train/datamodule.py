@@ -70,14 +70,24 @@ class PretrainData(L.LightningDataModule):
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         sampler = MixedBatchSampler(
-            np.flatnonzero(labels >= 0), np.flatnonzero(labels < 0), self.cfg.data.batch_size,
-            self.labelled_share, num_replicas=world, rank=rank, seed=self.cfg.trainer.seed,
+            np.flatnonzero(labels >= 0),
+            np.flatnonzero(labels < 0),
+            self.cfg.data.batch_size,
+            self.labelled_share,
+            num_replicas=world,
+            rank=rank,
+            seed=self.cfg.trainer.seed,
         )
         workers = self.cfg.data.num_workers
         if workers == "auto":
             workers = min(2, os.cpu_count() or 1) if self.preset.per_sample is not None else 0
-        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=False)
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=False,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:

@@ -12,16 +12,22 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor,
-                n_classes: int, k: int = 20, temperature: float = 0.07,
-                chunk: int = 1024) -> torch.Tensor:
-    """Class probabilities ``(Q, n_classes)`` of ``query`` ``(Q, D)`` against ``bank`` ``(M, D)``."""
+def knn_predict(
+    query: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    n_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Class probabilities ``(Q, C)`` of ``query`` ``(Q, D)`` against ``bank`` ``(M, D)``."""
     q = F.normalize(query.float(), dim=1)
     b = F.normalize(bank.float(), dim=1)
     k = max(1, min(k, b.shape[0]))
     out = []
     for s in range(0, q.shape[0], chunk):
-        sim = q[s:s + chunk] @ b.T
+        sim = q[s : s + chunk] @ b.T
         top, idx = sim.topk(k, dim=1)
         w = torch.exp(top / temperature)
         scores = torch.zeros(sim.shape[0], n_classes, device=q.device)

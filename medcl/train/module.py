@@ -1,18 +1,23 @@
-"""The pretraining LightningModule: one class for SimCLR, MoCo, BYOL and SimSiam with SupCon guidance.
+"""The pretraining LightningModule: one class for SimCLR, MoCo, BYOL and SimSiam with SupCon
+guidance.
 
 Objective (GUIDE §1): ``L = λ1 · SupCon(labelled anchors) + λ2 · SSL(all)`` where SSL is
 
-- ``simclr``: NT-Xent over all views; both terms come from one similarity matrix (:class:`SSCLLoss`);
+- ``simclr``: NT-Xent over all views; both terms come from one similarity matrix
+  (:class:`SSCLLoss`);
 - ``moco``: InfoNCE of queries against the EMA key encoder's keys and a FIFO queue (He et al. 2020,
   MoCo v2), symmetrised over the two views;
 - ``byol``: ``2 − 2cos`` between the online predictor and the EMA target projection (Grill et al.
   2020); ``simsiam``: ``−cos`` against the stop-gradient projection (Chen & He 2021).
 
-For MoCo/BYOL/SimSiam the SupCon term uses the online projections of the batch. Patient ids are passed
+For MoCo/BYOL/SimSiam the SupCon term uses the online projections of the batch. Patient ids are
+passed
 to every contrastive term: images of one patient are never negatives of each other.
 
-Augmentation runs batched on the training device (:class:`~medcl.transforms.MultiViewAugment`) from a
-generator seeded by ``(seed, global step, rank)``, so a resumed run draws the same views. On CUDA the
+Augmentation runs batched on the training device (:class:`~medcl.transforms.MultiViewAugment`) from
+a
+generator seeded by ``(seed, global step, rank)``, so a resumed run draws the same views. On CUDA
+the
 encoder runs channels-last under bf16 autocast (precision ``auto``).
 """
 
@@ -50,29 +55,36 @@ class PretrainModule(L.LightningModule):
         n_classes: Number of declared classes (for the kNN monitor).
     """
 
-    def __init__(self, cfg: Config, preset: AugmentPreset, spatial_dims: int,
-                 n_classes: int) -> None:
+    def __init__(
+        self, cfg: Config, preset: AugmentPreset, spatial_dims: int, n_classes: int
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_classes = n_classes
         self.spatial_dims = spatial_dims
         m, mc = cfg.model, cfg.method
-        self.encoder = build_encoder(m.encoder, spatial_dims, 1, m.stem, cfg.data.image_size,
-                                     m.width)
+        self.encoder = build_encoder(
+            m.encoder, spatial_dims, 1, m.stem, cfg.data.image_size, m.width
+        )
         self.projector = ProjectionHead(self.encoder.out_dim, m.proj_hidden, m.proj_dim)
         self.augment = MultiViewAugment(preset, cfg.augment.views)
         self.preset = preset
         self.method = mc.name
         lam_ssl = mc.lambda_ssl if self.method == "simclr" else 0.0
         # simclr: both terms; other methods: this computes the SupCon term only
-        self.contrastive = SSCLLoss(mc.temperature, 1.0 if self.method != "simclr"
-                                    else mc.lambda_sup, lam_ssl, mc.group_positives)
+        self.contrastive = SSCLLoss(
+            mc.temperature,
+            1.0 if self.method != "simclr" else mc.lambda_sup,
+            lam_ssl,
+            mc.group_positives,
+        )
         if self.method in ("moco", "byol"):
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
             self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
         if self.method == "moco":
-            self.moco = MoCoLoss(m.proj_dim, mc.queue_size, mc.temperature,
-                                 group_positives=mc.group_positives)
+            self.moco = MoCoLoss(
+                m.proj_dim, mc.queue_size, mc.temperature, group_positives=mc.group_positives
+            )
         if self.method in ("byol", "simsiam"):
             self.predictor = PredictorHead(m.proj_dim, m.proj_hidden)
             self.neg_cos = NegativeCosineLoss(self.method)
@@ -96,12 +108,17 @@ class PretrainModule(L.LightningModule):
                 continue
             (no_decay if _no_decay(name, p) else decay).append(p)
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}], lr=o.lr)
+            [
+                {"params": decay, "weight_decay": o.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=o.lr,
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warm = int(round(o.warmup_fraction * total))
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, total, warm, final_ratio=0.01))
+            opt, lambda step: warmup_cosine(step, total, warm, final_ratio=0.01)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ----------------------------------------------------------------- forward
@@ -113,8 +130,12 @@ class PretrainModule(L.LightningModule):
 
     def _generator(self, device: torch.device) -> torch.Generator:
         g = torch.Generator(device=device)
-        seed = (self.cfg.trainer.seed * 1_000_003 + int(self.global_step) * 7919
-                + int(self.global_rank) * 104_729 + self._micro_step) % (2**63 - 1)
+        seed = (
+            self.cfg.trainer.seed * 1_000_003
+            + int(self.global_step) * 7919
+            + int(self.global_rank) * 104_729
+            + self._micro_step
+        ) % (2**63 - 1)
         g.manual_seed(seed)
         return g
 
@@ -128,13 +149,22 @@ class PretrainModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
         for k, val in logs.items():
             self.log(f"train/{k}", val, on_step=False, on_epoch=True, batch_size=b)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True,
-                 on_epoch=False, batch_size=b)
+        self.log(
+            "train/lr",
+            self.trainer.optimizers[0].param_groups[0]["lr"],
+            on_step=True,
+            on_epoch=False,
+            batch_size=b,
+        )
         return loss
 
-    def objective(self, x: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
-                  generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def objective(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Augment on the device, encode all views, and compute the loss.
 
         Args:
@@ -165,13 +195,22 @@ class PretrainModule(L.LightningModule):
         logs["ssl"] = ssl.detach()
         return lam_sup * sup + lam_ssl * ssl, logs
 
-    def _ssl_term(self, flat: torch.Tensor, z: torch.Tensor, labels: torch.Tensor,
-                  groups: torch.Tensor, b: int, v: int) -> torch.Tensor:
+    def _ssl_term(
+        self,
+        flat: torch.Tensor,
+        z: torch.Tensor,
+        labels: torch.Tensor,
+        groups: torch.Tensor,
+        b: int,
+        v: int,
+    ) -> torch.Tensor:
         if self.method == "moco":
             with torch.no_grad():
                 k = self.target_projector(self._target_embed(flat)).view(b, v, -1)
-            ssl = 0.5 * (self.moco(z[:, 0], k[:, 1], labels, groups)
-                         + self.moco(z[:, 1], k[:, 0], labels, groups))
+            ssl = 0.5 * (
+                self.moco(z[:, 0], k[:, 1], labels, groups)
+                + self.moco(z[:, 1], k[:, 0], labels, groups)
+            )
             self.moco.enqueue(k[:, 1], labels, groups)
             return ssl
         p = self.predictor(z.flatten(0, 1)).view(b, v, -1)
@@ -190,8 +229,9 @@ class PretrainModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         acc = max(1, self.cfg.trainer.accumulate_grad_batches)
         if self.method in ("moco", "byol") and (batch_idx + 1) % acc == 0:
-            m = momentum_schedule(int(self.global_step), self.total_steps,
-                                  base=self.cfg.method.ema_base)
+            m = momentum_schedule(
+                int(self.global_step), self.total_steps, base=self.cfg.method.ema_base
+            )
             ema_update(self.target_encoder, self.encoder, m)
             ema_update(self.target_projector, self.projector, m)
 
@@ -218,8 +258,9 @@ class PretrainModule(L.LightningModule):
             x = x.to(self.device)
             bank.append(self.embed(self.preset.normalize(x)).float())
             bl.append(lab.to(self.device))
-        probs = knn_predict(q, torch.cat(bank), torch.cat(bl), self.n_classes,
-                            k=self.cfg.finetune.knn_k)
+        probs = knn_predict(
+            q, torch.cat(bank), torch.cat(bl), self.n_classes, k=self.cfg.finetune.knn_k
+        )
         pred = probs.argmax(1).cpu().numpy()
         bacc = balanced_accuracy_score(ql.cpu().numpy(), pred)
         self.log("val/knn_bacc", float(bacc), prog_bar=True, sync_dist=False)
@@ -230,8 +271,13 @@ class PretrainModule(L.LightningModule):
         name, keys, pos, has_gauss, cached = np.random.get_state()
         checkpoint["medcl_rng"] = {
             "torch": torch.get_rng_state(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                      float(cached)],
+            "numpy": [
+                name,
+                torch.from_numpy(keys.astype(np.int64)),
+                int(pos),
+                int(has_gauss),
+                float(cached),
+            ],
             "python": random.getstate(),
         }
 

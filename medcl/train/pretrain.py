@@ -30,6 +30,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from medcl._quiet import quiet_third_party
 from medcl.config import Config, save_config
 from medcl.data.manifest import Manifest, read_manifest
 from medcl.errors import ConfigError, MedclError
@@ -52,7 +53,7 @@ class PretrainResult:
     resumed: bool
 
 
-class _SimulatedKill(Exception):
+class _SimulatedKillError(Exception):
     """Raised by the test hook that simulates a run killed between epochs."""
 
 
@@ -64,7 +65,7 @@ class _StopAtEpoch(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch >= self.epoch:
-            raise _SimulatedKill(f"stopped at epoch {self.epoch} (test hook)")
+            raise _SimulatedKillError(f"stopped at epoch {self.epoch} (test hook)")
 
 
 def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
@@ -90,8 +91,11 @@ def _sync_bn(cfg: Config) -> bool:
     if cfg.trainer.sync_batchnorm != "auto":
         return bool(cfg.trainer.sync_batchnorm)
     dev = cfg.trainer.devices
-    many = (isinstance(dev, int) and dev > 1) or (isinstance(dev, list) and len(dev) > 1) or (
-        dev == "auto" and torch.cuda.device_count() > 1)
+    many = (
+        (isinstance(dev, int) and dev > 1)
+        or (isinstance(dev, list) and len(dev) > 1)
+        or (dev == "auto" and torch.cuda.device_count() > 1)
+    )
     return many or cfg.trainer.num_nodes > 1
 
 
@@ -109,17 +113,31 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def build_trainer(cfg: Config, out: Path, extra_callbacks: list[Callback] | None = None,
-                  progress: bool = True) -> L.Trainer:
+def build_trainer(
+    cfg: Config, out: Path, extra_callbacks: list[Callback] | None = None, progress: bool = True
+) -> L.Trainer:
     """The Lightning trainer of a pretraining run."""
+    quiet_third_party()  # after Lightning's import, which resets its logger to INFO
     t = cfg.trainer
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=1,
-                           every_n_epochs=1, save_on_train_epoch_end=True)
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        save_last=True,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+    )
     callbacks: list[Callback] = [ckpt]
     if t.checkpoint_every_n_steps > 0:
-        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="step-{step}",
-                                         every_n_train_steps=t.checkpoint_every_n_steps,
-                                         save_top_k=1, monitor="step", mode="max"))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=out / "checkpoints",
+                filename="step-{step}",
+                every_n_train_steps=t.checkpoint_every_n_steps,
+                save_top_k=1,
+                monitor="step",
+                mode="max",
+            )
+        )
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     callbacks += extra_callbacks or []
@@ -145,8 +163,9 @@ def build_trainer(cfg: Config, out: Path, extra_callbacks: list[Callback] | None
     )
 
 
-def pretrain(cfg: Config, restart: bool = False, progress: bool = True,
-             _stop_at_epoch: int | None = None) -> PretrainResult:
+def pretrain(
+    cfg: Config, restart: bool = False, progress: bool = True, _stop_at_epoch: int | None = None
+) -> PretrainResult:
     """Run (or resume) a pretraining described by ``cfg``.
 
     Args:
@@ -175,12 +194,19 @@ def pretrain(cfg: Config, restart: bool = False, progress: bool = True,
     if saved_cfg.is_file() and (last.is_file() or run_json.is_file()):
         before = yaml.safe_load(saved_cfg.read_text()) or {}
         if _comparable(before) != _comparable(cfg.to_dict()):
-            raise ConfigError(f"{out} holds a run with a different config; choose another "
-                              "`out` or pass --restart")
+            raise ConfigError(
+                f"{out} holds a run with a different config; choose another `out` or pass --restart"
+            )
         if run_json.is_file() and json.loads(run_json.read_text()).get("status") == "complete":
             info = json.loads(run_json.read_text())
-            return PretrainResult(out, out / "encoder.pt", info.get("steps", 0),
-                                  info.get("seconds", 0.0), info.get("metrics", {}), False)
+            return PretrainResult(
+                out,
+                out / "encoder.pt",
+                info.get("steps", 0),
+                info.get("seconds", 0.0),
+                info.get("metrics", {}),
+                False,
+            )
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, saved_cfg)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
@@ -196,27 +222,49 @@ def pretrain(cfg: Config, restart: bool = False, progress: bool = True,
     killed = False
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None)
-    except _SimulatedKill:
+    except _SimulatedKillError:
         killed = True
     if killed or trainer.interrupted:
-        raise MedclError(f"pretraining interrupted; run the same command again to resume from "
-                         f"{last}")
+        raise MedclError(
+            f"pretraining interrupted; run the same command again to resume from {last}"
+        )
     seconds = time.perf_counter() - started
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-               if torch.is_tensor(v) and v.numel() == 1}
+    metrics = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if torch.is_tensor(v) and v.numel() == 1
+    }
     meta = {
-        "encoder": cfg.model.encoder, "width": cfg.model.width, "stem": cfg.model.stem,
-        "spatial_dims": dims, "image_size": cfg.data.image_size, "modality": modality,
-        "preset": preset.name, "window": list(preset.window), "method": cfg.method.name,
-        "lambda_sup": cfg.method.lambda_sup, "lambda_ssl": cfg.method.lambda_ssl,
+        "encoder": cfg.model.encoder,
+        "width": cfg.model.width,
+        "stem": cfg.model.stem,
+        "spatial_dims": dims,
+        "image_size": cfg.data.image_size,
+        "modality": modality,
+        "preset": preset.name,
+        "window": list(preset.window),
+        "method": cfg.method.name,
+        "lambda_sup": cfg.method.lambda_sup,
+        "lambda_ssl": cfg.method.lambda_ssl,
         "classes": list(manifest.classes),
     }
     enc_path = out / "encoder.pt"
     if trainer.is_global_zero:
         save_encoder(enc_path, model.encoder, meta)
-        run_json.write_text(json.dumps({
-            "status": "complete", "steps": int(trainer.global_step), "seconds": seconds,
-            "epochs": int(trainer.current_epoch), "metrics": metrics, "resumed": resumed,
-            "labelled_share": dm.labelled_share, "meta": meta,
-        }, indent=2) + "\n")
+        run_json.write_text(
+            json.dumps(
+                {
+                    "status": "complete",
+                    "steps": int(trainer.global_step),
+                    "seconds": seconds,
+                    "epochs": int(trainer.current_epoch),
+                    "metrics": metrics,
+                    "resumed": resumed,
+                    "labelled_share": dm.labelled_share,
+                    "meta": meta,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return PretrainResult(out, enc_path, int(trainer.global_step), seconds, metrics, resumed)

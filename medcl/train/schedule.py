@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, total_steps: int, warmup_steps: int, final_ratio: float = 0.0
+) -> float:
     """The multiplier of the peak learning rate at optimiser step ``step`` (0-based)."""
     if total_steps <= 0:
         return 1.0

@@ -17,11 +17,22 @@ def _rows(tmp_path: Path, n: int = 6) -> list[dict]:
         f = tmp_path / "img" / f"{i}.dcm"
         f.parent.mkdir(exist_ok=True)
         f.write_bytes(b"x")
-        rows.append({
-            "image_id": f"im{i}", "path": str(f), "patient_key": f"p{i // 2}",
-            "study_key": f"s{i}", "modality": "MR", "label": ["a", "b", ""][i % 3],
-            "split": "", "sha256": f"{i:064x}", "dims": 2, "rows": 8, "cols": 8, "slices": 1,
-        })
+        rows.append(
+            {
+                "image_id": f"im{i}",
+                "path": str(f),
+                "patient_key": f"p{i // 2}",
+                "study_key": f"s{i}",
+                "modality": "MR",
+                "label": ["a", "b", ""][i % 3],
+                "split": "",
+                "sha256": f"{i:064x}",
+                "dims": 2,
+                "rows": 8,
+                "cols": 8,
+                "slices": 1,
+            }
+        )
     return rows
 
 

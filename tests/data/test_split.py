@@ -19,9 +19,18 @@ def cohort(n_patients: int = 60, seed: int = 0, unlabelled_share: float = 0.0) -
         label = CLASSES[int(rng.choice(3, p=[0.55, 0.3, 0.15]))]
         for k in range(int(rng.integers(2, 6))):
             lab = "" if rng.random() < unlabelled_share else label
-            rows.append({"image_id": f"p{p}i{k}", "path": f"/x/p{p}/{k}.dcm",
-                         "patient_key": f"pk{p:03d}", "study_key": f"s{p}{k}", "modality": "MR",
-                         "label": lab, "split": "", "sha256": "0"})
+            rows.append(
+                {
+                    "image_id": f"p{p}i{k}",
+                    "path": f"/x/p{p}/{k}.dcm",
+                    "patient_key": f"pk{p:03d}",
+                    "study_key": f"s{p}{k}",
+                    "modality": "MR",
+                    "label": lab,
+                    "split": "",
+                    "sha256": "0",
+                }
+            )
     return Manifest(new_frame(rows), list(CLASSES))
 
 
@@ -97,10 +106,15 @@ def test_already_unlabelled_rows_stay_in_train_pool():
     assert (m.df["split"] != "").all()
 
 
-@pytest.mark.parametrize(("kw", "msg"), [
-    ({"val": 1.2}, "--val"), ({"test": -0.1}, "--test"), ({"val": 0.6, "test": 0.5}, "below 1"),
-    ({"label_fraction": 1.5}, "--label-fraction"),
-])
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"val": 1.2}, "--val"),
+        ({"test": -0.1}, "--test"),
+        ({"val": 0.6, "test": 0.5}, "below 1"),
+        ({"label_fraction": 1.5}, "--label-fraction"),
+    ],
+)
 def test_bad_fractions_refused(kw, msg):
     with pytest.raises(MedclError, match=msg):
         split_manifest(cohort(10), **kw)

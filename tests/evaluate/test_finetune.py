@@ -13,9 +13,19 @@ from medcl.evaluate.finetune import class_weights, finetune
 from medcl.evaluate.model import load_model, save_model
 from medcl.train.pretrain import pretrain
 
-TINY = ["model.encoder=resnet10", "model.width=0.125", "model.proj_dim=16",
-        "model.proj_hidden=32", "data.image_size=16", "data.batch_size=8", "optim.epochs=1",
-        "trainer.threads=1", "data.num_workers=0", "finetune.epochs=2", "finetune.batch_size=8"]
+TINY = [
+    "model.encoder=resnet10",
+    "model.width=0.125",
+    "model.proj_dim=16",
+    "model.proj_hidden=32",
+    "data.image_size=16",
+    "data.batch_size=8",
+    "optim.epochs=1",
+    "trainer.threads=1",
+    "data.num_workers=0",
+    "finetune.epochs=2",
+    "finetune.batch_size=8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +34,9 @@ def pretrained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ft")
     manifest = make_manifest(root / "data")
-    pretrain(load_config(None, [f"data.manifest={manifest}", f"out={root}/run", *TINY]),
-             progress=False)
+    pretrain(
+        load_config(None, [f"data.manifest={manifest}", f"out={root}/run", *TINY]), progress=False
+    )
     return manifest, root / "run"
 
 
@@ -62,8 +73,9 @@ def test_linear_probe_matches_sklearn(pretrained):
     f_tr = res.model.embed(train.images).numpy().astype(np.float64)
     f_va = res.model.embed(val.images).numpy().astype(np.float64)
     mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
-    ref = LogisticRegression(C=res.details["C"], max_iter=2000, class_weight="balanced",
-                             random_state=0).fit((f_tr - mu) / sd, train.labels.numpy())
+    ref = LogisticRegression(
+        C=res.details["C"], max_iter=2000, class_weight="balanced", random_state=0
+    ).fit((f_tr - mu) / sd, train.labels.numpy())
     expected = ref.predict_proba((f_va - mu) / sd)
     got = res.model.predict_proba(val.images).numpy()
     present = ref.classes_

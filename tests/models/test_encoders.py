@@ -8,7 +8,9 @@ import torch
 from medcl.models import PredictorHead, ProjectionHead, build_encoder, encoder_dim
 
 
-@pytest.mark.parametrize(("name", "dim"), [("resnet10", 512), ("resnet18", 512), ("resnet50", 2048)])
+@pytest.mark.parametrize(
+    ("name", "dim"), [("resnet10", 512), ("resnet18", 512), ("resnet50", 2048)]
+)
 def test_encoder_2d_shapes(name, dim):
     enc = build_encoder(name, spatial_dims=2, image_size=32).eval()
     out = enc(torch.randn(2, 1, 32, 32))
@@ -34,7 +36,9 @@ def test_small_stem_keeps_resolution():
 
 def test_width_multiplier():
     enc = build_encoder("resnet10", width=0.5).eval()
-    assert enc(torch.randn(2, 1, 32, 32)).shape == (2, 256) and enc.out_dim == encoder_dim("resnet10", 0.5)
+    assert enc(torch.randn(2, 1, 32, 32)).shape == (2, 256) and enc.out_dim == encoder_dim(
+        "resnet10", 0.5
+    )
 
 
 def test_heads():

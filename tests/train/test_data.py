@@ -24,8 +24,9 @@ def test_labelled_share_per_batch():
 
 
 def test_unlabelled_pool_covered_without_repeats_in_an_epoch():
-    s = MixedBatchSampler(list(range(4)), list(range(4, 100)), batch_size=12,
-                          labelled_share=1 / 3, seed=0)
+    s = MixedBatchSampler(
+        list(range(4)), list(range(4, 100)), batch_size=12, labelled_share=1 / 3, seed=0
+    )
     unl = [i for b in s for i in b if i >= 4]
     assert len(unl) == len(set(unl))
 

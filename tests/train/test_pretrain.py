@@ -12,9 +12,18 @@ from medcl.errors import ConfigError, MedclError
 from medcl.models.export import load_encoder
 from medcl.train.pretrain import pretrain
 
-TINY = ["model.encoder=resnet10", "model.width=0.125", "model.proj_dim=16",
-        "model.proj_hidden=32", "data.image_size=16", "data.batch_size=8", "optim.epochs=2",
-        "trainer.threads=1", "data.num_workers=0", "method.queue_size=32"]
+TINY = [
+    "model.encoder=resnet10",
+    "model.width=0.125",
+    "model.proj_dim=16",
+    "model.proj_hidden=32",
+    "data.image_size=16",
+    "data.batch_size=8",
+    "optim.epochs=2",
+    "trainer.threads=1",
+    "data.num_workers=0",
+    "method.queue_size=32",
+]
 
 
 def _cfg(manifest, out, *extra):
@@ -24,8 +33,13 @@ def _cfg(manifest, out, *extra):
 def test_simclr_sscl_run_folder(tiny_manifest, tmp_path):
     r = pretrain(_cfg(tiny_manifest, tmp_path / "run"), progress=False)
     out = tmp_path / "run"
-    for name in ("config.yaml", "encoder.pt", "run.json", "checkpoints/last.ckpt",
-                 "logs/metrics.csv"):
+    for name in (
+        "config.yaml",
+        "encoder.pt",
+        "run.json",
+        "checkpoints/last.ckpt",
+        "logs/metrics.csv",
+    ):
         assert (out / name).exists(), name
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "complete" and info["steps"] == r.steps > 0
@@ -46,10 +60,10 @@ def test_other_methods_train(tiny_manifest, tmp_path, method):
 
 
 def test_moco_queue_is_in_checkpoint(tiny_manifest, tmp_path):
-    pretrain(_cfg(tiny_manifest, tmp_path / "m", "method.name=moco", "optim.epochs=1"),
-             progress=False)
-    ckpt = torch.load(tmp_path / "m/checkpoints/last.ckpt", map_location="cpu",
-                      weights_only=False)
+    pretrain(
+        _cfg(tiny_manifest, tmp_path / "m", "method.name=moco", "optim.epochs=1"), progress=False
+    )
+    ckpt = torch.load(tmp_path / "m/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     sd = ckpt["state_dict"]
     assert "moco.queue" in sd and int(sd["moco.queue_len"]) > 0
 
@@ -57,8 +71,9 @@ def test_moco_queue_is_in_checkpoint(tiny_manifest, tmp_path):
 def test_killed_run_resumes_exactly(tiny_manifest, tmp_path):
     straight = pretrain(_cfg(tiny_manifest, tmp_path / "a", "optim.epochs=3"), progress=False)
     with pytest.raises(MedclError, match="interrupted"):
-        pretrain(_cfg(tiny_manifest, tmp_path / "b", "optim.epochs=3"), progress=False,
-                 _stop_at_epoch=2)
+        pretrain(
+            _cfg(tiny_manifest, tmp_path / "b", "optim.epochs=3"), progress=False, _stop_at_epoch=2
+        )
     assert (tmp_path / "b/checkpoints/last.ckpt").exists()
     assert not (tmp_path / "b/encoder.pt").exists()
     resumed = pretrain(_cfg(tiny_manifest, tmp_path / "b", "optim.epochs=3"), progress=False)
@@ -80,6 +95,5 @@ def test_bad_inputs_refused_before_work(tmp_path, tiny_manifest):
     with pytest.raises(ConfigError, match="data.manifest"):
         pretrain(load_config(None, [f"out={tmp_path}/x"]), progress=False)
     with pytest.raises(ConfigError, match="bogus"):
-        pretrain(_cfg(tiny_manifest, tmp_path / "d", "augment.options={bogus: 1}"),
-                 progress=False)
+        pretrain(_cfg(tiny_manifest, tmp_path / "d", "augment.options={bogus: 1}"), progress=False)
     assert not (tmp_path / "d").exists()
