@@ -1,9 +1,9 @@
 """Phantom cohort: a generated, labelled set of real DICOM studies.
 
-medcl cannot download data, so its default data set is generated. :func:`generate_cohort` writes a
-cohort of synthetic patients as DICOM files (MR, CT or projection X-ray), a ``labels.csv`` and a
-``cohort.json`` summary. The files are ordinary DICOM Part 10 files that exercise the same code paths
-as clinical exports: modality LUTs, pixel spacing, slice geometry, and fake protected health
+medcl cannot download data, so its default data set is generated. :func:`generate_cohort` writes
+a cohort of synthetic patients as DICOM files (MR, CT or projection X-ray), a ``labels.csv`` and a
+``cohort.json`` summary. The files are ordinary DICOM Part 10 files that exercise the same code
+paths as clinical exports: modality LUTs, pixel spacing, slice geometry, and fake protected health
 information (PHI) in the headers for the de-identification code to remove.
 
 Generative model
@@ -13,12 +13,14 @@ Every patient is a small 3D anatomical phantom in normalised coordinates (the fi
 patient's images, so lesions sit at the same anatomical position in every image of a patient:
 
 * **Body**: an elliptic, slowly tapering cylinder with a subcutaneous fat layer of varying
-  thickness; a vertebral body (cortical rim around marrow) posterior; two small lateral organs
-  ("kidneys").
+  thickness; a vertebral body (cortical rim around marrow, a cylinder along z) posterior; up to two
+  small posterolateral organs ("kidneys").
 * **Organ**: a rotated ellipsoid of varying size and position inside the body with a smooth tissue
   texture (a Gaussian-filtered random field in anatomical coordinates).
-* **Distractors** present in every class: 2-4 elongated, tortuous vessels inside the organ (quadratic
-  Bezier tubes, bright or dark) and 0-2 small round nodules in the body *outside* the organ.
+* **Distractors** present in every class: 2-4 elongated, curved vessels inside the organ
+  (quadratic Bezier tubes, bright or dark) and 0-2 small round nodules in the body *outside* the
+  organ. Kidneys and nodules are kept clear of the organ's outline, lesions clear of the organ's
+  outline, the spine, the vessels and each other, so the count is unambiguous in every image.
 * **Findings**: the class is the number of small round focal lesions (spheres) inside the organ:
   ``normal`` (none), ``single_lesion`` (one) or ``multiple_lesions`` (two to four). The class
   priors are about 55 / 30 / 15 %. Lesion polarity (brighter or darker than the organ) and
@@ -39,10 +41,12 @@ contrast, intensity drift and noise:
   phantom's ellipsoids, spheres and tubes, with bright bones (spine and ribs), an anode-heel-like
   intensity gradient, a display gamma and Gaussian noise.
 
-Layout: ``P0001/ST01/SE01/IM0001.dcm``. In 2D each patient has 3-5 studies of one single-image series,
-all taken at the same anatomical level. In 3D (``mr`` and ``ct`` only) each patient has one study with
-two series of ``max(8, size // 2)`` axial slices, one file per slice, positioned along the slice
-normal at constant spacing. Folder and file names carry no PHI.
+Layout: ``P0001/ST01/SE01/IM0001.dcm``. In 2D each patient has 3-5 studies of one single-image
+series, all showing the phantom's z = 0 section with every lesion, vessel and nodule brought into
+that plane, so a 2D image always shows all of the patient's findings. In 3D (``mr`` and ``ct``
+only) each patient has one study with two series of ``max(8, size // 2)`` axial slices, one file
+per slice, positioned along the slice normal at constant spacing. Folder and file names carry no
+PHI.
 
 Determinism: all randomness comes from :func:`numpy.random.default_rng` seeded with
 ``SeedSequence([seed, patient_index])``, and UIDs are derived from the seed with
@@ -100,71 +104,17 @@ _IMPLEMENTATION_VERSION = "MEDCL_SYNTH_1"
 _PATIENT_DIR = re.compile(r"^P\d{4,}$")
 
 # Fake PHI vocabularies. Invented combinations; any resemblance to a real person is a coincidence.
-_FEMALE = (
-    "JANE",
-    "MARY",
-    "ANNA",
-    "LINDA",
-    "SUSAN",
-    "KAREN",
-    "EMMA",
-    "OLIVIA",
-    "SOFIA",
-    "MARIA",
-    "ELENA",
-    "HANNA",
-    "GRACE",
-    "CHLOE",
-    "NORA",
-    "ALICE",
-    "AMINA",
-    "YUKI",
+_FEMALE = tuple(
+    "JANE MARY ANNA LINDA SUSAN KAREN EMMA OLIVIA SOFIA MARIA ELENA HANNA GRACE CHLOE NORA ALICE "
+    "AMINA YUKI".split()
 )
-_MALE = (
-    "JOHN",
-    "JAMES",
-    "ROBERT",
-    "MICHAEL",
-    "DAVID",
-    "PETER",
-    "THOMAS",
-    "LUCAS",
-    "NOAH",
-    "OMAR",
-    "IVAN",
-    "KENJI",
-    "LIAM",
-    "PAUL",
-    "ADAM",
-    "SAMUEL",
-    "MATEO",
-    "RAVI",
+_MALE = tuple(
+    "JOHN JAMES ROBERT MICHAEL DAVID PETER THOMAS LUCAS NOAH OMAR IVAN KENJI LIAM PAUL ADAM SAMUEL "
+    "MATEO RAVI".split()
 )
-_SURNAMES = (
-    "DOE",
-    "ROE",
-    "SMITH",
-    "JOHNSON",
-    "GARCIA",
-    "MUELLER",
-    "ROSSI",
-    "DUBOIS",
-    "NOVAK",
-    "TANAKA",
-    "KIM",
-    "SILVA",
-    "OKAFOR",
-    "NGUYEN",
-    "KOWALSKI",
-    "HANSEN",
-    "EVANS",
-    "MORENO",
-    "PETROV",
-    "COHEN",
-    "SINGH",
-    "BAKER",
-    "LINDQVIST",
-    "MORI",
+_SURNAMES = tuple(
+    "DOE ROE SMITH JOHNSON GARCIA MUELLER ROSSI DUBOIS NOVAK TANAKA KIM SILVA OKAFOR NGUYEN "
+    "KOWALSKI HANSEN EVANS MORENO PETROV COHEN SINGH BAKER LINDQVIST MORI".split()
 )
 _INSTITUTIONS = (
     "ST ELSEWHERE GENERAL HOSPITAL",
@@ -253,26 +203,34 @@ def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: int = 12) -> np.n
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
-def _organ_point(organ: _Ellipsoid, u: np.ndarray) -> np.ndarray:
-    """Map a point of the unit ball to the ellipsoid ``organ``."""
-    c, s = math.cos(organ.angle), math.sin(organ.angle)
-    v = u * organ.axes
-    return organ.center + np.array([c * v[0] - s * v[1], s * v[0] + c * v[1], v[2]])
+def _ellipsoid_point(e: _Ellipsoid, u: np.ndarray) -> np.ndarray:
+    """Map a point of the unit ball to the ellipsoid ``e``."""
+    c, s = math.cos(e.angle), math.sin(e.angle)
+    v = u * e.axes
+    return e.center + np.array([c * v[0] - s * v[1], s * v[0] + c * v[1], v[2]])
 
 
-def _organ_rho(organ: _Ellipsoid, p: np.ndarray) -> float:
-    """Normalised in-plane radius of ``p`` in the z = 0 cross-section of ``organ`` (1 on its outline)."""
-    c, s = math.cos(organ.angle), math.sin(organ.angle)
-    d = p[:2] - organ.center[:2]
+def _ellipse_rho(e: _Ellipsoid, p: np.ndarray) -> float:
+    """Normalised in-plane radius of ``p`` in the z = 0 section of ``e`` (1 on its outline)."""
+    c, s = math.cos(e.angle), math.sin(e.angle)
+    d = p[:2] - e.center[:2]
     x, y = c * d[0] + s * d[1], -s * d[0] + c * d[1]
-    return math.hypot(x / organ.axes[0], y / organ.axes[1])
+    return math.hypot(x / e.axes[0], y / e.axes[1])
 
 
 def _ellipse_outline(e: _Ellipsoid, n: int = 24) -> np.ndarray:
     """Points on the z = 0 outline of an ellipsoid."""
     a = np.linspace(0.0, 2 * math.pi, n, endpoint=False)
     u = np.stack([np.cos(a), np.sin(a), np.zeros(n)], axis=1)
-    return np.array([_organ_point(e, v) for v in u])
+    return np.array([_ellipsoid_point(e, v) for v in u])
+
+
+def _kidney_fits(kidney: _Ellipsoid, organ: _Ellipsoid, body: _Ellipsoid, fat_inner: float) -> bool:
+    """Whether a kidney lies clear of the organ and inside the body wall."""
+    rim = _ellipse_outline(kidney)
+    return all(_ellipse_rho(organ, q) > 1 + 0.06 / min(organ.axes[:2]) for q in rim) and all(
+        _ellipse_rho(body, q) < fat_inner - 0.04 / min(body.axes[:2]) for q in rim
+    )
 
 
 def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
@@ -291,7 +249,7 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
         center=body.center
         + np.array([rng.uniform(-0.15, 0.15) * bx, rng.uniform(-0.22, 0.02) * by, 0.0]),
         axes=np.array(
-            [rng.uniform(0.42, 0.58) * bx, rng.uniform(0.46, 0.62) * by, rng.uniform(0.55, 0.8)]
+            [rng.uniform(0.46, 0.6) * bx, rng.uniform(0.52, 0.66) * by, rng.uniform(0.55, 0.8)]
         ),
         angle=float(rng.uniform(-0.6, 0.6)),
     )
@@ -317,81 +275,95 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
                 ),
                 angle=float(side * rng.uniform(0.2, 0.6)),
             )
-            rim = _ellipse_outline(kidney)
-            if all(_organ_rho(organ, q) > 1 + 0.06 / min(organ.axes[:2]) for q in rim) and all(
-                _organ_rho(body, q) < fat_inner - 0.04 / min(bx, by) for q in rim
-            ):
+            if _kidney_fits(kidney, organ, body, fat_inner):
                 kidneys.append(kidney)
                 break
 
-    # Vessels: enter at the organ surface, curve inwards. Thin and long: never round.
-    vessels = []
-    for _ in range(int(rng.integers(2, 5))):
-        a0 = rng.uniform(0, 2 * math.pi)
-        a1 = a0 + math.pi + rng.uniform(-1.2, 1.2)
-        start = np.array([math.cos(a0), math.sin(a0), rng.uniform(-0.5, 0.5)]) * 0.95
-        end = np.array(
-            [
-                math.cos(a1) * rng.uniform(0.2, 0.6),
-                math.sin(a1) * rng.uniform(0.2, 0.6),
-                rng.uniform(-0.5, 0.5),
-            ]
-        )
-        mid = (start + end) / 2 + rng.uniform(-0.35, 0.35, 3) * np.array([1, 1, 0.5])
-        pts = _bezier(*(_organ_point(organ, p) for p in (start, mid, end)))
-        vessels.append(
-            _Tube(
-                pts,
-                float(rng.uniform(0.016, 0.026)),
-                float(rng.choice([-1.0, 1.0])),
-                float(rng.uniform(0.2, 0.5)),
-            )
-        )
-
     # Findings: the patient's lesion polarity and contrast are shared by all of their lesions.
+    # Lesions lie inside the organ, clear of its outline, of the spine and of each other (a gap of
+    # at least 0.12, about 4 pixels at 64 px). A crowded draw is restarted with smaller lesions
+    # (radius down to 0.07), then, rarely, with a slightly larger organ.
     n_lesions = (0, 1, int(rng.integers(2, 5)))[label]
     polarity = float(rng.choice([-1.0, 1.0]))
-    strength = float(rng.uniform(0.35, 0.65))
+    strength = float(rng.uniform(0.2, 0.5))
     lesions: list[_Sphere] = []
-    tries = 0
+    shrink, grown = 1.0, 0
     while len(lesions) < n_lesions:
-        tries += 1
-        r = float(rng.uniform(0.085, 0.12))
-        u = rng.normal(size=3)
-        u *= rng.uniform(0, 1) ** (1 / 3) * 0.72 / np.linalg.norm(u)
-        p = _organ_point(organ, u)
-        margin = 1 - (r + 0.03) / min(organ.axes[0], organ.axes[1])
-        ok = _organ_rho(organ, p) < margin and (
-            np.hypot(*(p[:2] - spine.center[:2])) > spine.radius * 1.2 + r + 0.03
-        )
-        ok = ok and all(np.hypot(*(p[:2] - q.center[:2])) > r + q.radius + 0.2 for q in lesions)
-        # Off the vessels: a lesion on a vessel would read as a branch point, not a finding.
-        ok = ok and all(_polyline_distance(v.points, p[None, :2], 10.0)[0] > r + v.radius + 0.04
-                        for v in vessels)
-        if ok or tries > 500:  # the fallback is never reached for the parameter ranges above
-            jitter = float(rng.uniform(0.85, 1.15))
+        lesions = []
+        for _ in range(200):
+            r = float(rng.uniform(0.085, 0.12)) * shrink
+            angle, radial = rng.uniform(0, 2 * math.pi), 0.8 * math.sqrt(rng.uniform())
+            u = np.array(
+                [radial * math.cos(angle), radial * math.sin(angle), rng.uniform(-0.45, 0.45)]
+            )
+            # Inside the organ in 3D too, so that no slice of a volume clips a lesion.
+            if np.linalg.norm(u) > 1 - (r + 0.03) / min(organ.axes):
+                continue
+            p = _ellipsoid_point(organ, u)
+            if np.hypot(*(p[:2] - spine.center[:2])) < spine.radius * 1.2 + r + 0.03:
+                continue
+            if any(np.hypot(*(p[:2] - q.center[:2])) < r + q.radius + 0.12 for q in lesions):
+                continue
+            jitter = float(rng.uniform(0.9, 1.1))
             lesions.append(_Sphere(p, r, polarity, min(strength * jitter, 0.7)))
+            if len(lesions) == n_lesions:
+                break
+        if shrink > 0.07 / 0.085:
+            shrink *= 0.97
+        else:
+            organ.axes[:2] *= 1.02
+            grown += 1
+    if grown:
+        kidneys = [k for k in kidneys if _kidney_fits(k, organ, body, fat_inner)]
 
-    # Round distractors outside the organ but inside the body (lymph nodes, bowel loops).
+    # Vessels: thin and long, never round; either crossing the organ from its surface inwards or
+    # arching along its periphery. A vessel must pass clear of the lesions (a lesion on a vessel
+    # reads as a branch point), else it is redrawn; one that cannot be placed is left out.
+    vessels = []
+    for _ in range(int(rng.integers(2, 5))):
+        for attempt in range(60):
+            a0 = rng.uniform(0, 2 * math.pi)
+            z = rng.uniform(-0.5, 0.5, 3)
+            if rng.uniform() < 0.5 - attempt / 60:  # crossing
+                a1 = a0 + math.pi + rng.uniform(-1.2, 1.2)
+                r0, r1 = 0.95, rng.uniform(0.2, 0.6)
+                am, rm = (a0 + a1) / 2 + rng.uniform(-0.5, 0.5), rng.uniform(0.0, 0.5)
+            else:  # peripheral arc
+                a1 = a0 + rng.choice([-1.0, 1.0]) * rng.uniform(0.9, 1.8)
+                r0, r1 = 0.95, rng.uniform(0.65, 0.85)
+                am, rm = (a0 + a1) / 2, rng.uniform(0.8, 0.95)
+            ctrl = [
+                np.array([r * math.cos(a), r * math.sin(a), zz])
+                for r, a, zz in ((r0, a0, z[0]), (rm, am, z[1]), (r1, a1, z[2]))
+            ]
+            pts = _bezier(*(_ellipsoid_point(organ, q) for q in ctrl))
+            radius = float(rng.uniform(0.016, 0.026))
+            if all(
+                _polyline_distance(pts, les.center[None, :2], 10.0)[0] > les.radius + radius + 0.03
+                for les in lesions
+            ):
+                sign = float(rng.choice([-1.0, 1.0]))
+                vessels.append(_Tube(pts, radius, sign, float(rng.uniform(0.2, 0.5))))
+                break
+
+    # Round distractors outside the organ but inside the body (lymph nodes, bowel loops), clear of
+    # the organ's outline, the kidneys and the spine.
     nodules: list[_Sphere] = []
     n_nodules = int(rng.integers(0, 3))
     tries = 0
-    while len(nodules) < n_nodules and tries < 200:
+    while len(nodules) < n_nodules and tries < 600:
         tries += 1
-        r = float(rng.uniform(0.05, 0.085))
+        r = float(rng.uniform(0.065, 0.1))
         p = body.center + np.array(
-            [
-                rng.uniform(-0.75, 0.75) * bx * fat_inner,
-                rng.uniform(-0.75, 0.75) * by * fat_inner,
-                0.0,
-            ]
+            [rng.uniform(-0.9, 0.9) * bx * fat_inner, rng.uniform(-0.9, 0.9) * by * fat_inner, 0.0]
         )
-        inside_body = math.hypot((p[0] - body.center[0]) / bx, (p[1] - body.center[1]) / by)
-        if inside_body > 0.8 * fat_inner - r / min(bx, by):
+        if _ellipse_rho(body, p) > fat_inner - (r + 0.04) / min(bx, by):
             continue
-        if _organ_rho(organ, p) < 1 + (r + 0.1) / min(organ.axes[0], organ.axes[1]):
+        if _ellipse_rho(organ, p) < 1 + (r + 0.07) / min(organ.axes[:2]):
             continue
         if np.hypot(*(p[:2] - spine.center[:2])) < spine.radius + r + 0.05:
+            continue
+        if any(_ellipse_rho(k, p) < 1 + (r + 0.04) / min(k.axes[:2]) for k in kidneys):
             continue
         if any(np.hypot(*(p[:2] - q.center[:2])) < r + q.radius + 0.05 for q in nodules):
             continue
@@ -534,7 +506,8 @@ def _render_tomographic(
         m = _soft(_sphere_distance(les, pts, les.radius + 2 * edge) - les.radius, edge) * organ
         _paint(img, m, t["organ"] + les.sign * les.contrast * t["delta"] * t["lesion_gain"])
     img += t["texture"] * _texture(anat, pts) * inner
-    spine_d = _sphere_distance(anat.spine, pts, anat.spine.radius + 2 * px)
+    # The spine is a cylinder along z: only the in-plane distance counts.
+    spine_d = _sphere_distance(anat.spine, pts[:, :2], anat.spine.radius + 2 * px)
     _paint(img, _soft(spine_d - anat.spine.radius, px) * inner, t["cortex"])
     _paint(img, _soft(spine_d - 0.72 * anat.spine.radius, px) * inner, t["marrow"])
     return img
@@ -648,7 +621,7 @@ def _acquire(
         signal = _render_tomographic(anat, pts, px, t)
         signal *= _bias_field(grid, rng, 0.2)
         gain = rng.uniform(1200.0, 3200.0)
-        sigma = rng.uniform(0.015, 0.035) * t["organ"]
+        sigma = rng.uniform(0.02, 0.045) * t["organ"]
         real = signal + sigma * rng.standard_normal(signal.shape)
         imag = sigma * rng.standard_normal(signal.shape)
         mag = np.hypot(real, imag) * gain
@@ -664,11 +637,11 @@ def _acquire(
             "kidney": rng.uniform(25.0, 45.0),
             "marrow": rng.uniform(150.0, 300.0),
             "cortex": rng.uniform(600.0, 800.0),
-            "delta": 85.0,
+            "delta": 110.0,
             "lesion_gain": rng.uniform(0.9, 1.1),
             "texture": rng.uniform(2.0, 5.0),
         }
-        # delta * contrast: lesions about 25-60 HU from the organ, vessels 17-42 HU.
+        # delta * contrast: lesions 20-60 HU from the organ, vessels 22-55 HU.
         hu = _render_tomographic(anat, pts, px, t)
         hu += rng.uniform(-8.0, 8.0) + rng.uniform(-6.0, 6.0) * grid[:, 1]
         hu += rng.uniform(6.0, 15.0) * rng.standard_normal(hu.shape)
@@ -962,16 +935,24 @@ def _grid(size: int, n_slices: int | None) -> np.ndarray:
     return np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
 
 
+def _patient_rngs(seed: int, index: int) -> tuple[np.random.Generator, ...]:
+    """Independent generators for a patient's anatomy, metadata (PHI, counts) and acquisitions."""
+    children = np.random.SeedSequence([seed, index]).spawn(3)
+    return tuple(np.random.default_rng(c) for c in children)
+
+
+def _patient_anatomy(seed: int, index: int) -> _Anatomy:
+    """The phantom of patient ``index`` (0-based) in the cohort of ``seed``."""
+    return _sample_anatomy(_patient_rngs(seed, index)[0])
+
+
 def _generate_patient(
     out_dir: Path, index: int, width: int, seed: int, modality: str, size: int, dims: int
 ) -> tuple[int, int, list[tuple[str, str]]]:
     """Write one patient's files; return (label index, images, [(relative path, label)])."""
-    ss = np.random.SeedSequence([seed, index])
-    anat_ss, meta_ss, acq_ss = ss.spawn(3)
-    anat = _sample_anatomy(np.random.default_rng(anat_ss))
-    meta_rng = np.random.default_rng(meta_ss)
+    anat_rng, meta_rng, acq_rng = _patient_rngs(seed, index)
+    anat = _sample_anatomy(anat_rng)
     n_images = int(meta_rng.integers(3, 6))
-    acq_rng = np.random.default_rng(acq_ss)
     label = CLASSES[anat.label]
     fov = float(meta_rng.uniform(320.0, 400.0))
     spacing = fov / size

@@ -22,11 +22,21 @@ from medcl.errors import MedclError
 
 SIZE = 32
 PATIENTS = 6
-SOP_CLASS = {"mr": MRImageStorage, "ct": CTImageStorage,
-             "xr": DigitalXRayImageStorageForPresentation}
+SOP_CLASS = {
+    "mr": MRImageStorage,
+    "ct": CTImageStorage,
+    "xr": DigitalXRayImageStorageForPresentation,
+}
 PATH_RE = re.compile(r"^P\d{4}/ST\d{2}/SE\d{2}/IM\d{4}\.dcm$")
-PHI_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "StudyDate", "InstitutionName",
-              "ReferringPhysicianName", "AccessionNumber")
+PHI_FIELDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "StudyDate",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+)
 
 
 def _files(root: Path) -> list[str]:
@@ -47,12 +57,15 @@ def cohorts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SynthSummary]
     base = tmp_path_factory.mktemp("synth")
     out = {}
     for modality in ("mr", "ct", "xr"):
-        out[modality] = generate_cohort(base / modality, patients=PATIENTS, seed=3,
-                                        modality=modality, size=SIZE, progress=False)
-    out["mr3"] = generate_cohort(base / "mr3", patients=2, seed=3, modality="mr", size=SIZE,
-                                 dims=3, progress=False)
-    out["ct3"] = generate_cohort(base / "ct3", patients=2, seed=3, modality="ct", size=SIZE,
-                                 dims=3, progress=False)
+        out[modality] = generate_cohort(
+            base / modality, patients=PATIENTS, seed=3, modality=modality, size=SIZE, progress=False
+        )
+    out["mr3"] = generate_cohort(
+        base / "mr3", patients=2, seed=3, modality="mr", size=SIZE, dims=3, progress=False
+    )
+    out["ct3"] = generate_cohort(
+        base / "ct3", patients=2, seed=3, modality="ct", size=SIZE, dims=3, progress=False
+    )
     return out
 
 
@@ -89,7 +102,7 @@ def test_mr_background_dark_and_body_bright(cohorts: dict[str, SynthSummary]) ->
     for rel in _files(root):
         a = pydicom.dcmread(root / rel).pixel_array.astype(float)
         corners = np.concatenate([a[:3, :3].ravel(), a[:3, -3:].ravel(), a[-3:, :3].ravel()])
-        centre = a[SIZE // 2 - 4:SIZE // 2 + 4, SIZE // 2 - 4:SIZE // 2 + 4]
+        centre = a[SIZE // 2 - 4 : SIZE // 2 + 4, SIZE // 2 - 4 : SIZE // 2 + 4]
         assert corners.mean() < 0.1 * centre.mean(), rel
 
 
@@ -111,8 +124,13 @@ def test_ct_values_are_hounsfield_units(cohorts: dict[str, SynthSummary]) -> Non
 
 def test_ct_3d_has_hounsfield_units(cohorts: dict[str, SynthSummary]) -> None:
     root = cohorts["ct3"].out_dir
-    vol = np.stack([_hu(pydicom.dcmread(root / rel)) for rel in _files(root)
-                    if rel.startswith("P0001/ST01/SE01/")])
+    vol = np.stack(
+        [
+            _hu(pydicom.dcmread(root / rel))
+            for rel in _files(root)
+            if rel.startswith("P0001/ST01/SE01/")
+        ]
+    )
     assert vol.shape == (max(8, SIZE // 2), SIZE, SIZE)
     assert vol.min() >= -1024.0 and vol.max() < 1100.0
     assert 15.0 < np.median(vol[vol > -500.0]) < 75.0
@@ -123,7 +141,7 @@ def test_xr_is_bright_where_attenuating(cohorts: dict[str, SynthSummary]) -> Non
     for rel in _files(root):
         a = pydicom.dcmread(root / rel).pixel_array.astype(float)
         # Left and right edges are outside the trunk (air); the spine runs down the middle.
-        assert a[:, :2].mean() < 0.3 * a[:, SIZE // 2 - 3:SIZE // 2 + 3].mean(), rel
+        assert a[:, :2].mean() < 0.3 * a[:, SIZE // 2 - 3 : SIZE // 2 + 3].mean(), rel
 
 
 @pytest.mark.parametrize("name", ["mr", "ct", "xr", "mr3"])
@@ -159,9 +177,9 @@ def test_labels_do_not_depend_on_modality(cohorts: dict[str, SynthSummary]) -> N
 
 
 def test_class_priors_are_imbalanced(tmp_path: Path) -> None:
-    summary = generate_cohort(tmp_path / "c", patients=120, seed=0, size=16, progress=False)
+    summary = generate_cohort(tmp_path / "c", patients=60, seed=0, size=16, progress=False)
     counts = summary.class_counts
-    assert sum(counts.values()) == 120
+    assert sum(counts.values()) == 60
     assert counts["normal"] > counts["single_lesion"] > counts["multiple_lesions"] > 0
 
 
@@ -191,12 +209,18 @@ def test_fake_phi_present_and_varied(cohorts: dict[str, SynthSummary]) -> None:
 def test_no_phi_in_paths_or_sidecars(cohorts: dict[str, SynthSummary]) -> None:
     for name in ("mr", "mr3"):
         root = cohorts[name].out_dir
-        sidecars = ((root / "labels.csv").read_text(encoding="utf-8")
-                    + (root / "cohort.json").read_text(encoding="utf-8")).upper()
+        sidecars = (
+            (root / "labels.csv").read_text(encoding="utf-8")
+            + (root / "cohort.json").read_text(encoding="utf-8")
+        ).upper()
         for rel in _files(root):
             ds = pydicom.dcmread(root / rel, stop_before_pixels=True)
-            secrets = [ds.PatientID, ds.AccessionNumber, ds.PatientBirthDate,
-                       *str(ds.PatientName).split("^")]
+            secrets = [
+                ds.PatientID,
+                ds.AccessionNumber,
+                ds.PatientBirthDate,
+                *str(ds.PatientName).split("^"),
+            ]
             for s in secrets:
                 assert s and s.upper() not in rel.upper(), (rel, s)
                 assert s.upper() not in sidecars, s
@@ -242,8 +266,9 @@ def test_uids_unique_and_consistent(cohorts: dict[str, SynthSummary]) -> None:
 
 
 @pytest.mark.parametrize("name", ["mr3", "ct3"])
-def test_3d_slices_along_normal_with_constant_spacing(cohorts: dict[str, SynthSummary],
-                                                      name: str) -> None:
+def test_3d_slices_along_normal_with_constant_spacing(
+    cohorts: dict[str, SynthSummary], name: str
+) -> None:
     summary = cohorts[name]
     root = summary.out_dir
     assert summary.dims == 3 and summary.images == 4
@@ -251,8 +276,9 @@ def test_3d_slices_along_normal_with_constant_spacing(cohorts: dict[str, SynthSu
     assert summary.files == 4 * n_slices
     by_series: dict[str, list[pydicom.Dataset]] = {}
     for rel in _files(root):
-        by_series.setdefault(rel.rsplit("/", 1)[0],
-                             []).append(pydicom.dcmread(root / rel, stop_before_pixels=True))
+        by_series.setdefault(rel.rsplit("/", 1)[0], []).append(
+            pydicom.dcmread(root / rel, stop_before_pixels=True)
+        )
     assert len(by_series) == 4
     for key, slices in by_series.items():
         assert len(slices) == n_slices, key
@@ -267,15 +293,22 @@ def test_3d_slices_along_normal_with_constant_spacing(cohorts: dict[str, SynthSu
         assert np.allclose(steps, along[:, None] * normal[None, :], atol=1e-3)  # no in-plane drift
         assert np.allclose(along, along[0], atol=1e-3) and along[0] > 0
         assert np.isclose(along[0], float(slices[0].SliceThickness), rtol=1e-4)
-        assert all(list(d.ImageOrientationPatient) == list(slices[0].ImageOrientationPatient)
-                   for d in slices)
+        assert all(
+            list(d.ImageOrientationPatient) == list(slices[0].ImageOrientationPatient)
+            for d in slices
+        )
 
 
 def test_3d_slices_differ_along_z(cohorts: dict[str, SynthSummary]) -> None:
     # The volume is not a stack of copies: slices differ along z.
     root = cohorts["mr3"].out_dir
-    vol = np.stack([pydicom.dcmread(root / rel).pixel_array.astype(float)
-                    for rel in _files(root) if rel.startswith("P0001/ST01/SE01/")])
+    vol = np.stack(
+        [
+            pydicom.dcmread(root / rel).pixel_array.astype(float)
+            for rel in _files(root)
+            if rel.startswith("P0001/ST01/SE01/")
+        ]
+    )
     assert vol.shape[0] == max(8, SIZE // 2)
     assert np.abs(vol[0] - vol[vol.shape[0] // 2]).mean() > 0.05 * vol.mean()
 
@@ -324,3 +357,40 @@ def test_rerun_replaces_previous_cohort(tmp_path: Path) -> None:
     (out / "extra.txt").write_text("x", encoding="utf-8")
     with pytest.raises(MedclError, match="mix"):
         generate_cohort(out, patients=1, size=16, progress=False)
+
+
+def test_label_is_the_number_of_lesions_visible_in_the_organ() -> None:
+    # White-box: render each phantom with and without its lesions under a fixed contrast and count
+    # the connected regions that differ. The label must be that count (0, 1 or 2-4).
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    from medcl.data import synth
+
+    size = 64
+    grid = synth._grid(size, None)
+    tissue = {
+        "air": 0.0,
+        "fat": 0.9,
+        "soft": 0.35,
+        "organ": 0.5,
+        "kidney": 0.4,
+        "marrow": 0.6,
+        "cortex": 0.04,
+        "delta": 0.5,
+        "lesion_gain": 1.0,
+        "texture": 0.0,
+    }
+    seen = set()
+    for index in range(40):
+        anat = synth._patient_anatomy(0, index)
+        with_lesions = synth._render_tomographic(anat, grid, 2.0 / size, tissue)
+        without = synth._render_tomographic(replace(anat, lesions=[]), grid, 2.0 / size, tissue)
+        diff = np.abs(with_lesions - without).reshape(size, size) > 0.05
+        _, blobs = ndimage.label(diff)
+        assert blobs == len(anat.lesions), index
+        expected = {0: {0}, 1: {1}, 2: {2, 3, 4}}[anat.label]
+        assert blobs in expected, (index, anat.label, blobs)
+        seen.add(anat.label)
+    assert seen == {0, 1, 2}
