@@ -77,6 +77,8 @@ class ModelConfig:
         stem: ``small`` (3×3 stride-2 convolution, no max-pool; for ≤ 128 px), ``standard``
             (7×7 stride-2 + max-pool) or ``auto`` (small below 128 px).
         width: Channel multiplier of the ResNet stages (0.5 for fast CPU runs).
+        pool: Global pooling: ``avg`` (standard) or ``avgmax`` (average and max concatenated,
+            which keeps findings of a few pixels).
         proj_dim: Output size of the projection head (the contrastive space).
         proj_hidden: Hidden width of the projection and predictor heads.
     """
@@ -84,6 +86,7 @@ class ModelConfig:
     encoder: Encoder = "resnet18"
     stem: Literal["auto", "small", "standard"] = "auto"
     width: float = 1.0
+    pool: Literal["avg", "avgmax"] = "avg"
     proj_dim: int = 128
     proj_hidden: int = 512
 

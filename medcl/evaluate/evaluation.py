@@ -19,6 +19,7 @@ import pandas as pd
 from medcl.data.manifest import Manifest
 from medcl.errors import MedclError
 from medcl.evaluate.bootstrap import metrics_with_intervals
+from medcl.evaluate.metrics import classification_metrics
 from medcl.evaluate.model import Classifier
 from medcl.train.data import CachedImages
 
@@ -48,7 +49,12 @@ def evaluate_model(
     proba, ds = predict_rows(clf, rows)
     y = ds.labels.numpy()
     groups = ds.groups.numpy()
-    out = metrics_with_intervals(y, proba, groups, list(manifest.classes), n_boot=n_boot, seed=seed)
+    if n_boot > 0:
+        out = metrics_with_intervals(y, proba, groups, list(manifest.classes), n_boot=n_boot,
+                                     seed=seed)
+    else:  # no intervals requested
+        out = classification_metrics(y, proba, list(manifest.classes))
+        out["n_patients"] = int(len(np.unique(groups)))
     out["split"] = split
     return out
 

@@ -79,6 +79,7 @@ def base_meta(
     arch = {
         "encoder": (encoder_meta or {}).get("encoder", cfg.model.encoder),
         "width": (encoder_meta or {}).get("width", cfg.model.width),
+        "pool": (encoder_meta or {}).get("pool", cfg.model.pool),
         "stem": (encoder_meta or {}).get("stem", cfg.model.stem),
     }
     return {
@@ -303,7 +304,13 @@ def finetune(
             )
     else:
         encoder = build_encoder(
-            cfg.model.encoder, dims, 1, cfg.model.stem, cfg.data.image_size, cfg.model.width
+            cfg.model.encoder,
+            dims,
+            1,
+            cfg.model.stem,
+            cfg.data.image_size,
+            cfg.model.width,
+            cfg.model.pool,
         )
     meta = base_meta(cfg, manifest, enc_meta, dims, modality)
     n_classes = len(manifest.classes)

@@ -157,6 +157,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Cla
             arch["stem"],
             meta["image_size"],
             arch.get("width", 1.0),
+            arch.get("pool", "avg"),
         )
         enc.load_state_dict(blob["encoder"])
         h = blob["head"]

@@ -30,10 +30,26 @@ ENCODERS: dict[str, tuple[str, list[int]]] = {
 _WIDTHS = [64, 128, 256, 512]
 
 
-def encoder_dim(name: str, width: float = 1.0) -> int:
-    """Feature size of ``name``: 512·width for basic-block ResNets, 2048·width for ResNet-50."""
+def encoder_dim(name: str, width: float = 1.0, pool: str = "avg") -> int:
+    """Feature size of ``name``: 512·width for basic-block ResNets, 2048·width for ResNet-50,
+    twice that with ``avgmax`` pooling."""
     block, _ = ENCODERS[name]
-    return int(_WIDTHS[-1] * width) * (4 if block == "bottleneck" else 1)
+    base = int(_WIDTHS[-1] * width) * (4 if block == "bottleneck" else 1)
+    return base * (2 if pool == "avgmax" else 1)
+
+
+class AvgMaxPool(nn.Module):
+    """Global average and max pooling, concatenated: ``(B, C, *S) → (B, 2C, 1, …)``.
+
+    Average pooling dilutes a finding of a few pixels over the whole image; the max keeps it
+    (used for small lesions, e.g. by Irvin et al. 2019 among others)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool every spatial axis."""
+        dims = tuple(range(2, x.ndim))
+        avg = x.mean(dim=dims, keepdim=True)
+        mx = x.amax(dim=dims, keepdim=True)
+        return torch.cat([avg, mx], dim=1)
 
 
 def build_encoder(
@@ -43,6 +59,7 @@ def build_encoder(
     stem: Literal["auto", "small", "standard"] = "auto",
     image_size: int = 64,
     width: float = 1.0,
+    pool: Literal["avg", "avgmax"] = "avg",
 ) -> nn.Module:
     """A MONAI ResNet returning pooled features.
 
@@ -53,6 +70,7 @@ def build_encoder(
         stem: ``small``, ``standard`` or ``auto`` (small below 128 px).
         image_size: Used by ``auto`` to choose the stem.
         width: Channel multiplier of every stage (0.5 halves the widths; ~4× fewer FLOPs).
+        pool: ``avg`` (global average) or ``avgmax`` (average and max concatenated).
 
     Returns:
         A module with attribute ``out_dim``; forward gives ``(B, out_dim)``.
@@ -82,7 +100,11 @@ def build_encoder(
         feed_forward=False,
         num_classes=1,
     )
-    net.out_dim = encoder_dim(name, width)  # type: ignore[assignment]
+    if pool == "avgmax":
+        net.avgpool = AvgMaxPool()
+    elif pool != "avg":
+        raise ValueError(f"pool must be 'avg' or 'avgmax', got {pool!r}")
+    net.out_dim = encoder_dim(name, width, pool)  # type: ignore[assignment]
     return net
 
 

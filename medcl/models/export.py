@@ -51,6 +51,7 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             meta["stem"],
             meta["image_size"],
             meta.get("width", 1.0),
+            meta.get("pool", "avg"),
         )
         enc.load_state_dict(blob["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:

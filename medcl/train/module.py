@@ -64,7 +64,7 @@ class PretrainModule(L.LightningModule):
         self.spatial_dims = spatial_dims
         m, mc = cfg.model, cfg.method
         self.encoder = build_encoder(
-            m.encoder, spatial_dims, 1, m.stem, cfg.data.image_size, m.width
+            m.encoder, spatial_dims, 1, m.stem, cfg.data.image_size, m.width, m.pool
         )
         self.projector = ProjectionHead(self.encoder.out_dim, m.proj_hidden, m.proj_dim)
         self.augment = MultiViewAugment(preset, cfg.augment.views)

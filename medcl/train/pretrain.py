@@ -237,6 +237,7 @@ def pretrain(
     meta = {
         "encoder": cfg.model.encoder,
         "width": cfg.model.width,
+        "pool": cfg.model.pool,
         "stem": cfg.model.stem,
         "spatial_dims": dims,
         "image_size": cfg.data.image_size,

@@ -51,3 +51,14 @@ def test_heads():
 def test_bad_encoder_name():
     with pytest.raises(ValueError, match="unknown encoder"):
         build_encoder("vgg")
+
+
+def test_avgmax_pool_doubles_features_and_sees_a_single_hot_pixel():
+    enc = build_encoder("resnet10", width=0.125, pool="avgmax").eval()
+    assert enc.out_dim == 2 * encoder_dim("resnet10", 0.125)
+    from medcl.models.encoders import AvgMaxPool
+
+    x = torch.zeros(1, 3, 8, 8)
+    x[0, 1, 2, 5] = 64.0
+    out = AvgMaxPool()(x).flatten()
+    assert torch.allclose(out, torch.tensor([0.0, 1.0, 0.0, 0.0, 64.0, 0.0]))
