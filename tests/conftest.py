@@ -9,6 +9,21 @@ import pytest
 
 from medcl.data.manifest import Manifest, new_frame, write_manifest
 
+# config overrides for a run of a few seconds on a CPU
+TINY_OVERRIDES = [
+    "model.encoder=resnet10",
+    "model.width=0.125",
+    "model.proj_dim=16",
+    "model.proj_hidden=32",
+    "data.image_size=16",
+    "data.batch_size=8",
+    "trainer.threads=1",
+    "data.num_workers=0",
+    "method.queue_size=32",
+    "finetune.epochs=2",
+    "finetune.batch_size=8",
+]
+
 
 def make_manifest(
     root: Path,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medcl.errors import MedclError
-from medcl.models.encoders import build_encoder
+from medcl.models.export import encoder_from_meta
 from medcl.train.knn import knn_predict
 from medcl.transforms import normalize_intensity
 
@@ -150,15 +150,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Cla
         meta = json.loads((d / "metadata.json").read_text())
         blob = torch.load(d / "weights.pt", map_location="cpu", weights_only=True)
         arch = meta["architecture"]
-        enc = build_encoder(
-            arch["encoder"],
-            meta["spatial_dims"],
-            1,
-            arch["stem"],
-            meta["image_size"],
-            arch.get("width", 1.0),
-            arch.get("pool", "avg"),
-        )
+        enc = encoder_from_meta(arch, meta["spatial_dims"], meta["image_size"])
         enc.load_state_dict(blob["encoder"])
         h = blob["head"]
         n_classes = len(meta["classes"])

@@ -30,6 +30,20 @@ def save_encoder(path: str | Path, encoder: nn.Module, meta: dict[str, Any]) -> 
     return p
 
 
+def encoder_from_meta(arch: dict[str, Any], spatial_dims: int, image_size: int) -> nn.Module:
+    """Rebuild an (untrained) encoder from recorded architecture fields
+    (``encoder``, ``stem``, and optionally ``width`` and ``pool``)."""
+    return build_encoder(
+        arch["encoder"],
+        spatial_dims,
+        1,
+        arch["stem"],
+        image_size,
+        arch.get("width", 1.0),
+        arch.get("pool", "avg"),
+    )
+
+
 def load_encoder(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the encoder saved by :func:`save_encoder`.
 
@@ -44,15 +58,7 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
         meta = blob["meta"]
-        enc = build_encoder(
-            meta["encoder"],
-            meta["spatial_dims"],
-            1,
-            meta["stem"],
-            meta["image_size"],
-            meta.get("width", 1.0),
-            meta.get("pool", "avg"),
-        )
+        enc = encoder_from_meta(meta, meta["spatial_dims"], meta["image_size"])
         enc.load_state_dict(blob["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise MedclError(f"{p}: not a medcl encoder file ({exc})") from exc

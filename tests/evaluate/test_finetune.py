@@ -12,20 +12,9 @@ from medcl.data.manifest import read_manifest
 from medcl.evaluate.finetune import class_weights, finetune
 from medcl.evaluate.model import load_model, save_model
 from medcl.train.pretrain import pretrain
+from tests.conftest import TINY_OVERRIDES
 
-TINY = [
-    "model.encoder=resnet10",
-    "model.width=0.125",
-    "model.proj_dim=16",
-    "model.proj_hidden=32",
-    "data.image_size=16",
-    "data.batch_size=8",
-    "optim.epochs=1",
-    "trainer.threads=1",
-    "data.num_workers=0",
-    "finetune.epochs=2",
-    "finetune.batch_size=8",
-]
+TINY = [*TINY_OVERRIDES, "optim.epochs=1"]
 
 
 @pytest.fixture(scope="module")

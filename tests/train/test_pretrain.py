@@ -11,19 +11,9 @@ from medcl.config import load_config
 from medcl.errors import ConfigError, MedclError
 from medcl.models.export import load_encoder
 from medcl.train.pretrain import pretrain
+from tests.conftest import TINY_OVERRIDES
 
-TINY = [
-    "model.encoder=resnet10",
-    "model.width=0.125",
-    "model.proj_dim=16",
-    "model.proj_hidden=32",
-    "data.image_size=16",
-    "data.batch_size=8",
-    "optim.epochs=2",
-    "trainer.threads=1",
-    "data.num_workers=0",
-    "method.queue_size=32",
-]
+TINY = [*TINY_OVERRIDES, "optim.epochs=2"]
 
 
 def _cfg(manifest, out, *extra):
