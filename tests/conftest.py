@@ -32,15 +32,18 @@ def make_manifest(
     size: int = 24,
     labelled_patients: int = 4,
     seed: int = 0,
+    test_patients: int = 0,
 ) -> Path:
-    """Class = number of bright squares (0, 1, 2); patients 0..n-3 train, the rest val."""
+    """Class = number of bright squares (0, 1, 2); the last 3 + ``test_patients`` patients are
+    val (3) and test, the others train (the first ``labelled_patients`` of them labelled)."""
     rng = np.random.default_rng(seed)
     rows = []
     cache = root / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     for p in range(n_patients):
         cls = p % 3
-        split = "train" if p < n_patients - 3 else "val"
+        first_held_out = n_patients - 3 - test_patients
+        split = "train" if p < first_held_out else "val" if p < first_held_out + 3 else "test"
         for k in range(per_patient):
             img = rng.normal(0.3, 0.05, (1, size, size)).astype(np.float32)
             for _ in range(cls):
@@ -48,7 +51,7 @@ def make_manifest(
                 img[0, y : y + 4, x : x + 4] += 0.5
             f = cache / f"p{p}_{k}.npy"
             np.save(f, np.clip(img, 0, 1))
-            labelled = split == "val" or p < labelled_patients
+            labelled = split != "train" or p < labelled_patients
             rows.append(
                 {
                     "image_id": f"p{p}i{k}",

@@ -36,6 +36,7 @@ def predict_source(
             workers=workers,
             size=clf.meta["image_size"],
             progress=True,
+            secret=Path(tmp) / "secret.key",  # throw-away pseudonyms; no project secret created
         )
         m = read_manifest(manifest_path)
         m.df["label"] = ""
