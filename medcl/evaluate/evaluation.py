@@ -50,8 +50,9 @@ def evaluate_model(
     y = ds.labels.numpy()
     groups = ds.groups.numpy()
     if n_boot > 0:
-        out = metrics_with_intervals(y, proba, groups, list(manifest.classes), n_boot=n_boot,
-                                     seed=seed)
+        out = metrics_with_intervals(
+            y, proba, groups, list(manifest.classes), n_boot=n_boot, seed=seed
+        )
     else:  # no intervals requested
         out = classification_metrics(y, proba, list(manifest.classes))
         out["n_patients"] = int(len(np.unique(groups)))
