@@ -34,16 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from medcl.config import Config, save_config
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
-from medcl.errors import MedclError
+from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.card import model_card
 from medcl.evaluate.evaluation import evaluate_model, write_json
 from medcl.evaluate.finetune import finetune
 from medcl.evaluate.model import save_model
 from medcl.evaluate.report import write_report
-from medcl.train.pretrain import pretrain
+from medcl.train.pretrain import comparable_config, pretrain
 
 
 @dataclass
@@ -100,8 +102,15 @@ def run_efficiency(
     if not ((base.df["split"] == "train") & (base.df["label"] != "")).any():
         raise MedclError(f"{manifest}: no labelled training rows")
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     results_path = out / "results.json"
+    saved = out / "config.yaml"
+    if results_path.is_file() and saved.is_file():
+        before = yaml.safe_load(saved.read_text()) or {}
+        if comparable_config(before) != comparable_config(cfg.to_dict()):
+            raise ConfigError(
+                f"{out} holds results of a different config; choose another output folder"
+            )
+    save_config(cfg, saved)
     records: list[dict[str, Any]] = []
     if results_path.is_file():
         records = json.loads(results_path.read_text()).get("records", [])

@@ -106,7 +106,8 @@ def _precision(cfg: Config) -> str:
     return "bf16-mixed" if gpu else "32-true"
 
 
-def _comparable(d: dict[str, Any]) -> dict[str, Any]:
+def comparable_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the fields that may change between a run and its resumption."""
     d = json.loads(json.dumps(d))
     d.pop("out", None)
     d.get("data", {}).pop("num_workers", None)
@@ -193,7 +194,7 @@ def pretrain(
     saved_cfg = out / "config.yaml"
     if saved_cfg.is_file() and (last.is_file() or run_json.is_file()):
         before = yaml.safe_load(saved_cfg.read_text()) or {}
-        if _comparable(before) != _comparable(cfg.to_dict()):
+        if comparable_config(before) != comparable_config(cfg.to_dict()):
             raise ConfigError(
                 f"{out} holds a run with a different config; choose another `out` or pass --restart"
             )

@@ -58,6 +58,18 @@ def test_rerun_resumes_without_work(experiment):
     assert again.records == result.records and lines == []
 
 
+def test_changed_config_refused(experiment):
+    cfg, manifest, root, _, _ = experiment
+    import copy
+
+    from medcl.errors import ConfigError
+
+    other = copy.deepcopy(cfg)
+    other.finetune.lr = 0.5
+    with pytest.raises(ConfigError, match="different config"):
+        run_efficiency(other, manifest, root / "out", log=lambda s: None, progress=False)
+
+
 def test_predict_on_a_new_dicom_cohort(experiment, tmp_path):
     _, _, root, _, _ = experiment
     model = root / "out" / "runs" / "sscl_f1_s0" / "model"
