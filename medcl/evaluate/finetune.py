@@ -37,7 +37,7 @@ from medcl.errors import MedclError
 from medcl.evaluate.model import Classifier, KNNHead
 from medcl.models.encoders import build_encoder
 from medcl.models.export import load_encoder
-from medcl.train.data import CachedImages, preset_for_modality
+from medcl.train.data import CachedImages, manifest_geometry, preset_for_modality
 from medcl.train.knn import knn_predict
 from medcl.train.schedule import warmup_cosine
 from medcl.transforms import MultiViewAugment, build_preset
@@ -291,10 +291,7 @@ def finetune(
     np.random.seed(cfg.trainer.seed % (2**32))
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
-    dims_vals = sorted({int(d) for d in manifest.df["dims"].dropna()}) or [2]
-    dims = dims_vals[0]
-    mods = sorted(set(manifest.df["modality"]) - {""})
-    modality = mods[0] if len(mods) == 1 else "OT"
+    dims, modality = manifest_geometry(manifest)
     enc_meta = None
     if pretrained is not None:
         encoder, enc_meta = load_encoder(pretrained)

@@ -84,7 +84,7 @@ class CachedImages(Dataset):
         _, inverse = np.unique(df["patient_key"].to_numpy(), return_inverse=True)
         self.groups = torch.as_tensor(inverse, dtype=torch.long)
         self.image_ids = list(df["image_id"])
-        self.modality = _modality(manifest)
+        self.modality = manifest_geometry(manifest)[1]
         self.transform = None  # optional callable image -> tensor (e.g. preset.sample_views)
 
     def __len__(self) -> int:
@@ -97,9 +97,20 @@ class CachedImages(Dataset):
         return x, int(self.labels[i]), int(self.groups[i]), i
 
 
-def _modality(m: Manifest) -> str:
+def manifest_geometry(m: Manifest, source: str = "manifest") -> tuple[int, str]:
+    """The spatial dimensions and the modality of a manifest's rows.
+
+    Returns:
+        ``(dims, modality)``; modality is ``OT`` when rows mix modalities or carry none.
+
+    Raises:
+        MedclError: If 2-D and 3-D rows are mixed.
+    """
+    dims = sorted({int(d) for d in m.df["dims"].dropna()}) or [2]
+    if len(dims) > 1:
+        raise MedclError(f"{source}: mixes 2-D and 3-D rows; ingest them separately")
     mods = sorted(set(m.df["modality"]) - {""})
-    return mods[0] if len(mods) == 1 else ("MIXED" if mods else "")
+    return dims[0], mods[0] if len(mods) == 1 else "OT"
 
 
 def preset_for_modality(modality: str) -> str:

@@ -35,7 +35,7 @@ from medcl.config import Config, save_config
 from medcl.data.manifest import Manifest, read_manifest
 from medcl.errors import ConfigError, MedclError
 from medcl.models.export import save_encoder
-from medcl.train.data import preset_for_modality
+from medcl.train.data import manifest_geometry, preset_for_modality
 from medcl.train.datamodule import PretrainData
 from medcl.train.module import PretrainModule
 from medcl.transforms import AugmentPreset, build_preset
@@ -76,12 +76,7 @@ def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
     df = manifest.df
     if not (df["split"] == "train").any():
         raise MedclError(f"{cfg.data.manifest}: no train rows; run `medcl split` first")
-    dims_values = sorted({int(d) for d in df["dims"].dropna()}) or [2]
-    if len(dims_values) > 1:
-        raise MedclError(f"{cfg.data.manifest}: mixes 2-D and 3-D rows; ingest them separately")
-    dims = dims_values[0]
-    mods = sorted(set(df["modality"]) - {""})
-    modality = mods[0] if len(mods) == 1 else "OT"
+    dims, modality = manifest_geometry(manifest, cfg.data.manifest)
     name = cfg.augment.preset if cfg.augment.preset != "auto" else preset_for_modality(modality)
     preset = build_preset(name, cfg.augment.options, dims=dims)
     return manifest, preset, dims, modality
