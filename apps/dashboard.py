@@ -141,21 +141,21 @@ def _thumbnail(cache_path: str, preset: str, window: tuple[float, float], size: 
 
 @st.cache_data(show_spinner="Computing Grad-CAM…", max_entries=32)
 def _cam(model_dir: str, stamp: int, cache_path: str, class_idx: int) -> np.ndarray:
-    from medcl.train.data import load_array
+    from medcl.data.cache import load_cached
 
-    return _gradcam(model_dir, stamp)(load_array(cache_path), class_idx)
+    return _gradcam(model_dir, stamp)(load_cached(cache_path), class_idx)
 
 
 @st.cache_data(show_spinner="Augmenting…", max_entries=64)
 def _views(
     paths: tuple[str, ...], meta_json: str, augment_json: str, n_views: int, seed: int
 ) -> np.ndarray:
-    from medcl.train.data import load_array
+    from medcl.data.cache import load_cached
 
     meta = json.loads(meta_json)
     preset = training_preset(meta, json.loads(augment_json))
     return augmentation_views(
-        [load_array(p) for p in paths], preset, n_views, int(meta["image_size"]), seed
+        [load_cached(p) for p in paths], preset, n_views, int(meta["image_size"]), seed
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from medcl.train.data import load_array
+from medcl.data.cache import load_cached
 from medcl.transforms import normalize_intensity
 
 
@@ -23,7 +23,7 @@ def load_display(cache_path: str, preset: str, window: Sequence[float]) -> np.nd
     Raises:
         MedclError: If the cached array cannot be read.
     """
-    x = load_array(cache_path)
+    x = load_cached(cache_path)
     y = normalize_intensity(x, preset, (float(window[0]), float(window[1])))
     return np.asarray(y, dtype=np.float32)[0]
 

@@ -62,9 +62,10 @@ def _preview(args: argparse.Namespace) -> int:
     import numpy as np
 
     from medcl.config import parse_overrides
+    from medcl.data.cache import load_cached
     from medcl.data.manifest import read_manifest
     from medcl.errors import MedclError
-    from medcl.train.data import load_array, preset_for_modality
+    from medcl.train.data import preset_for_modality
     from medcl.transforms import build_preset, preview_grid
 
     m = read_manifest(args.manifest)
@@ -73,7 +74,7 @@ def _preview(args: argparse.Namespace) -> int:
         raise MedclError(f"{args.manifest}: no cached images; run `medcl ingest` first")
     rng = np.random.default_rng(args.seed)
     rows = rng.choice(len(df), size=min(args.images, len(df)), replace=False)
-    images = [load_array(df["cache_path"].iloc[int(i)]) for i in rows]
+    images = [load_cached(df["cache_path"].iloc[int(i)]) for i in rows]
     dims = int(df["dims"].iloc[0]) if str(df["dims"].iloc[0]) not in ("", "<NA>") else 2
     name = args.preset if args.preset != "auto" else preset_for_modality(df["modality"].iloc[0])
     preset = build_preset(name, parse_overrides(args.option), dims=dims)

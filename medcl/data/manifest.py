@@ -60,18 +60,8 @@ COLUMNS: tuple[str, ...] = (
     "intensity",
 )
 REQUIRED = ("image_id", "path", "patient_key", "study_key", "modality", "label", "split", "sha256")
-_STRING_COLUMNS = (
-    "image_id",
-    "path",
-    "patient_key",
-    "study_key",
-    "modality",
-    "label",
-    "split",
-    "sha256",
-    "cache_path",
-    "intensity",
-)
+_NUMERIC_COLUMNS = ("dims", "rows", "cols", "slices", "spacing_x", "spacing_y", "spacing_z")
+_STRING_COLUMNS = tuple(c for c in COLUMNS if c not in _NUMERIC_COLUMNS)
 _MAX_LISTED = 5
 
 

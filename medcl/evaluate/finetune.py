@@ -109,10 +109,6 @@ def _datasets(m: Manifest, size: int, dims: int) -> tuple[CachedImages, CachedIm
     return CachedImages(train, size, dims), CachedImages(val, size, dims)
 
 
-def _features(clf: Classifier, ds: CachedImages) -> torch.Tensor:
-    return clf.embed(ds.images)
-
-
 def fit_linear(
     clf: Classifier,
     train: CachedImages,
@@ -122,8 +118,8 @@ def fit_linear(
     seed: int = 0,
 ) -> tuple[nn.Linear, float, dict[str, Any]]:
     """Logistic-regression probe on frozen features, ``C`` picked on val balanced accuracy."""
-    ftr = _features(clf, train).numpy().astype(np.float64)
-    fva = _features(clf, val).numpy().astype(np.float64)
+    ftr = clf.embed(train.images).numpy().astype(np.float64)
+    fva = clf.embed(val.images).numpy().astype(np.float64)
     ytr, yva = train.labels.numpy(), val.labels.numpy()
     mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
     ztr, zva = (ftr - mu) / sd, (fva - mu) / sd
@@ -160,9 +156,9 @@ def fit_knn(
     clf: Classifier, train: CachedImages, val: CachedImages, k: int, n_classes: int
 ) -> tuple[KNNHead, float, dict[str, Any]]:
     """kNN head over the training embeddings; reports val balanced accuracy."""
-    bank = _features(clf, train)
+    bank = clf.embed(train.images)
     head = KNNHead(bank, train.labels, n_classes, k)
-    pred = knn_predict(_features(clf, val), bank, train.labels, n_classes, k).argmax(1)
+    pred = knn_predict(clf.embed(val.images), bank, train.labels, n_classes, k).argmax(1)
     return head, float(balanced_accuracy_score(val.labels.numpy(), pred.numpy())), {"k": k}
 
 

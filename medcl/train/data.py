@@ -14,27 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from medcl.data.cache import load_cached
 from medcl.data.manifest import Manifest
 from medcl.errors import MedclError
-
-
-def load_array(path: str | Path) -> np.ndarray:
-    """A cached ``.npy`` array as float32, channel-first."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise MedclError(
-            f"{path}: cannot read cached image ({exc}); re-run `medcl ingest`"
-        ) from exc
-    arr = np.asarray(arr, dtype=np.float32)
-    return arr[None] if arr.ndim in (2, 3) and arr.shape[0] != 1 else arr
 
 
 def resize_to(x: torch.Tensor, size: int, dims: int) -> torch.Tensor:
@@ -78,7 +66,7 @@ class CachedImages(Dataset):
             from tqdm.auto import tqdm
 
             it = tqdm(paths, desc="loading cache", unit="img", leave=False)
-        images = [resize_to(torch.from_numpy(load_array(p)), image_size, dims) for p in it]
+        images = [resize_to(torch.from_numpy(load_cached(p)), image_size, dims) for p in it]
         self.images = torch.stack(images) if images else torch.zeros((0, 1) + (image_size,) * dims)
         self.labels = torch.tensor(manifest.class_index().to_numpy().copy(), dtype=torch.long)
         _, inverse = np.unique(df["patient_key"].to_numpy(), return_inverse=True)

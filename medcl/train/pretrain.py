@@ -17,7 +17,6 @@ synchronised, and schedules count optimiser steps.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -214,7 +213,6 @@ def pretrain(
     trainer = build_trainer(cfg, out, extra, progress)
     resumed = last.is_file()
     started = time.perf_counter()
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     killed = False
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None)
