@@ -13,11 +13,16 @@ Image-level splits put slices of one patient on both sides and inflate accuracy 
    and
    test keep every label, so the pool never contains a val/test patient.
 
-The result is a deterministic function of the manifest and ``seed``. Patients are ordered by their
-pseudonymous key, so the same project secret is needed to reproduce a split from raw data.
+The result is a deterministic function of the data and ``seed`` only, never of the project secret:
+before the seeded splitter, patients are ordered by a secret-free *content key* (the SHA-256 of
+their images' sorted ``sha256`` digests, see :func:`patient_order`), not by their pseudonymous
+``patient_key`` (an HMAC of the secret). Two projects with different secrets that ingest the same
+files get the same split for the same seed, and the order of the manifest's rows does not matter.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -29,14 +34,28 @@ from medcl.errors import MedclError
 _UNLABELLED = "?"
 
 
+def patient_order(df: pd.DataFrame) -> pd.Index:
+    """The patients of ``df`` in a secret-free, row-order-free order.
+
+    Each patient's content key is ``sha256("\n".join(sorted(image sha256)))``; patients are sorted
+    by it, ties (patients whose images carry no or identical digests) broken by ``patient_key``.
+    The key depends on the image bytes only, so a split seeded on this order is reproducible from
+    the same files under any project secret.
+    """
+    digests = df.groupby("patient_key")["sha256"].agg(
+        lambda s: hashlib.sha256("\n".join(sorted(map(str, s))).encode()).hexdigest()
+    )
+    order = sorted(digests.index, key=lambda p: (digests[p], p))
+    return pd.Index(order, name="patient_key")
+
+
 def patient_strata(df: pd.DataFrame) -> pd.Series:
-    """Per patient (index: ``patient_key``) the most frequent label, ties broken by name."""
+    """Per patient the most frequent label (ties broken by name), in :func:`patient_order`."""
     labelled = df[df["label"] != ""]
     counts = labelled.groupby(["patient_key", "label"]).size().reset_index(name="n")
     counts = counts.sort_values(["patient_key", "n", "label"], ascending=[True, False, True])
     top = counts.drop_duplicates("patient_key").set_index("patient_key")["label"]
-    patients = pd.Index(sorted(df["patient_key"].unique()), name="patient_key")
-    return top.reindex(patients).fillna(_UNLABELLED).astype(str)
+    return top.reindex(patient_order(df)).fillna(_UNLABELLED).astype(str)
 
 
 def _stratify_or_none(strata: pd.Series, n_pick: int) -> pd.Series | None:
@@ -66,7 +85,7 @@ def _pick(patients: pd.Series, n_pick: int, seed: int) -> list[str]:
         random_state=seed,
         stratify=None if strat is None else list(strat),
     )
-    return sorted(chosen)
+    return list(chosen)
 
 
 def assign_splits(m: Manifest, val: float = 0.15, test: float = 0.15, seed: int = 0) -> Manifest:
@@ -137,7 +156,7 @@ def apply_label_fraction(m: Manifest, fraction: float, seed: int = 0) -> Manifes
         # a random order within each class, then interleave classes in proportion to their size
         order: list[tuple[float, str]] = []
         for _cls, members in strata.groupby(strata):
-            perm = rng.permutation(sorted(members.index))
+            perm = rng.permutation(list(members.index))  # content order, not the key
             k = len(perm)
             order += [((j + rng.random()) / k, p) for j, p in enumerate(perm)]
         order.sort()
