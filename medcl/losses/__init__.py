@@ -11,12 +11,14 @@
 
 from medcl.losses.byol import NegativeCosineLoss
 from medcl.losses.distributed import gather_no_grad, gather_with_grad
+from medcl.losses.fixmatch import FixMatchLoss
 from medcl.losses.moco import MoCoLoss, ema_update, momentum_schedule
 from medcl.losses.ntxent import NTXentLoss
 from medcl.losses.sscl import SSCLLoss, SSCLParts
 from medcl.losses.supcon import SupConLoss
 
 __all__ = [
+    "FixMatchLoss",
     "MoCoLoss",
     "NTXentLoss",
     "NegativeCosineLoss",
