@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from torch import Tensor
@@ -189,7 +187,7 @@ def test_supcon_without_labels_is_ntxent(case: str) -> None:
     features, _, groups, _ = make_inputs(case)
     supcon = SupConLoss(temperature=0.3)(features, None, groups)
     ntxent = NTXentLoss(temperature=0.3)(features, None, groups)
-    torch.testing.assert_close(supcon, ntxent, atol=0, rtol=0)
+    torch.testing.assert_close(supcon, ntxent, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("labels_given", [True, False])
@@ -260,7 +258,9 @@ def test_stable_at_low_temperature_and_large_norms(loss_cls: type) -> None:
 @pytest.mark.parametrize("loss_cls", [NTXentLoss, SupConLoss, SSCLLoss])
 def test_never_materialises_nv_nv_d(loss_cls: type) -> None:
     """Record every tensor produced in forward+backward; none may have NV*NV*D elements."""
-    dispatch = pytest.importorskip("torch.utils._python_dispatch")
+    # A hard import on purpose: if torch moves this module the test must fail, not skip.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
     n, v, d = 32, 2, 64
     gen = torch.Generator().manual_seed(5)
     features = torch.randn(n, v, d, generator=gen, requires_grad=True)
@@ -268,7 +268,7 @@ def test_never_materialises_nv_nv_d(loss_cls: type) -> None:
     groups = torch.randint(0, 10, (n,), generator=gen)
     largest = [0]
 
-    class Recorder(dispatch.TorchDispatchMode):
+    class Recorder(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             out = func(*args, **(kwargs or {}))
             for t in out if isinstance(out, (tuple, list)) else (out,):
@@ -284,19 +284,59 @@ def test_never_materialises_nv_nv_d(loss_cls: type) -> None:
     assert largest[0] < nv * nv * 2  # ... and nothing near (NV, NV, D)
 
 
-def test_large_batch_runs_quickly() -> None:
-    n, v, d = 2048, 2, 128
+def dense_reference_sscl(
+    features: Tensor,
+    labels: Tensor,
+    groups: Tensor,
+    *,
+    temperature: float,
+    lambda_sup: float,
+    lambda_ssl: float,
+) -> Tensor:
+    """SSCL from the GUIDE definitions with dense (NV, NV) masks, in float64.
+
+    Same-patient views that are not positives are left out of ``A(i)``; SupCon is averaged over
+    labelled anchors, NT-Xent over all anchors.
+    """
+    n, v, d = features.shape
+    z = features.double()
+    z = (z / z.norm(dim=-1, keepdim=True)).reshape(n * v, d)
+    sample = torch.arange(n).repeat_interleave(v)
+    lab, grp = labels.repeat_interleave(v), groups.repeat_interleave(v)
+    sim = z @ z.T / temperature
+    not_self = ~torch.eye(n * v, dtype=torch.bool)
+    same_sample = sample[:, None] == sample[None, :]
+    same_label = (lab[:, None] == lab[None, :]) & (lab >= 0)[:, None]
+    same_group = grp[:, None] == grp[None, :]
+
+    def anchor_terms(positive: Tensor) -> Tensor:
+        valid = not_self & ~(same_group & ~positive)
+        positive = positive & valid
+        log_denominator = torch.logsumexp(sim.masked_fill(~valid, float("-inf")), 1, keepdim=True)
+        log_prob = sim - log_denominator
+        return -(log_prob * positive).sum(1) / positive.sum(1)
+
+    ssl = anchor_terms(same_sample).mean()
+    sup = anchor_terms(same_sample | same_label)[lab >= 0].mean()
+    return lambda_sup * sup + lambda_ssl * ssl
+
+
+def test_large_batch_matches_dense_reference() -> None:
+    """NV = 2048, D = 128, float32: value and gradient equal a float64 dense reference."""
+    n, v, d = 1024, 2, 128
     gen = torch.Generator().manual_seed(6)
     features = torch.randn(n, v, d, generator=gen, requires_grad=True)
     labels = torch.randint(-1, 10, (n,), generator=gen)
-    groups = torch.randint(0, 512, (n,), generator=gen)
-    start = time.perf_counter()
-    value = SSCLLoss()(features, labels, groups)
-    value.backward()
-    elapsed = time.perf_counter() - start
-    assert torch.isfinite(value) and torch.isfinite(features.grad).all()
-    if elapsed > 30:
-        pytest.skip(f"NV=4096 took {elapsed:.1f} s on this (busy) machine")
+    groups = torch.randint(0, 256, (n,), generator=gen)  # ~4 images per patient: exclusions
+    kwargs = dict(temperature=0.1, lambda_sup=0.7, lambda_ssl=1.3)
+    value = SSCLLoss(**kwargs)(features, labels, groups)
+    (grad,) = torch.autograd.grad(value, features)
+    ref_features = features.detach().double().requires_grad_(True)
+    ref = dense_reference_sscl(ref_features, labels, groups, **kwargs)
+    (ref_grad,) = torch.autograd.grad(ref, ref_features)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value.double(), ref.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, atol=1e-8, rtol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------------

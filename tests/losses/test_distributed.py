@@ -1,6 +1,8 @@
 """Two gloo processes with DDP give the same loss and gradients as one process on the whole batch.
 
-One spawn runs every case: each child builds the same tiny model (a Linear projection), wraps it in
+The process group is initialised from a file in a fresh temporary folder (``init_method=file://``),
+so there is no TCP rendezvous port to pick and no race for it with other jobs on the machine. One
+spawn runs every case: each child builds the same tiny model (a Linear projection), wraps it in
 ``DistributedDataParallel``, takes its part of the batch, computes the loss with ``gather=True`` and
 back-propagates; the parent repeats each case in a single process on the whole batch and compares
 the loss values, SSCL's logged parts and the parameter gradients.
@@ -8,9 +10,6 @@ the loss values, SSCL's logged parts and the parameter gradients.
 
 from __future__ import annotations
 
-import os
-import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -93,11 +92,11 @@ def gather_checks(rank: int) -> dict[str, Any]:
     }
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
+def worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
+    )
     try:
         results = {name: run_case(name, rank, distributed=True) for name in CASES}
         results["_gather"] = gather_checks(rank)
@@ -106,25 +105,24 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def rank_results() -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory() as out_dir:
-        context = mp.spawn(
-            worker, args=(free_port(), out_dir), nprocs=WORLD_SIZE, join=False, start_method="spawn"
-        )
-        deadline = time.monotonic() + 120
-        while not context.join(timeout=1):
-            if time.monotonic() > deadline:
-                for process in context.processes:
-                    process.kill()
-                pytest.fail("distributed workers did not finish within 120 s")
-        return [torch.load(Path(out_dir) / f"rank{r}.pt") for r in range(WORLD_SIZE)]
+def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out_dir = tmp_path_factory.mktemp("ranks")
+    init_file = out_dir / "rendezvous"  # must not exist yet: the ranks create and share it
+    context = mp.spawn(
+        worker,
+        args=(str(init_file), str(out_dir)),
+        nprocs=WORLD_SIZE,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 120  # a hang guard, not a speed check
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("distributed workers did not finish within 120 s")
+    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 
 @pytest.mark.parametrize("name", list(CASES))

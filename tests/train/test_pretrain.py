@@ -42,11 +42,43 @@ def test_simclr_sscl_run_folder(tiny_manifest, tmp_path):
     assert not again.resumed and again.steps == r.steps
 
 
+# the range of each method's SSL term: InfoNCE >= 0 (> 0 once the queue holds keys), BYOL's two
+# summed 2 - 2cos terms in [0, 8], SimSiam's averaged -cos in [-1, 1]
+SSL_RANGE = {"moco": (1e-6, float("inf")), "byol": (0.0, 8.0), "simsiam": (-1.0, 1.0)}
+
+
 @pytest.mark.parametrize("method", ["moco", "byol", "simsiam"])
 def test_other_methods_train(tiny_manifest, tmp_path, method):
-    cfg = _cfg(tiny_manifest, tmp_path / method, f"method.name={method}", "optim.epochs=1")
+    """A real run: epoch loss = λ1·sup + λ2·ssl of the logged parts, the SSL term in its range,
+    MoCo's queue holds one batch of keys per step, EMA targets lag the online networks."""
+    cfg = _cfg(
+        tiny_manifest,
+        tmp_path / method,
+        f"method.name={method}",
+        "optim.epochs=1",
+        "method.lambda_sup=0.5",
+        "method.lambda_ssl=2.0",
+    )
     r = pretrain(cfg, progress=False)
-    assert r.steps > 0 and torch.isfinite(torch.tensor(r.metrics["train/loss_epoch"]))
+    m = r.metrics
+    assert r.steps > 0
+    # every batch has the same size, so epoch means are linear in the parts
+    assert m["train/loss_epoch"] == pytest.approx(0.5 * m["train/sup"] + 2.0 * m["train/ssl"])
+    low, high = SSL_RANGE[method]
+    assert low <= m["train/ssl"] <= high and m["train/sup"] > 0
+    ckpt = torch.load(
+        tmp_path / method / "checkpoints/last.ckpt", map_location="cpu", weights_only=False
+    )
+    sd = ckpt["state_dict"]
+    if method == "moco":
+        pushed = cfg.data.batch_size * r.steps
+        assert int(sd["moco.queue_len"]) == min(cfg.method.queue_size, pushed)
+        assert int(sd["moco.queue_ptr"]) == pushed % cfg.method.queue_size
+    if method in ("moco", "byol"):
+        for name in ("encoder.conv1.weight", "projector.net.3.weight"):
+            assert not torch.allclose(sd[f"target_{name}"], sd[name]), name
+    else:
+        assert not any(k.startswith("target_") for k in sd) and "predictor.net.0.weight" in sd
 
 
 def test_moco_queue_is_in_checkpoint(tiny_manifest, tmp_path):

@@ -1,0 +1,109 @@
+"""``warmup_cosine`` against its closed form and ``knn_predict`` against an explicit loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from medcl.train.knn import knn_predict
+from medcl.train.schedule import warmup_cosine
+
+# --------------------------------------------------------------------------------------------------
+# Learning-rate multiplier
+# --------------------------------------------------------------------------------------------------
+
+
+def closed_form(k: int, total: int, warmup: int, final: float) -> float:
+    """Linear warm-up that reaches the peak on the last warm-up step (``(k + 1) / W``), then
+    ``final + (1 - final) (1 + cos(pi (k - W) / (K - W))) / 2``, held at ``final`` after K."""
+    if k < warmup:
+        return (k + 1) / warmup
+    progress = min(1.0, (k - warmup) / (total - warmup))
+    return final + (1 - final) * (1 + math.cos(math.pi * progress)) / 2
+
+
+@pytest.mark.parametrize("final", [0.0, 0.1])
+def test_warmup_cosine_key_points(final):
+    """Step 0, end of warm-up, start / quarter / middle / end of the cosine, past the end."""
+    total, warm = 110, 10
+    expected = {
+        0: 1 / warm,
+        warm - 1: 1.0,  # the peak is reached on the last warm-up step
+        warm: 1.0,  # the cosine starts at the peak
+        warm + 25: final + (1 - final) * (1 + math.cos(math.pi / 4)) / 2,
+        warm + 50: final + (1 - final) * 0.5,
+        total: final,
+        total + 7: final,  # clamped
+    }
+    for step, value in expected.items():
+        assert warmup_cosine(step, total, warm, final_ratio=final) == pytest.approx(value), step
+    for step in range(total + 3):
+        got = warmup_cosine(step, total, warm, final_ratio=final)
+        assert got == pytest.approx(closed_form(step, total, warm, final)), step
+
+
+def test_warmup_cosine_shape_and_edge_cases():
+    """Increasing during warm-up, non-increasing after; no warm-up starts at 1; K <= 0 is 1."""
+    values = [warmup_cosine(k, 50, 5, final_ratio=0.01) for k in range(51)]
+    assert all(a < b for a, b in zip(values[:4], values[1:5], strict=True))
+    assert all(b <= a for a, b in zip(values[4:-1], values[5:], strict=True))
+    assert warmup_cosine(0, 20, 0) == pytest.approx(1.0)
+    assert warmup_cosine(10, 20, 0) == pytest.approx(0.5)
+    assert warmup_cosine(20, 20, 0) == pytest.approx(0.0, abs=1e-12)
+    assert warmup_cosine(3, 0, 0) == 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Weighted cosine kNN
+# --------------------------------------------------------------------------------------------------
+
+
+def loop_knn(query, bank, bank_labels, n_classes, k, temperature):
+    """Per query: cosines to every bank row, the k largest, class score += exp(cos / τ),
+    then scores / their sum (Wu et al. 2018, as the knn module's docstring states)."""
+    out = torch.zeros(query.shape[0], n_classes, dtype=torch.float64)
+    k = min(k, bank.shape[0])
+    for i in range(query.shape[0]):
+        sims = []
+        for j in range(bank.shape[0]):
+            q, b = query[i].double(), bank[j].double()
+            sims.append((float(q @ b / (q.norm() * b.norm())), j))
+        sims.sort(reverse=True)
+        for cos, j in sims[:k]:
+            out[i, int(bank_labels[j])] += math.exp(cos / temperature)
+        out[i] /= out[i].sum()
+    return out
+
+
+def knn_inputs(seed: int = 0, q: int = 7, m: int = 23, d: int = 6, classes: int = 4):
+    gen = torch.Generator().manual_seed(seed)
+    query = torch.randn(q, d, generator=gen) * 5  # not normalised
+    bank = torch.randn(m, d, generator=gen) * torch.rand(m, 1, generator=gen) * 3
+    labels = torch.randint(0, classes, (m,), generator=gen)
+    return query, bank, labels, classes
+
+
+@pytest.mark.parametrize(
+    ("k", "temperature", "chunk"),
+    [(5, 0.07, 1024), (5, 0.5, 3), (1, 0.1, 2), (100, 0.2, 1024)],  # k > bank size: all of it
+)
+def test_knn_matches_loop(k, temperature, chunk):
+    """Probabilities equal the loop reference (chunked or not, k clamped to the bank size)."""
+    query, bank, labels, classes = knn_inputs()
+    probs = knn_predict(query, bank, labels, classes, k=k, temperature=temperature, chunk=chunk)
+    ref = loop_knn(query, bank, labels, classes, k, temperature)
+    assert probs.shape == (query.shape[0], classes)
+    torch.testing.assert_close(probs.double(), ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(probs.sum(1), torch.ones(query.shape[0]))
+
+
+def test_knn_weighting_prefers_close_neighbours_over_many():
+    """One very close neighbour of class 1 outweighs two distant ones of class 0 at small τ."""
+    bank = torch.tensor([[1.0, 0.05], [0.2, 1.0], [0.1, 1.0]])
+    labels = torch.tensor([1, 0, 0])
+    query = torch.tensor([[1.0, 0.0]])
+    probs = knn_predict(query, bank, labels, n_classes=2, k=3, temperature=0.1)
+    assert probs.argmax(1).item() == 1
+    torch.testing.assert_close(probs.double(), loop_knn(query, bank, labels, 2, 3, 0.1))
