@@ -22,6 +22,8 @@ import yaml
 from medcl.errors import ConfigError
 
 Method = Literal["simclr", "moco", "byol", "simsiam", "supervised"]
+EFFICIENCY_METHODS = ("supervised", "fixmatch", "simclr", "sscl", "sscl+fixmatch")
+"""Arms of the label-efficiency experiment (see :mod:`medcl.evaluate.efficiency`)."""
 Encoder = Literal["resnet10", "resnet18", "resnet34", "resnet50"]
 
 
@@ -126,6 +128,8 @@ class MethodConfig:
         name: ``simclr`` (NT-Xent), ``moco`` (momentum queue), ``byol``, ``simsiam``.
         lambda_sup: λ1, weight of the supervised contrastive term (0 = plain SSL).
         lambda_ssl: λ2, weight of the self-supervised term.
+        lambda_sup_warmup: Share of the pretraining steps over which λ1 ramps linearly from 0
+            (0 = constant λ1).
         temperature: τ of the softmax over similarities.
         group_positives: Images of the same patient are positives (MICLe); they are never
             negatives either way.
@@ -136,6 +140,7 @@ class MethodConfig:
     name: Method = "simclr"
     lambda_sup: float = 1.0
     lambda_ssl: float = 1.0
+    lambda_sup_warmup: float = 0.0
     temperature: float = 0.1
     group_positives: bool = False
     queue_size: int = 4096
@@ -145,6 +150,10 @@ class MethodConfig:
         for k in ("lambda_sup", "lambda_ssl"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{where}.{k}: must be ≥ 0, got {getattr(self, k)}")
+        if not 0 <= self.lambda_sup_warmup <= 1:
+            raise ConfigError(
+                f"{where}.lambda_sup_warmup: must be in [0, 1], got {self.lambda_sup_warmup}"
+            )
         if self.lambda_sup == 0 and self.lambda_ssl == 0:
             raise ConfigError(f"{where}: lambda_sup and lambda_ssl are both 0; nothing to learn")
         if not 0 < self.temperature <= 10:
@@ -225,17 +234,26 @@ class FinetuneConfig:
     """Few-label fine-tuning.
 
     Attributes:
-        mode: ``linear`` (logistic regression on frozen embeddings), ``knn``, or ``full``.
-        epochs: Full fine-tuning epochs (early stopping on val balanced accuracy).
-        lr: Head learning rate; the encoder gets ``lr * encoder_lr_mult``.
-        encoder_lr_mult: Encoder learning-rate factor for full fine-tuning.
+        mode: ``linear`` (logistic regression on frozen embeddings), ``knn``, ``full``, or
+            ``fixmatch`` (full fine-tuning with FixMatch on the unlabelled training rows too).
+        epochs: Full fine-tuning epochs (early stopping on val balanced accuracy); FixMatch runs
+            as many optimiser steps as full fine-tuning would.
+        lr: Head learning rate; a pretrained encoder gets ``lr * encoder_lr_mult``, one trained
+            from scratch the full ``lr``.
+        encoder_lr_mult: Encoder learning-rate factor for fine-tuning a pretrained encoder.
         patience: Early-stopping patience in epochs.
         balance: ``weights`` (class-weighted loss), ``sampler`` (balanced sampling) or ``none``.
         knn_k: Neighbours for the kNN classifier.
         batch_size: Fine-tuning batch size.
+        epoch_steps: Optimiser steps in one fine-tuning epoch, the unit of ``epochs``,
+            ``patience`` and validation (0 = one pass over the labelled images, at least 8
+            steps). A fixed number keeps the budget the same at every label fraction.
+        fixmatch_mu: FixMatch: unlabelled images per labelled image in a step (μ).
+        fixmatch_threshold: FixMatch: confidence threshold τ of the pseudo-labels.
+        fixmatch_lambda_u: FixMatch: weight λ_u of the unlabelled term.
     """
 
-    mode: Literal["linear", "knn", "full"] = "full"
+    mode: Literal["linear", "knn", "full", "fixmatch"] = "full"
     epochs: int = 30
     lr: float = 1e-3
     encoder_lr_mult: float = 0.1
@@ -243,11 +261,24 @@ class FinetuneConfig:
     balance: Literal["weights", "sampler", "none"] = "weights"
     knn_k: int = 10
     batch_size: int = 64
+    epoch_steps: int = 0
+    fixmatch_mu: int = 3
+    fixmatch_threshold: float = 0.95
+    fixmatch_lambda_u: float = 1.0
 
     def check(self, where: str) -> None:
         _positive(self.epochs, f"{where}.epochs")
         _positive(self.knn_k, f"{where}.knn_k")
         _positive(self.batch_size, f"{where}.batch_size")
+        _positive(self.fixmatch_mu, f"{where}.fixmatch_mu")
+        if self.epoch_steps < 0:
+            raise ConfigError(f"{where}.epoch_steps: must be ≥ 0, got {self.epoch_steps}")
+        if not 0 <= self.fixmatch_threshold <= 1:
+            raise ConfigError(
+                f"{where}.fixmatch_threshold: must be in [0, 1], got {self.fixmatch_threshold}"
+            )
+        if self.fixmatch_lambda_u < 0:
+            raise ConfigError(f"{where}.fixmatch_lambda_u: must be ≥ 0")
 
 
 @dataclass
@@ -257,11 +288,19 @@ class EfficiencyConfig:
     Attributes:
         fractions: Label fractions of the training images (patient-level subsets).
         seeds: Seeds of the label subsets, pretraining and fine-tuning.
-        methods: ``supervised`` (from scratch), ``simclr`` (SSL only, λ1 = 0) and ``sscl``
-            (SupCon on the labelled subset + SSL), each fine-tuned with ``finetune.mode``.
+        methods: ``supervised`` (from scratch), ``fixmatch`` (FixMatch from scratch on the
+            labelled subset + the unlabelled pool), ``simclr`` (SSL only, λ1 = 0), ``sscl``
+            (SupCon on the labelled subset + SSL), each fine-tuned with ``finetune.mode``, and
+            ``sscl+fixmatch`` (SSCL pretraining, then FixMatch fine-tuning).
         linear_probe: Also fit a linear probe on each pretrained encoder.
         n_boot: Patient-bootstrap replicates for the test intervals.
         metric: Headline metric of the report and plot.
+        full_label_seeds: Seeds run at label fraction 1.0 (the first ones of ``seeds``; 0 = all):
+            with every label, methods differ less between seeds, so the budget goes to the few-label
+            fractions.
+        fair_budget: Arms that start from nothing (``supervised``) get as many optimiser steps
+            as pretraining + fine-tuning together (see
+            :func:`medcl.evaluate.efficiency.scratch_budget`), early-stopped on validation.
     """
 
     fractions: list = field(default_factory=lambda: [0.01, 0.05, 0.1, 1.0])
@@ -272,6 +311,8 @@ class EfficiencyConfig:
     metric: Literal["balanced_accuracy", "accuracy", "macro_auroc", "macro_f1"] = (
         "balanced_accuracy"
     )
+    full_label_seeds: int = 0
+    fair_budget: bool = True
 
     def check(self, where: str) -> None:
         if not self.fractions or not all(
@@ -282,10 +323,10 @@ class EfficiencyConfig:
             )
         if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
             raise ConfigError(f"{where}.seeds: a non-empty list of integers, got {self.seeds}")
-        bad = [m for m in self.methods if m not in ("supervised", "simclr", "sscl")]
+        bad = [m for m in self.methods if m not in EFFICIENCY_METHODS]
         if not self.methods or bad:
             raise ConfigError(
-                f"{where}.methods: choose from supervised, simclr, sscl; got {self.methods}"
+                f"{where}.methods: choose from {', '.join(EFFICIENCY_METHODS)}; got {self.methods}"
             )
         if self.n_boot < 0:
             raise ConfigError(f"{where}.n_boot: must be ≥ 0, got {self.n_boot}")

@@ -180,9 +180,10 @@ class PretrainModule(L.LightningModule):
         b, v = views.shape[:2]
         flat = views.flatten(0, 1)
         z = self.projector(self.embed(flat)).view(b, v, -1)
-        lam_sup, lam_ssl = self.cfg.method.lambda_sup, self.cfg.method.lambda_ssl
+        lam_sup, lam_ssl = self.cfg.method.lambda_sup * self.sup_ramp(), self.cfg.method.lambda_ssl
         logs: dict[str, torch.Tensor] = {}
         if self.method == "simclr":
+            self.contrastive.lambda_sup = lam_sup
             parts = self.contrastive.forward_parts(z, labels, groups)
             logs.update(sup=parts.sup, ssl=parts.ssl)
             return parts.loss, logs
@@ -194,6 +195,18 @@ class PretrainModule(L.LightningModule):
         ssl = self._ssl_term(flat, z, labels, groups, b, v)
         logs["ssl"] = ssl.detach()
         return lam_sup * sup + lam_ssl * ssl, logs
+
+    def sup_ramp(self) -> float:
+        """Factor on λ1 at this optimiser step: ``min(1, step / (w·T))`` for
+        ``method.lambda_sup_warmup = w`` of the ``T`` steps (1 when ``w = 0``).
+
+        The labelled term then starts once self-supervision has shaped the features, which keeps
+        a few labelled images from being memorised in the first steps.
+        """
+        w = self.cfg.method.lambda_sup_warmup
+        if w <= 0:
+            return 1.0
+        return min(1.0, float(self.global_step) / max(1.0, w * self.total_steps))
 
     def _ssl_term(
         self,
@@ -226,9 +239,17 @@ class PretrainModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.target_encoder(x)
 
+    _ema_at_step = 0  # the optimiser step the EMA target last followed
+
+    def on_train_start(self) -> None:
+        self._ema_at_step = int(self.global_step)  # a resumed run starts where it stopped
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        acc = max(1, self.cfg.trainer.accumulate_grad_batches)
-        if self.method in ("moco", "byol") and (batch_idx + 1) % acc == 0:
+        # One EMA step per optimiser step: under gradient accumulation Lightning steps after every
+        # `accumulate_grad_batches` batches *and* on an epoch's last, partial window.
+        stepped = int(self.global_step) != self._ema_at_step
+        self._ema_at_step = int(self.global_step)
+        if self.method in ("moco", "byol") and stepped:
             m = momentum_schedule(
                 int(self.global_step), self.total_steps, base=self.cfg.method.ema_base
             )

@@ -364,11 +364,6 @@ def test_ema_follows_optimiser_steps_in_a_real_fit():
 
 
 @pytest.mark.filterwarnings(NO_VAL_WARNING)
-@pytest.mark.xfail(
-    strict=True,
-    reason="medcl/train/module.py on_train_batch_end: EMA steps on (batch_idx + 1) % acc == 0, but "
-    "Lightning also steps the optimiser on an epoch's last, partial accumulation window",
-)
 def test_ema_follows_the_optimiser_step_of_a_partial_last_window():
     """3 batches per epoch, accumulation 2: the epoch's last batch is an optimiser step too."""
     fit_and_check_ema(n_batches=3)
