@@ -251,12 +251,24 @@ def test_without_argument_offers_runs(
     assert at.header[0].value == "Overview"
 
 
+def _chart_ids(at: AppTest) -> list[str]:
+    """Image ids of the points the embedding chart draws (its Plotly spec, as sent)."""
+    (chart,) = [c for c in at.get("plotly_chart") if c.key == "emb_chart"]
+    spec = json.loads(chart.proto.spec)
+    return [cd[0] for trace in spec["data"] for cd in trace.get("customdata", [])]
+
+
 def test_pages_at_20000_images(
     big_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Server-side run time of each page on a 20,000-image run (the browser test adds drawing)."""
+    """Every page works on a 20,000-image run; the embedding chart draws the capped sample.
+
+    The server-side time of each page is printed (no limit here: it depends on the machine).
+    """
     import time
 
+    table = pd.read_parquet(big_run / "embeddings.parquet", columns=["image_id", "labelled"])
+    labelled = set(table.loc[table["labelled"], "image_id"])
     seconds = {}
     runs = [
         ("embedding, cold", "embedding"),
@@ -273,11 +285,17 @@ def test_pages_at_20000_images(
         assert_clean(at)
         if page == "embedding":
             assert "Showing 10,000 of 20,000 points" in at.caption[0].value
+            drawn = _chart_ids(at)
+            assert len(drawn) == len(set(drawn)) == 10_000
+            assert labelled <= set(drawn), "every labelled point is drawn"
+            assert set(drawn) <= set(table["image_id"])
         if page == "label":
-            assert len(at.dataframe[0].value) == 50
+            ranked = at.dataframe[0].value
+            assert len(ranked) == 50 and not set(ranked["image_id"]) & labelled
+        if page == "case":
+            assert at.image, "the case image is shown"
     with capsys.disabled():
         print(f"\nAppTest script time at 20,000 images (s): {seconds}")
-    assert seconds["embedding, warm"] < 30
 
 
 def test_volumes_have_a_slice_slider(volume_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:

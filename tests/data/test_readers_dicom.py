@@ -123,8 +123,10 @@ def test_reasons_for_non_images_and_broken_files(tmp_path, dicom_writer):
     assert _reason(text).startswith("not a recognised image file")
     good = dicom_writer(tmp_path / "g.dcm", np.zeros((32, 32), np.uint16))
     cut = tmp_path / "cut.dcm"
-    cut.write_bytes(good.read_bytes()[:400])
-    assert _reason(cut)  # any precise reason; must not raise anything else
+    cut.write_bytes(good.read_bytes()[:400])  # inside the header: the pixel data never comes
+    assert _reason(cut).startswith("no pixel data: ")
+    cut.write_bytes(good.read_bytes()[:-10])  # inside the 32 x 32 x 2 bytes of pixel data
+    assert _reason(cut) == "pixel data truncated: 2038 of 2048 bytes"
 
 
 @pytest.mark.skipif(

@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from medcl.errors import ConfigError
-from medcl.transforms import build_preset, normalize_intensity
+from medcl.transforms import build_preset, make_options, normalize_intensity
 from medcl.transforms.blur import gaussian_blur
 from medcl.transforms.intensity import (
     adjust_contrast,
@@ -127,3 +127,42 @@ def test_noise_statistics() -> None:
     assert (r >= 0).all() and torch.equal(r[0], x[0])
     # zero signal: Rayleigh distribution, mean std * sqrt(pi / 2)
     assert abs(r[2].mean().item() - 0.2 * math.sqrt(math.pi / 2)) < 0.01
+
+
+def _monomials(shape: tuple[int, int], order: int) -> np.ndarray:
+    """All products y^a x^b (a + b <= order) of coordinates in [-1, 1], ``(M, H * W)``."""
+    yy, xx = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    terms = [yy**a * xx**b for a in range(order + 1) for b in range(order + 1 - a)]
+    return np.stack([t.ravel() for t in terms])
+
+
+def test_bias_field_preset_multiplies_by_exp_of_a_bounded_polynomial(off) -> None:
+    o = make_options("mr")
+    preset = build_preset("mr", off("mr", p_bias=1.0))
+    x = torch.full((32, 1, 24, 20), 0.25)
+    out = preset.batched(x, generator=torch.Generator().manual_seed(0))[:, 0].double().numpy()
+    basis = _monomials((24, 20), o.bias_order)
+    means = []
+    for field in out / 0.25:
+        ok = (field > 1e-6) & (field < 4 - 1e-6)  # not clamped to [0, 1]
+        assert ok.mean() > 0.9
+        log = np.log(field[ok])
+        coef, *_ = np.linalg.lstsq(basis[:, ok.ravel()].T, log, rcond=None)
+        # smooth: exactly a polynomial of order bias_order (noise or a sharper field would not be)
+        assert np.abs(basis[:, ok.ravel()].T @ coef - log).max() < 1e-4
+        assert np.abs(coef).max() <= o.bias_coef + 1e-3
+        assert log.std() > 0.02, "a field, not a constant"
+        means.append(log.mean())
+    assert abs(np.mean(means)) < 0.1  # coefficients centred on 0: the field is about 1 on average
+    assert np.std(means) > 0.05  # and drawn per sample
+
+
+def test_gaussian_noise_preset_residual_is_white_with_the_requested_std(off) -> None:
+    preset = build_preset("xr", off("xr", p_noise=1.0, noise_std_range=(0.04, 0.04)))
+    x = torch.full((8, 1, 64, 64), 0.5)
+    r = (preset.batched(x, generator=torch.Generator().manual_seed(0)) - 0.5)[:, 0].double()
+    for s in r:
+        assert abs(s.std().item() - 0.04) < 0.003 and abs(s.mean().item()) < 0.003
+        for a, b in ((s[1:], s[:-1]), (s[:, 1:], s[:, :-1])):  # neighbours are uncorrelated
+            assert abs(np.corrcoef(a.flatten(), b.flatten())[0, 1]) < 0.06
+    assert not torch.allclose(r[0], r[1])  # a fresh draw per sample

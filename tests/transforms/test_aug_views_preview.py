@@ -27,6 +27,18 @@ def test_multiview_shapes_and_independent_views(dims: int) -> None:
     assert out.shape == (4, 3, 1, *size) and 0 <= out.min() and out.max() <= 1
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_multiview_keeps_each_prepared_view_in_its_place(dims: int, off) -> None:
+    # batched part off: every output view is its own input view, normalised (no mixing of
+    # samples or views in the reshapes)
+    preset = build_preset("mr", off("mr"), dims=dims)
+    mv = MultiViewAugment(preset, n_views=3)
+    pre = torch.rand(4, 3, 1, *(12,) * dims) * 1.4 - 0.2
+    assert torch.equal(mv(pre), pre.clamp(0, 1))
+    single = torch.rand(2, 1, *(12,) * dims)
+    assert torch.equal(mv(single), single.unsqueeze(1).expand(-1, 3, *single.shape[1:]))
+
+
 def test_multiview_rejects_bad_inputs() -> None:
     mv = MultiViewAugment(build_preset("xr"), n_views=2)
     with pytest.raises(ValueError, match="views"):
