@@ -10,7 +10,6 @@ so an interrupted demo continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,24 +21,26 @@ from medcl.data.manifest import read_manifest, write_manifest
 from medcl.data.split import split_manifest
 
 FULL = {
-    "patients": 240,
-    "size": 64,
+    "patients": 600,
+    "size": 48,
     "overrides": [
-        "data.image_size=64",
+        "data.image_size=48",
         "data.batch_size=64",
         "model.encoder=resnet10",
         "model.width=0.5",
+        "model.pool=avgmax",
         "model.proj_dim=64",
         "model.proj_hidden=256",
-        "optim.epochs=10",
-        "optim.lr=0.002",
         "method.temperature=0.2",
-        "finetune.epochs=15",
-        "finetune.patience=5",
+        "method.group_positives=true",
+        "optim.epochs=20",
+        "optim.lr=0.002",
+        "finetune.epochs=30",
+        "finetune.patience=8",
         "finetune.batch_size=32",
         "finetune.lr=0.002",
         "efficiency.fractions=[0.05, 1.0]",
-        "efficiency.seeds=[0]",
+        "efficiency.seeds=[0, 1, 2]",
         "efficiency.methods=[supervised, simclr, sscl]",
         "efficiency.n_boot=500",
     ],
@@ -67,6 +68,12 @@ QUICK = {
 }
 
 
+SPLIT = (0.2, 0.3)
+"""Validation and test shares of the patients: large held-out splits, so that the patient-bootstrap
+intervals can separate methods (GUIDE §9)."""
+SPLIT_TEXT = "50/20/30"
+
+
 @dataclass
 class DemoResult:
     """Paths and the headline of a demo run."""
@@ -83,49 +90,60 @@ def demo_config(quick: bool, out: Path, threads: int = 0) -> Config:
     return load_config(None, [*preset["overrides"], f"out={out}", *extra])
 
 
-def run_demo(
-    out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, log: Any = print
-) -> DemoResult:
-    """Run the demo into ``out``; returns the headline and the run summary."""
+def build_demo_data(
+    out: Path, patients: int, size: int = 64, seed: int = 0, log: Any = print
+) -> Path:
+    """Phantom cohort → de-identified manifest → patient split, under ``out/data``.
+
+    Returns the split manifest (every training label kept). Each step is skipped when its output
+    is there. The split is a function of the files and ``seed`` only (not of the secret).
+    """
     from medcl.data.ingest import ingest
-    from medcl.data.synth import generate_cohort
-    from medcl.evaluate.efficiency import run_efficiency
-    from medcl.evaluate.embed import embed_manifest, write_embeddings
-    from medcl.evaluate.evaluation import write_json
-    from medcl.evaluate.model import load_model
+    from medcl.data.synth import CLASSES, generate_cohort
 
-    started = time.perf_counter()
-    out = Path(out)
-    preset = QUICK if quick else FULL
-    cfg = demo_config(quick, out)
-    data = out / "data"
+    data = Path(out) / "data"
     cohort = data / "cohort"
-    fraction = cfg.efficiency.fractions[0]
-
-    log(f"[1/6] phantom cohort: {preset['patients']} patients, {preset['size']} px MR")
+    log(f"[1/6] phantom cohort: {patients} patients, {size} px MR")
     if not (cohort / "cohort.json").is_file():
-        generate_cohort(
-            cohort,
-            patients=preset["patients"],
-            seed=seed,
-            modality="mr",
-            size=preset["size"],
-            dims=2,
-        )
+        generate_cohort(cohort, patients=patients, seed=seed, modality="mr", size=size, dims=2)
     log("[2/6] ingest → de-identified manifest + training cache")
     manifest = data / "manifest.csv"
     rep = ingest(
         cohort,
         manifest,
         labels=cohort / "labels.csv",
-        classes=["normal", "single_lesion", "multiple_lesions"],
+        classes=list(CLASSES),
         secret=data / "secret.key",
     )
     log(f"      {rep.rows} images, {rep.rejected} files not images (listed in {rep.rejects.name})")
-    log("[3/6] patient-level split (70/15/15, stratified)")
+    log(f"[3/6] patient-level split ({SPLIT_TEXT}, stratified)")
     split_full = data / "split_full.csv"
-    full = split_manifest(read_manifest(manifest), val=0.15, test=0.15, seed=seed)
-    write_manifest(full, split_full)
+    if not split_full.is_file():
+        full = split_manifest(read_manifest(manifest), val=SPLIT[0], test=SPLIT[1], seed=seed)
+        write_manifest(full, split_full)
+    return split_full
+
+
+def run_demo(
+    out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, log: Any = print
+) -> DemoResult:
+    """Run the demo into ``out``; returns the headline and the run summary."""
+    from medcl.evaluate.efficiency import run_efficiency
+    from medcl.evaluate.embed import embed_manifest, write_embeddings
+    from medcl.evaluate.evaluation import write_json
+    from medcl.evaluate.model import load_model
+    from medcl.evaluate.report import headline as eff_headline
+
+    started = time.perf_counter()
+    out = Path(out)
+    preset = QUICK if quick else FULL
+    cfg = demo_config(quick, out)
+    data = out / "data"
+    fraction = cfg.efficiency.fractions[0]
+
+    split_full = build_demo_data(
+        out, patients=preset["patients"], size=preset["size"], seed=seed, log=log
+    )
     cfg.data.manifest = str(split_full)
     save_config(cfg, out / "config.yaml")
     log(
@@ -145,16 +163,7 @@ def run_demo(
     table = embed_manifest(load_model(out / "model"), split, seed=seed)
     write_embeddings(table, out / "embeddings.parquet")
     log("[6/6] report")
-    by_method = {
-        r["method"]: r["metrics"]["balanced_accuracy"]
-        for r in eff.records
-        if r["label_fraction"] == fraction and r["seed"] == seed
-    }
-    names = {"supervised": "supervised", "simclr": "SimCLR", "sscl": "SSCL"}
-    parts = [
-        f"{names[m]} {by_method[m]:.2f}" for m in ("supervised", "simclr", "sscl") if m in by_method
-    ]
-    headline = f"balanced accuracy at {100 * fraction:g} % labels: " + ", ".join(parts)
+    headline = eff_headline(eff.records, eff.paired, cfg.efficiency.metric, fraction)
     summary = {
         "kind": "medcl-run",
         "headline": headline,
@@ -171,9 +180,3 @@ def run_demo(
     }
     write_json(summary, out / "run_summary.json")
     return DemoResult(out, headline, summary)
-
-
-def load_summary(run_dir: str | Path) -> dict[str, Any]:
-    """The ``run_summary.json`` of a run folder ({} when absent)."""
-    p = Path(run_dir) / "run_summary.json"
-    return json.loads(p.read_text()) if p.is_file() else {}

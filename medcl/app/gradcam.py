@@ -44,7 +44,11 @@ class GradCamExplainer:
             return
         from monai.visualize import GradCAM
 
-        self._cam = GradCAM(nn_module=self.clf, target_layers=target_layer)
+        # MONAI's default post-processing rescales the map so that its strongest response becomes
+        # 0 (hot = least relevant); keep the raw map and normalise it here instead.
+        self._cam = GradCAM(
+            nn_module=self.clf, target_layers=target_layer, postprocessing=lambda t: t
+        )
 
     @property
     def available(self) -> bool:

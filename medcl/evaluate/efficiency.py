@@ -26,23 +26,24 @@ resume from their checkpoints). Layout::
 
 from __future__ import annotations
 
-import copy
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from medcl.config import Config, save_config
+from medcl.config import Config, load_config, save_config
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.card import model_card
-from medcl.evaluate.evaluation import evaluate_model, write_json
-from medcl.evaluate.finetune import finetune
+from medcl.evaluate.evaluation import evaluate_with_predictions, write_json
+from medcl.evaluate.finetune import epoch_samples, finetune
 from medcl.evaluate.model import save_model
 from medcl.evaluate.report import write_report
 from medcl.train.pretrain import comparable_config, pretrain
@@ -57,6 +58,7 @@ class EfficiencyResult:
     report: Path
     plot: Path
     records: list[dict[str, Any]]
+    paired: list[dict[str, Any]]
 
 
 def _frac_tag(f: float) -> str:
@@ -67,14 +69,44 @@ def _run_key(method: str, frac: float, seed: int) -> str:
     return f"{method}_f{_frac_tag(frac)}_s{seed}"
 
 
+def derive(cfg: Config, **fields: Any) -> Config:
+    """A validated copy of ``cfg`` with dotted fields replaced (``derive(cfg, **{"a.b": 1})``)."""
+    return load_config(None, [f"{k}={json.dumps(v)}" for k, v in fields.items()], cfg.to_dict())
+
+
 def _pretrain_cfg(cfg: Config, manifest: Path, out: Path, seed: int, lambda_sup: float) -> Config:
-    c = copy.deepcopy(cfg)
-    c.data.manifest = str(manifest)
-    c.out = str(out)
-    c.method.name = "simclr"
-    c.method.lambda_sup = lambda_sup
-    c.trainer.seed = seed
-    return c
+    return derive(
+        cfg,
+        **{
+            "data.manifest": str(manifest),
+            "out": str(out),
+            "method.name": "simclr",
+            "method.lambda_sup": lambda_sup,
+            "trainer.seed": seed,
+        },
+    )
+
+
+def planned_pretrain_steps(cfg: Config, n_train: int) -> int:
+    """Optimiser steps a pretraining on ``n_train`` training rows will take (one process)."""
+    per_epoch = max(1, n_train // cfg.data.batch_size)  # MixedBatchSampler, drop-last
+    steps = per_epoch * cfg.optim.epochs // cfg.trainer.accumulate_grad_batches
+    return min(steps, cfg.optim.max_steps) if cfg.optim.max_steps > 0 else steps
+
+
+def scratch_budget(cfg: Config, n_train: int, n_labelled: int) -> tuple[int, int]:
+    """Fine-tuning epochs and patience of an arm that starts from nothing.
+
+    A fair from-scratch arm gets at least as many optimiser steps as pretraining and fine-tuning
+    together: ``finetune.epochs`` plus the pretraining's steps in fine-tuning epochs
+    (:func:`medcl.evaluate.finetune.epoch_samples`); patience grows in proportion. Early stopping on
+    validation then picks how much of that budget is used.
+    """
+    ft = cfg.finetune
+    per_epoch = epoch_samples(ft, n_labelled) // ft.batch_size
+    extra = math.ceil(planned_pretrain_steps(cfg, n_train) / max(1, per_epoch))
+    epochs = ft.epochs + extra
+    return epochs, max(ft.patience, round(ft.patience * epochs / ft.epochs))
 
 
 def run_efficiency(
@@ -122,21 +154,28 @@ def run_efficiency(
             results_path,
         )
 
-    n_total = (
-        len(eff.seeds)
-        * len(eff.fractions)
-        * (len(eff.methods) + (eff.linear_probe and sum(m != "supervised" for m in eff.methods)))
+    per_run = len(eff.methods) + eff.linear_probe * sum(
+        m in ("simclr", "sscl") for m in eff.methods
     )
+    full_seeds = min(len(eff.seeds), eff.full_label_seeds or len(eff.seeds))
+    n_total = per_run * sum(full_seeds if f >= 1.0 else len(eff.seeds) for f in eff.fractions)
     for seed in eff.seeds:
         simclr_dir: Path | None = None
         for frac in eff.fractions:
+            if (
+                frac >= 1.0
+                and eff.full_label_seeds
+                and seed not in eff.seeds[: eff.full_label_seeds]
+            ):
+                continue
             split_path = out / "splits" / f"f{_frac_tag(frac)}_s{seed}.csv"
             subset = apply_label_fraction(base, float(frac), seed)
             write_manifest(subset, split_path)
             jobs: list[tuple[str, str]] = []  # (record method, finetune mode)
             for method in eff.methods:
-                jobs.append((method, cfg.finetune.mode))
-                if method != "supervised" and eff.linear_probe:
+                fixmatch = method in ("fixmatch", "sscl+fixmatch")
+                jobs.append((method, "fixmatch" if fixmatch else cfg.finetune.mode))
+                if method in ("simclr", "sscl") and eff.linear_probe:
                     jobs.append((f"{method}+linear", "linear"))
             for name, mode in jobs:
                 key = _run_key(name, frac, seed)
@@ -175,9 +214,18 @@ def run_efficiency(
                     f"[{len(records)}/{n_total}] {name} @ {_frac_tag(frac)} labels, seed {seed}: "
                     f"test {eff.metric} {rec['metrics'].get(eff.metric, float('nan')):.3f}"
                 )
-    _save()
-    report, png = write_report(records, eff.metric, out)
-    return EfficiencyResult(out, results_path, report, png, records)
+    paired = paired_comparisons(records, eff.metric, list(base.classes), eff.n_boot)
+    write_json(
+        {
+            "manifest": str(Path(manifest).resolve()),
+            "metric": eff.metric,
+            "records": records,
+            "paired": paired,
+        },
+        results_path,
+    )
+    report, png = write_report(records, eff.metric, out, paired=paired)
+    return EfficiencyResult(out, results_path, report, png, records, paired)
 
 
 def _one_run(
@@ -190,11 +238,25 @@ def _one_run(
     pre_dir: Path | None,
     run_dir: Path,
 ) -> dict[str, Any]:
-    c = copy.deepcopy(cfg)
-    c.finetune.mode = mode
-    c.trainer.seed = seed
-    res = finetune(c, subset, pretrained=pre_dir)
-    metrics = evaluate_model(res.model, subset, "test", n_boot=cfg.efficiency.n_boot, seed=seed)
+    fields: dict[str, Any] = {"finetune.mode": mode, "trainer.seed": seed}
+    pre_steps = 0
+    if pre_dir is not None:
+        pre_steps = int(json.loads((pre_dir / "run.json").read_text()).get("steps", 0))
+    elif cfg.efficiency.fair_budget:
+        df = subset.df
+        train = df["split"] == "train"
+        epochs, patience = scratch_budget(
+            cfg, int(train.sum()), int((train & (df["label"] != "")).sum())
+        )
+        fields.update({"finetune.epochs": epochs, "finetune.patience": patience})
+    res = finetune(derive(cfg, **fields), subset, pretrained=pre_dir)
+    metrics, preds = evaluate_with_predictions(
+        res.model, subset, "test", n_boot=cfg.efficiency.n_boot, seed=seed
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "predictions.tmp.npz"
+    np.savez_compressed(tmp, **preds)
+    tmp.replace(run_dir / "predictions.npz")  # atomic: a half-written file is never read
     res.model.meta["name"] = f"{name} (label fraction {_frac_tag(frac)}, seed {seed})"
     res.model.meta["test_metrics"] = {
         k: metrics.get(k)
@@ -214,8 +276,59 @@ def _one_run(
         "n_labelled_patients": res.model.meta["finetune"]["train_labelled_patients"],
         "pretrain_dir": None if pre_dir is None else str(pre_dir),
         "model_dir": str(run_dir / "model"),
+        "predictions": str(run_dir / "predictions.npz"),
+        "pretrain_steps": pre_steps,
+        "finetune_steps": int(res.details.get("steps", 0)),
         "metrics": metrics,
     }
+
+
+def paired_comparisons(
+    records: list[dict[str, Any]], metric: str, classes: list[str], n_boot: int
+) -> list[dict[str, Any]]:
+    """Paired differences ``A − B`` on the seeds both ran, per label fraction.
+
+    A is each SSCL arm (``sscl``, ``sscl+linear``, ``sscl+fixmatch`` when present) and B every other
+    method at that fraction; the interval is the seeds × test-patient bootstrap of
+    :func:`medcl.evaluate.paired.paired_difference`. Runs without saved predictions are skipped.
+    """
+    from medcl.evaluate.paired import paired_difference
+
+    runs: dict[tuple[str, float, int], dict[str, np.ndarray]] = {}
+    for r in records:
+        path = r.get("predictions")
+        if path and Path(path).is_file():
+            with np.load(path) as z:
+                runs[(r["method"], float(r["label_fraction"]), int(r["seed"]))] = dict(z)
+    out: list[dict[str, Any]] = []
+    for frac in sorted({k[1] for k in runs}):
+        methods = sorted({k[0] for k in runs if k[1] == frac})
+        for a in (m for m in ("sscl", "sscl+linear", "sscl+fixmatch") if m in methods):
+            for b in (m for m in methods if m != a and not m.startswith("sscl")):
+                seeds = sorted(
+                    {k[2] for k in runs if k[:2] == (a, frac)}
+                    & {k[2] for k in runs if k[:2] == (b, frac)}
+                )
+                if not seeds:
+                    continue
+                ref = runs[(a, frac, seeds[0])]
+                if any(
+                    not np.array_equal(runs[(m, frac, s)]["image_id"], ref["image_id"])
+                    for m in (a, b)
+                    for s in seeds
+                ):
+                    raise MedclError(f"runs at fraction {frac:g} were tested on different images")
+                d = paired_difference(
+                    ref["y"],
+                    ref["patient_key"],
+                    [runs[(a, frac, s)]["proba"] for s in seeds],
+                    [runs[(b, frac, s)]["proba"] for s in seeds],
+                    classes,
+                    metric,
+                    n_boot=n_boot,
+                )
+                out.append({"label_fraction": frac, "a": a, "b": b, "seeds": seeds, **d})
+    return out
 
 
 def _data_summary(m: Manifest) -> dict[str, Any]:

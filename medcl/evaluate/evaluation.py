@@ -38,6 +38,18 @@ def evaluate_model(
     Raises:
         MedclError: If the split has no labelled rows or the classes differ from the model's.
     """
+    return evaluate_with_predictions(clf, manifest, split, n_boot, seed)[0]
+
+
+def evaluate_with_predictions(
+    clf: Classifier, manifest: Manifest, split: str = "test", n_boot: int = 1000, seed: int = 0
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`evaluate_model` and the predictions behind it.
+
+    Returns:
+        The metrics and ``{"image_id", "patient_key", "y", "proba"}`` arrays of the evaluated rows
+        (pseudonymous ids only), e.g. for paired comparisons between methods.
+    """
     if list(manifest.classes) != list(clf.meta["classes"]):
         raise MedclError(
             f"the manifest's classes {manifest.classes} differ from the model's "
@@ -49,6 +61,12 @@ def evaluate_model(
     proba, ds = predict_rows(clf, rows)
     y = ds.labels.numpy()
     groups = ds.groups.numpy()
+    preds = {
+        "image_id": rows.df["image_id"].to_numpy(dtype=str),
+        "patient_key": rows.df["patient_key"].to_numpy(dtype=str),
+        "y": y,
+        "proba": proba,
+    }
     if n_boot > 0:
         out = metrics_with_intervals(
             y, proba, groups, list(manifest.classes), n_boot=n_boot, seed=seed
@@ -57,7 +75,7 @@ def evaluate_model(
         out = classification_metrics(y, proba, list(manifest.classes))
         out["n_patients"] = int(len(np.unique(groups)))
     out["split"] = split
-    return out
+    return out, preds
 
 
 def predictions_table(clf: Classifier, manifest: Manifest) -> pd.DataFrame:
@@ -78,10 +96,12 @@ def predictions_table(clf: Classifier, manifest: Manifest) -> pd.DataFrame:
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    """Write JSON (numpy values converted)."""
+    """Write JSON (numpy values converted) atomically: a temporary file, then a rename."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(obj, indent=2, default=_plain) + "\n")
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_plain) + "\n")
+    tmp.replace(p)
     return p
 
 

@@ -5,9 +5,12 @@
   the fitted probe is folded into one ``nn.Linear`` (``W/σ``, ``b − W·μ/σ``).
 - ``knn``: frozen encoder; cosine kNN over the labelled training embeddings.
 - ``full``: encoder and a linear head trained with cross-entropy (class-weighted, or a balanced
-  sampler), AdamW with the encoder at ``lr × encoder_lr_mult``, cosine decay, the preset's
-  augmentations (one view), early stopping on validation balanced accuracy, and the best validation
-  epoch's weights kept. Without a pretrained encoder this is the supervised-from-scratch baseline.
+  sampler), AdamW with a pretrained encoder at ``lr × encoder_lr_mult`` (from scratch at ``lr``),
+  cosine decay, the preset's augmentations (one view), early stopping on validation balanced
+  accuracy, and the best validation epoch's weights kept. Without a pretrained encoder this is the
+  supervised-from-scratch baseline.
+- ``fixmatch``: like ``full`` for as many optimiser steps, with FixMatch's pseudo-labelled term on
+  the unlabelled training rows (:func:`medcl.evaluate.fixmatch.fit_fixmatch`).
 
 Hyper-parameters are chosen on validation only; the test split is never read here.
 """
@@ -31,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from medcl._quiet import quiet_third_party
-from medcl.config import Config
+from medcl.config import Config, FinetuneConfig
 from medcl.data.manifest import Manifest
 from medcl.errors import MedclError
 from medcl.evaluate.model import Classifier, KNNHead
@@ -39,6 +42,7 @@ from medcl.models.encoders import build_encoder
 from medcl.models.export import load_encoder
 from medcl.train.data import CachedImages, manifest_geometry, preset_for_modality
 from medcl.train.knn import knn_predict
+from medcl.train.pretrain import precision_for
 from medcl.train.schedule import warmup_cosine
 from medcl.transforms import MultiViewAugment, build_preset
 
@@ -55,6 +59,14 @@ class FinetuneResult:
 
 def _labelled(m: Manifest, split: str) -> Manifest:
     return m.subset((m.df["split"] == split) & (m.df["label"] != ""))
+
+
+def epoch_samples(ft: FinetuneConfig, n_labelled: int) -> int:
+    """Samples in one fine-tuning epoch: ``finetune.epoch_steps`` batches, or (0) one pass over the
+    labelled images, at least 8 batches."""
+    if ft.epoch_steps > 0:
+        return ft.epoch_steps * ft.batch_size
+    return max(n_labelled, 8 * ft.batch_size)
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -165,10 +177,17 @@ def fit_knn(
 class FinetuneModule(L.LightningModule):
     """Encoder + linear head trained with (weighted) cross-entropy; keeps the best val weights."""
 
-    def __init__(self, clf: Classifier, cfg: Config, weights: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        clf: Classifier,
+        cfg: Config,
+        weights: torch.Tensor | None,
+        pretrained: bool = True,
+    ) -> None:
         super().__init__()
         self.clf = clf
         self.cfg = cfg
+        self.pretrained = pretrained
         preset = build_preset(
             clf.meta["preset"], cfg.augment.options, dims=clf.meta["spatial_dims"]
         )
@@ -214,7 +233,11 @@ class FinetuneModule(L.LightningModule):
         ft = self.cfg.finetune
         opt = torch.optim.AdamW(
             [
-                {"params": self.clf.encoder.parameters(), "lr": ft.lr * ft.encoder_lr_mult},
+                {
+                    "params": self.clf.encoder.parameters(),
+                    # a pretrained encoder moves slowly; one that starts from nothing at full speed
+                    "lr": ft.lr * (ft.encoder_lr_mult if self.pretrained else 1.0),
+                },
                 {"params": self.clf.head.parameters(), "lr": ft.lr},
             ],
             weight_decay=1e-4,
@@ -236,7 +259,7 @@ def fit_full(
     """Train encoder + head in place; the best validation epoch's weights are loaded back."""
     ft = cfg.finetune
     labels = train.labels.numpy()
-    per_epoch = max(len(train), 8 * ft.batch_size)
+    per_epoch = epoch_samples(ft, len(train))
     gen = torch.Generator().manual_seed(cfg.trainer.seed)
     if ft.balance == "sampler":
         w = class_weights(labels, n_classes).numpy()[labels]
@@ -247,13 +270,13 @@ def fit_full(
     loader = DataLoader(train, batch_size=batch, sampler=sampler, drop_last=True)
     val_loader = DataLoader(val, batch_size=256)
     weights = class_weights(labels, n_classes) if ft.balance == "weights" else None
-    module = FinetuneModule(clf, cfg, weights)
+    module = FinetuneModule(clf, cfg, weights, pretrained=clf.meta.get("pretraining") is not None)
     quiet_third_party()
     trainer = L.Trainer(
         max_epochs=ft.epochs,
         accelerator=cfg.trainer.accelerator,
         devices=1,
-        precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+        precision=precision_for(cfg),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=progress,
@@ -318,12 +341,33 @@ def finetune(
     elif mode == "knn":
         head, score, details = fit_knn(clf, train, val, cfg.finetune.knn_k, n_classes)
         clf.head = head
+    elif mode == "fixmatch":
+        from medcl.evaluate.fixmatch import fit_fixmatch
+
+        pool = manifest.subset((manifest.df["split"] == "train") & (manifest.df["label"] == ""))
+        unlabelled = CachedImages(pool, meta["image_size"], dims)
+        ft = cfg.finetune
+        steps = ft.epochs * (epoch_samples(ft, len(train)) // ft.batch_size)
+        score, details = fit_fixmatch(
+            clf,
+            train,
+            unlabelled,
+            val,
+            cfg,
+            n_classes,
+            steps,
+            mu=ft.fixmatch_mu,
+            threshold=ft.fixmatch_threshold,
+            lambda_u=ft.fixmatch_lambda_u,
+            progress=progress,
+            pretrained=enc_meta is not None,
+        )
     else:
         score, details = fit_full(clf, train, val, cfg, n_classes, progress)
     labels = train.labels.numpy()
     clf.meta.update(
         {
-            "head": mode if mode != "full" else "linear (full fine-tuning)",
+            "head": mode if mode in ("linear", "knn") else f"linear ({mode} fine-tuning)",
             "finetune": {
                 "mode": mode,
                 "val_balanced_accuracy": score,

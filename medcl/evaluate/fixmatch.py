@@ -55,6 +55,7 @@ from medcl.evaluate.finetune import class_weights
 from medcl.evaluate.model import Classifier
 from medcl.losses.fixmatch import FixMatchLoss
 from medcl.train.data import CachedImages
+from medcl.train.pretrain import precision_for
 from medcl.train.schedule import warmup_cosine
 from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset
 from medcl.transforms.options import AugmentOptions, CTOptions
@@ -330,7 +331,7 @@ def fit_fixmatch(
         val_check_interval=every,
         accelerator=cfg.trainer.accelerator,
         devices=1,
-        precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+        precision=precision_for(cfg),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=progress,

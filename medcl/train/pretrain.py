@@ -93,7 +93,9 @@ def _sync_bn(cfg: Config) -> bool:
     return many or cfg.trainer.num_nodes > 1
 
 
-def _precision(cfg: Config) -> str:
+def precision_for(cfg: Config) -> str:
+    """Lightning precision of a run: ``trainer.precision``, or for ``auto`` bf16-mixed on CUDA
+    (when the accelerator allows it) and 32-true elsewhere."""
     if cfg.trainer.precision != "auto":
         return cfg.trainer.precision
     gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
@@ -144,7 +146,7 @@ def build_trainer(
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=_precision(cfg),
+        precision=precision_for(cfg),
         sync_batchnorm=_sync_bn(cfg),
         accumulate_grad_batches=t.accumulate_grad_batches,
         use_distributed_sampler=False,

@@ -1,7 +1,8 @@
 """Learning-rate schedule counted in optimiser steps: linear warm-up, then cosine decay.
 
 ``lr(k) = lr0 · (k + 1) / W`` for ``k < W`` (so the first step does not run at lr 0), then
-``lr0 · (r + (1 − r)(1 + cos(π (k − W) / (K − W))) / 2)`` down to ``r · lr0``, ``r = final_ratio`` (Loshchilov & Hutter 2017; Goyal et al. 2017 for the warm-up). With gradient
+``lr0 · (r + (1 − r)(1 + cos(π (k − W) / (K − W))) / 2)`` down to ``r · lr0``, ``r = final_ratio``
+(Loshchilov & Hutter 2017; Goyal et al. 2017 for the warm-up). With gradient
 accumulation or many devices, K counts optimiser steps, not batches.
 """
 

@@ -2,9 +2,11 @@
 
 These transforms work in k-space or resample through SimpleITK, one image at a time, so they run in
 data-loader workers on one CPU tensor ``(1, H, W)`` or ``(1, D, H, W)`` in the stored units (HU for
-CT, [0, 1] for MR). torchio expects 4-D ``(C, X, Y, Z)`` tensors: a 2-D image gets a singleton last
-axis, which torchio recognises as 2-D (motion stays in-plane, ghosting and anisotropy use in-plane
-axes only), and loses it again on return.
+CT, [0, 1] for MR). torchio expects 4-D ``(C, X, Y, Z)`` tensors: a 2-D image gets a singleton
+*first* spatial axis (ghosting and anisotropy then use the in-plane axes 1 and 2), and loses it
+again on return. The singleton goes first, not last, because torchio's motion simulation composes
+k-space segments along the last axis: with a singleton there, a 2-D "motion" would be one plain
+rigid move with no ghosting or blur.
 
 Randomness comes from torch's global generator, which :class:`torch.utils.data.DataLoader` seeds
 per worker; pass ``seed`` to :meth:`PerSampleAugment.__call__` for a reproducible draw that leaves
@@ -44,7 +46,7 @@ class PerSampleAugment:
             return
         import torchio as tio  # heavy import, deferred until an artifact pipeline is needed
 
-        axes = (0, 1) if dims == 2 else (0, 1, 2)
+        axes = (1, 2) if dims == 2 else (0, 1, 2)  # 2-D: after the singleton first axis
         steps: list[tuple[str, Any]] = []
         if getattr(o, "p_motion", 0) > 0:
             steps.append(
@@ -138,10 +140,10 @@ class PerSampleAugment:
         import torchio as tio
 
         offset = x.min()
-        t = (x - offset).unsqueeze(-1) if self.dims == 2 else x - offset
+        t = (x - offset).unsqueeze(1) if self.dims == 2 else x - offset
         out = tio.Compose(chosen)(t.contiguous())
         out = torch.as_tensor(out, dtype=torch.float32) + offset
-        return out.squeeze(-1) if self.dims == 2 else out
+        return out.squeeze(1) if self.dims == 2 else out
 
     def __repr__(self) -> str:
         return f"PerSampleAugment(dims={self.dims}, transforms={list(self.transforms)})"

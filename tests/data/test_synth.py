@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
 
@@ -177,10 +178,15 @@ def test_labels_do_not_depend_on_modality(cohorts: dict[str, SynthSummary]) -> N
 
 
 def test_class_priors_are_imbalanced(tmp_path: Path) -> None:
-    summary = generate_cohort(tmp_path / "c", patients=60, seed=0, size=16, progress=False)
+    from medcl.data.synth import CLASS_PRIORS
+
+    n = 150
+    summary = generate_cohort(tmp_path / "c", patients=n, seed=0, size=16, progress=False)
     counts = summary.class_counts
-    assert sum(counts.values()) == 60
-    assert counts["normal"] > counts["single_lesion"] > counts["multiple_lesions"] > 0
+    assert sum(counts.values()) == n
+    assert CLASS_PRIORS[0] > CLASS_PRIORS[1] > CLASS_PRIORS[2] > 0.15  # imbalanced, none rare
+    for cls, p in zip(counts, CLASS_PRIORS, strict=True):  # binomial counts within 4 sd
+        assert abs(counts[cls] - n * p) < 4 * math.sqrt(n * p * (1 - p)), (cls, counts)
 
 
 def test_fake_phi_present_and_varied(cohorts: dict[str, SynthSummary]) -> None:

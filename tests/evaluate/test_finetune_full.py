@@ -246,11 +246,6 @@ class StopError(Exception):
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finetune.py:256 picks bf16-mixed whenever CUDA exists, ignoring trainer.accelerator "
-    "and trainer.precision (pretrain.py's _precision honours both)",
-)
 @pytest.mark.parametrize(
     "overrides",
     [["trainer.accelerator=cpu"], ["trainer.accelerator=auto", "trainer.precision=32-true"]],

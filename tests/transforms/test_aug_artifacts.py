@@ -137,12 +137,6 @@ def test_motion_3d_keeps_the_centre_of_k_space_and_moves_the_rest(off) -> None:
     _motion_check(off, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="medcl/transforms/artifacts.py:141 gives torchio a (1, H, W, 1) tensor; "
-    "RandomMotion cuts k-space into motion segments along the last axis, of length 1 there, so "
-    "the whole spectrum comes from one moved copy: in 2-D 'motion' is a plain rigid shift/turn",
-)
 def test_motion_2d_keeps_the_centre_of_k_space_and_moves_the_rest(off) -> None:
     _motion_check(off, 2)
 

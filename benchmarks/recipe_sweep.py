@@ -1,0 +1,129 @@
+"""Choose the CPU recipe on the **validation** split: a sweep of pretraining/fine-tuning settings.
+
+Builds the demo's phantom cohort once (synth → ingest → patient split → label-fraction subset, all
+cached under ``--work``), then for every named setting runs the arms asked for and prints one row
+per arm: optimiser steps, wall time, validation kNN / linear-probe / fine-tune balanced accuracy.
+The test split is never read here: a recipe chosen on it would flatter the demo.
+
+Arms: ``supervised`` (from scratch on the labelled subset), ``simclr`` (NT-Xent on every training
+image, no label), ``sscl`` (λ1·SupCon(labelled subset) + λ2·NT-Xent(all)); each pretrained arm is
+scored by a kNN and a linear probe on the frozen encoder and by full fine-tuning.
+
+Usage::
+
+    python benchmarks/recipe_sweep.py                       # the shipped sweep, all settings
+    python benchmarks/recipe_sweep.py --only demo --arms sscl simclr
+    python benchmarks/recipe_sweep.py --set "mine: optim.epochs=40 method.temperature=0.2"
+
+Each setting is a list of ``medcl`` config overrides on top of the demo's recipe
+(:data:`medcl.demo.FULL`). Runs on the CPU; a setting costs about as much as one demo arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+try:
+    import medcl  # noqa: F401
+except ModuleNotFoundError:  # run from a source checkout without installing medcl
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from medcl.config import load_config
+from medcl.data.manifest import read_manifest, write_manifest
+from medcl.data.split import apply_label_fraction
+from medcl.demo import FULL, build_demo_data
+from medcl.evaluate.efficiency import derive, scratch_budget
+from medcl.evaluate.finetune import finetune
+from medcl.train.pretrain import pretrain
+
+# name -> overrides on top of the demo recipe; the first rows are the ones the demo was chosen from
+SWEEP: dict[str, list[str]] = {
+    "demo": [],
+}
+
+
+def _row(name: str, arm: str, steps: int, seconds: float, scores: dict[str, float]) -> str:
+    cells = " | ".join(
+        f"{scores[k]:.3f}" if k in scores else "-" for k in ("knn", "linear", "finetune")
+    )
+    return f"| {name} | {arm} | {steps} | {seconds:.0f} | {cells} |"
+
+
+def run_setting(
+    name: str, overrides: list[str], arms: list[str], work: Path, fraction: float, seed: int
+) -> list[str]:
+    """Run the arms of one setting; returns the printed table rows."""
+    base = [*FULL["overrides"], *overrides, f"trainer.seed={seed}"]
+    full = work / "data" / "split_full.csv"
+    sub_path = work / "splits" / f"f{fraction:g}_s{seed}.csv"
+    pool_path = work / "splits" / f"unlabelled_s{seed}.csv"
+    if not sub_path.is_file():
+        m = read_manifest(full)
+        write_manifest(apply_label_fraction(m, fraction, seed), sub_path)
+        write_manifest(apply_label_fraction(m, 0.0, seed), pool_path)
+    sub = read_manifest(sub_path)
+    rows = []
+    for arm in arms:
+        started = time.perf_counter()
+        scores: dict[str, float] = {}
+        if arm == "supervised":
+            cfg = load_config(None, [*base, "finetune.mode=full", "out=unused"])
+            train = sub.df["split"] == "train"
+            epochs, patience = scratch_budget(
+                cfg, int(train.sum()), int((train & (sub.df["label"] != "")).sum())
+            )
+            cfg = derive(cfg, **{"finetune.epochs": epochs, "finetune.patience": patience})
+            res = finetune(cfg, sub, pretrained=None)
+            scores["finetune"] = res.val_balanced_accuracy
+            steps = int(res.details.get("steps", 0))
+        else:
+            lam = "method.lambda_sup=0.0" if arm == "simclr" else None
+            man = pool_path if arm == "simclr" else sub_path
+            out = work / "runs" / f"{name}_{arm}_s{seed}"
+            cfg = load_config(
+                None, [*base, *([lam] if lam else []), f"data.manifest={man}", f"out={out}"]
+            )
+            pre = pretrain(cfg, progress=False)
+            steps = pre.steps
+            for mode in ("knn", "linear", "full"):
+                c = load_config(None, [*base, f"finetune.mode={mode}", "out=unused"])
+                r = finetune(c, sub, pretrained=pre.out_dir)
+                scores["finetune" if mode == "full" else mode] = r.val_balanced_accuracy
+        rows.append(_row(name, arm, steps, time.perf_counter() - started, scores))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/recipe_sweep"))
+    ap.add_argument("--only", nargs="*", help="names from the shipped sweep (default: all)")
+    ap.add_argument("--set", action="append", default=[], help='"name: key=value key=value"')
+    ap.add_argument("--arms", nargs="*", default=["supervised", "simclr", "sscl"])
+    ap.add_argument("--fraction", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--patients", type=int, default=FULL["patients"])
+    args = ap.parse_args(argv)
+    settings = {k: v for k, v in SWEEP.items() if not args.only or k in args.only}
+    for item in args.set:
+        name, _, rest = item.partition(":")
+        settings[name.strip()] = rest.split()
+    build_demo_data(
+        args.work, patients=args.patients, size=FULL["size"], seed=0, log=lambda s: None
+    )
+    print(f"validation balanced accuracy at {100 * args.fraction:g} % labels, seed {args.seed}")
+    print("| setting | arm | steps | seconds | val kNN | val linear | val fine-tune |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for name, overrides in settings.items():
+        rows += run_setting(name, overrides, args.arms, args.work, args.fraction, args.seed)
+    (args.work / "sweep.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
