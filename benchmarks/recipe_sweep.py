@@ -22,6 +22,7 @@ Each setting is a list of ``medcl`` config overrides on top of the demo's recipe
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -43,6 +44,14 @@ from medcl.train.pretrain import pretrain
 # name -> overrides on top of the demo recipe; the first rows are the ones the demo was chosen from
 SWEEP: dict[str, list[str]] = {
     "demo": [],
+    # twice the pretraining, λ1 = 0 for its first half (shareable with the SimCLR run)
+    "e40-start50": ["optim.epochs=40", "method.lambda_sup_start=0.5"],
+    # the demo's length, λ1 = 0 for its first half
+    "start50": ["method.lambda_sup_start=0.5"],
+    # more label guidance: λ1 = 2 and half of every batch labelled
+    "lam2-share50": ["method.lambda_sup=2.0", "data.labelled_share=0.5"],
+    # the earlier demo encoder: twice as wide (about 3.5× slower on the CPU)
+    "width50": ["model.width=0.5"],
 }
 
 
@@ -83,9 +92,12 @@ def run_setting(
         else:
             lam = "method.lambda_sup=0.0" if arm == "simclr" else None
             man = pool_path if arm == "simclr" else sub_path
-            out = work / "runs" / f"{name}_{arm}_s{seed}"
+            # one folder per pretraining recipe; fine-tuning settings reuse it
+            pre_args = [o for o in base if not o.startswith("finetune.")]
+            tag = hashlib.sha256(" ".join(pre_args).encode()).hexdigest()[:8]
+            out = work / "runs" / f"{arm}_s{seed}_{tag}"
             cfg = load_config(
-                None, [*base, *([lam] if lam else []), f"data.manifest={man}", f"out={out}"]
+                None, [*pre_args, *([lam] if lam else []), f"data.manifest={man}", f"out={out}"]
             )
             pre = pretrain(cfg, progress=False)
             steps = pre.steps

@@ -128,8 +128,11 @@ class MethodConfig:
         name: ``simclr`` (NT-Xent), ``moco`` (momentum queue), ``byol``, ``simsiam``.
         lambda_sup: λ1, weight of the supervised contrastive term (0 = plain SSL).
         lambda_ssl: λ2, weight of the self-supervised term.
-        lambda_sup_warmup: Share of the pretraining steps over which λ1 ramps linearly from 0
-            (0 = constant λ1).
+        lambda_sup_start: Share of the pretraining (rounded to whole epochs) with λ1 = 0:
+            self-supervision alone first. The label-efficiency experiment then shares that prefix
+            with its SimCLR run.
+        lambda_sup_warmup: Share of the pretraining steps over which λ1 then ramps linearly from 0
+            (0 = full λ1 at once).
         temperature: τ of the softmax over similarities.
         group_positives: Images of the same patient are positives (MICLe); they are never
             negatives either way.
@@ -140,6 +143,7 @@ class MethodConfig:
     name: Method = "simclr"
     lambda_sup: float = 1.0
     lambda_ssl: float = 1.0
+    lambda_sup_start: float = 0.0
     lambda_sup_warmup: float = 0.0
     temperature: float = 0.1
     group_positives: bool = False
@@ -150,6 +154,10 @@ class MethodConfig:
         for k in ("lambda_sup", "lambda_ssl"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{where}.{k}: must be ≥ 0, got {getattr(self, k)}")
+        if not 0 <= self.lambda_sup_start < 1:
+            raise ConfigError(
+                f"{where}.lambda_sup_start: must be in [0, 1), got {self.lambda_sup_start}"
+            )
         if not 0 <= self.lambda_sup_warmup <= 1:
             raise ConfigError(
                 f"{where}.lambda_sup_warmup: must be in [0, 1], got {self.lambda_sup_warmup}"
@@ -295,6 +303,8 @@ class EfficiencyConfig:
         linear_probe: Also fit a linear probe on each pretrained encoder.
         n_boot: Patient-bootstrap replicates for the test intervals.
         metric: Headline metric of the report and plot.
+        share_simclr: One SimCLR pretraining (the first seed's) for every seed: it sees no label,
+            so only its initialisation would differ between seeds.
         full_label_seeds: Seeds run at label fraction 1.0 (the first ones of ``seeds``; 0 = all):
             with every label, methods differ less between seeds, so the budget goes to the few-label
             fractions.
@@ -311,6 +321,7 @@ class EfficiencyConfig:
     metric: Literal["balanced_accuracy", "accuracy", "macro_auroc", "macro_f1"] = (
         "balanced_accuracy"
     )
+    share_simclr: bool = False
     full_label_seeds: int = 0
     fair_budget: bool = True
 

@@ -46,7 +46,7 @@ from medcl.evaluate.evaluation import evaluate_with_predictions, write_json
 from medcl.evaluate.finetune import epoch_samples, finetune
 from medcl.evaluate.model import save_model
 from medcl.evaluate.report import write_report
-from medcl.train.pretrain import comparable_config, pretrain
+from medcl.train.pretrain import comparable_config, prefix_checkpoint, pretrain
 
 
 @dataclass
@@ -159,8 +159,28 @@ def run_efficiency(
     )
     full_seeds = min(len(eff.seeds), eff.full_label_seeds or len(eff.seeds))
     n_total = per_run * sum(full_seeds if f >= 1.0 else len(eff.seeds) for f in eff.fractions)
+    prefix_epochs = round(cfg.method.lambda_sup_start * cfg.optim.epochs)
+    share_prefix = prefix_epochs > 0 and "simclr" in eff.methods
+    simclr_dirs: dict[int, Path] = {}
+
+    def simclr_run(seed: int) -> Path:
+        """The SimCLR pretraining of ``seed`` (one for all seeds with ``share_simclr``)."""
+        s = eff.seeds[0] if eff.share_simclr else seed
+        if s not in simclr_dirs:
+            pool_path = out / "splits" / f"unlabelled_s{s}.csv"
+            write_manifest(apply_label_fraction(base, 0.0, s), pool_path)
+            run = out / "pretrain" / f"simclr_s{s}"
+            if not (run / "run.json").is_file():
+                log(f"[{len(records) + 1}/{n_total}] pretraining SimCLR (seed {s})")
+            pretrain(
+                _pretrain_cfg(cfg, pool_path, run, s, 0.0),
+                progress=progress,
+                save_prefix=prefix_epochs if share_prefix else 0,
+            )
+            simclr_dirs[s] = run
+        return simclr_dirs[s]
+
     for seed in eff.seeds:
-        simclr_dir: Path | None = None
         for frac in eff.fractions:
             if (
                 frac >= 1.0
@@ -185,25 +205,23 @@ def run_efficiency(
                 method = name.split("+")[0]
                 pre_dir: Path | None = None
                 if method == "simclr":
-                    if simclr_dir is None:
-                        pool_path = out / "splits" / f"unlabelled_s{seed}.csv"
-                        write_manifest(apply_label_fraction(base, 0.0, seed), pool_path)
-                        simclr_dir = out / "pretrain" / f"simclr_s{seed}"
-                        log(f"[{len(records) + 1}/{n_total}] pretraining SimCLR (seed {seed})")
-                        pretrain(
-                            _pretrain_cfg(cfg, pool_path, simclr_dir, seed, 0.0), progress=progress
-                        )
-                    pre_dir = simclr_dir
+                    pre_dir = simclr_run(seed)
                 elif method == "sscl":
                     pre_dir = out / "pretrain" / f"sscl_f{_frac_tag(frac)}_s{seed}"
+                    # SSCL's λ1 = 0 prefix is the SimCLR run's beginning: start from its checkpoint
+                    warm = (
+                        prefix_checkpoint(simclr_run(seed), prefix_epochs) if share_prefix else None
+                    )
                     if not (pre_dir / "run.json").is_file():
                         log(
                             f"[{len(records) + 1}/{n_total}] pretraining SSCL "
-                            f"(fraction {_frac_tag(frac)}, seed {seed})"
+                            f"(fraction {_frac_tag(frac)}, seed {seed}"
+                            + (f", from SimCLR's epoch {prefix_epochs})" if warm else ")")
                         )
                     pretrain(
                         _pretrain_cfg(cfg, split_path, pre_dir, seed, cfg.method.lambda_sup),
                         progress=progress,
+                        warm_start=warm,
                     )
                 rec = _one_run(cfg, subset, name, mode, frac, seed, pre_dir, out / "runs" / key)
                 rec["seconds"] = time.perf_counter() - started

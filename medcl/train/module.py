@@ -41,6 +41,13 @@ from medcl.train.schedule import warmup_cosine
 from medcl.transforms import AugmentPreset, MultiViewAugment
 
 
+def sup_start_step(cfg: Config, total_steps: int) -> int:
+    """The optimiser step at which λ1 switches on: ``method.lambda_sup_start`` of the epochs,
+    rounded to a whole epoch."""
+    epochs = max(1, cfg.optim.epochs)
+    return round(cfg.method.lambda_sup_start * epochs) * total_steps // epochs
+
+
 def _no_decay(name: str, p: nn.Parameter) -> bool:
     return p.ndim <= 1 or name.endswith(".bias")
 
@@ -197,16 +204,24 @@ class PretrainModule(L.LightningModule):
         return lam_sup * sup + lam_ssl * ssl, logs
 
     def sup_ramp(self) -> float:
-        """Factor on λ1 at this optimiser step: ``min(1, step / (w·T))`` for
-        ``method.lambda_sup_warmup = w`` of the ``T`` steps (1 when ``w = 0``).
+        """Factor on λ1 at this optimiser step ``k`` of ``T``.
 
-        The labelled term then starts once self-supervision has shaped the features, which keeps
-        a few labelled images from being memorised in the first steps.
+        0 for the first ``method.lambda_sup_start = s`` of the steps (self-supervision alone,
+        rounded to whole epochs so that such a prefix can be shared with a SimCLR run), then
+        ``min(1, (k − sT) / (wT))`` for ``method.lambda_sup_warmup = w`` (1 at once when w = 0).
+        Starting the labelled term once self-supervision has shaped the features keeps a few
+        labelled images from being memorised in the first steps.
         """
-        w = self.cfg.method.lambda_sup_warmup
-        if w <= 0:
+        mc = self.cfg.method
+        if mc.lambda_sup_start <= 0 and mc.lambda_sup_warmup <= 0:
             return 1.0
-        return min(1.0, float(self.global_step) / max(1.0, w * self.total_steps))
+        k = float(self.global_step)
+        start = sup_start_step(self.cfg, self.total_steps)
+        if k < start:
+            return 0.0
+        if mc.lambda_sup_warmup <= 0:
+            return 1.0
+        return min(1.0, (k - start) / max(1.0, mc.lambda_sup_warmup * self.total_steps))
 
     def _ssl_term(
         self,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,23 @@ class _StopAtEpoch(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch >= self.epoch:
             raise _SimulatedKillError(f"stopped at epoch {self.epoch} (test hook)")
+
+
+class _SavePrefix(Callback):
+    """Save a full checkpoint at the end of epoch ``epochs``, a prefix other runs start from."""
+
+    def __init__(self, epochs: int, path: Path) -> None:
+        self.epochs = epochs
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 == self.epochs and not self.path.is_file():
+            trainer.save_checkpoint(self.path)
+
+
+def prefix_checkpoint(run_dir: str | Path, epochs: int) -> Path:
+    """Where a run saved with ``save_prefix=epochs`` keeps that checkpoint."""
+    return Path(run_dir) / "checkpoints" / f"prefix-e{epochs}.ckpt"
 
 
 def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
@@ -161,7 +179,12 @@ def build_trainer(
 
 
 def pretrain(
-    cfg: Config, restart: bool = False, progress: bool = True, _stop_at_epoch: int | None = None
+    cfg: Config,
+    restart: bool = False,
+    progress: bool = True,
+    _stop_at_epoch: int | None = None,
+    save_prefix: int = 0,
+    warm_start: str | Path | None = None,
 ) -> PretrainResult:
     """Run (or resume) a pretraining described by ``cfg``.
 
@@ -169,6 +192,12 @@ def pretrain(
         cfg: The validated config; ``cfg.out`` is the run folder.
         restart: Delete an existing run folder's checkpoints and start over.
         progress: Show progress bars.
+        save_prefix: Also keep a full checkpoint after this many epochs
+            (:func:`prefix_checkpoint`), for runs that share this run's beginning.
+        warm_start: Start from such a checkpoint of another run (weights, optimiser, schedule,
+            step) instead of from scratch, when this run folder has no checkpoint of its own. The
+            two runs must have the same architecture, optimiser and length; e.g. an SSCL run whose
+            ``method.lambda_sup_start`` prefix is a SimCLR run's.
 
     Returns:
         Paths and figures of the run.
@@ -211,13 +240,21 @@ def pretrain(
         torch.set_num_threads(cfg.trainer.threads)
     dm = PretrainData(cfg, manifest, preset, dims)
     model = PretrainModule(cfg, preset, dims, len(manifest.classes))
-    extra = [_StopAtEpoch(_stop_at_epoch)] if _stop_at_epoch is not None else []
+    extra: list[Callback] = [_StopAtEpoch(_stop_at_epoch)] if _stop_at_epoch is not None else []
+    if save_prefix > 0:
+        extra.append(_SavePrefix(save_prefix, prefix_checkpoint(out, save_prefix)))
     trainer = build_trainer(cfg, out, extra, progress)
     resumed = last.is_file()
+    if warm_start is not None and not resumed and not Path(warm_start).is_file():
+        raise MedclError(f"{warm_start}: warm-start checkpoint not found")
+    start_from = str(last) if resumed else (str(warm_start) if warm_start is not None else None)
     started = time.perf_counter()
     killed = False
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resumed else None)
+        with warnings.catch_warnings():
+            # a warm start loads another run's checkpoint callback state: expected, not news
+            warnings.filterwarnings("ignore", message="The dirpath has changed")
+            trainer.fit(model, datamodule=dm, ckpt_path=start_from)
     except _SimulatedKillError:
         killed = True
     if killed or trainer.interrupted:
@@ -257,6 +294,7 @@ def pretrain(
                     "epochs": int(trainer.current_epoch),
                     "metrics": metrics,
                     "resumed": resumed,
+                    "warm_start": None if warm_start is None else str(warm_start),
                     "labelled_share": dm.labelled_share,
                     "meta": meta,
                 },

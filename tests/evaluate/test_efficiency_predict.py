@@ -111,3 +111,63 @@ def test_predict_on_a_new_dicom_cohort(experiment, tmp_path):
     ds = pydicom.dcmread(first, stop_before_pixels=True)
     text = (tmp_path / "preds.csv").read_text()
     assert str(ds.PatientID) not in text and str(ds.PatientName) not in text
+
+
+def test_shared_simclr_prefix_seeds_and_paired_report(tmp_path):
+    """share_simclr: one SimCLR run for every seed; SSCL starts from its λ1 = 0 prefix; the report
+    has the per-seed table, the paired differences and the arms' budgets; the 100 % fraction runs
+    the first seed only."""
+    manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
+    cfg = load_config(
+        None,
+        [
+            *TINY_OVERRIDES,
+            "optim.epochs=2",
+            "method.lambda_sup_start=0.5",
+            "efficiency.fractions=[0.5, 1.0]",
+            "efficiency.seeds=[0, 1]",
+            "efficiency.full_label_seeds=1",
+            "efficiency.share_simclr=true",
+            "efficiency.linear_probe=false",
+            "efficiency.methods=[supervised, simclr, sscl]",
+            "efficiency.n_boot=20",
+            "trainer.accelerator=cpu",
+        ],
+    )
+    res = run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out/pretrain").iterdir()) == [
+        "simclr_s0",
+        "sscl_f0.5_s0",
+        "sscl_f0.5_s1",
+        "sscl_f1_s0",
+    ]
+    prefix = tmp_path / "out/pretrain/simclr_s0/checkpoints/prefix-e1.ckpt"
+    for run in ("sscl_f0.5_s0", "sscl_f0.5_s1", "sscl_f1_s0"):
+        info = json.loads((tmp_path / "out/pretrain" / run / "run.json").read_text())
+        assert info["warm_start"] == str(prefix)
+    assert {(r["method"], r["label_fraction"], r["seed"]) for r in res.records} == {
+        (m, f, s)
+        for m in ("supervised", "simclr", "sscl")
+        for f, s in ((0.5, 0), (0.5, 1), (1.0, 0))
+    }
+    pairs = {(d["label_fraction"], d["b"]): d for d in res.paired if d["a"] == "sscl"}
+    assert set(pairs) == {
+        (0.5, "supervised"),
+        (0.5, "simclr"),
+        (1.0, "supervised"),
+        (1.0, "simclr"),
+    }
+    assert pairs[(0.5, "supervised")]["seeds"] == [0, 1]
+    by = {
+        (r["method"], r["seed"]): r["metrics"]["balanced_accuracy"]
+        for r in res.records
+        if r["label_fraction"] == 0.5
+    }
+    want = [by[("sscl", s)] - by[("supervised", s)] for s in (0, 1)]
+    assert pairs[(0.5, "supervised")]["per_seed"] == pytest.approx(want, abs=1e-9)
+    text = res.report.read_text()
+    assert "Per seed at 50 % labels" in text and "sscl − supervised" in text
+    sup = [r for r in res.records if r["method"] == "supervised" and r["label_fraction"] == 0.5]
+    assert all(r["pretrain_steps"] == 0 for r in sup)
+    sscl = [r for r in res.records if r["method"] == "sscl"]
+    assert all(r["pretrain_steps"] > 0 for r in sscl)

@@ -119,3 +119,58 @@ def test_bad_inputs_refused_before_work(tmp_path, tiny_manifest):
     with pytest.raises(ConfigError, match="bogus"):
         pretrain(_cfg(tiny_manifest, tmp_path / "d", "augment.options={bogus: 1}"), progress=False)
     assert not (tmp_path / "d").exists()
+
+
+def _encoders_equal(a_dir, b_dir) -> bool:
+    a, _ = load_encoder(a_dir)
+    b, _ = load_encoder(b_dir)
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return all(torch.equal(pa, pb) for pa, pb in pairs)
+
+
+def test_warm_start_from_a_prefix_continues_that_run_exactly(tiny_manifest, tmp_path):
+    """A run started from another's epoch-2 checkpoint with the same config ends bit-identical
+    (same threads, same deterministic CPU kernels: as for resuming); with λ1 switched on after the
+    shared prefix, it is a different run of the same length."""
+    from medcl.train.pretrain import prefix_checkpoint
+
+    cfg = ["optim.epochs=4", "method.lambda_sup=1.0", "method.lambda_sup_start=0.5"]
+    simclr = _cfg(tiny_manifest, tmp_path / "simclr", *cfg, "method.lambda_sup=0.0")
+    a = pretrain(simclr, progress=False, save_prefix=2)
+    prefix = prefix_checkpoint(tmp_path / "simclr", 2)
+    assert prefix.is_file()
+    same = _cfg(tiny_manifest, tmp_path / "same", *cfg, "method.lambda_sup=0.0")
+    b = pretrain(same, progress=False, warm_start=prefix)
+    assert b.steps == a.steps
+    assert _encoders_equal(tmp_path / "simclr", tmp_path / "same")
+    sscl = pretrain(_cfg(tiny_manifest, tmp_path / "sscl", *cfg), progress=False, warm_start=prefix)
+    assert sscl.steps == a.steps
+    assert not _encoders_equal(tmp_path / "simclr", tmp_path / "sscl")
+    assert json.loads((tmp_path / "sscl/run.json").read_text())["warm_start"] == str(prefix)
+    with pytest.raises(MedclError, match="not found"):
+        pretrain(_cfg(tiny_manifest, tmp_path / "x", *cfg), progress=False, warm_start="nope.ckpt")
+
+
+def test_sup_ramp_starts_on_an_epoch_boundary_then_ramps():
+    from medcl.train.module import PretrainModule
+    from medcl.transforms import build_preset
+
+    cfg = load_config(
+        None,
+        [*TINY, "optim.epochs=10", "method.lambda_sup_start=0.3", "method.lambda_sup_warmup=0.2"],
+    )
+    module = PretrainModule(cfg, build_preset("mr"), 2, 3)
+    module.total_steps = 50  # 5 steps per epoch: λ1 is 0 for epochs 0-2 (steps 0-14)
+
+    class _T:  # the only trainer field the ramp reads
+        global_step = 0
+
+    factors = {}
+    for step in (0, 14, 15, 20, 25, 40):
+        _T.global_step = step
+        module._trainer = _T  # noqa: SLF001 - a stand-in trainer
+        factors[step] = module.sup_ramp()
+    assert factors[0] == factors[14] == 0.0
+    # then linear over w·T = 10 steps
+    assert factors[15] == pytest.approx(0.0) and factors[20] == pytest.approx(0.5)
+    assert factors[25] == pytest.approx(1.0) and factors[40] == 1.0
