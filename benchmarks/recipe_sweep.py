@@ -52,6 +52,14 @@ SWEEP: dict[str, list[str]] = {
     "lam2-share50": ["method.lambda_sup=2.0", "data.labelled_share=0.5"],
     # the earlier demo encoder: twice as wide (about 3.5× slower on the CPU)
     "width50": ["model.width=0.5"],
+    # fine-tuning the pretrained encoder at the head's learning rate (instead of × 0.1)
+    "start50-ftlr1": ["method.lambda_sup_start=0.5", "finetune.encoder_lr_mult=1.0"],
+    # twice the fine-tuning epochs, encoder at × 0.5
+    "start50-ft60": [
+        "method.lambda_sup_start=0.5",
+        "finetune.epochs=60",
+        "finetune.encoder_lr_mult=0.5",
+    ],
 }
 
 

@@ -40,6 +40,7 @@ FULL = {
         "finetune.batch_size=32",
         "finetune.epoch_steps=8",
         "finetune.lr=0.002",
+        "finetune.encoder_lr_mult=1.0",
         "method.lambda_sup_start=0.5",
         "efficiency.fractions=[0.05, 1.0]",
         "efficiency.seeds=[0, 1, 2]",

@@ -510,7 +510,7 @@ def _render_tomographic(
         edge = max(px, 0.3 * les.radius)
         m = _soft(_sphere_distance(les, pts, les.radius + 2 * edge) - les.radius, edge) * organ
         _paint(img, m, t["organ"] + les.sign * les.contrast * t["delta"] * t["lesion_gain"])
-    img += t["texture"] * _texture(anat, pts, t["texture_salt"]) * inner
+    img += t["texture"] * _texture(anat, pts, t.get("texture_salt", 0)) * inner
     # The spine is a cylinder along z: only the in-plane distance counts.
     spine_d = _sphere_distance(anat.spine, pts[:, :2], anat.spine.radius + 2 * px)
     _paint(img, _soft(spine_d - anat.spine.radius, px) * inner, t["cortex"])
@@ -567,7 +567,7 @@ def _render_projection(anat: _Anatomy, pts: np.ndarray, t: dict[str, Any]) -> np
         )
     total += (
         t["texture"]
-        * _texture(anat, pts, t["texture_salt"])
+        * _texture(anat, pts, t.get("texture_salt", 0))
         * _ellipsoid_chord(anat.organ, pts, organ_depth)
     )
     # Spine: a vertical band; ribs: curved bands.
