@@ -10,6 +10,7 @@ so an interrupted demo continues where it stopped.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -113,7 +114,9 @@ def build_demo_data(
     cohort = data / "cohort"
     log(f"[1/6] phantom cohort: {patients} patients, {size} px MR")
     if not (cohort / "cohort.json").is_file():
-        generate_cohort(cohort, patients=patients, seed=seed, modality="mr", size=size, dims=2)
+        generate_cohort(
+            cohort, patients=patients, seed=seed, modality="mr", size=size, dims=2, workers=0
+        )
     log("[2/6] ingest → de-identified manifest + training cache")
     manifest = data / "manifest.csv"
     rep = ingest(
@@ -121,6 +124,7 @@ def build_demo_data(
         manifest,
         labels=cohort / "labels.csv",
         classes=list(CLASSES),
+        workers=min(2, os.cpu_count() or 1),
         secret=data / "secret.key",
     )
     log(f"      {rep.rows} images, {rep.rejected} files not images (listed in {rep.rejects.name})")
