@@ -301,13 +301,22 @@ def _one_run(
     }
 
 
+COMPARISONS = {
+    "sscl": ("supervised", "fixmatch", "simclr"),
+    "sscl+linear": ("simclr+linear",),
+    "sscl+fixmatch": ("supervised", "fixmatch", "simclr", "sscl"),
+}
+"""Which arms each SSCL arm is compared with: like with like (fine-tuned with fine-tuned, probe
+with probe)."""
+
+
 def paired_comparisons(
     records: list[dict[str, Any]], metric: str, classes: list[str], n_boot: int
 ) -> list[dict[str, Any]]:
     """Paired differences ``A − B`` on the seeds both ran, per label fraction.
 
-    A is each SSCL arm (``sscl``, ``sscl+linear``, ``sscl+fixmatch`` when present) and B every other
-    method at that fraction; the interval is the seeds × test-patient bootstrap of
+    A is each SSCL arm and B each arm of :data:`COMPARISONS` present at that fraction; the
+    interval is the seeds × test-patient bootstrap of
     :func:`medcl.evaluate.paired.paired_difference`. Runs without saved predictions are skipped.
     """
     from medcl.evaluate.paired import paired_difference
@@ -321,8 +330,10 @@ def paired_comparisons(
     out: list[dict[str, Any]] = []
     for frac in sorted({k[1] for k in runs}):
         methods = sorted({k[0] for k in runs if k[1] == frac})
-        for a in (m for m in ("sscl", "sscl+linear", "sscl+fixmatch") if m in methods):
-            for b in (m for m in methods if m != a and not m.startswith("sscl")):
+        for a, rivals in COMPARISONS.items():
+            if a not in methods:
+                continue
+            for b in (m for m in rivals if m in methods):
                 seeds = sorted(
                     {k[2] for k in runs if k[:2] == (a, frac)}
                     & {k[2] for k in runs if k[:2] == (b, frac)}
