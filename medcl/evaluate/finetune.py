@@ -174,7 +174,41 @@ def fit_knn(
     return head, float(balanced_accuracy_score(val.labels.numpy(), pred.numpy())), {"k": k}
 
 
-class FinetuneModule(L.LightningModule):
+class BestOnValidation(L.LightningModule):
+    """A classifier ``self.clf`` trained with its weights at the best validation balanced accuracy
+    kept in ``best_state`` (with ``best_score`` and the optimiser step ``best_step``)."""
+
+    clf: Classifier
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.best_score = -1.0
+        self.best_step = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._probs: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, _, _ = batch
+        self._probs.append(F.softmax(self.clf(self.clf.normalize(x)).float(), 1))
+        self._labels.append(y)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._probs:
+            return
+        pred = torch.cat(self._probs).argmax(1).cpu().numpy()
+        y = torch.cat(self._labels).cpu().numpy()
+        self._probs.clear()
+        self._labels.clear()
+        score = float(balanced_accuracy_score(y, pred))
+        self.log("val/bacc", score, prog_bar=True)
+        if score > self.best_score:
+            self.best_score = score
+            self.best_step = int(self.global_step)
+            self.best_state = copy.deepcopy(self.clf.state_dict())
+
+
+class FinetuneModule(BestOnValidation):
     """Encoder + linear head trained with (weighted) cross-entropy; keeps the best val weights."""
 
     def __init__(
@@ -196,10 +230,6 @@ class FinetuneModule(L.LightningModule):
             "class_w", weights if weights is not None else torch.ones(len(clf.meta["classes"]))
         )
         self.use_weights = weights is not None
-        self.best_score = -1.0
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self._probs: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y, _, _ = batch
@@ -210,24 +240,6 @@ class FinetuneModule(L.LightningModule):
         loss = F.cross_entropy(logits.float(), y, weight=self.class_w if self.use_weights else None)
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y, _, _ = batch
-        self._probs.append(F.softmax(self.clf(self.clf.normalize(x)).float(), 1))
-        self._labels.append(y)
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._probs:
-            return
-        pred = torch.cat(self._probs).argmax(1).cpu().numpy()
-        y = torch.cat(self._labels).cpu().numpy()
-        self._probs.clear()
-        self._labels.clear()
-        score = float(balanced_accuracy_score(y, pred))
-        self.log("val/bacc", score, prog_bar=True)
-        if score > self.best_score:
-            self.best_score = score
-            self.best_state = copy.deepcopy(self.clf.state_dict())
 
     def configure_optimizers(self) -> dict[str, Any]:
         ft = self.cfg.finetune

@@ -36,22 +36,19 @@ the CPU for a fixed initial model).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from medcl._quiet import quiet_third_party
 from medcl.config import Config
 from medcl.errors import MedclError
-from medcl.evaluate.finetune import class_weights
+from medcl.evaluate.finetune import BestOnValidation, class_weights
 from medcl.evaluate.model import Classifier
 from medcl.losses.fixmatch import FixMatchLoss
 from medcl.train.data import CachedImages
@@ -138,7 +135,7 @@ def _step_indices(
     return lab.reshape(steps, batch), unl.reshape(steps, n_unl_batch)
 
 
-class FixMatchModule(L.LightningModule):
+class FixMatchModule(BestOnValidation):
     """Encoder + linear head trained with :class:`~medcl.losses.FixMatchLoss`; keeps the best
     validation weights.
 
@@ -177,12 +174,7 @@ class FixMatchModule(L.LightningModule):
             "class_w", weights if weights is not None else torch.ones(len(clf.meta["classes"]))
         )
         self.use_weights = weights is not None
-        self.best_score = -1.0
-        self.best_step = -1
-        self.best_state: dict[str, Tensor] | None = None
         self.mask_rates: list[Tensor] = []
-        self._probs: list[Tensor] = []
-        self._labels: list[Tensor] = []
 
     def views(
         self, x_lab: Tensor, x_unl: Tensor, generator: torch.Generator | None = None
@@ -213,25 +205,6 @@ class FixMatchModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
         self.log("train/mask_rate", logs["mask_rate"], prog_bar=True, batch_size=b)
         return loss
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y, _, _ = batch
-        self._probs.append(F.softmax(self.clf(self.clf.normalize(x)).float(), 1))
-        self._labels.append(y)
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._probs:
-            return
-        pred = torch.cat(self._probs).argmax(1).cpu().numpy()
-        y = torch.cat(self._labels).cpu().numpy()
-        self._probs.clear()
-        self._labels.clear()
-        score = float(balanced_accuracy_score(y, pred))
-        self.log("val/bacc", score, prog_bar=True)
-        if score > self.best_score:
-            self.best_score = score
-            self.best_step = int(self.global_step)
-            self.best_state = copy.deepcopy(self.clf.state_dict())
 
     def configure_optimizers(self) -> dict[str, Any]:
         ft = self.cfg.finetune
