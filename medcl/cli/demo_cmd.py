@@ -11,8 +11,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="end-to-end run on the generated phantom cohort (≈10 min on 2 CPU cores)",
-        description="synth → ingest → split → supervised vs SimCLR vs SSCL at 5 %% and 100 %% "
-        "labels → model, metrics, embeddings, report. Re-running continues an interrupted demo.",
+        description="synth → ingest → split → supervised vs SimCLR vs SSCL at 5 %% labels (3 "
+        "seeds, paired differences) and 100 %% (1 seed) → model, metrics, embeddings, report. "
+        "Re-running continues an interrupted demo.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--quick", action="store_true", help="tiny settings (about a minute)")

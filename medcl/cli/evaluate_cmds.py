@@ -58,10 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "efficiency",
-        help="label-efficiency experiment: supervised vs SimCLR vs SSCL over label fractions",
+        help="label-efficiency experiment: supervised, FixMatch, SimCLR, SSCL over label fractions",
         description="Runs efficiency.methods × efficiency.fractions × efficiency.seeds on "
-        "data.manifest (a split manifest with all training labels); writes results.json, "
-        "report.md and efficiency.png into `out`. Re-running resumes.",
+        "data.manifest (a split manifest with all training labels); writes results.json (with "
+        "paired SSCL − X differences over seeds × test patients), report.md and efficiency.png "
+        "into `out`. Re-running resumes.",
     )
     p.add_argument("--config", type=Path, help="YAML config (configs/efficiency.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")

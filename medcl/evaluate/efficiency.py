@@ -4,23 +4,28 @@ For every seed and label fraction F (a patient-level subset of the training imag
 see :func:`medcl.data.split.apply_label_fraction`; val and test are fixed):
 
 - ``supervised``: the encoder trained from scratch on the labelled subset (``finetune.mode``,
-  normally ``full``);
+  normally ``full``) with a fair budget (:func:`scratch_budget`: as many optimiser steps as
+  pretraining + fine-tuning);
+- ``fixmatch``: FixMatch from scratch on the labelled subset and the unlabelled pool, same budget;
 - ``simclr``: NT-Xent pretraining on all training images with no labels (λ1 = 0), then fine-tuned
-  on the subset. Its pretraining does not depend on F, so it runs once per seed and is shared;
+  on the subset. Its pretraining does not depend on F, so it runs once per seed and is shared
+  (once for all seeds with ``efficiency.share_simclr``);
 - ``sscl``: ``λ1·SupCon(labelled subset) + λ2·NT-Xent(all)`` pretraining (depends on F), then
-  fine-tuned on the subset;
+  fine-tuned on the subset. With ``method.lambda_sup_start`` its λ1 = 0 beginning is the SimCLR
+  run's, and it starts from that run's checkpoint;
+- ``sscl+fixmatch``: the SSCL pretraining, then FixMatch fine-tuning;
 - with ``efficiency.linear_probe``, ``simclr+linear`` and ``sscl+linear``: a logistic-regression
   probe on the frozen pretrained encoder.
 
-Each run is evaluated on the test split with patient-bootstrap intervals and appended to
-``results.json`` as soon as it finishes; re-running the command skips finished runs (pretraining
-runs
-resume from their checkpoints). Layout::
+Each run is evaluated on the test split with patient-bootstrap intervals, its predictions saved, and
+appended to ``results.json`` as soon as it finishes; re-running the command skips finished runs
+(pretraining runs resume from their checkpoints). At the end, :func:`paired_comparisons` adds
+paired SSCL − X differences over seeds × test patients. Layout::
 
     OUT/splits/       label-fraction manifests
     OUT/pretrain/     simclr_s{seed}/, sscl_f{F}_s{seed}/  (medcl pretrain run folders)
-    OUT/runs/         {method}_f{F}_s{seed}/model/ and metrics.json
-    OUT/results.json  one record per run
+    OUT/runs/         {method}_f{F}_s{seed}/model/, metrics.json, predictions.npz
+    OUT/results.json  one record per run, and the paired differences
     OUT/report.md, OUT/efficiency.png
 """
 
