@@ -1,11 +1,11 @@
 """``medcl demo``: the whole pipeline on the embedded phantom cohort, end to end.
 
-synth cohort → ingest (de-identified manifest + cache) → patient-level split → label-efficiency
-experiment (supervised from scratch vs SimCLR vs SSCL pretraining + fine-tuning, at 5 % and 100 % of
-the training labels) → the SSCL model at 5 % labels exported with its test metrics, embeddings and
-model card → a run folder the dashboard opens. Every step is skipped when its output is already
-there,
-so an interrupted demo continues where it stopped.
+synth cohort → ingest (de-identified manifest + cache) → patient-level split (50/20/30) →
+label-efficiency experiment (supervised from scratch vs SimCLR vs SSCL pretraining + fine-tuning, at
+5 % of the training labels with 3 seeds and at 100 % with one) → the headline with the paired
+difference SSCL − supervised → the SSCL model of seed 0 at 5 % labels exported with its test
+metrics, embeddings and model card → a run folder the dashboard opens. Every step is skipped when
+its output is already there, so an interrupted demo continues where it stopped.
 """
 
 from __future__ import annotations
