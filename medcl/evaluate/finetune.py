@@ -176,9 +176,16 @@ def fit_knn(
 
 class BestOnValidation(L.LightningModule):
     """A classifier ``self.clf`` trained with its weights at the best validation balanced accuracy
-    kept in ``best_state`` (with ``best_score`` and the optimiser step ``best_step``)."""
+    kept in ``best_state`` (with ``best_score`` and the optimiser step ``best_step``).
+
+    The optimiser is AdamW with the encoder at ``lr × encoder_lr_mult`` when it is pretrained
+    (``lr`` when it starts from nothing) and the head at ``lr``, warm-up then cosine over
+    :meth:`total_steps`.
+    """
 
     clf: Classifier
+    cfg: Config
+    pretrained: bool
 
     def __init__(self) -> None:
         super().__init__()
@@ -206,6 +213,28 @@ class BestOnValidation(L.LightningModule):
             self.best_score = score
             self.best_step = int(self.global_step)
             self.best_state = copy.deepcopy(self.clf.state_dict())
+
+    def total_steps(self) -> int:
+        """Optimiser steps of the run (for the schedule)."""
+        return max(1, int(self.trainer.estimated_stepping_batches))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        ft = self.cfg.finetune
+        opt = torch.optim.AdamW(
+            [
+                {
+                    "params": self.clf.encoder.parameters(),
+                    # a pretrained encoder moves slowly; one that starts from nothing at full speed
+                    "lr": ft.lr * (ft.encoder_lr_mult if self.pretrained else 1.0),
+                },
+                {"params": self.clf.head.parameters(), "lr": ft.lr},
+            ],
+            weight_decay=1e-4,
+        )
+        total = self.total_steps()
+        warm = max(1, total // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class FinetuneModule(BestOnValidation):
@@ -241,23 +270,21 @@ class FinetuneModule(BestOnValidation):
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        ft = self.cfg.finetune
-        opt = torch.optim.AdamW(
-            [
-                {
-                    "params": self.clf.encoder.parameters(),
-                    # a pretrained encoder moves slowly; one that starts from nothing at full speed
-                    "lr": ft.lr * (ft.encoder_lr_mult if self.pretrained else 1.0),
-                },
-                {"params": self.clf.head.parameters(), "lr": ft.lr},
-            ],
-            weight_decay=1e-4,
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = max(1, total // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+def classifier_trainer(cfg: Config, progress: bool, **kwargs: Any) -> L.Trainer:
+    """A quiet one-device Lightning trainer for fine-tuning (no logger, no checkpoints)."""
+    quiet_third_party()
+    return L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=precision_for(cfg),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 def fit_full(
@@ -283,17 +310,10 @@ def fit_full(
     val_loader = DataLoader(val, batch_size=256)
     weights = class_weights(labels, n_classes) if ft.balance == "weights" else None
     module = FinetuneModule(clf, cfg, weights, pretrained=clf.meta.get("pretraining") is not None)
-    quiet_third_party()
-    trainer = L.Trainer(
+    trainer = classifier_trainer(
+        cfg,
+        progress,
         max_epochs=ft.epochs,
-        accelerator=cfg.trainer.accelerator,
-        devices=1,
-        precision=precision_for(cfg),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         callbacks=[EarlyStopping(monitor="val/bacc", mode="max", patience=ft.patience)],
     )
     trainer.fit(module, loader, val_loader)

@@ -40,20 +40,16 @@ import dataclasses
 import math
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from medcl._quiet import quiet_third_party
 from medcl.config import Config
 from medcl.errors import MedclError
-from medcl.evaluate.finetune import BestOnValidation, class_weights
+from medcl.evaluate.finetune import BestOnValidation, class_weights, classifier_trainer
 from medcl.evaluate.model import Classifier
 from medcl.losses.fixmatch import FixMatchLoss
 from medcl.train.data import CachedImages
-from medcl.train.pretrain import precision_for
-from medcl.train.schedule import warmup_cosine
 from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset
 from medcl.transforms.options import AugmentOptions, CTOptions
 
@@ -206,20 +202,8 @@ class FixMatchModule(BestOnValidation):
         self.log("train/mask_rate", logs["mask_rate"], prog_bar=True, batch_size=b)
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        ft = self.cfg.finetune
-        enc_lr = ft.lr * ft.encoder_lr_mult if self.pretrained else ft.lr
-        opt = torch.optim.AdamW(
-            [
-                {"params": self.clf.encoder.parameters(), "lr": enc_lr},
-                {"params": self.clf.head.parameters(), "lr": ft.lr},
-            ],
-            weight_decay=1e-4,
-        )
-        total = self.steps
-        warm = max(1, total // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def total_steps(self) -> int:
+        return self.steps
 
 
 def fit_fixmatch(
@@ -297,19 +281,8 @@ def fit_fixmatch(
     weights = class_weights(labels, n_classes) if ft.balance == "weights" else None
     module = FixMatchModule(clf, cfg, weights, steps, threshold, lambda_u, pretrained)
     every = max(1, steps // 10)
-    quiet_third_party()
-    trainer = L.Trainer(
-        max_epochs=1,
-        max_steps=steps,
-        val_check_interval=every,
-        accelerator=cfg.trainer.accelerator,
-        devices=1,
-        precision=precision_for(cfg),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    trainer = classifier_trainer(
+        cfg, progress, max_epochs=1, max_steps=steps, val_check_interval=every
     )
     trainer.fit(module, loader, val_loader)
     if steps % every:  # the last steps were not validated yet
