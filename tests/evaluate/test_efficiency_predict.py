@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -171,3 +172,37 @@ def test_shared_simclr_prefix_seeds_and_paired_report(tmp_path):
     assert all(r["pretrain_steps"] == 0 for r in sup)
     sscl = [r for r in res.records if r["method"] == "sscl"]
     assert all(r["pretrain_steps"] > 0 for r in sscl)
+
+
+def test_scratch_budget_matches_pretraining_plus_fine_tuning_steps():
+    """1000 training rows, batch 64, 20 epochs: 15 × 20 = 300 pretraining steps; fine-tuning
+    epochs of 8 steps: 30 + ceil(300 / 8) = 68 epochs (544 ≥ 300 + 240 steps), patience × 68/30."""
+    from medcl.evaluate.efficiency import planned_pretrain_steps, scratch_budget
+
+    cfg = load_config(
+        None,
+        [
+            "data.batch_size=64",
+            "optim.epochs=20",
+            "finetune.epochs=30",
+            "finetune.patience=8",
+            "finetune.batch_size=32",
+            "finetune.epoch_steps=8",
+        ],
+    )
+    assert planned_pretrain_steps(cfg, 1000) == 300
+    epochs, patience = scratch_budget(cfg, 1000, 50)
+    assert (epochs, patience) == (68, 18)
+    assert epochs * 8 >= 300 + 30 * 8
+    # one pass over the labelled images per epoch when epoch_steps = 0 (here 1000 // 32 = 31)
+    cfg = load_config(
+        None,
+        [
+            "data.batch_size=64",
+            "optim.epochs=20",
+            "finetune.epoch_steps=0",
+            "finetune.epochs=30",
+            "finetune.batch_size=32",
+        ],
+    )
+    assert scratch_budget(cfg, 1000, 1000)[0] == 30 + math.ceil(300 / 31)

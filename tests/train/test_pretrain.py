@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -143,6 +144,12 @@ def test_warm_start_from_a_prefix_continues_that_run_exactly(tiny_manifest, tmp_
     b = pretrain(same, progress=False, warm_start=prefix)
     assert b.steps == a.steps
     assert _encoders_equal(tmp_path / "simclr", tmp_path / "same")
+    # and it really started there: its log has no step of the shared first two epochs
+    logged = pd.read_csv(tmp_path / "same/logs/metrics.csv")
+    assert (
+        logged["epoch"].min() == 2
+        and pd.read_csv(tmp_path / "simclr/logs/metrics.csv")["epoch"].min() == 0
+    )
     sscl = pretrain(_cfg(tiny_manifest, tmp_path / "sscl", *cfg), progress=False, warm_start=prefix)
     assert sscl.steps == a.steps
     assert not _encoders_equal(tmp_path / "simclr", tmp_path / "sscl")
