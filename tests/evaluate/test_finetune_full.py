@@ -242,6 +242,18 @@ def test_encoder_lr_mult(manifest, pretrained, monkeypatch, mult):
         assert moved - head
 
 
+def test_encoder_from_scratch_trains_at_the_full_lr(manifest, monkeypatch):
+    """Without a pretrained encoder ``encoder_lr_mult`` does not apply: nothing to preserve."""
+    seen = watch(monkeypatch)
+    cfg = load_config(
+        None, [*CPU, "finetune.lr=0.01", "finetune.encoder_lr_mult=0.1", "finetune.epochs=1"]
+    )
+    finetune(cfg, manifest, pretrained=None)
+    by_ids = {frozenset(ids): lr for ids, lr in seen.groups}
+    assert by_ids[frozenset(seen.encoder_ids)] == pytest.approx(0.01)
+    assert by_ids[frozenset(seen.head_ids)] == pytest.approx(0.01)
+
+
 class StopError(Exception):
     pass
 
