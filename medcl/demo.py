@@ -80,7 +80,6 @@ QUICK = {
 SPLIT = (0.2, 0.3)
 """Validation and test shares of the patients: large held-out splits, so that the patient-bootstrap
 intervals can separate methods (GUIDE §9)."""
-SPLIT_TEXT = "50/20/30"
 
 
 @dataclass
@@ -128,10 +127,12 @@ def build_demo_data(
         secret=data / "secret.key",
     )
     log(f"      {rep.rows} images, {rep.rejected} files not images (listed in {rep.rejects.name})")
-    log(f"[3/6] patient-level split ({SPLIT_TEXT}, stratified)")
+    val, test = SPLIT
+    shares = f"{100 * (1 - val - test):.0f}/{100 * val:.0f}/{100 * test:.0f}"
+    log(f"[3/6] patient-level split ({shares} train/val/test, stratified)")
     split_full = data / "split_full.csv"
     if not split_full.is_file():
-        full = split_manifest(read_manifest(manifest), val=SPLIT[0], test=SPLIT[1], seed=seed)
+        full = split_manifest(read_manifest(manifest), val=val, test=test, seed=seed)
         write_manifest(full, split_full)
     return split_full
 
