@@ -4,7 +4,8 @@
   (SupCon on labelled + NT-Xent on all) share one mask-based implementation: features ``(N, V, D)``,
   labels ``(N,)`` with ``-1`` for unlabelled, patient ids ``(N,)``; same-patient images are never
   negatives, and with ``group_positives`` they are positives.
-- :class:`MoCoLoss` with a persistent FIFO key queue, :func:`momentum_schedule`, :func:`ema_update`.
+- :class:`MoCoLoss` with a persistent FIFO key queue (its key encoder's EMA is in
+  :mod:`medcl.models.ema`).
 - :class:`NegativeCosineLoss` for BYOL and SimSiam.
 - :func:`gather_with_grad` / :func:`gather_no_grad`: cross-rank gathering (no-ops on one process).
 """
@@ -12,7 +13,7 @@
 from medcl.losses.byol import NegativeCosineLoss
 from medcl.losses.distributed import gather_no_grad, gather_with_grad
 from medcl.losses.fixmatch import FixMatchLoss
-from medcl.losses.moco import MoCoLoss, ema_update, momentum_schedule
+from medcl.losses.moco import MoCoLoss
 from medcl.losses.ntxent import NTXentLoss
 from medcl.losses.sscl import SSCLLoss, SSCLParts
 from medcl.losses.supcon import SupConLoss
@@ -25,8 +26,6 @@ __all__ = [
     "SSCLLoss",
     "SSCLParts",
     "SupConLoss",
-    "ema_update",
     "gather_no_grad",
     "gather_with_grad",
-    "momentum_schedule",
 ]

@@ -1,6 +1,15 @@
-"""Encoders (MONAI ResNets) and projection / predictor heads."""
+"""Encoders (MONAI ResNets), projection / predictor heads and EMA target updates."""
 
+from medcl.models.ema import ema_update, momentum_schedule
 from medcl.models.encoders import ENCODERS, build_encoder, encoder_dim
 from medcl.models.heads import PredictorHead, ProjectionHead
 
-__all__ = ["ENCODERS", "PredictorHead", "ProjectionHead", "build_encoder", "encoder_dim"]
+__all__ = [
+    "ENCODERS",
+    "PredictorHead",
+    "ProjectionHead",
+    "build_encoder",
+    "ema_update",
+    "encoder_dim",
+    "momentum_schedule",
+]

@@ -35,9 +35,11 @@ from medcl.config import Config, save_config
 from medcl.data.manifest import Manifest, read_manifest
 from medcl.errors import ConfigError, MedclError
 from medcl.models.export import save_encoder
+from medcl.train.callbacks import RNGStateCheckpoint
 from medcl.train.data import manifest_geometry, preset_for_modality
 from medcl.train.datamodule import PretrainData
 from medcl.train.module import PretrainModule
+from medcl.train.objectives import objective_class
 from medcl.transforms import AugmentPreset, build_preset
 
 
@@ -89,6 +91,7 @@ def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
     """Read the manifest and build the preset; all refusals happen here, before training."""
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: required (a split manifest from `medcl split`)")
+    objective_class(cfg.method.name)  # an unknown method.name is refused here
     manifest = read_manifest(cfg.data.manifest)
     df = manifest.df
     if not (df["split"] == "train").any():
@@ -141,7 +144,7 @@ def build_trainer(
         every_n_epochs=1,
         save_on_train_epoch_end=True,
     )
-    callbacks: list[Callback] = [ckpt]
+    callbacks: list[Callback] = [ckpt, RNGStateCheckpoint()]
     if t.checkpoint_every_n_steps > 0:
         callbacks.append(
             ModelCheckpoint(

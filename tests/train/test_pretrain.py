@@ -73,13 +73,15 @@ def test_other_methods_train(tiny_manifest, tmp_path, method):
     sd = ckpt["state_dict"]
     if method == "moco":
         pushed = cfg.data.batch_size * r.steps
-        assert int(sd["moco.queue_len"]) == min(cfg.method.queue_size, pushed)
-        assert int(sd["moco.queue_ptr"]) == pushed % cfg.method.queue_size
+        assert int(sd["method.moco_loss.queue_len"]) == min(cfg.method.queue_size, pushed)
+        assert int(sd["method.moco_loss.queue_ptr"]) == pushed % cfg.method.queue_size
     if method in ("moco", "byol"):
-        for name in ("encoder.conv1.weight", "projector.net.3.weight"):
-            assert not torch.allclose(sd[f"target_{name}"], sd[name]), name
+        for online in ("encoder.conv1.weight", "method.projector.net.3.weight"):
+            target = "method.target_" + online.removeprefix("method.")
+            assert not torch.allclose(sd[target], sd[online]), online
     else:
-        assert not any(k.startswith("target_") for k in sd) and "predictor.net.0.weight" in sd
+        assert not any(k.startswith("method.target_") for k in sd)
+        assert "method.predictor.net.0.weight" in sd
 
 
 def test_moco_queue_is_in_checkpoint(tiny_manifest, tmp_path):
@@ -88,7 +90,7 @@ def test_moco_queue_is_in_checkpoint(tiny_manifest, tmp_path):
     )
     ckpt = torch.load(tmp_path / "m/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     sd = ckpt["state_dict"]
-    assert "moco.queue" in sd and int(sd["moco.queue_len"]) > 0
+    assert "method.moco_loss.queue" in sd and int(sd["method.moco_loss.queue_len"]) > 0
 
 
 def test_killed_run_resumes_exactly(tiny_manifest, tmp_path):

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from medcl.config import load_config
-from medcl.losses import momentum_schedule
+from medcl.models.ema import momentum_schedule
 from medcl.train.module import PretrainModule
 from medcl.transforms import build_preset
 from tests.conftest import TINY_OVERRIDES
@@ -52,7 +52,7 @@ def make_module(method: str, *overrides: str, double: bool = True) -> PretrainMo
         module = module.double()
     # the target (EMA) networks start as copies: move the online ones so that the two differ
     with torch.no_grad():
-        for p in [*module.encoder.parameters(), *module.projector.parameters()]:
+        for p in [*module.encoder.parameters(), *module.method.projector.parameters()]:
             p.add_(0.3 * torch.randn_like(p))
     return module
 
@@ -64,13 +64,13 @@ def make_views(seed: int = 1) -> Tensor:
 
 def online_projections(module: PretrainModule, views: Tensor) -> Tensor:
     """``(B, V, D)`` projections of all views, encoded as one batch (as BatchNorm sees them)."""
-    return module.projector(module.encoder(views.flatten(0, 1))).view(B, V, -1)
+    return module.method.projector(module.encoder(views.flatten(0, 1))).view(B, V, -1)
 
 
 @torch.no_grad()
 def target_projections(module: PretrainModule, views: Tensor) -> Tensor:
     flat = views.flatten(0, 1)
-    return module.target_projector(module.target_encoder(flat)).view(B, V, -1)
+    return module.method.target_projector(module.method.target_encoder(flat)).view(B, V, -1)
 
 
 def mean_cos(a: Tensor, b: Tensor) -> Tensor:
@@ -100,7 +100,7 @@ def reference_terms(
             + info_nce(z[:, 1], k[:, 0], queue, TEMPERATURE)
         )
         return sup, ssl
-    p = module.predictor(z.flatten(0, 1)).view(B, V, -1)
+    p = module.method.predictor(z.flatten(0, 1)).view(B, V, -1)
     if method == "byol":
         t = target_projections(module, views)
         return sup, (2 - 2 * mean_cos(p[:, 0], t[:, 1])) + (2 - 2 * mean_cos(p[:, 1], t[:, 0]))
@@ -111,8 +111,9 @@ def reference_terms(
 def fill_queue(module: PretrainModule, count: int = 20) -> Tensor:
     """Enqueue random keys without labels or patients; return them normalised (oldest first)."""
     gen = torch.Generator().manual_seed(7)
-    module.moco.enqueue(torch.randn(count, module.moco.queue.shape[1], generator=gen).double())
-    return module.moco.queued()[0].clone()
+    queue = module.method.moco_loss
+    queue.enqueue(torch.randn(count, queue.queue.shape[1], generator=gen).double())
+    return queue.queued()[0].clone()
 
 
 def trainable_grads(module: PretrainModule, value: Tensor) -> list[Tensor]:
@@ -168,7 +169,7 @@ def test_simsiam_target_branch_carries_no_gradient():
         out.retain_grad()
         captured["z"] = out
 
-    handle = module.projector.register_forward_hook(keep_output)
+    handle = module.method.projector.register_forward_hook(keep_output)
     loss, _ = module.objective(make_views(), LABELS, GROUPS)
     loss.backward()
     handle.remove()
@@ -176,7 +177,7 @@ def test_simsiam_target_branch_carries_no_gradient():
 
     def simsiam(z_leaf: Tensor, stop_gradient: bool) -> Tensor:
         z = z_leaf.view(B, V, -1)
-        p = module.predictor(z_leaf).view(B, V, -1)
+        p = module.method.predictor(z_leaf).view(B, V, -1)
         t = z.detach() if stop_gradient else z
         return -(mean_cos(p[:, 0], t[:, 1]) + mean_cos(p[:, 1], t[:, 0])) / 2
 
@@ -199,10 +200,10 @@ def test_moco_loss_is_symmetric_over_views():
     module = make_module("moco", "method.lambda_sup=0", "method.lambda_ssl=1")
     module.augment = PassThroughViews()
     fill_queue(module)
-    state = {k: v.clone() for k, v in module.moco.state_dict().items()}
+    state = {k: v.clone() for k, v in module.method.moco_loss.state_dict().items()}
     views = make_views()
     loss, _ = module.objective(views, LABELS, GROUPS)
-    module.moco.load_state_dict(state)
+    module.method.moco_loss.load_state_dict(state)
     swapped, _ = module.objective(views.flip(1), LABELS, GROUPS)
     torch.testing.assert_close(loss, swapped, atol=1e-10, rtol=1e-10)
     # guard: one direction alone is not symmetric at these inputs
@@ -221,7 +222,7 @@ def test_moco_enqueues_second_view_keys_of_the_key_encoder():
     views = make_views()
     keys = F.normalize(target_projections(module, views)[:, 1], dim=1)
     module.objective(views, LABELS, GROUPS)
-    queued, queued_labels, queued_groups = module.moco.queued()
+    queued, queued_labels, queued_groups = module.method.moco_loss.queued()
     assert queued.shape[0] == 20 + B
     torch.testing.assert_close(queued[:20], before)  # older entries untouched
     torch.testing.assert_close(queued[20:], keys, atol=1e-10, rtol=1e-10)
@@ -248,12 +249,14 @@ def attach_fake_trainer(module: PretrainModule, global_step: int, total_steps: i
 
 def paired_params(module: PretrainModule) -> list[tuple[str, Tensor, Tensor]]:
     """``(name, target, online)`` for every EMA-tracked parameter, paired by name."""
-    online = dict(module.named_parameters())
+    method = module.method
     out = []
-    for prefix in ("target_encoder", "target_projector"):
-        for name, p in getattr(module, prefix).named_parameters():
-            source = prefix.removeprefix("target_")
-            out.append((f"{prefix}.{name}", p, online[f"{source}.{name}"]))
+    pairs = [("encoder", module.encoder, method.target_encoder)]
+    pairs.append(("projector", method.projector, method.target_projector))
+    for prefix, online, target in pairs:
+        online_params = dict(online.named_parameters())
+        for name, p in target.named_parameters():
+            out.append((f"target_{prefix}.{name}", p, online_params[name]))
     return out
 
 
@@ -423,7 +426,8 @@ def test_optimiser_weight_decay_groups(method):
     trainable = {id(p) for p in module.parameters() if p.requires_grad}
     assert set(all_ids) == trainable
     if method in ("moco", "byol"):
-        targets = [*module.target_encoder.parameters(), *module.target_projector.parameters()]
+        method = module.method
+        targets = [*method.target_encoder.parameters(), *method.target_projector.parameters()]
         assert targets and not {id(p) for p in targets} & set(all_ids)
         assert not any(p.requires_grad for p in targets)
 

@@ -1,0 +1,210 @@
+"""The base of every pretraining objective: ``L = λ1 · SupCon(labelled) + λ2 · SSL(all)``.
+
+An :class:`Objective` owns what its self-supervised method adds on top of the encoder: the
+projection head (every method), a predictor, momentum target networks and their EMA, a key queue.
+The encoder and the augmentation stay with :class:`~medcl.train.module.PretrainModule`, which
+hands each step's views to the objective as a :class:`ViewBatch` and gets back the loss and its
+parts. With ``z = g(f(x))`` the online projections of the ``V`` views of each image::
+
+    L = λ1 · SupCon(z; labelled anchors) + λ2 · L_ssl(z, ...)
+
+where SupCon is the :class:`~medcl.train.objectives.supcon.SupCon` component, computed only while
+λ1 > 0 (λ1 ramps: :meth:`~medcl.train.module.PretrainModule.sup_ramp`), and ``L_ssl`` is
+:meth:`Objective.ssl_loss`, the one method each subclass writes. :class:`MomentumObjective` adds
+EMA copies ``f_ξ``, ``g_ξ`` of the encoder and projector, moved after every optimiser step by
+``ξ ← m·ξ + (1 − m)·θ`` with the cosine schedule of :func:`~medcl.models.ema.momentum_schedule`
+(MoCo's key encoder, He et al. 2020; BYOL's target network, Grill et al. 2020).
+
+A new objective is one file with a subclass and one line in
+:data:`medcl.train.objectives.OBJECTIVES`; the design follows solo-learn's base method and
+momentum base method with small per-method subclasses (da Costa et al. 2022, JMLR).
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from medcl.config import Config
+from medcl.models.ema import ema_update, momentum_schedule
+from medcl.models.heads import ProjectionHead
+from medcl.train.objectives.supcon import SupCon
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """``x`` in channels-last memory format when it is a 2D image batch on CUDA, else ``x``.
+
+    Args:
+        x: ``(N, C, ...)`` images.
+
+    Returns:
+        The same values, laid out as the channels-last convolutions expect.
+    """
+    if x.device.type == "cuda" and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@dataclass(frozen=True)
+class ViewBatch:
+    """One training step's augmented views, as every objective sees them.
+
+    Attributes:
+        views: ``(B·V, 1, ...)`` augmented views, sample-major (the ``V`` views of image 0 first),
+            normalised; the input of target encoders.
+        features: ``(B·V, F)`` online encoder features of ``views``.
+        labels: ``(B,)`` class indices, −1 for unlabelled.
+        groups: ``(B,)`` patient ids; images of one patient are never negatives.
+        n_samples: ``B``.
+        n_views: ``V`` (at least 2).
+    """
+
+    views: Tensor
+    features: Tensor
+    labels: Tensor
+    groups: Tensor
+    n_samples: int
+    n_views: int
+
+
+class ObjectiveOutput(NamedTuple):
+    """The loss of a step and its detached parts for logging.
+
+    Attributes:
+        loss: ``λ1 · sup + λ2 · ssl``, differentiable.
+        logs: ``{"sup": ..., "ssl": ...}`` before weighting (logged as ``train/sup``,
+            ``train/ssl``); ``sup`` only when it was computed.
+    """
+
+    loss: Tensor
+    logs: dict[str, Tensor]
+
+
+class Objective(nn.Module, ABC):
+    """A self-supervised objective plus the SupCon term, ``λ1 · SupCon + λ2 · SSL``.
+
+    Subclasses implement :meth:`ssl_loss`; those with target networks derive from
+    :class:`MomentumObjective`. Submodules created in ``__init__`` (heads, queues) are part of the
+    checkpoint and, if trainable, of the optimiser.
+
+    Args:
+        cfg: The run config (``model`` for the head sizes, ``method`` for the loss options).
+        encoder: The online encoder (``out_dim`` attribute); not owned, only read (a momentum
+            objective copies it).
+
+    Attributes:
+        projector: The projection head ``g`` on the encoder features.
+        supcon: The SupCon component, weighted by λ1.
+    """
+
+    def __init__(self, cfg: Config, encoder: nn.Module) -> None:
+        super().__init__()
+        m, mc = cfg.model, cfg.method
+        self.projector = ProjectionHead(int(encoder.out_dim), m.proj_hidden, m.proj_dim)
+        self.supcon = SupCon(mc.temperature, mc.group_positives)
+
+    def project(self, batch: ViewBatch) -> Tensor:
+        """Online projections ``z`` of all views, ``(B, V, D)``, encoded as one batch."""
+        return self.projector(batch.features).view(batch.n_samples, batch.n_views, -1)
+
+    def forward(self, batch: ViewBatch, lambda_sup: float, lambda_ssl: float) -> ObjectiveOutput:
+        """The weighted loss of one step.
+
+        Args:
+            batch: The step's views and their online features.
+            lambda_sup: λ1 at this step (after the ramp).
+            lambda_ssl: λ2.
+
+        Returns:
+            The loss and its parts.
+        """
+        return self.combine(batch, self.project(batch), lambda_sup, lambda_ssl)
+
+    def combine(
+        self, batch: ViewBatch, z: Tensor, lambda_sup: float, lambda_ssl: float
+    ) -> ObjectiveOutput:
+        """``λ1 · SupCon(z) + λ2 · ssl_loss(z)``; SupCon is skipped (and not logged) at λ1 = 0.
+
+        Args:
+            batch: The step's views.
+            z: ``(B, V, D)`` online projections.
+            lambda_sup: λ1.
+            lambda_ssl: λ2.
+
+        Returns:
+            The loss and its parts.
+        """
+        logs: dict[str, Tensor] = {}
+        sup = z.new_zeros(())
+        if lambda_sup > 0:
+            sup, logs["sup"] = self.supcon(z, batch.labels, batch.groups)
+        ssl = self.ssl_loss(batch, z)
+        logs["ssl"] = ssl.detach()
+        return ObjectiveOutput(lambda_sup * sup + lambda_ssl * ssl, logs)
+
+    @abstractmethod
+    def ssl_loss(self, batch: ViewBatch, z: Tensor) -> Tensor:
+        """The self-supervised term ``L_ssl`` of the method, over all images.
+
+        Args:
+            batch: The step's views (for target networks) with labels and patient ids.
+            z: ``(B, V, D)`` online projections, with gradient.
+
+        Returns:
+            A differentiable scalar.
+        """
+
+    def on_optimizer_step(self, encoder: nn.Module, step: int, total_steps: int) -> None:
+        """Called once after every optimiser step (not after accumulating micro-batches).
+
+        Args:
+            encoder: The online encoder.
+            step: Optimiser steps taken so far.
+            total_steps: Optimiser steps of the whole run.
+        """
+
+
+class MomentumObjective(Objective):
+    """An objective with EMA target copies ``f_ξ``, ``g_ξ`` of the encoder and projector.
+
+    After every optimiser step ``k`` of ``K``: ``ξ ← m·ξ + (1 − m)·θ`` with
+    ``m = 1 − (1 − m0)(cos(πk/K) + 1)/2`` (``m0 = method.ema_base``); the targets' BatchNorm
+    statistics are their own. Target parameters never get gradients.
+
+    Args:
+        cfg: The run config.
+        encoder: The online encoder, copied as the target encoder.
+
+    Attributes:
+        target_encoder: EMA copy of the encoder.
+        target_projector: EMA copy of :attr:`projector`.
+    """
+
+    def __init__(self, cfg: Config, encoder: nn.Module) -> None:
+        super().__init__(cfg, encoder)
+        self.ema_base = float(cfg.method.ema_base)
+        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+
+    @torch.no_grad()
+    def target_projections(self, batch: ViewBatch) -> Tensor:
+        """Target projections ``g_ξ(f_ξ(x))`` of all views, ``(B, V, D)``, without gradient."""
+        h = self.target_encoder(channels_last(batch.views))
+        return self.target_projector(h).view(batch.n_samples, batch.n_views, -1)
+
+    def on_optimizer_step(self, encoder: nn.Module, step: int, total_steps: int) -> None:
+        """One EMA step of the target networks towards the online ones.
+
+        Args:
+            encoder: The online encoder.
+            step: Optimiser steps taken so far (``k``).
+            total_steps: Optimiser steps of the whole run (``K``).
+        """
+        m = momentum_schedule(step, total_steps, base=self.ema_base)
+        ema_update(self.target_encoder, encoder, m)
+        ema_update(self.target_projector, self.projector, m)

@@ -1,0 +1,55 @@
+"""MoCo: InfoNCE against a momentum key encoder and a FIFO queue of past keys (He et al. 2020,
+"Momentum Contrast for Unsupervised Visual Representation Learning", CVPR; MoCo v2, Chen et al.
+2020, "Improved Baselines with Momentum Contrastive Learning"), symmetrised over two views.
+
+Queries ``q = g(f(x))`` come from the online networks, keys ``k = g_ξ(f_ξ(x))`` from their EMA
+copies (no gradient). For query ``q_i`` with its key ``k_i`` of the other view and the queue
+``{k_j}`` (L2-normalised, temperature ``τ``), Eq. 1::
+
+    l(q_i, k_i) = −log( exp(q_i·k_i/τ) / (exp(q_i·k_i/τ) + Σ_j exp(q_i·k_j/τ)) )
+
+    L_ssl = ½ · ( mean_i l(q_i^1, k_i^2) + mean_i l(q_i^2, k_i^1) )
+
+Queue entries of the query's patient are left out of the denominator
+(:class:`~medcl.losses.MoCoLoss`). After the loss, the keys of the second view enter the queue
+(with their labels and patient ids); after each optimiser step the key networks take one EMA step
+(:class:`~medcl.train.objectives.base.MomentumObjective`).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from medcl.config import Config
+from medcl.losses import MoCoLoss
+from medcl.train.objectives.base import MomentumObjective, ViewBatch
+
+
+class MoCo(MomentumObjective):
+    """Symmetrised InfoNCE of the queries against the EMA keys and a persistent queue.
+
+    Args:
+        cfg: The run config (``method.queue_size``, ``method.temperature``).
+        encoder: The online encoder, copied as the key encoder.
+
+    Attributes:
+        moco_loss: The InfoNCE loss; it holds the queue (checkpointed with the model).
+    """
+
+    def __init__(self, cfg: Config, encoder: nn.Module) -> None:
+        super().__init__(cfg, encoder)
+        mc = cfg.method
+        self.moco_loss = MoCoLoss(
+            cfg.model.proj_dim, mc.queue_size, mc.temperature, group_positives=mc.group_positives
+        )
+
+    def ssl_loss(self, batch: ViewBatch, z: Tensor) -> Tensor:
+        """Symmetrised InfoNCE; then enqueues the second view's keys."""
+        labels, groups = batch.labels, batch.groups
+        k = self.target_projections(batch)
+        ssl = 0.5 * (
+            self.moco_loss(z[:, 0], k[:, 1], labels, groups)
+            + self.moco_loss(z[:, 1], k[:, 0], labels, groups)
+        )
+        self.moco_loss.enqueue(k[:, 1], labels, groups)
+        return ssl
