@@ -14,6 +14,7 @@ Usage::
     python benchmarks/recipe_sweep.py                       # the shipped sweep, all settings
     python benchmarks/recipe_sweep.py --only demo --arms sscl simclr
     python benchmarks/recipe_sweep.py --set "mine: optim.epochs=40 method.temperature=0.2"
+    python benchmarks/recipe_sweep.py --only demo --set "mine: ..."   # mine next to the demo
 
 Each setting is a list of ``medcl`` config overrides on top of the demo's recipe
 (:data:`medcl.demo.FULL`). Runs on the CPU; a setting costs about as much as one demo arm.
@@ -44,22 +45,25 @@ from medcl.train.pretrain import pretrain
 # name -> overrides on top of the demo recipe; the first rows are the ones the demo was chosen from
 SWEEP: dict[str, list[str]] = {
     "demo": [],
-    # twice the pretraining, λ1 = 0 for its first half (shareable with the SimCLR run)
-    "e40-start50": ["optim.epochs=40", "method.lambda_sup_start=0.5"],
-    # the demo's length, λ1 = 0 for its first half
-    "start50": ["method.lambda_sup_start=0.5"],
-    # more label guidance: λ1 = 2 and half of every batch labelled
-    "lam2-share50": ["method.lambda_sup=2.0", "data.labelled_share=0.5"],
-    # the earlier demo encoder: twice as wide (about 3.5× slower on the CPU)
-    "width50": ["model.width=0.5"],
-    # fine-tuning the pretrained encoder at the head's learning rate (instead of × 0.1)
-    "start50-ftlr1": ["method.lambda_sup_start=0.5", "finetune.encoder_lr_mult=1.0"],
-    # twice the fine-tuning epochs, encoder at × 0.5
-    "start50-ft60": [
-        "method.lambda_sup_start=0.5",
-        "finetune.epochs=60",
-        "finetune.encoder_lr_mult=0.5",
+    # single random rows instead of 16 patients × 2 images: same-patient positives almost never
+    # meet in a batch (0.16 siblings per row on average)
+    "single-rows": ["data.images_per_patient=1"],
+    # the previous demo: batches of 64 (half the steps), λ1 = 1, natural labelled share
+    "b64-lam1": [
+        "data.batch_size=64",
+        "method.lambda_sup=1.0",
+        "data.labelled_share=auto",
     ],
+    # batches of 64 for twice the epochs (as many steps as the demo, twice the compute)
+    "b64-e40": ["data.batch_size=64", "optim.epochs=40"],
+    # λ1 = 1 with the natural labelled share (about 5 % labelled rows → 25 % of each batch)
+    "lam1-auto": ["method.lambda_sup=1.0", "data.labelled_share=auto"],
+    # SupCon from the first step (no shared SimCLR prefix: one more full pretraining per seed)
+    "start0": ["method.lambda_sup_start=0.0"],
+    # the pretrained encoder fine-tuned at 0.1 × the head's learning rate
+    "ftlr01": ["finetune.encoder_lr_mult=0.1"],
+    # twice as wide an encoder (about 3.5× slower on the CPU)
+    "width50": ["model.width=0.5"],
 }
 
 
@@ -121,14 +125,20 @@ def run_setting(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("runs/recipe_sweep"))
-    ap.add_argument("--only", nargs="*", help="names from the shipped sweep (default: all)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        help="names from the shipped sweep (default: all of them, or none when --set is given)",
+    )
     ap.add_argument("--set", action="append", default=[], help='"name: key=value key=value"')
     ap.add_argument("--arms", nargs="*", default=["supervised", "simclr", "sscl"])
     ap.add_argument("--fraction", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--patients", type=int, default=FULL["patients"])
     args = ap.parse_args(argv)
-    settings = {k: v for k, v in SWEEP.items() if not args.only or k in args.only}
+    if args.only is None:
+        args.only = [] if args.set else list(SWEEP)
+    settings = {k: v for k, v in SWEEP.items() if k in args.only}
     for item in args.set:
         name, _, rest = item.partition(":")
         settings[name.strip()] = rest.split()

@@ -40,6 +40,9 @@ class DataConfig:
         batch_size: Samples per device per step (each yields ``augment.views`` views).
         num_workers: Data-loader processes (0 = in the main process; ``auto`` = 2 when the preset
             has per-sample torchio artifacts, which then run in parallel with training, else 0).
+        images_per_patient: Pretraining batches hold whole patients, this many images of each
+            (``batch_size`` must be a multiple), so that ``method.group_positives`` finds
+            same-patient positives in every batch (MICLe, Azizi et al. 2021); 1 = single rows.
     """
 
     manifest: str = ""
@@ -47,10 +50,17 @@ class DataConfig:
     labelled_share: float | str = "auto"
     batch_size: int = 128
     num_workers: int | str = "auto"
+    images_per_patient: int = 1
 
     def check(self, where: str) -> None:
         _positive(self.image_size, f"{where}.image_size")
         _positive(self.batch_size, f"{where}.batch_size")
+        _positive(self.images_per_patient, f"{where}.images_per_patient")
+        if self.batch_size % self.images_per_patient:
+            raise ConfigError(
+                f"{where}.batch_size ({self.batch_size}) must be a multiple of "
+                f"{where}.images_per_patient ({self.images_per_patient})"
+            )
         if isinstance(self.num_workers, str):
             if self.num_workers != "auto":
                 raise ConfigError(

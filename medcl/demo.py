@@ -26,7 +26,9 @@ FULL = {
     "size": 48,
     "overrides": [
         "data.image_size=48",
-        "data.batch_size=64",
+        "data.batch_size=32",
+        "data.images_per_patient=2",
+        "data.labelled_share=0.5",
         "model.encoder=resnet10",
         "model.width=0.25",
         "model.pool=avgmax",
@@ -34,12 +36,13 @@ FULL = {
         "model.proj_hidden=256",
         "method.temperature=0.2",
         "method.group_positives=true",
+        "method.lambda_sup=2.0",
         "optim.epochs=20",
         "optim.lr=0.002",
-        "finetune.epochs=30",
-        "finetune.patience=8",
+        "finetune.epochs=15",
+        "finetune.patience=4",
         "finetune.batch_size=32",
-        "finetune.epoch_steps=8",
+        "finetune.epoch_steps=16",
         "finetune.lr=0.002",
         "finetune.encoder_lr_mult=1.0",
         "method.lambda_sup_start=0.5",
@@ -52,8 +55,10 @@ FULL = {
     ],
 }
 """The CPU recipe, chosen on validation with ``benchmarks/recipe_sweep.py``: a narrow ResNet-10 at
-48 px, SimCLR pretraining shared by the seeds, SSCL switching SupCon on after SimCLR's first half
-(and starting from that checkpoint), 3 seeds at 5 % labels and one at 100 %."""
+48 px; pretraining batches of 16 patients × 2 images, so that same-patient positives (MICLe) meet in
+every batch; SimCLR pretraining shared by the seeds; SSCL switching SupCon on (λ1 = 2, half of each
+batch labelled) after SimCLR's first half, starting from that checkpoint; 3 seeds at 5 % labels
+and one at 100 %."""
 QUICK = {
     "patients": 36,
     "size": 32,

@@ -35,6 +35,7 @@ def test_int_accepted_for_float():
         ("optim.lr=-1", "optim.lr: must be in (0, 10)"),
         ("augment.views=1", "augment.views"),
         ("data.labelled_share=1.5", "data.labelled_share"),
+        ("data.images_per_patient=3", "must be a multiple of data.images_per_patient (3)"),
         ("method.lambda_sup=0", "lambda_sup and lambda_ssl are both 0"),
         ("optim.lr", "expected KEY=VALUE"),
     ],

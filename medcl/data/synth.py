@@ -19,8 +19,10 @@ patient's images, so lesions sit at the same anatomical position in every image 
   texture (a Gaussian-filtered random field in anatomical coordinates).
 * **Distractors** present in every class: 2-4 elongated, curved vessels inside the organ
   (quadratic Bezier tubes, bright or dark) and 0-2 small round nodules in the body *outside* the
-  organ. Kidneys and nodules are kept clear of the organ's outline, lesions clear of the organ's
-  outline, the spine, the vessels and each other, so the count is unambiguous in every image.
+  organ. They are drawn anew for every acquisition (the imaged slab and the bowel differ between
+  studies), so they vary between a patient's images while the findings persist. Kidneys and
+  nodules are kept clear of the organ's outline, lesions clear of the organ's outline, the spine,
+  the vessels and each other, so the count is unambiguous in every image.
 * **Findings**: the class is the number of small round focal lesions (spheres) inside the organ:
   ``normal`` (none), ``single_lesion`` (one) or ``multiple_lesions`` (two to four). The class
   priors are about 45 / 33 / 22 %. Lesion polarity (brighter or darker than the organ) and
@@ -30,7 +32,9 @@ patient's images, so lesions sit at the same anatomical position in every image 
   and counting.
 
 Each *image* is one acquisition of the phantom with its own pose (rotation, shift, scale), tissue
-contrast, intensity drift and noise:
+contrast, intensity drift, noise, tissue texture, vessels and nodules. What repeats across a
+patient's images is the gross anatomy and the findings; this is the structure that patient-aware
+contrastive pretraining (same-patient positives) can learn from unlabelled images:
 
 * ``mr``: magnitude image (uint16) with a T1- or T2-like tissue weighting, a smooth multiplicative
   bias field and Rician noise (magnitude of a complex signal with Gaussian noise in both channels).
@@ -64,7 +68,7 @@ import os
 import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from functools import partial
 from multiprocessing import get_context
@@ -98,7 +102,7 @@ CLASS_PRIORS: tuple[float, ...] = (0.45, 0.33, 0.22)
 """Probability of each class in :data:`CLASSES` for a patient."""
 
 GENERATOR = "medcl.synth"
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 LABELS_FILE = "labels.csv"
 COHORT_FILE = "cohort.json"
 
@@ -321,6 +325,42 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
     if grown:
         kidneys = [k for k in kidneys if _kidney_fits(k, organ, body, fat_inner)]
 
+    vessels = _sample_vessels(rng, organ, lesions)
+    nodules = _sample_nodules(rng, body, fat_inner, organ, spine, kidneys)
+
+    # Ribs (projection only): gently curved bands across the image.
+    ribs = []
+    y0 = rng.uniform(-0.95, -0.75)
+    gap = rng.uniform(0.2, 0.26)
+    for i in range(int(rng.integers(4, 7))):
+        y = y0 + i * gap
+        for side in (-1.0, 1.0):
+            inner = np.array([side * 0.12, y, 0.0])
+            bend = np.array([side * 0.55, y - 0.12, 0.0])
+            outer = np.array([side * 0.95, y + rng.uniform(0.05, 0.2), 0.0])
+            ribs.append(
+                _Tube(_bezier(inner, bend, outer), float(rng.uniform(0.022, 0.03)), 1.0, 1.0)
+            )
+
+    return _Anatomy(
+        label,
+        body,
+        fat_inner,
+        organ,
+        kidneys,
+        spine,
+        vessels,
+        nodules,
+        lesions,
+        ribs,
+        int(rng.integers(0, 2**31 - 1)),
+    )
+
+
+def _sample_vessels(
+    rng: np.random.Generator, organ: _Ellipsoid, lesions: list[_Sphere]
+) -> list[_Tube]:
+    """2-4 vessels in the organ, clear of the lesions (see the comment inside)."""
     # Vessels: thin and long, never round; either crossing the organ from its surface inwards or
     # arching along its periphery. A vessel must pass clear of the lesions (a lesion on a vessel
     # reads as a branch point), else it is redrawn; one that cannot be placed is left out.
@@ -351,6 +391,19 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
                 vessels.append(_Tube(pts, radius, sign, float(rng.uniform(0.2, 0.5))))
                 break
 
+    return vessels
+
+
+def _sample_nodules(
+    rng: np.random.Generator,
+    body: _Ellipsoid,
+    fat_inner: float,
+    organ: _Ellipsoid,
+    spine: _Sphere,
+    kidneys: list[_Ellipsoid],
+) -> list[_Sphere]:
+    """0-2 round distractors in the body outside the organ (see the comment inside)."""
+    bx, by = body.axes[0], body.axes[1]
     # Round distractors outside the organ but inside the body (lymph nodes, bowel loops), clear of
     # the organ's outline, the kidneys and the spine.
     nodules: list[_Sphere] = []
@@ -374,33 +427,17 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
             continue
         p[2] = rng.uniform(-0.4, 0.4)
         nodules.append(_Sphere(p, r, float(rng.choice([-1.0, 1.0])), float(rng.uniform(0.25, 0.5))))
+    return nodules
 
-    # Ribs (projection only): gently curved bands across the image.
-    ribs = []
-    y0 = rng.uniform(-0.95, -0.75)
-    gap = rng.uniform(0.2, 0.26)
-    for i in range(int(rng.integers(4, 7))):
-        y = y0 + i * gap
-        for side in (-1.0, 1.0):
-            inner = np.array([side * 0.12, y, 0.0])
-            bend = np.array([side * 0.55, y - 0.12, 0.0])
-            outer = np.array([side * 0.95, y + rng.uniform(0.05, 0.2), 0.0])
-            ribs.append(
-                _Tube(_bezier(inner, bend, outer), float(rng.uniform(0.022, 0.03)), 1.0, 1.0)
-            )
 
-    return _Anatomy(
-        label,
-        body,
-        fat_inner,
-        organ,
-        kidneys,
-        spine,
-        vessels,
-        nodules,
-        lesions,
-        ribs,
-        int(rng.integers(0, 2**31 - 1)),
+def _redraw_distractors(anat: _Anatomy, rng: np.random.Generator) -> _Anatomy:
+    """The phantom with this acquisition's vessels and nodules (the rest is the patient's)."""
+    return replace(
+        anat,
+        vessels=_sample_vessels(rng, anat.organ, anat.lesions),
+        nodules=_sample_nodules(
+            rng, anat.body, anat.fat_inner, anat.organ, anat.spine, anat.kidneys
+        ),
     )
 
 
@@ -987,7 +1024,7 @@ def _generate_patient(
     grid = _grid(size, n_slices)
     rows: list[tuple[str, str]] = []
     for k, (study, series) in enumerate(layout):
-        stored, info = _acquire(anat, modality, grid, px, acq_rng)
+        stored, info = _acquire(_redraw_distractors(anat, acq_rng), modality, grid, px, acq_rng)
         folder = out_dir / pid / f"ST{study + 1:02d}" / f"SE{series + 1:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         uids = {

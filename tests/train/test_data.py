@@ -66,6 +66,41 @@ def test_pool_edge_cases():
     assert auto_labelled_share(5, 95) == 0.25 and auto_labelled_share(40, 60) == 0.4
 
 
+def test_images_per_patient_puts_whole_patients_in_a_batch():
+    # 30 patients with 4 images each, one patient with a single image; rows interleaved so that
+    # a patient's images are not neighbours in the pool
+    groups = np.array([i % 30 for i in range(120)] + [30])
+    lab = list(range(0, 20))
+    unl = list(range(20, 121))
+    s = MixedBatchSampler(lab, unl, 12, 0.25, seed=4, groups=groups, images_per_patient=2)
+    seen_single = 0
+    for b in s:
+        assert len(b) == 12
+        assert sum(i < 20 for i in b) == 4  # round(0.25·12 / 2)·2, from the labelled pool
+        for j in range(0, 12, 2):
+            a, c = b[j], b[j + 1]
+            assert groups[a] == groups[c]  # a run of two images of one patient
+            if groups[a] == 30:
+                seen_single += 1
+                assert a == c == 120  # the one-image patient repeats its image
+            elif (a < 20) == (c < 20):
+                # same pool, patient with several images there: two different images
+                pool = lab if a < 20 else unl
+                if sum(groups[i] == groups[a] for i in pool) > 1:
+                    assert a != c
+    # every patient of the unlabelled pool comes once per pass before any repeats
+    first = [groups[i] for b in s for i in b[4::2]][:31]
+    assert len(set(first)) == 31
+    assert seen_single >= 1
+
+
+def test_images_per_patient_is_refused_without_groups_or_with_odd_batches():
+    with pytest.raises(MedclError, match="patient group"):
+        MixedBatchSampler([], list(range(8)), 4, 0.0, images_per_patient=2)
+    with pytest.raises(MedclError, match="multiple of images_per_patient"):
+        MixedBatchSampler([], list(range(8)), 5, 0.0, groups=[0] * 8, images_per_patient=2)
+
+
 def test_cached_images(tiny_manifest):
     m = read_manifest(tiny_manifest)
     ds = CachedImages(m, image_size=16)
