@@ -4,12 +4,18 @@ A run is described by :class:`Config`, a tree of dataclasses loaded from YAML an
 command-line overrides (``section.key=value``, values parsed as YAML). Loading is strict and happens
 before any work: an unknown key, a value of the wrong type or outside its range is refused with one
 :class:`~medcl.errors.ConfigError` that names the field (and suggests the closest valid key).
+
+A loaded config is changed only through :func:`derive`, which validates the result as
+:func:`load_config` does. Also here, because pretraining and fine-tuning share them: the precision
+rule (:func:`precision_for`) and the refusal to resume a run folder under another config
+(:func:`check_resume`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from collections.abc import Sequence
@@ -21,7 +27,6 @@ import yaml
 
 from medcl.errors import ConfigError
 
-Method = Literal["simclr", "moco", "byol", "simsiam", "supervised"]
 EFFICIENCY_METHODS = ("supervised", "fixmatch", "simclr", "sscl", "sscl+fixmatch")
 """Arms of the label-efficiency experiment (see :mod:`medcl.evaluate.efficiency`)."""
 Encoder = Literal["resnet10", "resnet18", "resnet34", "resnet50"]
@@ -135,7 +140,10 @@ class MethodConfig:
     """The objective ``L = λ1·SupCon(labelled) + λ2·SSL(all)``.
 
     Attributes:
-        name: ``simclr`` (NT-Xent), ``moco`` (momentum queue), ``byol``, ``simsiam``.
+        name: The pretraining objective: ``simclr`` (NT-Xent), ``moco`` (momentum queue),
+            ``byol``, ``simsiam``, or any objective registered in
+            :data:`medcl.train.objectives.OBJECTIVES`. Here it must be an identifier; the registry
+            is consulted when a pretraining starts (before any work).
         lambda_sup: λ1, weight of the supervised contrastive term (0 = plain SSL).
         lambda_ssl: λ2, weight of the self-supervised term.
         lambda_sup_start: Share of the pretraining (rounded to whole epochs) with λ1 = 0:
@@ -150,7 +158,7 @@ class MethodConfig:
         ema_base: Starting EMA momentum of the key/target encoder (scheduled to 1).
     """
 
-    name: Method = "simclr"
+    name: str = "simclr"
     lambda_sup: float = 1.0
     lambda_ssl: float = 1.0
     lambda_sup_start: float = 0.0
@@ -161,6 +169,11 @@ class MethodConfig:
     ema_base: float = 0.99
 
     def check(self, where: str) -> None:
+        if not self.name.isidentifier():
+            raise ConfigError(
+                f"{where}.name: an objective name (an identifier such as simclr or moco), "
+                f"got {self.name!r}"
+            )
         for k in ("lambda_sup", "lambda_ssl"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{where}.{k}: must be ≥ 0, got {getattr(self, k)}")
@@ -220,7 +233,8 @@ class TrainerConfig:
         devices: ``auto``, a count, or a list of indices.
         num_nodes: Machines (DDP across nodes is launched by the cluster, e.g. ``srun``/torchrun).
         strategy: ``auto`` or ``ddp`` (or any Lightning strategy name).
-        precision: ``auto`` = bf16-mixed on CUDA, 32 on CPU; or a Lightning precision string.
+        precision: ``auto`` = bf16-mixed on CUDA, 32-true elsewhere (:func:`precision_for`); or
+            a Lightning precision string.
         sync_batchnorm: Convert BatchNorm to SyncBatchNorm (``auto``: on with > 1 device).
         accumulate_grad_batches: Gradient accumulation (schedules count optimiser steps).
         seed: Global seed.
@@ -259,6 +273,10 @@ class FinetuneConfig:
         lr: Head learning rate; a pretrained encoder gets ``lr * encoder_lr_mult``, one trained
             from scratch the full ``lr``.
         encoder_lr_mult: Encoder learning-rate factor for fine-tuning a pretrained encoder.
+        weight_decay: AdamW's decoupled weight decay (encoder and head), full fine-tuning and
+            FixMatch.
+        warmup_fraction: Share of the optimiser steps with a linear learning-rate warm-up before
+            the cosine decay: ``max(1, floor(steps × warmup_fraction))`` steps.
         patience: Early-stopping patience in epochs.
         balance: ``weights`` (class-weighted loss), ``sampler`` (balanced sampling) or ``none``.
         knn_k: Neighbours for the kNN classifier.
@@ -275,6 +293,8 @@ class FinetuneConfig:
     epochs: int = 30
     lr: float = 1e-3
     encoder_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
     patience: int = 8
     balance: Literal["weights", "sampler", "none"] = "weights"
     knn_k: int = 10
@@ -289,6 +309,12 @@ class FinetuneConfig:
         _positive(self.knn_k, f"{where}.knn_k")
         _positive(self.batch_size, f"{where}.batch_size")
         _positive(self.fixmatch_mu, f"{where}.fixmatch_mu")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{where}.weight_decay: must be ≥ 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(
+                f"{where}.warmup_fraction: must be in [0, 1), got {self.warmup_fraction}"
+            )
         if self.epoch_steps < 0:
             raise ConfigError(f"{where}.epoch_steps: must be ≥ 0, got {self.epoch_steps}")
         if not 0 <= self.fixmatch_threshold <= 1:
@@ -512,7 +538,11 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = _merge(data, loaded)
-    data = _merge(data, parse_overrides(overrides))
+    return _validated(_merge(data, parse_overrides(overrides)), path)
+
+
+def _validated(data: dict, path: str | Path | None) -> Config:
+    """``data`` as a checked :class:`Config`; errors name ``path`` when given."""
     try:
         cfg = _from_dict(Config, data, "")
         cfg.check()
@@ -521,6 +551,94 @@ def load_config(
             raise ConfigError(f"{path}: {exc}") from exc
         raise
     return cfg
+
+
+def derive(cfg: Config, **overrides: Any) -> Config:
+    """A validated copy of ``cfg`` with some fields replaced; the one way to change a config.
+
+    Keys are dotted field paths, values Python values (not YAML text)::
+
+        derive(cfg, **{"finetune.epochs": 5, "out": "runs/x"})
+
+    The copy is checked exactly as :func:`load_config` checks a file and its overrides (an
+    ``augment.options`` mapping is merged into the current options, as an override is), so a bad
+    value is refused with the same message. ``cfg`` itself is not changed.
+
+    Args:
+        cfg: The config to start from.
+        **overrides: ``section.key`` → new value.
+
+    Returns:
+        A new :class:`Config`.
+
+    Raises:
+        ConfigError: On an unknown key or a bad value, naming the field.
+    """
+    patch: dict = {}
+    for key, value in overrides.items():
+        _set_dotted(patch, key, value)
+    return _validated(_merge(cfg.to_dict(), json.loads(json.dumps(patch))), None)
+
+
+def precision_for(cfg: Config) -> str:
+    """Lightning precision of a run (pretraining or fine-tuning).
+
+    Args:
+        cfg: The run config (``trainer.precision`` and ``trainer.accelerator``).
+
+    Returns:
+        ``trainer.precision``, or for ``auto``: ``bf16-mixed`` when CUDA is available and the
+        accelerator may use it (``auto``, ``gpu``, ``cuda``), ``32-true`` otherwise.
+    """
+    if cfg.trainer.precision != "auto":
+        return cfg.trainer.precision
+    import torch  # here, so that reading a config does not load torch
+
+    gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "bf16-mixed" if gpu else "32-true"
+
+
+RESUMABLE_FIELDS = ("out", "data.num_workers")
+"""Fields that may differ between a run and its resumption."""
+
+
+def _comparable(d: dict[str, Any]) -> dict[str, Any]:
+    d = json.loads(json.dumps(d))
+    for dotted in RESUMABLE_FIELDS:
+        *parents, leaf = dotted.split(".")
+        node = d
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return d
+
+
+def check_resume(saved: str | Path, current: Config, refusal: str) -> None:
+    """Refuse to continue in a folder whose saved ``config.yaml`` describes another run.
+
+    The two configs are compared field by field, except :data:`RESUMABLE_FIELDS`. The saved file
+    is read as :func:`load_config` reads one, so a field added to :class:`Config` since it was
+    written counts as its default; a file that no longer loads is compared as it stands.
+
+    Args:
+        saved: The folder's saved config (nothing is checked when the file does not exist).
+        current: The config of the run about to continue.
+        refusal: The message of the error (what the folder holds and what to do instead).
+
+    Raises:
+        ConfigError: ``refusal``, when the configs differ.
+    """
+    p = Path(saved)
+    if not p.is_file():
+        return
+    before = yaml.safe_load(p.read_text()) or {}
+    try:
+        before = _from_dict(Config, before, "").to_dict()
+    except ConfigError:
+        pass
+    if _comparable(before) != _comparable(current.to_dict()):
+        raise ConfigError(refusal)
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:

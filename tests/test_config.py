@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from medcl.config import load_config, save_config
+from medcl.config import check_resume, derive, load_config, precision_for, save_config
 from medcl.errors import ConfigError
 
 
@@ -30,7 +31,10 @@ def test_int_accepted_for_float():
             "unknown config key 'method.temprature' (did you mean 'temperature'?)",
         ),
         ("bogus.x=1", "unknown config key 'bogus'"),
-        ("method.name=swav", "method.name: expected one of"),
+        ("method.name=two words", "method.name: an objective name (an identifier"),
+        ("method.name=1", "method.name: expected str"),
+        ("finetune.weight_decay=-0.1", "finetune.weight_decay: must be ≥ 0"),
+        ("finetune.warmup_fraction=1", "finetune.warmup_fraction: must be in [0, 1)"),
         ("optim.epochs=ten", "optim.epochs: expected int"),
         ("optim.lr=-1", "optim.lr: must be in (0, 10)"),
         ("augment.views=1", "augment.views"),
@@ -63,3 +67,83 @@ def test_save_round_trip(tmp_path):
     cfg = load_config(None, ["method.name=byol", "augment.options={gamma_p: 0.3}"])
     p = save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(p) == cfg
+
+
+def test_derive_is_a_validated_copy():
+    """``derive`` replaces dotted fields in a copy, coerces like a file, merges options."""
+    cfg = load_config(None, ["augment.options={flip_lr: true}"])
+    new = derive(
+        cfg,
+        **{
+            "finetune.epochs": 5,
+            "optim.lr": 1e-5,  # JSON writes it as 1e-05, which YAML would read as a string
+            "method.lambda_sup": 0,
+            "augment.options": {"gamma_p": 0.3},
+            "efficiency.seeds": (3, 4),
+        },
+    )
+    assert new.finetune.epochs == 5 and cfg.finetune.epochs == 30
+    assert new.optim.lr == pytest.approx(1e-5)
+    assert isinstance(new.method.lambda_sup, float) and new.method.lambda_sup == 0.0
+    assert new.augment.options == {"flip_lr": True, "gamma_p": 0.3}
+    assert cfg.augment.options == {"flip_lr": True}
+    assert new.efficiency.seeds == [3, 4]
+    assert derive(cfg) == cfg and derive(cfg) is not cfg
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "override"),
+    [
+        ("optim.lr", -1, "optim.lr=-1"),
+        ("finetune.warmup_fraction", 1.5, "finetune.warmup_fraction=1.5"),
+        ("optim.epochs", "ten", "optim.epochs=ten"),
+        ("method.temprature", 0.1, "method.temprature=0.1"),
+        ("method.name", "two words", "method.name=two words"),
+    ],
+)
+def test_derive_refuses_what_load_config_refuses(field, value, override):
+    """A bad derived value: the same one-line error as the same override at load time."""
+    with pytest.raises(ConfigError) as loaded:
+        load_config(None, [override])
+    with pytest.raises(ConfigError) as derived:
+        derive(load_config(None), **{field: value})
+    assert str(derived.value) == str(loaded.value) and "\n" not in str(derived.value)
+
+
+def test_check_resume(tmp_path):
+    """Same config (up to out and data.num_workers) passes; any other field is refused with the
+    caller's message; a saved file missing a field added later counts as its default."""
+    cfg = load_config(None, ["out=a"])
+    saved = tmp_path / "config.yaml"
+    check_resume(saved, cfg, "refused")  # no saved config: nothing to compare
+    save_config(cfg, saved)
+    check_resume(saved, derive(cfg, **{"out": "b", "data.num_workers": 3}), "refused")
+    with pytest.raises(ConfigError, match="^refused$"):
+        check_resume(saved, derive(cfg, **{"finetune.lr": 0.5}), "refused")
+    with pytest.raises(ConfigError, match="^refused$"):
+        check_resume(saved, derive(cfg, **{"data.batch_size": 64}), "refused")
+    old = yaml.safe_load(saved.read_text())
+    del old["finetune"]["warmup_fraction"]  # as written before the field existed
+    saved.write_text(yaml.safe_dump(old))
+    check_resume(saved, cfg, "refused")
+    old["finetune"]["bogus"] = 1  # no longer loads: compared as it stands
+    saved.write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match="^refused$"):
+        check_resume(saved, cfg, "refused")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cuda", "expected"),
+    [
+        ([], True, "bf16-mixed"),
+        ([], False, "32-true"),
+        (["trainer.accelerator=cpu"], True, "32-true"),
+        (["trainer.accelerator=gpu"], True, "bf16-mixed"),
+        (["trainer.precision=16-mixed"], False, "16-mixed"),
+    ],
+)
+def test_precision_rule(monkeypatch, overrides, cuda, expected):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert precision_for(load_config(None, overrides)) == expected
