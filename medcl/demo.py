@@ -148,9 +148,9 @@ def run_demo(
     """Run the demo into ``out``; returns the headline and the run summary."""
     from medcl.evaluate.efficiency import run_efficiency
     from medcl.evaluate.embed import embed_manifest, write_embeddings
-    from medcl.evaluate.evaluation import write_json
     from medcl.evaluate.model import load_model
     from medcl.evaluate.report import headline as eff_headline
+    from medcl.io import write_json
 
     started = time.perf_counter()
     out = Path(out)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from medcl.train.data import resize_to
-from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset
+from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset, original_and_views
 
 
 def training_preset(
@@ -58,12 +58,7 @@ def augmentation_views(
     rows = []
     for r, image in enumerate(images):
         x = resize_to(torch.as_tensor(np.asarray(image, dtype=np.float32)), image_size, dims)
-        original = torch.as_tensor(preset.normalize(x))
-        views = preset.sample_views(x, n_views, seed=seed * 1_000_003 + r * n_views)
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + r)
-        with torch.no_grad():
-            augmented = multi(views.unsqueeze(0), generator=generator)[0]
-        rows.append(torch.cat([original[None], augmented], dim=0)[:, 0].numpy())
+        rows.append(original_and_views(x, preset, multi, seed, r)[:, 0].numpy())
     if not rows:
         return np.zeros((0, n_views + 1) + (image_size,) * dims, dtype=np.float32)
     return np.stack(rows).astype(np.float32)

@@ -99,8 +99,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from medcl.data.manifest import read_manifest
     from medcl.evaluate.card import model_card
-    from medcl.evaluate.evaluation import evaluate_model, write_json
+    from medcl.evaluate.evaluation import evaluate_model
     from medcl.evaluate.model import load_model
+    from medcl.io import write_json
 
     clf = load_model(args.model)
     m = read_manifest(args.manifest)

@@ -65,8 +65,8 @@ def _preview(args: argparse.Namespace) -> int:
     from medcl.data.cache import load_cached
     from medcl.data.manifest import read_manifest
     from medcl.errors import MedclError
-    from medcl.train.data import preset_for_modality
     from medcl.transforms import build_preset, preview_grid
+    from medcl.transforms.presets import preset_for_modality
 
     m = read_manifest(args.manifest)
     df = m.df[m.df["cache_path"] != ""]

@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from medcl.errors import ManifestError
+from medcl.io import atomic_path, write_text
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -177,13 +178,12 @@ def write_manifest(m: Manifest, path: str | os.PathLike[str]) -> Path:
     df = m.df.copy()
     for col in PATH_COLUMNS:
         df[col] = df[col].map(lambda s: _relative(s, base))
-    tmp = p.with_name(p.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        df.to_csv(tmp, index=False)
     meta = dict(m.extra)
     meta["classes"] = list(m.classes)
     meta["schema_version"] = SCHEMA_VERSION
-    meta_path(p).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", meta_path(p))
     return p
 
 

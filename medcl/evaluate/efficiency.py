@@ -47,10 +47,11 @@ from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.card import model_card
-from medcl.evaluate.evaluation import evaluate_with_predictions, write_json
+from medcl.evaluate.evaluation import evaluate_with_predictions
 from medcl.evaluate.finetune import epoch_samples, finetune
 from medcl.evaluate.model import save_model
 from medcl.evaluate.report import write_report
+from medcl.io import write_json
 from medcl.train.pretrain import comparable_config, prefix_checkpoint, pretrain
 
 

@@ -19,9 +19,9 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
+from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
 from medcl.evaluate.model import Classifier
-from medcl.train.data import CachedImages
 
 
 def project_2d(emb: np.ndarray, seed: int = 0, tsne_max: int = 5000) -> dict[str, np.ndarray]:

@@ -2,26 +2,22 @@
 
 ``metrics.json`` holds accuracy, balanced accuracy, macro AUROC (one-vs-rest), macro F1, per-class
 sensitivity / specificity / precision / F1 / AUROC, expected calibration error, the confusion
-matrix,
-and 95 % percentile intervals from resampling **test patients** (not images): images of one patient
-are correlated, so an image-level bootstrap would understate the uncertainty.
+matrix, and 95 % percentile intervals from resampling **test patients** (not images): images of one
+patient are correlated, so an image-level bootstrap would understate the uncertainty.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
 from medcl.errors import MedclError
 from medcl.evaluate.bootstrap import metrics_with_intervals
 from medcl.evaluate.metrics import classification_metrics
 from medcl.evaluate.model import Classifier
-from medcl.train.data import CachedImages
 
 
 def predict_rows(clf: Classifier, manifest: Manifest) -> tuple[np.ndarray, CachedImages]:
@@ -76,38 +72,3 @@ def evaluate_with_predictions(
         out["n_patients"] = int(len(np.unique(groups)))
     out["split"] = split
     return out, preds
-
-
-def predictions_table(clf: Classifier, manifest: Manifest) -> pd.DataFrame:
-    """Image id, split, label, prediction and class probabilities for every row."""
-    proba, _ = predict_rows(clf, manifest)
-    classes = list(clf.meta["classes"])
-    df = pd.DataFrame(
-        {
-            "image_id": manifest.df["image_id"].to_numpy(),
-            "split": manifest.df["split"].to_numpy(),
-            "label": manifest.df["label"].to_numpy(),
-            "prediction": [classes[i] for i in proba.argmax(1)] if len(proba) else [],
-        }
-    )
-    for i, c in enumerate(classes):
-        df[f"prob_{c}"] = proba[:, i] if len(proba) else []
-    return df
-
-
-def write_json(obj: Any, path: str | Path) -> Path:
-    """Write JSON (numpy values converted) atomically: a temporary file, then a rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_plain) + "\n")
-    tmp.replace(p)
-    return p
-
-
-def _plain(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

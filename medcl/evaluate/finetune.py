@@ -35,16 +35,18 @@ from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from medcl._quiet import quiet_third_party
 from medcl.config import Config, FinetuneConfig
+from medcl.data.dataset import CachedImages, manifest_geometry
 from medcl.data.manifest import Manifest
 from medcl.errors import MedclError
 from medcl.evaluate.model import Classifier, KNNHead
 from medcl.models.encoders import build_encoder
 from medcl.models.export import load_encoder
-from medcl.train.data import CachedImages, manifest_geometry, preset_for_modality
-from medcl.train.knn import knn_predict
+from medcl.models.knn import knn_predict
+from medcl.optim.schedule import warmup_cosine
+from medcl.seeding import STEP_STRIDE, mix_seed
 from medcl.train.pretrain import precision_for
-from medcl.train.schedule import warmup_cosine
 from medcl.transforms import MultiViewAugment, build_preset
+from medcl.transforms.presets import preset_for_modality
 
 
 @dataclass
@@ -263,7 +265,7 @@ class FinetuneModule(BestOnValidation):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y, _, _ = batch
         g = torch.Generator(device=x.device)
-        g.manual_seed(self.cfg.trainer.seed * 7919 + int(self.global_step))
+        g.manual_seed(mix_seed((self.cfg.trainer.seed, STEP_STRIDE), (int(self.global_step), 1)))
         xa = self.augment(x, generator=g)[:, 0]
         logits = self.clf(xa)
         loss = F.cross_entropy(logits.float(), y, weight=self.class_w if self.use_weights else None)

@@ -25,7 +25,7 @@ the paper's implementation).
 
 Optimisation mirrors ``fit_full``: AdamW (weight decay 1e-4), head at ``finetune.lr``, encoder at
 ``lr × encoder_lr_mult`` when it is pretrained (full ``lr`` from scratch), linear warm-up over
-``steps // 20`` steps then cosine decay (:func:`~medcl.train.schedule.warmup_cosine`);
+``steps // 20`` steps then cosine decay (:func:`~medcl.optim.schedule.warmup_cosine`);
 ``finetune.balance`` = ``weights`` weights the supervised cross-entropy by
 :func:`~medcl.evaluate.finetune.class_weights`, ``sampler`` draws labelled images with those
 weights, ``none`` does neither. Validation balanced accuracy is measured every
@@ -45,11 +45,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from medcl.config import Config
+from medcl.data.dataset import CachedImages
 from medcl.errors import MedclError
 from medcl.evaluate.finetune import BestOnValidation, class_weights, classifier_trainer
 from medcl.evaluate.model import Classifier
 from medcl.losses.fixmatch import FixMatchLoss
-from medcl.train.data import CachedImages
+from medcl.seeding import STEP_STRIDE, mix_seed
 from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset
 from medcl.transforms.options import AugmentOptions, CTOptions
 
@@ -186,7 +187,7 @@ class FixMatchModule(BestOnValidation):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x_lab, y, x_unl = batch
         g = torch.Generator(device=x_lab.device)
-        g.manual_seed(self.cfg.trainer.seed * 7919 + int(self.global_step))
+        g.manual_seed(mix_seed((self.cfg.trainer.seed, STEP_STRIDE), (int(self.global_step), 1)))
         lab_w, unl_w, unl_s = self.views(x_lab, x_unl, g)
         b, u = lab_w.shape[0], unl_w.shape[0]
         logits = self.clf(torch.cat([lab_w, unl_w, unl_s])).float()

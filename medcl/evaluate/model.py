@@ -24,7 +24,7 @@ from torch import nn
 
 from medcl.errors import MedclError
 from medcl.models.export import encoder_from_meta
-from medcl.train.knn import knn_predict
+from medcl.models.knn import knn_predict
 from medcl.transforms import normalize_intensity
 
 

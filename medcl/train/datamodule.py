@@ -13,9 +13,10 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from medcl.config import Config
+from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
+from medcl.data.sampler import MixedBatchSampler, auto_labelled_share
 from medcl.errors import MedclError
-from medcl.train.data import CachedImages, MixedBatchSampler, auto_labelled_share
 from medcl.transforms import AugmentPreset
 
 

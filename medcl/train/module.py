@@ -25,9 +25,10 @@ from torch import nn
 
 from medcl.config import Config
 from medcl.models import build_encoder
-from medcl.train.knn import knn_predict
+from medcl.models.knn import knn_predict
+from medcl.optim.schedule import warmup_cosine
+from medcl.seeding import RANK_STRIDE, SEED_STRIDE, STEP_STRIDE, mix_seed
 from medcl.train.objectives import ObjectiveOutput, ViewBatch, build_objective, channels_last
-from medcl.train.schedule import warmup_cosine
 from medcl.transforms import AugmentPreset, MultiViewAugment
 
 
@@ -113,12 +114,12 @@ class PretrainModule(L.LightningModule):
 
     def _generator(self, device: torch.device) -> torch.Generator:
         g = torch.Generator(device=device)
-        seed = (
-            self.cfg.trainer.seed * 1_000_003
-            + int(self.global_step) * 7919
-            + int(self.global_rank) * 104_729
-            + self._micro_step
-        ) % (2**63 - 1)
+        seed = mix_seed(
+            (self.cfg.trainer.seed, SEED_STRIDE),
+            (int(self.global_step), STEP_STRIDE),
+            (int(self.global_rank), RANK_STRIDE),
+            (self._micro_step, 1),
+        )
         g.manual_seed(seed)
         return g
 

@@ -32,15 +32,16 @@ from lightning.pytorch.loggers import CSVLogger
 
 from medcl._quiet import quiet_third_party
 from medcl.config import Config, save_config
+from medcl.data.dataset import manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest
 from medcl.errors import ConfigError, MedclError
 from medcl.models.export import save_encoder
 from medcl.train.callbacks import RNGStateCheckpoint
-from medcl.train.data import manifest_geometry, preset_for_modality
 from medcl.train.datamodule import PretrainData
 from medcl.train.module import PretrainModule
 from medcl.train.objectives import objective_class
 from medcl.transforms import AugmentPreset, build_preset
+from medcl.transforms.presets import preset_for_modality
 
 
 @dataclass

@@ -15,8 +15,12 @@ Public API:
   ``.normalize(x)`` (evaluation mapping with the preset's CT window).
 - :class:`MultiViewAugment` ``(preset, n_views=2)`` — ``(B, 1, ...)`` or ``(B, V, 1, ...)`` ->
   ``(B, V, 1, ...)``, every view augmented independently.
+- :func:`original_and_views` ``(x, preset, multi, seed, index)`` — one image's normalised original
+  and seeded views through the training path, ``(V + 1, 1, ...)`` (for previews and the app).
 - :func:`normalize_intensity` ``(x, modality, window=(40, 400))`` — deterministic mapping to [0, 1]
   for evaluation and inference (CT window; MR/X-ray clamp).
+- :func:`preset_for_modality` ``(modality) -> str`` — the default preset name of a DICOM modality
+  code (``CT`` -> ``ct``, ``MR``/``MRI`` -> ``mr``, anything else -> ``xr``).
 - :func:`preview_grid` ``(images, preset, n_views, out_png, seed=0, tile=128) -> Path`` — PNG grid,
   one row per image: original then views.
 - Options dataclasses :class:`CTOptions`, :class:`MROptions`, :class:`XROptions` (all defaults).
@@ -37,9 +41,9 @@ from medcl.transforms.artifacts import PerSampleAugment
 from medcl.transforms.batched import BatchAugment
 from medcl.transforms.intensity import normalize_intensity
 from medcl.transforms.options import CTOptions, MROptions, XROptions, make_options
-from medcl.transforms.presets import PRESETS, AugmentPreset, build_preset
+from medcl.transforms.presets import PRESETS, AugmentPreset, build_preset, preset_for_modality
 from medcl.transforms.preview import preview_grid
-from medcl.transforms.views import MultiViewAugment
+from medcl.transforms.views import MultiViewAugment, original_and_views
 
 __all__ = [
     "PRESETS",
@@ -53,5 +57,7 @@ __all__ = [
     "build_preset",
     "make_options",
     "normalize_intensity",
+    "original_and_views",
+    "preset_for_modality",
     "preview_grid",
 ]

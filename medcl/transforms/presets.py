@@ -128,3 +128,13 @@ def build_preset(
         per_sample=per_sample if per_sample else None,
         batched=BatchAugment(key, options, dims),
     )
+
+
+def preset_for_modality(modality: str) -> str:
+    """Default augmentation preset for a DICOM modality code."""
+    code = modality.upper()
+    if code == "CT":
+        return "ct"
+    if code in ("MR", "MRI"):
+        return "mr"
+    return "xr"

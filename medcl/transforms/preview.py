@@ -10,7 +10,7 @@ from PIL import Image
 
 from medcl.errors import ConfigError, MedclError
 from medcl.transforms.presets import AugmentPreset
-from medcl.transforms.views import MultiViewAugment
+from medcl.transforms.views import MultiViewAugment, original_and_views
 
 PAD_PX = 2
 _PAD_GREY = 96
@@ -64,12 +64,7 @@ def preview_grid(
     )
     for row, image in enumerate(images):
         x = _as_channel_first(image, preset.dims, row)
-        original = preset.normalize(x)
-        views = preset.sample_views(x, n_views, seed=seed * 1_000_003 + row * n_views)
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + row)
-        with torch.no_grad():
-            augmented = multi(views.unsqueeze(0), generator=generator)[0]  # (V, 1, ...)
-        cells = [original, *augmented]
+        cells = original_and_views(x, preset, multi, seed, row)
         for col, cell in enumerate(cells):
             top, left = PAD_PX + row * (tile + PAD_PX), PAD_PX + col * (tile + PAD_PX)
             canvas[top : top + tile, left : left + tile] = _to_tile(cell, tile)

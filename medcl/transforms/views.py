@@ -10,6 +10,9 @@ Data flow for training (V = ``n_views``)::
 
 A plain ``(B, 1, ...)`` batch is also accepted (each image is then repeated V times before the
 batched augmentation); use it when the preset has no per-sample part.
+
+:func:`original_and_views` runs the same path for one image with seeded draws, for the views that
+``medcl augment-preview`` and the dashboard show.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError
+from medcl.seeding import SEED_STRIDE, mix_seed
 from medcl.transforms.presets import AugmentPreset
 
 
@@ -67,3 +71,34 @@ class MultiViewAugment(nn.Module):
         b, v = x.shape[:2]
         out = self.batched(x.reshape(b * v, *x.shape[2:]), generator=generator)
         return out.reshape(b, v, *out.shape[1:])
+
+
+def original_and_views(
+    x: Tensor, preset: AugmentPreset, multi: MultiViewAugment, seed: int, index: int
+) -> Tensor:
+    """The normalised image and ``multi.n_views`` seeded views of it, through the training path.
+
+    ``preset.sample_views`` (per-sample artifacts) then ``multi`` (the batched part), as in
+    training; the draws depend on ``seed`` and ``index`` only, so the same call gives the same
+    views.
+
+    Args:
+        x: One image ``(1, *spatial)`` in stored units, on the CPU.
+        preset: The preset.
+        multi: ``MultiViewAugment(preset, n_views)``.
+        seed: Seed of the draws.
+        index: Position of the image in its request (images of one request get different draws).
+
+    Returns:
+        ``(n_views + 1, 1, *spatial)``: index 0 is ``preset.normalize(x)``, then the views, all in
+        [0, 1].
+    """
+    n_views = multi.n_views
+    original = torch.as_tensor(preset.normalize(x))
+    views = preset.sample_views(
+        x, n_views, seed=mix_seed((seed, SEED_STRIDE), (index * n_views, 1))
+    )
+    generator = torch.Generator().manual_seed(mix_seed((seed, SEED_STRIDE), (index, 1)))
+    with torch.no_grad():
+        augmented = multi(views.unsqueeze(0), generator=generator)[0]  # (V, 1, ...)
+    return torch.cat([original[None], augmented], dim=0)

@@ -11,12 +11,12 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from medcl.config import load_config
+from medcl.data.dataset import CachedImages
 from medcl.data.manifest import read_manifest
 from medcl.data.synth import generate_cohort
 from medcl.evaluate.efficiency import run_efficiency
 from medcl.evaluate.model import load_model
 from medcl.evaluate.predict import predict_source
-from medcl.train.data import CachedImages
 from tests.conftest import TINY_OVERRIDES, make_manifest
 
 

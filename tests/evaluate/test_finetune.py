@@ -9,10 +9,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from medcl.config import load_config
+from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest, read_manifest
 from medcl.evaluate.finetune import class_weights, finetune
 from medcl.evaluate.model import load_model, save_model
-from medcl.train.data import CachedImages
 from medcl.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES, make_manifest
 

@@ -21,9 +21,9 @@ from sklearn.metrics import balanced_accuracy_score
 
 import medcl.evaluate.finetune as ft
 from medcl.config import load_config
+from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.evaluate.finetune import FinetuneModule, finetune
-from medcl.train.data import CachedImages
 from medcl.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES, make_manifest
 

@@ -13,6 +13,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from medcl.config import Config, load_config
+from medcl.data.dataset import CachedImages, manifest_geometry
 from medcl.data.manifest import read_manifest
 from medcl.evaluate.finetune import base_meta
 from medcl.evaluate.fixmatch import (
@@ -23,7 +24,6 @@ from medcl.evaluate.fixmatch import (
 )
 from medcl.evaluate.model import Classifier
 from medcl.models.encoders import build_encoder
-from medcl.train.data import CachedImages, manifest_geometry
 from medcl.transforms import make_options
 from tests.conftest import TINY_OVERRIDES, make_manifest
 

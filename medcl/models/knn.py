@@ -3,6 +3,10 @@
 A query's class scores are the sum over its k most similar reference embeddings of
 ``exp(cos / τ)`` for the neighbour's class (Wu et al. 2018, weighted kNN); the prediction is the arg
 max. Probabilities are the normalised scores.
+
+It lives beside the models, below both stages that use it: pretraining monitors its encoder with it
+(:mod:`medcl.train.module`) and evaluation classifies with it (``knn`` mode,
+:mod:`medcl.evaluate.finetune`), so neither of them imports the other for it.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
-"""Mixed labelled/unlabelled batches and cached datasets."""
+"""Mixed labelled/unlabelled batches: shares, ranks, epochs, whole patients."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medcl.data.manifest import read_manifest
+from medcl.data.sampler import MixedBatchSampler, auto_labelled_share
 from medcl.errors import MedclError
-from medcl.train.data import CachedImages, MixedBatchSampler, auto_labelled_share
 
 
 def test_labelled_share_per_batch():
@@ -99,13 +98,3 @@ def test_images_per_patient_is_refused_without_groups_or_with_odd_batches():
         MixedBatchSampler([], list(range(8)), 4, 0.0, images_per_patient=2)
     with pytest.raises(MedclError, match="multiple of images_per_patient"):
         MixedBatchSampler([], list(range(8)), 5, 0.0, groups=[0] * 8, images_per_patient=2)
-
-
-def test_cached_images(tiny_manifest):
-    m = read_manifest(tiny_manifest)
-    ds = CachedImages(m, image_size=16)
-    x, label, group, idx = ds[0]
-    assert x.shape == (1, 16, 16) and idx == 0
-    assert ds.labels.tolist()[:3] == [0, 0, 0]
-    assert ds.groups.max().item() == 11  # 12 patients
-    assert (ds.labels == -1).sum() > 0

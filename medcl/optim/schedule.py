@@ -2,8 +2,12 @@
 
 ``lr(k) = lr0 · (k + 1) / W`` for ``k < W`` (so the first step does not run at lr 0), then
 ``lr0 · (r + (1 − r)(1 + cos(π (k − W) / (K − W))) / 2)`` down to ``r · lr0``, ``r = final_ratio``
-(Loshchilov & Hutter 2017; Goyal et al. 2017 for the warm-up). With gradient
-accumulation or many devices, K counts optimiser steps, not batches.
+(Loshchilov & Hutter 2017; Goyal et al. 2017 for the warm-up). With gradient accumulation or many
+devices, K counts optimiser steps, not batches.
+
+It lives in :mod:`medcl.optim`, at the level of the models and losses, because pretraining
+(:mod:`medcl.train.module`) and fine-tuning (:mod:`medcl.evaluate.finetune`,
+:mod:`medcl.evaluate.fixmatch`) both schedule with it: neither stage imports the other for it.
 """
 
 from __future__ import annotations

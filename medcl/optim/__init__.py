@@ -1,0 +1,1 @@
+"""Optimisation helpers shared by the training and evaluation stages (learning-rate schedules)."""
