@@ -586,14 +586,14 @@ def _case_image(ctx: Ctx, row: pd.Series, img: np.ndarray) -> None:
         alpha = c2.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="cam_alpha")
     grey = images.take_slice(img, z)
     left, right = st.columns(2)
-    left.image(images.resize_nearest(images.to_uint8(grey), 384), caption="image")
+    left.image(images.scale_for_display(images.to_uint8(grey), 384), caption="image")
     if explainer is None:
         right.warning(note)
         return
     heat = _cam(str(model), _stamp(model / "weights.pt"), row["cache_path"], ctx.classes.index(cls))
     rgb = images.overlay(grey, images.take_slice(heat, z), alpha)
     right.image(
-        images.resize_nearest(rgb, 384),
+        images.scale_for_display(rgb, 384),
         caption=f"Grad-CAM for {cls} (encoder.layer4): warm regions drive this class",
     )
 
@@ -782,7 +782,7 @@ def page_augment(ctx: Ctx) -> None:
     )
     for iid, row in zip(ids, grid, strict=True):
         st.markdown(f"`{iid}` · {labels[iid] or 'unlabelled'}")
-        tiles = [images.resize_nearest(images.to_uint8(images.take_slice(v)), 128) for v in row]
+        tiles = [images.scale_for_display(images.to_uint8(images.take_slice(v)), 128) for v in row]
         st.image(tiles, caption=["original"] + [f"view {v}" for v in range(1, len(row))])
     if preset.dims == 3:
         st.caption("Volumes: the middle slice of each view.")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medcl.data.resize import resize_to
 from medcl.evaluate.model import Classifier, KNNHead
-from medcl.train.data import resize_to
 
 TARGET_LAYER = "encoder.layer4"
 

@@ -2,7 +2,7 @@
 
 Cached arrays (``cache_path`` in the manifest) are channel-first float32: ``(1, H, W)`` or
 ``(1, D, H, W)``, CT in Hounsfield units and other modalities in [0, 1]. For display they are mapped
-to [0, 1] with the model's own intensity convention (:func:`medcl.transforms.normalize_intensity`
+to [0, 1] with the model's own intensity convention (:func:`medcl.transforms.to_model_intensity`
 with the model's preset and CT window), the mapping the model itself sees.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from medcl.data.cache import load_cached
-from medcl.transforms import normalize_intensity
+from medcl.transforms import to_model_intensity
 
 
 def load_display(cache_path: str, preset: str, window: Sequence[float]) -> np.ndarray:
@@ -24,7 +24,7 @@ def load_display(cache_path: str, preset: str, window: Sequence[float]) -> np.nd
         MedclError: If the cached array cannot be read.
     """
     x = load_cached(cache_path)
-    y = normalize_intensity(x, preset, (float(window[0]), float(window[1])))
+    y = to_model_intensity(x, preset, (float(window[0]), float(window[1])))
     return np.asarray(y, dtype=np.float32)[0]
 
 
@@ -47,7 +47,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def resize_nearest(image: np.ndarray, size: int) -> np.ndarray:
+def scale_for_display(image: np.ndarray, size: int) -> np.ndarray:
     """Scale an 8-bit image (grey ``(H, W)`` or RGB ``(H, W, 3)``) so its longer side is ``size``.
 
     Nearest-neighbour when enlarging (pixels stay visible), Lanczos when shrinking.
@@ -61,7 +61,7 @@ def resize_nearest(image: np.ndarray, size: int) -> np.ndarray:
 
 def thumbnail(image: np.ndarray, size: int = 96) -> np.ndarray:
     """An 8-bit ``size``-pixel thumbnail of a [0, 1] image (middle slice of a volume)."""
-    return resize_nearest(to_uint8(take_slice(image)), size)
+    return scale_for_display(to_uint8(take_slice(image)), size)
 
 
 def overlay(

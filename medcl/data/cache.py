@@ -16,7 +16,8 @@ Intensity convention (fixed; training and evaluation rely on it):
   scaled to [0, 1]; constant images become 0; MONOCHROME1 is inverted (``1 - x``).
 
 An optional ``size`` resizes in-plane to ``size × size`` (bilinear with antialiasing, which averages
-like area interpolation when shrinking) after normalisation.
+like area interpolation when shrinking; :func:`medcl.data.resize.resize_to`) after the intensity
+mapping.
 
 The state file holds sizes, modification times, digests, pseudonymous row metadata and rejection
 reasons — nothing read from a header in clear. A re-run trusts a file whose path, size and
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from medcl.data.readers.base import HU, UNIT
+from medcl.data.resize import resize_to
 from medcl.errors import MedclError
 
 LOW_PERCENTILE = 0.5
@@ -57,8 +59,12 @@ def cache_file(root: str | os.PathLike[str], key: str) -> Path:
     return Path(root) / key[:2] / f"{key}.npy"
 
 
-def normalise(array: np.ndarray, intensity: str, invert: bool = False) -> np.ndarray:
-    """Apply medcl's intensity convention (module docstring) and return float32.
+def to_cache_intensity(array: np.ndarray, intensity: str, invert: bool = False) -> np.ndarray:
+    """Map physical values to the cache's intensity convention (module docstring), as float32.
+
+    CT keeps its Hounsfield units; every other image is clipped at its 0.5th and 99.5th
+    percentiles and scaled to [0, 1]. (Training maps this to the model's input range later, with
+    :func:`medcl.transforms.to_model_intensity`.)
 
     Args:
         array: Physical values (HU for CT).
@@ -83,28 +89,10 @@ def normalise(array: np.ndarray, intensity: str, invert: bool = False) -> np.nda
     return out.astype(np.float32)
 
 
-def resize(array: np.ndarray, size: int) -> np.ndarray:
-    """Resize the last two axes of a channel-first array to ``size × size``.
-
-    Bilinear with antialiasing (``torch.nn.functional.interpolate``): no overshoot, so [0, 1] data
-    stays in [0, 1], and shrinking averages over the covered pixels.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if array.shape[-2:] == (size, size):
-        return array
-    lead = array.shape[:-2]
-    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    t = t.reshape(-1, 1, *array.shape[-2:])
-    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t.reshape(*lead, size, size).numpy()
-
-
 def prepare(
     array: np.ndarray, intensity: str, invert: bool = False, size: int | None = None
 ) -> np.ndarray:
-    """Normalise, add the channel axis and optionally resize: the array that gets cached.
+    """Apply the intensity convention, add the channel axis, resize: the array that gets cached.
 
     Args:
         array: ``(H, W)`` or ``(D, H, W)`` physical values.
@@ -115,9 +103,9 @@ def prepare(
     Returns:
         float32 ``(1, H, W)`` or ``(1, D, H, W)``.
     """
-    out = normalise(array, intensity, invert)[None]
+    out = to_cache_intensity(array, intensity, invert)[None]
     if size is not None:
-        out = resize(out, size)
+        out = resize_to(out, size, 2, antialias=True)  # in-plane only, also for volumes
     return np.ascontiguousarray(out, dtype=np.float32)
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from medcl.errors import MedclError
 from medcl.models.export import encoder_from_meta
 from medcl.models.knn import knn_predict
-from medcl.transforms import normalize_intensity
+from medcl.transforms import to_model_intensity
 
 
 class KNNHead(nn.Module):
@@ -66,7 +66,7 @@ class Classifier(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Cache units → [0, 1] with the model's own preset and window."""
-        return normalize_intensity(x, self.meta["preset"], tuple(self.meta["window"]))
+        return to_model_intensity(x, self.meta["preset"], tuple(self.meta["window"]))
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -17,7 +17,7 @@ Public API:
   ``(B, V, 1, ...)``, every view augmented independently.
 - :func:`original_and_views` ``(x, preset, multi, seed, index)`` — one image's normalised original
   and seeded views through the training path, ``(V + 1, 1, ...)`` (for previews and the app).
-- :func:`normalize_intensity` ``(x, modality, window=(40, 400))`` — deterministic mapping to [0, 1]
+- :func:`to_model_intensity` ``(x, modality, window=(40, 400))`` — deterministic mapping to [0, 1]
   for evaluation and inference (CT window; MR/X-ray clamp).
 - :func:`preset_for_modality` ``(modality) -> str`` — the default preset name of a DICOM modality
   code (``CT`` -> ``ct``, ``MR``/``MRI`` -> ``mr``, anything else -> ``xr``).
@@ -29,7 +29,7 @@ Training data flow::
 
     dataset:  views = preset.sample_views(image, V)                # (V, 1, H, W), CPU workers
     device:   MultiViewAugment(preset, V)(batch.to(dev), generator) # (B, V, 1, H, W) in [0, 1]
-    eval:     preset.normalize(image)  or  normalize_intensity(image, modality, window)
+    eval:     preset.normalize(image)  or  to_model_intensity(image, modality, window)
 
 Modules: :mod:`.options` (option dataclasses, validation), :mod:`.intensity` (window, gamma,
 contrast, bias field), :mod:`.noise`, :mod:`.blur`, :mod:`.spatial` (fused affine/crop/flip),
@@ -39,7 +39,7 @@ contrast, bias field), :mod:`.noise`, :mod:`.blur`, :mod:`.spatial` (fused affin
 
 from medcl.transforms.artifacts import PerSampleAugment
 from medcl.transforms.batched import BatchAugment
-from medcl.transforms.intensity import normalize_intensity
+from medcl.transforms.intensity import to_model_intensity
 from medcl.transforms.options import CTOptions, MROptions, XROptions, make_options
 from medcl.transforms.presets import PRESETS, AugmentPreset, build_preset, preset_for_modality
 from medcl.transforms.preview import preview_grid
@@ -56,7 +56,7 @@ __all__ = [
     "XROptions",
     "build_preset",
     "make_options",
-    "normalize_intensity",
+    "to_model_intensity",
     "original_and_views",
     "preset_for_modality",
     "preview_grid",

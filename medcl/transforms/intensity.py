@@ -2,7 +2,7 @@
 
 All functions are deterministic and batched: ``x`` is ``(B, C, *spatial)`` and every per-sample
 parameter is a tensor of shape ``(B,)`` (``(B, M)`` for bias-field coefficients), so one call
-applies a different setting to each sample. :func:`normalize_intensity` is the evaluation and
+applies a different setting to each sample. :func:`to_model_intensity` is the evaluation and
 inference mapping.
 """
 
@@ -41,7 +41,7 @@ def apply_window(x: Tensor, level: Tensor | float, width: Tensor | float) -> Ten
     return ((x - lo) / broadcast_param(width_t, x)).clamp(0.0, 1.0)
 
 
-def normalize_intensity(
+def to_model_intensity(
     x: Tensor | np.ndarray,
     modality: str,
     window: tuple[float, float] = DEFAULT_CT_WINDOW,
@@ -49,7 +49,8 @@ def normalize_intensity(
     """Deterministically map a stored image to the model's [0, 1] range (evaluation, inference).
 
     CT (stored in HU) is windowed with ``window = (level, width)``; MR and X-ray (stored already
-    scaled to about [0, 1]) are clamped to [0, 1].
+    scaled to about [0, 1]) are clamped to [0, 1]. The stored convention itself is applied at
+    ingest by :func:`medcl.data.cache.to_cache_intensity`.
 
     Args:
         x: Image or batch of any shape, a tensor or a NumPy array.

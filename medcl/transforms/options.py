@@ -4,7 +4,7 @@ Conventions for field names: ``p_*`` is the probability (per sample) that a tran
 ``*_range`` is a ``(low, high)`` interval sampled uniformly; units are in the name (``_deg``,
 ``_hu``, ``_px``, ``_frac``). Intensities are in the model's [0, 1] scale unless the name says
 ``_hu``. Setting every ``p_*`` to 0 (and, for CT, both window jitters to 0) makes a preset the
-identity after :func:`~medcl.transforms.normalize_intensity`.
+identity after :func:`~medcl.transforms.to_model_intensity`.
 
 Use :func:`make_options` to build options from a mapping of overrides (YAML, CLI): an unknown name
 or an invalid value raises :class:`~medcl.errors.ConfigError` naming the option.

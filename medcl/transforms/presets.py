@@ -30,7 +30,7 @@ from torch import Tensor
 from medcl.errors import ConfigError
 from medcl.transforms.artifacts import PerSampleAugment
 from medcl.transforms.batched import BatchAugment
-from medcl.transforms.intensity import DEFAULT_CT_WINDOW, normalize_intensity
+from medcl.transforms.intensity import DEFAULT_CT_WINDOW, to_model_intensity
 from medcl.transforms.options import AugmentOptions, CTOptions, make_options
 
 PRESETS: tuple[str, ...] = ("ct", "mr", "xr")
@@ -65,8 +65,8 @@ class AugmentPreset:
 
     def normalize(self, x: Tensor | np.ndarray) -> Tensor | np.ndarray:
         """Deterministic mapping to [0, 1] for evaluation (no augmentation), see
-        :func:`~medcl.transforms.normalize_intensity`."""
-        return normalize_intensity(x, self.name, self.window)
+        :func:`~medcl.transforms.to_model_intensity`."""
+        return to_model_intensity(x, self.name, self.window)
 
     def sample_views(self, x: Tensor, n_views: int, seed: int | None = None) -> Tensor:
         """Loader-side views of one image: ``per_sample`` applied ``n_views`` times independently.

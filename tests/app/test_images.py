@@ -230,3 +230,14 @@ def test_augmentation_views_follow_the_training_preset() -> None:
         np.testing.assert_allclose(row[0], small[0, 0].clamp(0, 1).numpy(), atol=1e-6)
     np.testing.assert_array_equal(views, augmentation_views(imgs, preset, 3, 32, seed=1))
     assert not np.allclose(views[:, 1], views[:, 0]), "views differ from the original"
+
+
+def test_scale_for_display_blocks_when_enlarging_and_smooths_when_shrinking() -> None:
+    checker = ((np.indices((40, 60)).sum(0) % 2) * 255).astype(np.uint8)
+    big = images.scale_for_display(checker[:4, :6], 12)
+    np.testing.assert_array_equal(big, checker[:4, :6].repeat(2, axis=0).repeat(2, axis=1))
+    small = images.scale_for_display(checker, 15)  # a 4x reduction: averaged, not sampled
+    assert small.shape == (10, 15)
+    assert np.abs(small.astype(float) - 127.5).max() < 20
+    rgb = images.scale_for_display(np.stack([checker] * 3, axis=-1), 30)
+    assert rgb.shape == (20, 30, 3)

@@ -10,7 +10,7 @@ import pytest
 from pydicom import uid
 from pydicom.pixels import apply_color_lut, get_decoder
 
-from medcl.data.cache import load_cached, normalise
+from medcl.data.cache import load_cached, to_cache_intensity
 from medcl.data.ingest import ingest
 from medcl.data.manifest import read_manifest
 from medcl.data.pseudonym import Pseudonymizer
@@ -37,7 +37,7 @@ def test_ct_rescale_gives_hounsfield_units(tmp_path, dicom_writer):
     (row,) = _read(p)
     assert row.intensity == "hu" and row.modality == "CT"
     np.testing.assert_array_equal(row.array, stored.astype(float) - 1024)
-    assert normalise(row.array, row.intensity).min() == -1024  # HU are not rescaled
+    assert to_cache_intensity(row.array, row.intensity).min() == -1024  # HU are not rescaled
 
 
 def test_ct_signed_pixels_and_slope(tmp_path, dicom_writer):
@@ -62,8 +62,8 @@ def test_monochrome1_is_inverted(tmp_path, dicom_writer):
     (m1,) = _read(dicom_writer(tmp_path / "m1", pixels, modality="CR", photometric="MONOCHROME1"))
     (m2,) = _read(dicom_writer(tmp_path / "m2", pixels, modality="CR"))
     assert m1.invert and not m2.invert and m1.modality == "XR"
-    a = normalise(m1.array, m1.intensity, m1.invert)
-    b = normalise(m2.array, m2.intensity, m2.invert)
+    a = to_cache_intensity(m1.array, m1.intensity, m1.invert)
+    b = to_cache_intensity(m2.array, m2.intensity, m2.invert)
     np.testing.assert_allclose(a, 1 - b, atol=1e-6)
     assert a[0, 0] == 1 and b[0, 0] == 0  # lowest stored value is brightest in MONOCHROME1
 

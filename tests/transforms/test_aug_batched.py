@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medcl.transforms import PRESETS, build_preset, normalize_intensity
+from medcl.transforms import PRESETS, build_preset, to_model_intensity
 
 
 def _phantom(name: str, dims: int, size: int = 32, marker: bool = True) -> torch.Tensor:
@@ -71,7 +71,7 @@ def test_identity_when_everything_is_off(name: str, dims: int, off) -> None:
     preset = build_preset(name, off(name), dims=dims)
     x = _phantom(name, dims, 16).expand(4, *([-1] * (dims + 1))).clone()
     x = x + torch.randn_like(x) * (100 if name == "ct" else 0.2)
-    assert torch.equal(preset.batched(x), normalize_intensity(x, name))
+    assert torch.equal(preset.batched(x), to_model_intensity(x, name))
     assert preset.per_sample is None
 
 
@@ -98,7 +98,7 @@ def test_identity_when_magnitudes_are_zero(name: str) -> None:
     preset = build_preset(name, zero)
     x = _phantom(name, 2).expand(4, 1, -1, -1)
     out = preset.batched(x, torch.Generator().manual_seed(0))
-    assert torch.allclose(out, normalize_intensity(x, name), atol=1e-5)
+    assert torch.allclose(out, to_model_intensity(x, name), atol=1e-5)
 
 
 def _marker_centroid_x(preset, name: str, n: int, seed: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from medcl.errors import ConfigError
-from medcl.transforms import build_preset, make_options, normalize_intensity
+from medcl.transforms import build_preset, make_options, to_model_intensity
 from medcl.transforms.blur import gaussian_blur
 from medcl.transforms.intensity import (
     adjust_contrast,
@@ -24,20 +24,20 @@ from medcl.transforms.noise import gaussian_noise, rician_noise
 
 def test_ct_window_endpoints() -> None:
     hu = torch.tensor([-2000.0, 40 - 200, 40.0, 40 + 200, 3000.0])
-    out = normalize_intensity(hu, "ct")
+    out = to_model_intensity(hu, "ct")
     assert torch.allclose(out, torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
-    lung = normalize_intensity(torch.tensor([-1350.0, -600.0, 150.0]), "ct", window=(-600, 1500))
+    lung = to_model_intensity(torch.tensor([-1350.0, -600.0, 150.0]), "ct", window=(-600, 1500))
     assert torch.allclose(lung, torch.tensor([0.0, 0.5, 1.0]))
 
 
 def test_normalize_mr_xr_clamp_and_numpy_roundtrip() -> None:
     a = np.array([-0.2, 0.3, 1.4], dtype=np.float64)
     for m in ("mr", "XR"):
-        out = normalize_intensity(a, m)
+        out = to_model_intensity(a, m)
         assert isinstance(out, np.ndarray) and out.dtype == np.float32
         np.testing.assert_allclose(out, [0.0, 0.3, 1.0], rtol=1e-6)
     with pytest.raises(ConfigError):
-        normalize_intensity(a, "pet")
+        to_model_intensity(a, "pet")
 
 
 def test_ct_preset_without_jitter_is_the_window(off) -> None:
