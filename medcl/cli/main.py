@@ -1,10 +1,10 @@
 """Entry point of the ``medcl`` command.
 
 Every subcommand lives in its own module under :mod:`medcl.cli` and registers itself through
-``add_parser(subparsers)``; heavy libraries are imported inside the handlers so that ``--help``
-stays
-fast. A :class:`~medcl.errors.MedclError` ends the program with a one-line message (exit status 2);
-``--debug`` shows the traceback instead.
+``add_parser(subparsers)``, one module per stage (:mod:`.data`, :mod:`.pretrain`, :mod:`.evaluate`,
+:mod:`.demo`, :mod:`.dashboard`); heavy libraries are imported inside the handlers so that
+``--help`` stays fast. A :class:`~medcl.errors.MedclError` ends the program with a one-line message
+(exit status 2); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from medcl import __version__
 from medcl.errors import MedclError
 
-# (module, command) pairs; each module exposes add_parser(subparsers) -> None
+# the command modules; each exposes add_parser(subparsers) -> None
 COMMAND_MODULES: tuple[str, ...] = (
-    "medcl.cli.data_cmds",
-    "medcl.cli.pretrain_cmd",
-    "medcl.cli.evaluate_cmds",
-    "medcl.cli.demo_cmd",
-    "medcl.cli.dashboard_cmd",
+    "medcl.cli.data",
+    "medcl.cli.pretrain",
+    "medcl.cli.evaluate",
+    "medcl.cli.demo",
+    "medcl.cli.dashboard",
 )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medcl.cli import dashboard_cmd
+from medcl.cli import dashboard as dashboard_cli
 from medcl.cli.main import main
 
 
@@ -19,7 +19,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def test_app_is_found_next_to_the_package() -> None:
-    app = dashboard_cmd.app_path()
+    app = dashboard_cli.app_path()
     assert app.is_file() and app.parts[-2:] == ("apps", "dashboard.py")
 
 
@@ -27,14 +27,14 @@ def test_runs_streamlit_with_host_port_and_run_dir(
     run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(dashboard_cmd.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(dashboard_cli.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert (
         main(["dashboard", str(run_dir), "--no-browser", "--port", "9123", "--host", "0.0.0.0"])
         == 0
     )
     (cmd,) = calls
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]
-    assert cmd[4] == str(dashboard_cmd.app_path())
+    assert cmd[4] == str(dashboard_cli.app_path())
     for flag, value in [
         ("--server.address", "0.0.0.0"),
         ("--server.port", "9123"),
@@ -48,7 +48,7 @@ def test_runs_streamlit_with_host_port_and_run_dir(
 
 def test_defaults_and_no_run_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(dashboard_cmd.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(dashboard_cli.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert main(["dashboard", "--no-browser"]) == 0
     cmd = calls[0]
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
@@ -65,7 +65,7 @@ def test_one_line_errors(
     assert main(["dashboard", str(tmp_path), "--no-browser"]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a run folder" in err and len(err.splitlines()) == 1
-    monkeypatch.setattr(dashboard_cmd, "app_path", lambda: tmp_path / "apps" / "dashboard.py")
+    monkeypatch.setattr(dashboard_cli, "app_path", lambda: tmp_path / "apps" / "dashboard.py")
     assert main(["dashboard", str(run_dir), "--no-browser"]) == 2
     err = capsys.readouterr().err.strip()
     assert "dashboard app not found" in err and len(err.splitlines()) == 1
