@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medcl.train.data import resize_to
+from medcl.data.resize import resize_to
 from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset, original_and_views
 
 
