@@ -106,9 +106,3 @@ def build_encoder(
         raise ValueError(f"pool must be 'avg' or 'avgmax', got {pool!r}")
     net.out_dim = encoder_dim(name, width, pool)  # type: ignore[assignment]
     return net
-
-
-@torch.no_grad()
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
