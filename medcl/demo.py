@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medcl.config import Config, load_config, save_config
+from medcl.config import Config, derive, load_config, save_config
 from medcl.data.manifest import read_manifest, write_manifest
 from medcl.data.split import split_manifest
 
@@ -40,7 +40,7 @@ FULL = {
         "optim.epochs=20",
         "optim.lr=0.002",
         "finetune.epochs=15",
-        "finetune.patience=4",
+        "finetune.patience=8",
         "finetune.batch_size=32",
         "finetune.epoch_steps=16",
         "finetune.lr=0.002",
@@ -162,7 +162,7 @@ def run_demo(
     split_full = build_demo_data(
         out, patients=preset["patients"], size=preset["size"], seed=seed, log=log
     )
-    cfg.data.manifest = str(split_full)
+    cfg = derive(cfg, **{"data.manifest": str(split_full)})
     save_config(cfg, out / "config.yaml")
     log(
         f"[4/6] label-efficiency experiment: {cfg.efficiency.methods} × fractions "

@@ -40,19 +40,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from medcl.config import Config, load_config, save_config
+from medcl.config import Config, check_resume, derive, save_config
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
-from medcl.errors import ConfigError, MedclError
+from medcl.errors import MedclError
 from medcl.evaluate.card import model_card
 from medcl.evaluate.evaluation import evaluate_with_predictions
 from medcl.evaluate.finetune import epoch_samples, finetune
 from medcl.evaluate.model import save_model
 from medcl.evaluate.report import write_report
 from medcl.io import write_json
-from medcl.train.pretrain import comparable_config, prefix_checkpoint, pretrain
+from medcl.train.pretrain import prefix_checkpoint, pretrain
 
 
 @dataclass
@@ -73,11 +72,6 @@ def _frac_tag(f: float) -> str:
 
 def _run_key(method: str, frac: float, seed: int) -> str:
     return f"{method}_f{_frac_tag(frac)}_s{seed}"
-
-
-def derive(cfg: Config, **fields: Any) -> Config:
-    """A validated copy of ``cfg`` with dotted fields replaced (``derive(cfg, **{"a.b": 1})``)."""
-    return load_config(None, [f"{k}={json.dumps(v)}" for k, v in fields.items()], cfg.to_dict())
 
 
 def _pretrain_cfg(cfg: Config, manifest: Path, out: Path, seed: int, lambda_sup: float) -> Config:
@@ -142,12 +136,10 @@ def run_efficiency(
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     saved = out / "config.yaml"
-    if results_path.is_file() and saved.is_file():
-        before = yaml.safe_load(saved.read_text()) or {}
-        if comparable_config(before) != comparable_config(cfg.to_dict()):
-            raise ConfigError(
-                f"{out} holds results of a different config; choose another output folder"
-            )
+    if results_path.is_file():
+        check_resume(
+            saved, cfg, f"{out} holds results of a different config; choose another output folder"
+        )
     save_config(cfg, saved)
     records: list[dict[str, Any]] = []
     if results_path.is_file():

@@ -6,9 +6,9 @@
 - ``knn``: frozen encoder; cosine kNN over the labelled training embeddings.
 - ``full``: encoder and a linear head trained with cross-entropy (class-weighted, or a balanced
   sampler), AdamW with a pretrained encoder at ``lr × encoder_lr_mult`` (from scratch at ``lr``),
-  cosine decay, the preset's augmentations (one view), early stopping on validation balanced
-  accuracy, and the best validation epoch's weights kept. Without a pretrained encoder this is the
-  supervised-from-scratch baseline.
+  warm-up and cosine decay (``finetune.weight_decay``, ``finetune.warmup_fraction``), the preset's
+  augmentations (one view), early stopping on validation balanced accuracy, and the best validation
+  epoch's weights kept. Without a pretrained encoder this is the supervised-from-scratch baseline.
 - ``fixmatch``: like ``full`` for as many optimiser steps, with FixMatch's pseudo-labelled term on
   the unlabelled training rows (:func:`medcl.evaluate.fixmatch.fit_fixmatch`).
 
@@ -34,17 +34,16 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from medcl._quiet import quiet_third_party
-from medcl.config import Config, FinetuneConfig
+from medcl.config import Config, FinetuneConfig, precision_for
 from medcl.data.dataset import CachedImages, manifest_geometry
 from medcl.data.manifest import Manifest
 from medcl.errors import MedclError
 from medcl.evaluate.model import Classifier, KNNHead
-from medcl.models.encoders import build_encoder
+from medcl.models.encoders import EncoderSpec, build_encoder
 from medcl.models.export import load_encoder
 from medcl.models.knn import knn_predict
 from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import STEP_STRIDE, mix_seed
-from medcl.train.pretrain import precision_for
 from medcl.transforms import MultiViewAugment, build_preset
 from medcl.transforms.presets import preset_for_modality
 
@@ -81,26 +80,35 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 def base_meta(
-    cfg: Config, manifest: Manifest, encoder_meta: dict[str, Any] | None, dims: int, modality: str
+    cfg: Config,
+    manifest: Manifest,
+    spec: EncoderSpec,
+    modality: str,
+    encoder_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The input convention and architecture shared by every head."""
+    """The architecture and input convention shared by every head (``metadata.json``).
+
+    Args:
+        cfg: The run config (``augment`` gives the preset of an encoder trained here).
+        manifest: The manifest (its classes).
+        spec: The encoder's architecture.
+        modality: The manifest's modality.
+        encoder_meta: The meta of a pretrained encoder (:func:`medcl.models.export.load_encoder`),
+            whose preset and window are kept; ``None`` for an encoder trained from scratch.
+
+    Returns:
+        The metadata: :meth:`EncoderSpec.to_meta`, classes, modality, preset, window, intensity
+        and pretraining.
+    """
     preset_name = (encoder_meta or {}).get("preset") or (
         cfg.augment.preset if cfg.augment.preset != "auto" else preset_for_modality(modality)
     )
     preset = build_preset(
-        preset_name, cfg.augment.options if encoder_meta is None else {}, dims=dims
+        preset_name, cfg.augment.options if encoder_meta is None else {}, dims=spec.spatial_dims
     )
-    arch = {
-        "encoder": (encoder_meta or {}).get("encoder", cfg.model.encoder),
-        "width": (encoder_meta or {}).get("width", cfg.model.width),
-        "pool": (encoder_meta or {}).get("pool", cfg.model.pool),
-        "stem": (encoder_meta or {}).get("stem", cfg.model.stem),
-    }
     return {
         "classes": list(manifest.classes),
-        "architecture": arch,
-        "spatial_dims": dims,
-        "image_size": (encoder_meta or {}).get("image_size", cfg.data.image_size),
+        **spec.to_meta(),
         "modality": modality,
         "preset": preset.name,
         "window": list(preset.window),
@@ -180,9 +188,10 @@ class BestOnValidation(L.LightningModule):
     """A classifier ``self.clf`` trained with its weights at the best validation balanced accuracy
     kept in ``best_state`` (with ``best_score`` and the optimiser step ``best_step``).
 
-    The optimiser is AdamW with the encoder at ``lr × encoder_lr_mult`` when it is pretrained
-    (``lr`` when it starts from nothing) and the head at ``lr``, warm-up then cosine over
-    :meth:`total_steps`.
+    The optimiser is AdamW (``finetune.weight_decay``) with the encoder at
+    ``lr × encoder_lr_mult`` when it is pretrained (``lr`` when it starts from nothing) and the head
+    at ``lr``; the schedule a linear warm-up over ``max(1, floor(T × finetune.warmup_fraction))``
+    steps then cosine decay over the ``T =`` :meth:`total_steps`.
     """
 
     clf: Classifier
@@ -231,10 +240,10 @@ class BestOnValidation(L.LightningModule):
                 },
                 {"params": self.clf.head.parameters(), "lr": ft.lr},
             ],
-            weight_decay=1e-4,
+            weight_decay=ft.weight_decay,
         )
         total = self.total_steps()
-        warm = max(1, total // 20)
+        warm = max(1, math.floor(total * ft.warmup_fraction))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -348,23 +357,17 @@ def finetune(
     enc_meta = None
     if pretrained is not None:
         encoder, enc_meta = load_encoder(pretrained)
-        if enc_meta["spatial_dims"] != dims:
+        spec = EncoderSpec.from_meta(enc_meta)
+        if spec.spatial_dims != dims:
             raise MedclError(
-                f"{pretrained}: encoder is {enc_meta['spatial_dims']}-D, the manifest is {dims}-D"
+                f"{pretrained}: encoder is {spec.spatial_dims}-D, the manifest is {dims}-D"
             )
     else:
-        encoder = build_encoder(
-            cfg.model.encoder,
-            dims,
-            1,
-            cfg.model.stem,
-            cfg.data.image_size,
-            cfg.model.width,
-            cfg.model.pool,
-        )
-    meta = base_meta(cfg, manifest, enc_meta, dims, modality)
+        spec = EncoderSpec.from_config(cfg, dims)
+        encoder = build_encoder(spec)
+    meta = base_meta(cfg, manifest, spec, modality, enc_meta)
     n_classes = len(manifest.classes)
-    train, val = _datasets(manifest, meta["image_size"], dims)
+    train, val = _datasets(manifest, spec.image_size, dims)
     clf = Classifier(encoder, nn.Linear(encoder.out_dim, n_classes), meta)
     mode = cfg.finetune.mode
     if mode == "linear":

@@ -23,9 +23,10 @@ artifacts are not applied. The labelled batch uses the weak view. All images of 
 the network in one forward pass (batch-norm statistics over labelled and unlabelled images, as in
 the paper's implementation).
 
-Optimisation mirrors ``fit_full``: AdamW (weight decay 1e-4), head at ``finetune.lr``, encoder at
-``lr × encoder_lr_mult`` when it is pretrained (full ``lr`` from scratch), linear warm-up over
-``steps // 20`` steps then cosine decay (:func:`~medcl.optim.schedule.warmup_cosine`);
+Optimisation mirrors ``fit_full``: AdamW (weight decay ``finetune.weight_decay``), head at
+``finetune.lr``, encoder at ``lr × encoder_lr_mult`` when it is pretrained (full ``lr`` from
+scratch), linear warm-up over ``max(1, floor(steps × finetune.warmup_fraction))`` steps then
+cosine decay (:func:`~medcl.optim.schedule.warmup_cosine`);
 ``finetune.balance`` = ``weights`` weights the supervised cross-entropy by
 :func:`~medcl.evaluate.finetune.class_weights`, ``sampler`` draws labelled images with those
 weights, ``none`` does neither. Validation balanced accuracy is measured every

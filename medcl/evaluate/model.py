@@ -3,8 +3,9 @@
 Folder layout (in the spirit of a MONAI bundle)::
 
     model/weights.pt     {"encoder": state_dict, "head": {...}}
-    model/metadata.json  classes, input geometry and intensity normalisation, modality, preset,
-                         training data summary, metrics with intervals, versions
+    model/metadata.json  the encoder's architecture (EncoderSpec.to_meta), classes, input
+                         geometry and intensity normalisation, modality, preset, training data
+                         summary, metrics with intervals, versions
     model/model_card.md  intended use, data, metrics, limitations
 
 Heads: ``linear`` (logits = W·f + b; a logistic-regression probe is folded into this form, its
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medcl.errors import MedclError
-from medcl.models.export import encoder_from_meta
+from medcl.models.encoders import EncoderSpec, build_encoder
 from medcl.models.knn import knn_predict
 from medcl.transforms import to_model_intensity
 
@@ -149,8 +150,9 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Cla
     try:
         meta = json.loads((d / "metadata.json").read_text())
         blob = torch.load(d / "weights.pt", map_location="cpu", weights_only=True)
-        arch = meta["architecture"]
-        enc = encoder_from_meta(arch, meta["spatial_dims"], meta["image_size"])
+        spec = EncoderSpec.from_meta(meta)
+        meta.update(spec.to_meta())  # a previous-format file is read in today's shape
+        enc = build_encoder(spec)
         enc.load_state_dict(blob["encoder"])
         h = blob["head"]
         n_classes = len(meta["classes"])

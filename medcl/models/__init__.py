@@ -1,11 +1,12 @@
 """Encoders (MONAI ResNets), projection / predictor heads and EMA target updates."""
 
 from medcl.models.ema import ema_update, momentum_schedule
-from medcl.models.encoders import ENCODERS, build_encoder, encoder_dim
+from medcl.models.encoders import ENCODERS, EncoderSpec, build_encoder, encoder_dim
 from medcl.models.heads import PredictorHead, ProjectionHead
 
 __all__ = [
     "ENCODERS",
+    "EncoderSpec",
     "PredictorHead",
     "ProjectionHead",
     "build_encoder",

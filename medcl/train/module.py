@@ -24,7 +24,7 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from medcl.config import Config
-from medcl.models import build_encoder
+from medcl.models import EncoderSpec, build_encoder
 from medcl.models.knn import knn_predict
 from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import RANK_STRIDE, SEED_STRIDE, STEP_STRIDE, mix_seed
@@ -54,6 +54,7 @@ class PretrainModule(L.LightningModule):
 
     Attributes:
         encoder: The encoder ``f`` (what :mod:`medcl.models.export` saves).
+        encoder_spec: Its architecture (``model`` section, ``data.image_size``, the dimensions).
         augment: The batched multi-view augmentation.
         method: The objective of ``method.name`` with its heads, targets and queue.
 
@@ -68,10 +69,8 @@ class PretrainModule(L.LightningModule):
         self.cfg = cfg
         self.n_classes = n_classes
         self.spatial_dims = spatial_dims
-        m = cfg.model
-        self.encoder = build_encoder(
-            m.encoder, spatial_dims, 1, m.stem, cfg.data.image_size, m.width, m.pool
-        )
+        self.encoder_spec = EncoderSpec.from_config(cfg, spatial_dims)
+        self.encoder = build_encoder(self.encoder_spec)
         self.augment = MultiViewAugment(preset, cfg.augment.views)
         self.preset = preset
         self.method = build_objective(cfg, self.encoder)

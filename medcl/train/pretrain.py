@@ -22,16 +22,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from medcl._quiet import quiet_third_party
-from medcl.config import Config, save_config
+from medcl.config import Config, check_resume, precision_for, save_config
 from medcl.data.dataset import manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest
 from medcl.errors import ConfigError, MedclError
@@ -113,23 +111,6 @@ def _sync_bn(cfg: Config) -> bool:
         or (dev == "auto" and torch.cuda.device_count() > 1)
     )
     return many or cfg.trainer.num_nodes > 1
-
-
-def precision_for(cfg: Config) -> str:
-    """Lightning precision of a run: ``trainer.precision``, or for ``auto`` bf16-mixed on CUDA
-    (when the accelerator allows it) and 32-true elsewhere."""
-    if cfg.trainer.precision != "auto":
-        return cfg.trainer.precision
-    gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    return "bf16-mixed" if gpu else "32-true"
-
-
-def comparable_config(d: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without the fields that may change between a run and its resumption."""
-    d = json.loads(json.dumps(d))
-    d.pop("out", None)
-    d.get("data", {}).pop("num_workers", None)
-    return d
 
 
 def build_trainer(
@@ -222,11 +203,11 @@ def pretrain(
                 target.unlink()
     saved_cfg = out / "config.yaml"
     if saved_cfg.is_file() and (last.is_file() or run_json.is_file()):
-        before = yaml.safe_load(saved_cfg.read_text()) or {}
-        if comparable_config(before) != comparable_config(cfg.to_dict()):
-            raise ConfigError(
-                f"{out} holds a run with a different config; choose another `out` or pass --restart"
-            )
+        check_resume(
+            saved_cfg,
+            cfg,
+            f"{out} holds a run with a different config; choose another `out` or pass --restart",
+        )
         if run_json.is_file() and json.loads(run_json.read_text()).get("status") == "complete":
             info = json.loads(run_json.read_text())
             return PretrainResult(
@@ -272,12 +253,7 @@ def pretrain(
         if torch.is_tensor(v) and v.numel() == 1
     }
     meta = {
-        "encoder": cfg.model.encoder,
-        "width": cfg.model.width,
-        "pool": cfg.model.pool,
-        "stem": cfg.model.stem,
-        "spatial_dims": dims,
-        "image_size": cfg.data.image_size,
+        **model.encoder_spec.to_meta(),
         "modality": modality,
         "preset": preset.name,
         "window": list(preset.window),
@@ -288,7 +264,7 @@ def pretrain(
     }
     enc_path = out / "encoder.pt"
     if trainer.is_global_zero:
-        save_encoder(enc_path, model.encoder, meta)
+        save_encoder(enc_path, model.encoder, model.encoder_spec, meta)
         run_json.write_text(
             json.dumps(
                 {

@@ -135,7 +135,7 @@ def make_volume_run(root: Path, n_patients: int = 8, size: int = 16, depth: int 
 
     from medcl.evaluate.embed import embed_manifest, write_embeddings
     from medcl.evaluate.model import Classifier, save_model
-    from medcl.models.encoders import build_encoder, encoder_dim
+    from medcl.models.encoders import EncoderSpec, build_encoder, encoder_dim
 
     rng = np.random.default_rng(0)
     classes = ["clear", "nodule"]
@@ -172,9 +172,10 @@ def make_volume_run(root: Path, n_patients: int = 8, size: int = 16, depth: int 
     manifest = Manifest(new_frame(rows), classes)
     write_manifest(manifest, root / "data" / "split.csv")
     torch.manual_seed(0)
-    enc = build_encoder("resnet10", 3, 1, "auto", size, 0.125)
+    enc = build_encoder(EncoderSpec("resnet10", 3, size, width=0.125))
     meta = {
         "classes": classes,
+        # the previous metadata format (no pool, the geometry outside): must still load
         "architecture": {"encoder": "resnet10", "width": 0.125, "stem": "auto"},
         "spatial_dims": 3,
         "image_size": size,

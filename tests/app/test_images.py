@@ -15,12 +15,12 @@ from medcl.app import images
 from medcl.app.augment import augmentation_views, training_preset
 from medcl.app.gradcam import GradCamExplainer
 from medcl.evaluate.model import Classifier, KNNHead
-from medcl.models.encoders import build_encoder, encoder_dim
+from medcl.models.encoders import EncoderSpec, build_encoder, encoder_dim
 
 
 def _classifier(dims: int = 2, size: int = 32, knn: bool = False) -> Classifier:
     torch.manual_seed(0)
-    enc = build_encoder("resnet10", dims, 1, "auto", size, 0.125)
+    enc = build_encoder(EncoderSpec("resnet10", dims, size, width=0.125))
     f = encoder_dim("resnet10", 0.125)
     head: nn.Module = (
         KNNHead(torch.randn(6, f), torch.tensor([0, 1, 2] * 2), 3, 3) if knn else nn.Linear(f, 3)

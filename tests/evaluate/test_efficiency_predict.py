@@ -82,13 +82,11 @@ def test_rerun_resumes_without_work(experiment):
 
 def test_changed_config_refused(experiment):
     cfg, manifest, root, _, _ = experiment
-    import copy
-
+    from medcl.config import derive
     from medcl.errors import ConfigError
 
-    other = copy.deepcopy(cfg)
-    other.finetune.lr = 0.5
-    with pytest.raises(ConfigError, match="different config"):
+    other = derive(cfg, **{"finetune.lr": 0.5})
+    with pytest.raises(ConfigError, match="holds results of a different config"):
         run_efficiency(other, manifest, root / "out", log=lambda s: None, progress=False)
 
 

@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from medcl.config import Config, load_config
+from medcl.config import Config, derive, load_config
 from medcl.data.dataset import CachedImages, manifest_geometry
 from medcl.data.manifest import read_manifest
 from medcl.evaluate.finetune import base_meta
@@ -23,7 +23,7 @@ from medcl.evaluate.fixmatch import (
     fixmatch_presets,
 )
 from medcl.evaluate.model import Classifier
-from medcl.models.encoders import build_encoder
+from medcl.models.encoders import EncoderSpec, build_encoder
 from medcl.transforms import make_options
 from tests.conftest import TINY_OVERRIDES, make_manifest
 
@@ -50,9 +50,9 @@ def tiny(tmp_path_factory) -> Tiny:
     unl = CachedImages(m.subset(train & ~labelled), size, dims)
     val = CachedImages(m.subset(m.df["split"] == "val"), size, dims)
     torch.manual_seed(0)
-    m_ = cfg.model
-    enc = build_encoder(m_.encoder, dims, 1, m_.stem, size, m_.width, m_.pool)
-    clf = Classifier(enc, nn.Linear(enc.out_dim, 3), base_meta(cfg, m, None, dims, modality))
+    spec = EncoderSpec.from_config(cfg, dims)
+    enc = build_encoder(spec)
+    clf = Classifier(enc, nn.Linear(enc.out_dim, 3), base_meta(cfg, m, spec, modality))
     return Tiny(cfg, lab, unl, val, clf)
 
 
@@ -61,8 +61,7 @@ def _fit(
 ) -> tuple[float, dict[str, Any], Classifier, list[tuple[float, dict[str, torch.Tensor]]]]:
     """One run from the template's initial weights; also returns every validation's
     ``(score, weights)``."""
-    cfg = copy.deepcopy(tiny.cfg)
-    cfg.trainer.seed = seed
+    cfg = derive(tiny.cfg, **{"trainer.seed": seed})
     clf = copy.deepcopy(tiny.clf)
     checks: list[tuple[float, dict[str, torch.Tensor]]] = []
     original = FixMatchModule.on_validation_epoch_end

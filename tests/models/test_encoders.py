@@ -5,37 +5,41 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medcl.models import PredictorHead, ProjectionHead, build_encoder, encoder_dim
+from medcl.models import EncoderSpec, PredictorHead, ProjectionHead, build_encoder, encoder_dim
+
+
+def _encoder(name: str = "resnet10", spatial_dims: int = 2, image_size: int = 64, **kw):
+    return build_encoder(EncoderSpec(name, spatial_dims, image_size, **kw))
 
 
 @pytest.mark.parametrize(
     ("name", "dim"), [("resnet10", 512), ("resnet18", 512), ("resnet50", 2048)]
 )
 def test_encoder_2d_shapes(name, dim):
-    enc = build_encoder(name, spatial_dims=2, image_size=32).eval()
+    enc = _encoder(name, spatial_dims=2, image_size=32).eval()
     out = enc(torch.randn(2, 1, 32, 32))
     assert out.shape == (2, dim) == (2, encoder_dim(name))
     assert enc.out_dim == dim
 
 
 def test_encoder_3d_shape():
-    enc = build_encoder("resnet10", spatial_dims=3, image_size=16).eval()
+    enc = _encoder("resnet10", spatial_dims=3, image_size=16).eval()
     assert enc(torch.randn(2, 1, 16, 16, 16)).shape == (2, 512)
 
 
 def test_small_stem_keeps_resolution():
-    small = build_encoder("resnet10", stem="small")
-    std = build_encoder("resnet10", stem="standard")
+    small = _encoder("resnet10", stem="small")
+    std = _encoder("resnet10", stem="standard")
     assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (2, 2)
     assert std.conv1.kernel_size == (7, 7)
     assert small.no_max_pool and not std.no_max_pool
     # the auto stem picks small below 128 px
-    assert build_encoder("resnet10", image_size=64).conv1.kernel_size == (3, 3)
-    assert build_encoder("resnet10", image_size=224).conv1.kernel_size == (7, 7)
+    assert _encoder("resnet10", image_size=64).conv1.kernel_size == (3, 3)
+    assert _encoder("resnet10", image_size=224).conv1.kernel_size == (7, 7)
 
 
 def test_width_multiplier():
-    enc = build_encoder("resnet10", width=0.5).eval()
+    enc = _encoder("resnet10", width=0.5).eval()
     assert enc(torch.randn(2, 1, 32, 32)).shape == (2, 256) and enc.out_dim == encoder_dim(
         "resnet10", 0.5
     )
@@ -50,11 +54,11 @@ def test_heads():
 
 def test_bad_encoder_name():
     with pytest.raises(ValueError, match="unknown encoder"):
-        build_encoder("vgg")
+        _encoder("vgg")
 
 
 def test_avgmax_pool_doubles_features_and_sees_a_single_hot_pixel():
-    enc = build_encoder("resnet10", width=0.125, pool="avgmax").eval()
+    enc = _encoder("resnet10", width=0.125, pool="avgmax").eval()
     assert enc.out_dim == 2 * encoder_dim("resnet10", 0.125)
     from medcl.models.encoders import AvgMaxPool
 
