@@ -90,4 +90,6 @@ def test_unknown_objective_is_refused_before_training(tiny_manifest, tmp_path):
 def test_a_taken_name_cannot_be_registered_again():
     with pytest.raises(ValueError, match="already registered"):
         register("simclr")(AlignViews)
+    with pytest.raises(ValueError, match="not an identifier"):
+        register("align-v2")
     assert OBJECTIVES["simclr"].__name__ == "SimCLR"

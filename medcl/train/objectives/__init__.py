@@ -55,12 +55,16 @@ def register(name: str) -> Callable[[ObjectiveT], ObjectiveT]:
         A decorator that registers the class and returns it unchanged.
 
     Raises:
-        ValueError: If ``name`` is taken by another class.
+        ValueError: If ``name`` is taken by another class, or is not an identifier (the config
+            accepts only identifiers as ``method.name``).
 
     Example:
         >>> @register("align")  # doctest: +SKIP
         ... class AlignViews(Objective): ...
     """
+
+    if not name.isidentifier():
+        raise ValueError(f"objective name {name!r}: not an identifier, so no config could pick it")
 
     def add(cls: ObjectiveT) -> ObjectiveT:
         if not (isinstance(cls, type) and issubclass(cls, Objective)):
