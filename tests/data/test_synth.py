@@ -372,10 +372,12 @@ def test_label_is_the_number_of_lesions_visible_in_the_organ() -> None:
 
     from scipy import ndimage
 
-    from medcl.data import synth
+    from medcl.data.synth.cohort import patient_anatomy
+    from medcl.data.synth.geometry import pixel_grid
+    from medcl.data.synth.render import render_tomographic
 
     size = 64
-    grid = synth._grid(size, None)
+    grid = pixel_grid(size, None)
     tissue = {
         "air": 0.0,
         "fat": 0.9,
@@ -390,9 +392,9 @@ def test_label_is_the_number_of_lesions_visible_in_the_organ() -> None:
     }
     seen = set()
     for index in range(40):
-        anat = synth._patient_anatomy(0, index)
-        with_lesions = synth._render_tomographic(anat, grid, 2.0 / size, tissue)
-        without = synth._render_tomographic(replace(anat, lesions=[]), grid, 2.0 / size, tissue)
+        anat = patient_anatomy(0, index)
+        with_lesions = render_tomographic(anat, grid, 2.0 / size, tissue)
+        without = render_tomographic(replace(anat, lesions=[]), grid, 2.0 / size, tissue)
         diff = np.abs(with_lesions - without).reshape(size, size) > 0.05
         _, blobs = ndimage.label(diff)
         assert blobs == len(anat.lesions), index
@@ -406,13 +408,15 @@ def test_distractors_change_between_acquisitions_findings_do_not() -> None:
     # Vessels and nodules are drawn per acquisition; lesions and the gross anatomy are the
     # patient's. Every redrawn vessel must still pass clear of every lesion (checked on a dense
     # resampling of its centre line, independently of the generator's own distance helper).
-    from medcl.data import synth
+    from medcl.data.synth.anatomy import redraw_distractors
+    from medcl.data.synth.cohort import patient_anatomy
+    from medcl.data.synth.geometry import ellipse_rho
 
     changed = 0
     for index in range(20):
-        anat = synth._patient_anatomy(0, index)
-        a = synth._redraw_distractors(anat, np.random.default_rng([index, 1]))
-        b = synth._redraw_distractors(anat, np.random.default_rng([index, 2]))
+        anat = patient_anatomy(0, index)
+        a = redraw_distractors(anat, np.random.default_rng([index, 1]))
+        b = redraw_distractors(anat, np.random.default_rng([index, 2]))
         for view in (a, b):
             assert view.lesions is anat.lesions and view.organ is anat.organ
             assert view.kidneys is anat.kidneys and view.label == anat.label
@@ -427,7 +431,7 @@ def test_distractors_change_between_acquisitions_findings_do_not() -> None:
                     gap = np.min(np.linalg.norm(dense - les.center[:2], axis=1))
                     assert gap > les.radius + v.radius + 0.03 - 1e-6, (index, gap)
             for nod in view.nodules:
-                assert synth._ellipse_rho(anat.organ, nod.center) > 1.0
+                assert ellipse_rho(anat.organ, nod.center) > 1.0
         first = a.vessels[0].points if a.vessels else None
         second = b.vessels[0].points if b.vessels else None
         if first is not None and second is not None and not np.allclose(first, second):
