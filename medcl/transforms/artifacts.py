@@ -30,7 +30,8 @@ class PerSampleAugment:
 
     Args:
         options: Modality options; the ``p_motion``, ``p_ghosting``, ``p_spike`` and
-            ``p_anisotropy`` fields (those the modality has) select the transforms.
+            ``p_anisotropy`` fields (those the modality has) select the transforms, and each
+            enabled transform fires independently with its probability.
         dims: 2 for ``(1, H, W)`` inputs, 3 for ``(1, D, H, W)``.
 
     Attributes:
@@ -87,14 +88,13 @@ class PerSampleAugment:
             steps.append(
                 (
                     "anisotropy",
-                    tio.RandomAnisotropy(
-                        axes=axes, downsampling=o.anisotropy_factor_range, p=o.p_anisotropy
-                    ),
+                    tio.RandomAnisotropy(axes=axes, downsampling=o.anisotropy_factor_range, p=1.0),
                 )
             )
         self.transforms = tuple(name for name, _ in steps)
-        # each transform is built with p=1; whether it fires is drawn here, so that the (costly)
-        # torchio subject machinery only runs for the few images that get an artifact
+        # each transform is built with p=1 (a p of its own would gate it a second time, firing with
+        # p²); whether it fires is drawn in _apply, so that the (costly) torchio subject machinery
+        # only runs for the few images that get an artifact
         self._probs = tuple(float(getattr(o, f"p_{name}")) for name, _ in steps)
         self._steps = tuple(t for _, t in steps)
         self._compose = tio.Compose(list(self._steps))
@@ -124,8 +124,6 @@ class PerSampleAugment:
         x = x.detach().to("cpu", torch.float32)
         if self._compose is None:
             return x.clone()
-        # torchio resamples with 0 outside the image: shift so that 0 is the image minimum
-        # (air in HU, background in MR) instead of, say, water in HU.
         if seed is None:
             return self._apply(x)
         with torch.random.fork_rng(devices=[]):
@@ -139,6 +137,8 @@ class PerSampleAugment:
             return x.clone()
         import torchio as tio
 
+        # torchio resamples with 0 outside the image: shift so that 0 is the image minimum
+        # (air in HU, background in MR) instead of, say, water in HU.
         offset = x.min()
         t = (x - offset).unsqueeze(1) if self.dims == 2 else x - offset
         out = tio.Compose(chosen)(t.contiguous())

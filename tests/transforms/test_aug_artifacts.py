@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -205,3 +207,15 @@ def test_sample_views_stacks_independent_views() -> None:
 def test_wrong_rank_is_rejected() -> None:
     with pytest.raises(ValueError, match="expects"):
         build_preset("mr", ALL_ON).per_sample(torch.rand(24, 24))
+
+
+@pytest.mark.parametrize("kind", ["anisotropy", "ghosting", "spike"])
+def test_each_artifact_fires_at_its_configured_probability(kind: str, off) -> None:
+    # the firing rate over many seeded draws is the configured p (not p², as when a transform's
+    # own p gated it a second time), within 4 binomial standard deviations
+    p, n = 0.3, 2000
+    per_sample = build_preset("mr", off("mr", **{f"p_{kind}": p}), dims=2).per_sample
+    x = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    fired = sum(bool((per_sample(x, seed=s) - x).abs().max() > 1e-6) for s in range(n))
+    tolerance = 4 * math.sqrt(p * (1 - p) / n)
+    assert abs(fired / n - p) <= tolerance, (kind, fired / n)
