@@ -1,0 +1,44 @@
+"""``medcl ingest``: a folder (or one file) of medical images → a de-identified manifest.
+
+Every regular file under SOURCE is considered, whatever its name; its format is read from its
+content (:func:`medcl.data.readers.sniff`). Each file ends up either as one or more manifest rows or
+as one line of the rejects file with a reason. Outputs, next to ``MANIFEST.csv``:
+
+=========================== ======================================================================
+``MANIFEST.csv``            rows (see :mod:`medcl.data.manifest`), ``MANIFEST.meta.json`` sidecar
+``MANIFEST.rejects.csv``    ``path,reason`` for every file that gave no row
+``MANIFEST.ingest.log``     counts, reasons and captured library warnings (no paths, no PHI)
+``MANIFEST.cache/``         normalised float32 arrays and the incremental state (:mod:`.cache`)
+=========================== ======================================================================
+
+De-identification: readers pseudonymise identifiers as soon as they read them (keyed HMAC, project
+secret); reasons and log lines are built from a fixed vocabulary and never quote a header value or a
+library's exception message; library warnings are captured and only counted.
+
+Labels, in order of precedence:
+
+1. MedMNIST ``.npz`` rows carry their own labels (and splits).
+2. ``labels`` CSV with columns ``path,label`` (optional ``patient``), ``path`` relative to SOURCE.
+   A 3-D series row takes the label of its folder, else the common label of its slice files.
+   ``patient`` (if present) replaces the path-based patient key of non-DICOM images.
+3. Without a labels CSV, PNG/TIFF/JPEG images are labelled by class folder when **every** such
+   image sits directly in a first-level folder (``SOURCE/<class>/<image>``); otherwise they stay
+   unlabelled.
+
+Classes: ``classes`` when given (labels must be among them; MedMNIST index ``i`` becomes
+``classes[i]``), else the labels found (MedMNIST: ``"0"`` … ``"K-1"``), sorted numerically when
+all are integers.
+
+Modules: :mod:`.pipeline` (:func:`ingest`, the run's steps), :mod:`.discover` (arguments, the walk,
+what changed since the last run), :mod:`.workers` (process pool, warning capture), :mod:`.decode`
+(files and 3-D series to cached arrays and rows), :mod:`.labels`, :mod:`.outputs` (manifest frame
+and sidecar, rejects CSV, log, report).
+"""
+
+from __future__ import annotations
+
+from medcl.data.ingest.discover import LABELS_REASON
+from medcl.data.ingest.outputs import RULES_VERSION, IngestReport, log_path, rejects_path
+from medcl.data.ingest.pipeline import ingest
+
+__all__ = ["LABELS_REASON", "RULES_VERSION", "IngestReport", "ingest", "log_path", "rejects_path"]

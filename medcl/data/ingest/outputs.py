@@ -1,0 +1,196 @@
+"""What an ingest writes besides the cache: the manifest frame and sidecar, the rejects CSV, the
+log and the report (file names: :func:`rejects_path`, :func:`log_path`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from medcl.data import cache
+from medcl.data.manifest import new_frame
+from medcl.data.readers import npz as npz_reader
+from medcl.data.readers.base import HU, UNIT
+
+RULES_VERSION = 1
+"""Version of the ingest rules: written to the sidecar, part of the incremental state's key."""
+
+
+def rejects_path(manifest: str | os.PathLike[str]) -> Path:
+    """``dir/name.csv`` → ``dir/name.rejects.csv``."""
+    p = Path(manifest)
+    return p.with_name(p.stem + ".rejects.csv")
+
+
+def log_path(manifest: str | os.PathLike[str]) -> Path:
+    """``dir/name.csv`` → ``dir/name.ingest.log``."""
+    p = Path(manifest)
+    return p.with_name(p.stem + ".ingest.log")
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did.
+
+    Attributes:
+        manifest: The manifest CSV written.
+        rejects: The rejects CSV written (``path,reason``).
+        files_seen: Regular files considered under SOURCE.
+        rows: Manifest rows.
+        rejected: Files that gave no row.
+        skipped_unchanged: Files not read again because path, size and mtime were unchanged.
+        reasons: Rejected files per reason.
+    """
+
+    manifest: Path
+    rejects: Path
+    files_seen: int
+    rows: int
+    rejected: int
+    skipped_unchanged: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def manifest_frame(rows: list[dict], root: Path, cache_root: Path) -> pd.DataFrame:
+    """Manifest frame with unique image ids (later duplicates of one SOP instance re-keyed)."""
+    seen: set[str] = set()
+    out = []
+    cache_root = cache_root.resolve()
+    for r in rows:
+        image_id = r["image_base"]
+        if image_id in seen:  # the same instance in several files: keep both, ids distinct
+            image_id = _duplicate_id(image_id, r)
+        seen.add(image_id)
+        out.append(
+            {
+                "image_id": image_id,
+                "path": str(root / r["path"]) if r["path"] else str(root),
+                "patient_key": r["patient_key"],
+                "study_key": r["study_key"],
+                "modality": r["modality"],
+                "label": r["label"],
+                "split": r["split"],
+                "sha256": r["sha256"],
+                "dims": r["dims"],
+                "rows": r["rows"],
+                "cols": r["cols"],
+                "slices": r["slices"],
+                "spacing_x": r["spacing_x"],
+                "spacing_y": r["spacing_y"],
+                "spacing_z": r["spacing_z"],
+                "cache_path": str(cache.cache_file(cache_root, r["cache_key"])),
+                "intensity": r["intensity"],
+            }
+        )
+    return new_frame(out)
+
+
+def _duplicate_id(image_id: str, r: dict) -> str:
+    """A distinct id of the same length for a later copy of an image (path and order decide)."""
+    text = f"{image_id}\x00{r['path']}\x00{r['order']}"
+    return hashlib.sha256(text.encode()).hexdigest()[: len(image_id)]
+
+
+def sidecar(
+    rows: list[dict], dims: int, size: int | None, how_labelled: str, counts: Counter[str]
+) -> dict:
+    """The manifest sidecar's ``ingest`` section: settings and the rules the rows follow."""
+    families = Counter(r["family"] for r in rows)
+    notes = []
+    if families.get("npz"):
+        notes.append(npz_reader.NOTE)
+    return {
+        "ingest": {
+            "rules_version": RULES_VERSION,
+            "dims": dims,
+            "size": size,
+            "rows_by_reader": dict(sorted(families.items())),
+            "rejected_files": sum(counts.values()),
+            "intensity": {
+                HU: "CT (DICOM Modality CT, monochrome): Hounsfield units after the modality LUT "
+                "(RescaleSlope/RescaleIntercept or Modality LUT Sequence); no window applied",
+                UNIT: "all other images: clipped at their 0.5th and 99.5th percentiles and "
+                "scaled to [0, 1] (per cached image or volume); DICOM MONOCHROME1 inverted",
+            },
+            "window": "DICOM VOI LUT / Window Center-Width not applied (windowing is left to "
+            "augmentation and display)",
+            "colour": "RGB, YBR and palette colour -> one channel, BT.601 luma 0.299 R + 0.587 G + "
+            "0.114 B (alpha dropped)",
+            "cache": {
+                "layout": "<manifest stem>.cache/<key[:2]>/<key>.npy, float32, (1, H, W) in 2-D, "
+                "(1, D, H, W) in 3-D; key = source sha256 + frame/slice suffix",
+                "resize": (
+                    f"in-plane {size}x{size}, bilinear with antialiasing; rows/cols/"
+                    "spacing describe the cached array"
+                )
+                if size
+                else None,
+            },
+            "patient_key": "DICOM: HMAC of PatientID, else PatientName + PatientBirthDate, else "
+            "the file's folder; NIfTI/PNG/TIFF/JPEG: HMAC of the path relative to SOURCE "
+            "(or the labels CSV 'patient' column); MedMNIST: each image is its own "
+            "patient",
+            "image_id": "DICOM: HMAC of SOPInstanceUID (+ frame), 3-D: of SeriesInstanceUID; "
+            "others: of path + frame/slice",
+            "labels": how_labelled,
+            "notes": notes,
+        }
+    }
+
+
+def write_rejects(reasons: dict[str, str], root: Path, out: Path) -> None:
+    """Write the rejects CSV (``path,reason``; paths relative to it when below its folder)."""
+    target = rejects_path(out)
+    base = target.resolve().parent
+    records = []
+    for rel in sorted(reasons):
+        p = (root / rel).resolve()
+        try:
+            shown = Path(os.path.relpath(p, base)).as_posix() if p.is_relative_to(base) else str(p)
+        except ValueError:
+            shown = str(p)
+        records.append({"path": shown, "reason": reasons[rel]})
+    df = pd.DataFrame(records, columns=["path", "reason"])
+    tmp = target.with_name(target.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, target)
+
+
+def write_log(
+    report: IngestReport,
+    rows: list[dict],
+    caught: Counter[str],
+    skipped_own: int,
+    dims: int,
+    workers: int,
+    size: int | None,
+    how_labelled: str,
+    elapsed: float,
+) -> None:
+    """The ingest log: settings, counts, reasons and captured warnings. No paths, no values."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    families = Counter(r["family"] for r in rows)
+    intensities = Counter(r["intensity"] for r in rows)
+    lines = [
+        f"medcl ingest, {stamp}",
+        f"settings: dims={dims} workers={workers} size={size or 'source'}",
+        f"files seen: {report.files_seen} (ingest's own outputs and secret ignored: {skipped_own})",
+        f"rows: {report.rows}; rejected files: {report.rejected}; "
+        f"skipped unchanged: {report.skipped_unchanged}",
+        "rows by reader: " + (", ".join(f"{k} {v}" for k, v in sorted(families.items())) or "-"),
+        "rows by intensity rule: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(intensities.items())) or "-"),
+        f"labels: {how_labelled}",
+        "rejected files by reason:",
+        *[f"  {n:6d}  {reason}" for reason, n in report.reasons.items()],
+        f"captured library warnings and log records (not shown on the console): "
+        f"{sum(caught.values())}",
+        *[f"  {n:6d}  {what}" for what, n in sorted(caught.items(), key=lambda kv: -kv[1])],
+        f"elapsed: {elapsed:.1f} s",
+    ]
+    log_path(report.manifest).write_text("\n".join(lines) + "\n")
