@@ -8,9 +8,9 @@ bare     = encoder forward + backward + AdamW step on a ready tensor of the same
 Both are timed in interleaved rounds (so load from other processes hits both alike); the figure is
 views per second (batch × views). Target on the CPU: pipeline ≥ 0.9 × bare.
 
-    python benchmarks/pretrain_bench.py                       # CPU: resnet18, 64², batch 128, 2
-    threads
+    python benchmarks/pretrain_bench.py       # CPU: resnet18, 64², batch 128, 2 threads
     python benchmarks/pretrain_bench.py --device cuda --encoder resnet50 --size 224 --batch 256
+
 On CUDA the step runs under bf16 autocast with channels-last (as `medcl pretrain` does) and GPU
 utilisation is sampled with nvidia-smi while the pipeline runs.
 """

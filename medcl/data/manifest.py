@@ -16,13 +16,11 @@ dims        2 or 3
 rows, cols  in-plane size in pixels; ``slices`` = depth (1 in 2-D)
 spacing_*   pixel spacing in mm (x = column, y = row, z = slice), empty when unknown
 cache_path  decoded, intensity-normalised float32 array (``.npy``), see :mod:`medcl.data.cache`
-intensity   what the cached values mean: ``hu`` (CT, Hounsfield units) or ``unit`` (scaled to [0,
-1])
+intensity   cached values: ``hu`` (CT, Hounsfield units) or ``unit`` (scaled to [0, 1])
 ========== =================================================================================
 
 In memory, :class:`Manifest` holds absolute paths; :func:`write_manifest` stores them relative to
-the
-new file's folder so that a manifest and its data can move together.
+the new file's folder so that a manifest and its data can move together.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ information or can be linked to it. medcl never writes them: it writes
 ``HMAC-SHA256(secret, namespace || value)`` truncated to 16 hex characters. The secret lives in a
 per-project file (``.medcl/secret.key`` by default, git-ignored), created on first use with
 ``os.urandom`` and readable only by its owner. Without the secret the pseudonyms cannot be reversed
-or
-recomputed from a guessed identifier (unlike a plain hash of a medical record number).
+or recomputed from a guessed identifier (unlike a plain hash of a medical record number).
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ Image-level splits put slices of one patient on both sides and inflate accuracy 
 3. ``label_fraction`` F keeps labels on a stratified, patient-level subset of the training patients
    holding about F of the labelled training images (at least one patient per class when F > 0) and
    blanks the other training labels: those images join the unlabelled pretraining pool. Validation
-   and
-   test keep every label, so the pool never contains a val/test patient.
+   and test keep every label, so the pool never contains a val/test patient.
 
 The result is a deterministic function of the data and ``seed`` only, never of the project secret:
 before the seeded splitter, patients are ordered by a secret-free *content key* (the SHA-256 of

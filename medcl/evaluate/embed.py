@@ -3,10 +3,8 @@
 ``embeddings.parquet`` columns: ``image_id, patient_key, split, label, labelled, prediction,
 confidence, correct, prob_<class>…, embedding`` (list of floats), ``pca_x, pca_y`` and, when
 computed, ``tsne_x, tsne_y`` (scikit-learn t-SNE on the first 50 principal components, run when
-there
-are at most ``tsne_max`` rows) and ``umap_x, umap_y`` (when umap-learn is installed). No header
-value
-from the source images is written: keys are pseudonyms.
+there are at most ``tsne_max`` rows) and ``umap_x, umap_y`` (when umap-learn is installed). No
+header value from the source images is written: keys are pseudonyms.
 """
 
 from __future__ import annotations

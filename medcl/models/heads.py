@@ -1,11 +1,10 @@
 """Projection and predictor heads.
 
 - Projection head (SimCLR, Chen et al. 2020): ``Linear → BatchNorm → ReLU → Linear``; the
-  contrastive
-  loss is computed on its output, the encoder's features are what downstream tasks use.
+  contrastive loss is computed on its output, the encoder's features are what downstream tasks use.
 - Predictor head (BYOL, Grill et al. 2020; SimSiam, Chen & He 2021): the same MLP shape placed on
-  top
-  of the online projection; the loss compares its output with the stop-gradient target projection.
+  top of the online projection; the loss compares its output with the stop-gradient target
+  projection.
 """
 
 from __future__ import annotations
