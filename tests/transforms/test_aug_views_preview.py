@@ -1,4 +1,4 @@
-"""MultiViewAugment shapes and independence; the preview PNG."""
+"""MultiViewAugment shapes and independence; seeded views of one image; the preview PNG."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from medcl.errors import ConfigError
-from medcl.transforms import MultiViewAugment, build_preset, preview_grid
+from medcl.transforms import MultiViewAugment, build_preset, original_and_views, preview_grid
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -73,3 +73,20 @@ def test_preview_grid_3d_and_errors(tmp_path: Path) -> None:
         preview_grid([np.zeros((8, 8))], build_preset("mr"), 0, tmp_path / "x.png")
     with pytest.raises(Exception, match="shape"):
         preview_grid([np.zeros((2, 8, 8))], build_preset("mr"), 1, tmp_path / "x.png")
+
+
+def test_original_and_views_is_the_training_path_with_the_documented_seeds() -> None:
+    # MR has per-sample artifacts: both the loader-side and the device-side draws are seeded
+    preset = build_preset("mr", {"p_anisotropy": 1.0, "p_spike": 1.0})
+    multi = MultiViewAugment(preset, 3)
+    x = torch.rand(1, 24, 24, generator=torch.Generator().manual_seed(0))
+    got = original_and_views(x, preset, multi, seed=2, index=5)
+    assert got.shape == (4, 1, 24, 24)
+    torch.testing.assert_close(got[0], torch.as_tensor(preset.normalize(x)))
+    # by hand: sample_views seeded with seed * 1_000_003 + index * V, the batched part with a
+    # generator seeded with seed * 1_000_003 + index
+    views = preset.sample_views(x, 3, seed=2 * 1_000_003 + 5 * 3)
+    g = torch.Generator().manual_seed(2 * 1_000_003 + 5)
+    torch.testing.assert_close(got[1:], multi(views.unsqueeze(0), generator=g)[0])
+    torch.testing.assert_close(original_and_views(x, preset, multi, 2, 5), got)
+    assert not torch.allclose(original_and_views(x, preset, multi, 2, 6)[1:], got[1:])
