@@ -1,4 +1,5 @@
-"""Encoders (MONAI ResNets), projection / predictor heads and EMA target updates."""
+"""Encoders (MONAI ResNets), projection / predictor heads, EMA target updates and the cosine kNN
+classifier (:mod:`.knn`)."""
 
 from medcl.models.ema import ema_update, momentum_schedule
 from medcl.models.encoders import ENCODERS, EncoderSpec, build_encoder, encoder_dim

@@ -1,1 +1,1 @@
-"""Pretraining stage: mixed labelled/unlabelled batches, SSCL objectives, Lightning training."""
+"""Pretraining stage: SSCL objectives, the Lightning module and data module, the training run."""
