@@ -1,4 +1,4 @@
-"""Plain-function logic of the review dashboard (``apps/dashboard.py``, ``medcl dashboard``).
+"""Logic of the review dashboard (``apps/dashboard.py``, ``medcl dashboard``) and its pages.
 
 Everything the Streamlit app decides is computed here, so that it can be unit-tested without a
 browser:
@@ -15,6 +15,9 @@ browser:
 - :mod:`.augment` — the augmentation views the model was trained with.
 - :mod:`.acquisition` — which unlabelled images to label next (uncertainty + diversity).
 - :mod:`.labelling` — the annotation sheet and the import of its labels into a new manifest.
+- :mod:`.formatting` — the text the pages show (numbers, intervals, a model's and a case's facts).
+- :mod:`.pages` — the Streamlit pages, one module each, and their cached readers: layout only,
+  every decision above.
 
 Nothing here shows a source path: the only keys that leave this package are the pseudonymous
 ``image_id`` and ``patient_key``.

@@ -32,10 +32,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from medcl.app.neighbours import unit_rows
+from medcl.app.run import probabilities
 
 UNCERTAINTIES = ("entropy", "margin")
+#: Columns of :func:`ranking_table`.
+RANKING_COLUMNS = (
+    "rank",
+    "image_id",
+    "patient_key",
+    "score",
+    "uncertainty",
+    "diversity",
+    "predicted",
+    "confidence",
+)
 _CHUNK = 4096
 
 
@@ -143,6 +156,60 @@ def rank_for_labelling(
         np.asarray(scores, dtype=np.float64),
         np.asarray(us, dtype=np.float64),
         np.asarray(deltas, dtype=np.float64),
+    )
+
+
+def labelling_pools(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the embeddings table: unlabelled training rows (candidates) and labelled ones."""
+    train = (df["split"] == "train").to_numpy()
+    labelled = df["labelled"].to_numpy().astype(bool)
+    return train & ~labelled, train & labelled
+
+
+def ranking_table(
+    df: pd.DataFrame,
+    classes: list[str],
+    vectors: np.ndarray,
+    candidates: np.ndarray,
+    reference: np.ndarray,
+    budget: int,
+    beta: float,
+    uncertainty: str,
+) -> pd.DataFrame:
+    """The ranked candidates of the embeddings table, best first (columns :data:`RANKING_COLUMNS`).
+
+    Args:
+        df: The embeddings table (``prob_<class>``, ``prediction``, ``confidence`` …).
+        classes: Class names.
+        vectors: Embeddings of every row of ``df``.
+        candidates: Mask of the rows to rank.
+        reference: Mask of the labelled rows (the start of the reference set).
+        budget: Number of candidates to rank.
+        beta: Diversity weight.
+        uncertainty: ``"entropy"`` or ``"margin"``.
+    """
+    t = df.loc[candidates].reset_index(drop=True)
+    res = rank_for_labelling(
+        probabilities(t, classes),
+        vectors[candidates],
+        vectors[reference],
+        budget,
+        beta,
+        uncertainty,
+    )
+    chosen = t.iloc[res.order]
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(res.order) + 1),
+            "image_id": chosen["image_id"].to_numpy(),
+            "patient_key": chosen["patient_key"].to_numpy(),
+            "score": res.score,
+            "uncertainty": res.uncertainty,
+            "diversity": res.diversity,
+            "predicted": chosen["prediction"].to_numpy(),
+            "confidence": chosen["confidence"].to_numpy(dtype=np.float64),
+        },
+        columns=list(RANKING_COLUMNS),
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from medcl.data.resize import resize_to
@@ -62,3 +63,16 @@ def augmentation_views(
     if not rows:
         return np.zeros((0, n_views + 1) + (image_size,) * dims, dtype=np.float32)
     return np.stack(rows).astype(np.float32)
+
+
+def augment_pool(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a cached array to augment: the training split's, else every such row."""
+    have = df[df["cache_path"] != ""]
+    train = have[have["split"] == "train"]
+    return train if len(train) else have
+
+
+def default_images(pool: pd.DataFrame, n: int = 3) -> list[str]:
+    """Up to ``n`` images to show first: labelled ones of distinct classes, else the first ``n``."""
+    chosen = list(pool[pool["labelled"]].drop_duplicates("label")["image_id"])[:n]
+    return chosen or list(pool["image_id"][:n])

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+#: Splits in display order (test first: what a reviewer looks at); ``""`` is unassigned.
+SPLIT_ORDER = {"test": 0, "val": 1, "train": 2, "": 3}
 REVIEW_COLUMNS = (
     "image_id",
     "patient_key",
@@ -77,3 +79,19 @@ def review_cases(
         columns=list(REVIEW_COLUMNS),
     )
     return out.sort_values(["confidence", "image_id"], kind="stable").reset_index(drop=True)
+
+
+def present_splits(df: pd.DataFrame, unassigned: bool = True) -> list[str]:
+    """The splits that occur in ``df``, in :data:`SPLIT_ORDER` (``""`` only with ``unassigned``)."""
+    return [s for s in SPLIT_ORDER if (s or unassigned) and (df["split"] == s).any()]
+
+
+def case_order(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` sorted by split (:data:`SPLIT_ORDER`, unknown splits last), then ``image_id``."""
+    order = df["split"].map(SPLIT_ORDER).fillna(len(SPLIT_ORDER))
+    return df.assign(_order=order).sort_values(["_order", "image_id"]).drop(columns="_order")
+
+
+def calibration_rows(df: pd.DataFrame, classes: Sequence[str], split: str) -> pd.DataFrame:
+    """The rows of ``split`` labelled with one of ``classes`` (what a reliability diagram uses)."""
+    return df[(df["split"] == split) & (df["label"] != "") & df["label"].isin(list(classes))]

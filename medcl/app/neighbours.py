@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
+#: Which images may be neighbours.
+NEIGHBOUR_POOLS = ("all images", "labelled images", "labelled training images")
+#: Columns of the neighbour table (after ``similarity``).
+NEIGHBOUR_COLUMNS = ("image_id", "patient_key", "split", "label", "prediction")
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -37,3 +43,41 @@ def nearest_neighbours(
     order = np.lexsort((idx, -sim[idx]))[:k]
     chosen = idx[order]
     return chosen.astype(np.int64), sim[chosen].astype(np.float32)
+
+
+def neighbour_candidates(df: pd.DataFrame, pool: str) -> np.ndarray:
+    """Boolean mask of the rows of the embeddings table ``df`` that ``pool`` allows.
+
+    Raises:
+        ValueError: ``pool`` is not one of :data:`NEIGHBOUR_POOLS`.
+    """
+    if pool not in NEIGHBOUR_POOLS:
+        raise ValueError(f"unknown neighbour pool {pool!r}")
+    cand = np.ones(len(df), dtype=bool)
+    if pool != "all images":
+        cand = df["labelled"].to_numpy().copy()
+    if pool == "labelled training images":
+        cand &= (df["split"] == "train").to_numpy()
+    return cand
+
+
+def neighbour_table(
+    df: pd.DataFrame, indices: np.ndarray, similarity: np.ndarray, unlabelled: str
+) -> pd.DataFrame:
+    """The neighbours' rows: ``similarity`` (4 decimals), then :data:`NEIGHBOUR_COLUMNS`; an
+    empty label reads ``unlabelled``."""
+    nn = df.iloc[indices][list(NEIGHBOUR_COLUMNS)].copy()
+    nn.insert(0, "similarity", np.round(similarity, 4))
+    nn["label"] = nn["label"].replace("", unlabelled)
+    return nn
+
+
+def label_votes(labels: pd.Series, unlabelled: str) -> str:
+    """``Labels among the neighbours: a 3, b 1`` (most frequent first); ``""`` when none is
+    labelled."""
+    lab = labels[labels != unlabelled]
+    if not len(lab):
+        return ""
+    return "Labels among the neighbours: " + ", ".join(
+        f"{c} {n}" for c, n in lab.value_counts().items()
+    )

@@ -43,6 +43,19 @@ EMBEDDING_COLUMNS = (
 )
 #: 2-D projections the embedding table may carry, in display order: key -> title.
 PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+#: Manifest columns joined to the embeddings table (never ``path``: source folder names can
+#: identify patients).
+MANIFEST_COLUMNS = ("image_id", "modality", "dims", "rows", "cols", "slices", "cache_path")
+#: Columns of the embeddings table shown in tables.
+PUBLIC_COLUMNS = (
+    "image_id",
+    "patient_key",
+    "split",
+    "label",
+    "prediction",
+    "confidence",
+    "correct",
+)
 
 
 @dataclass(frozen=True)
@@ -251,3 +264,34 @@ def probabilities(df: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
     if missing:
         raise MedclError(f"embeddings: missing column(s) {', '.join(missing)}")
     return df[cols].to_numpy(dtype=np.float64)
+
+
+def with_manifest_columns(table: pd.DataFrame, manifest: pd.DataFrame | None) -> pd.DataFrame:
+    """The embeddings table with the manifest's :data:`MANIFEST_COLUMNS` joined by ``image_id``.
+
+    ``cache_path`` is always there afterwards: ``""`` where the manifest has no cached array (or
+    there is no manifest).
+    """
+    df = table
+    if manifest is not None:
+        extra = manifest[list(MANIFEST_COLUMNS)]
+        df = df.merge(extra.drop_duplicates("image_id"), on="image_id", how="left")
+    if "cache_path" not in df.columns:
+        df["cache_path"] = ""
+    df["cache_path"] = df["cache_path"].fillna("").astype(str)
+    return df
+
+
+def find_row(table: pd.DataFrame, image_id: str) -> pd.Series | None:
+    """The first row of ``table`` with this ``image_id``, or None."""
+    hit = table.index[table["image_id"] == image_id]
+    return table.loc[hit[0]] if len(hit) else None
+
+
+def file_stamp(path: str | os.PathLike[str] | None) -> int:
+    """Modification time (ns) of a file or folder, 0 when absent: a cache key that changes when
+    the file does."""
+    try:
+        return Path(path).stat().st_mtime_ns if path is not None else 0
+    except OSError:
+        return 0

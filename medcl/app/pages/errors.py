@@ -1,0 +1,121 @@
+"""Errors and calibration page: confusion matrix, per-class metrics, reliability, review list."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from medcl.app import figures
+from medcl.app import overview as summary
+from medcl.app.cases import calibration_rows, present_splits, review_cases
+from medcl.app.pages.context import Ctx
+from medcl.app.pages.widgets import open_case
+from medcl.app.run import probabilities
+
+TITLE = "Errors and calibration"
+#: Bins of the reliability diagram.
+N_BINS = 10
+
+
+def render(ctx: Ctx) -> None:
+    """Confusion matrix, per-class metrics, reliability diagram, cases to review."""
+    st.header(TITLE)
+    _test_metrics(ctx)
+    if not ctx.need("table"):
+        return
+    split = str((ctx.metrics or {}).get("split") or "test")
+    _reliability(ctx, split)
+    _review(ctx, split)
+
+
+def _test_metrics(ctx: Ctx) -> None:
+    if ctx.metrics is None:
+        st.warning(ctx.problems.get("metrics", "no metrics"))
+        return
+    c1, c2 = st.columns([1, 1])
+    with c1:
+        st.subheader("Confusion matrix (test)")
+        norm = st.toggle("Normalise rows (sensitivity per class)", key="err_norm")
+        cm = ctx.metrics.get("confusion_matrix")
+        if cm:
+            st.plotly_chart(figures.confusion_figure(cm, ctx.classes, norm), key="err_cm")
+    with c2:
+        st.subheader("Per-class metrics")
+        pc = summary.per_class_table(ctx.metrics)
+        fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in pc.columns[1:-1]}
+        st.dataframe(pc, hide_index=True, column_config=fmt)
+
+
+def _reliability(ctx: Ctx, split: str) -> None:
+    from medcl.evaluate.calibration import reliability_curve
+
+    part = calibration_rows(ctx.table, ctx.classes, split)
+    st.subheader(f"Reliability diagram ({split})")
+    if part.empty:
+        st.info(f"No labelled {split} images to calibrate on.")
+        return
+    proba = probabilities(part, ctx.classes)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    y = part["label"].map({c: i for i, c in enumerate(ctx.classes)}).to_numpy()
+    curve = reliability_curve(y, proba, n_bins=N_BINS)
+    st.plotly_chart(figures.reliability_figure(curve), key="err_rel")
+    st.caption(
+        f"ECE with {N_BINS} bins: {curve['ece']:.3f} over {curve['n']} images. Bars below "
+        "the diagonal: over-confident."
+    )
+
+
+def _review(ctx: Ctx, split: str) -> None:
+    st.subheader("Cases to review")
+    t = ctx.table
+    splits = present_splits(t, unassigned=False)
+    c1, c2, c3 = st.columns(3)
+    chosen = c1.multiselect(
+        "Splits",
+        splits,
+        default=[s for s in splits if s == split] or splits,
+        key="err_splits",
+        persist_state="session",
+    )
+    wrong = c2.checkbox("Misclassified", value=True, key="err_wrong", persist_state="session")
+    below = c3.slider(
+        "Low confidence: below", 0.0, 1.0, 0.6, 0.01, key="err_below", persist_state="session"
+    )
+    c4, c5 = st.columns(2)
+    true_cls = c4.multiselect("True class", ctx.classes, key="err_true")
+    pred_cls = c5.multiselect("Predicted class", ctx.classes, key="err_pred")
+    cases = review_cases(
+        t,
+        chosen,
+        misclassified=wrong,
+        below=below,
+        true_classes=true_cls or None,
+        predicted_classes=pred_cls or None,
+    )
+    st.caption(f"{len(cases)} case(s). Select a row to open it in the case viewer.")
+    event = st.dataframe(
+        cases,
+        hide_index=True,
+        key="err_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "confidence": st.column_config.NumberColumn(format="%.3f"),
+            "p_true": st.column_config.NumberColumn("p(true)", format="%.3f"),
+        },
+    )
+    _open_selected(event, cases)
+
+
+def _open_selected(event: object, cases: pd.DataFrame) -> None:
+    """A button that opens the table's selected case in the case viewer."""
+    rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+    if rows and rows[0] < len(cases):
+        pick = str(cases.iloc[rows[0]]["image_id"])
+        st.button(
+            f"Open {pick} in the case viewer",
+            on_click=open_case,
+            args=(pick,),
+            key="err_open",
+            type="primary",
+        )
