@@ -34,11 +34,11 @@ try:
 except ModuleNotFoundError:  # run from a source checkout without installing medcl
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medcl.config import load_config
+from medcl.config import derive, load_config
 from medcl.data.manifest import read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.demo import FULL, build_demo_data
-from medcl.evaluate.efficiency import derive, scratch_budget
+from medcl.evaluate.efficiency import scratch_budget
 from medcl.evaluate.finetune import finetune
 from medcl.train.pretrain import pretrain
 

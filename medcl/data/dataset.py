@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from medcl.data.cache import load_cached
 from medcl.data.manifest import Manifest
 from medcl.data.resize import resize_to
+from medcl.data.split import patient_order
 from medcl.errors import MedclError
 
 
@@ -51,8 +51,10 @@ class CachedImages(Dataset):
         images = [resize_to(torch.from_numpy(load_cached(p)), image_size, dims) for p in it]
         self.images = torch.stack(images) if images else torch.zeros((0, 1) + (image_size,) * dims)
         self.labels = torch.tensor(manifest.class_index().to_numpy().copy(), dtype=torch.long)
-        _, inverse = np.unique(df["patient_key"].to_numpy(), return_inverse=True)
-        self.groups = torch.as_tensor(inverse, dtype=torch.long)
+        # Patients numbered in their secret-free content order (not by pseudonymous key): the
+        # patient-grouped batches and the patient bootstrap then do not depend on the secret.
+        rank = {p: i for i, p in enumerate(patient_order(df))}
+        self.groups = torch.as_tensor(df["patient_key"].map(rank).to_numpy(), dtype=torch.long)
         self.image_ids = list(df["image_id"])
         self.modality = manifest_geometry(manifest)[1]
         self.transform = None  # optional callable image -> tensor (e.g. preset.sample_views)
