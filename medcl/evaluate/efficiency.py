@@ -347,7 +347,7 @@ def paired_comparisons(
                     raise MedclError(f"runs at fraction {frac:g} were tested on different images")
                 d = paired_difference(
                     ref["y"],
-                    ref["patient_key"],
+                    ref["patient"] if "patient" in ref else ref["patient_key"],
                     [runs[(a, frac, s)]["proba"] for s in seeds],
                     [runs[(b, frac, s)]["proba"] for s in seeds],
                     classes,

@@ -43,8 +43,10 @@ def evaluate_with_predictions(
     """:func:`evaluate_model` and the predictions behind it.
 
     Returns:
-        The metrics and ``{"image_id", "patient_key", "y", "proba"}`` arrays of the evaluated rows
-        (pseudonymous ids only), e.g. for paired comparisons between methods.
+        The metrics and ``{"image_id", "patient_key", "patient", "y", "proba"}`` arrays of the
+        evaluated rows (pseudonymous ids only; ``patient`` numbers the patients in their
+        secret-free content order, the grouping the bootstrap resamples), e.g. for paired
+        comparisons between methods.
     """
     if list(manifest.classes) != list(clf.meta["classes"]):
         raise MedclError(
@@ -60,6 +62,7 @@ def evaluate_with_predictions(
     preds = {
         "image_id": rows.df["image_id"].to_numpy(dtype=str),
         "patient_key": rows.df["patient_key"].to_numpy(dtype=str),
+        "patient": groups,
         "y": y,
         "proba": proba,
     }

@@ -100,3 +100,49 @@ def test_seeds_are_resampled():
     assert d["low"] < 0.05 and d["high"] > 0.2
     with pytest.raises(ValueError, match="same seeds"):
         paired_difference(y, groups, [base], [base, wrong], CLASSES)
+
+
+def test_paired_comparisons_do_not_depend_on_the_pseudonymous_keys(tmp_path):
+    # The same predictions under another project secret (other patient keys, other key order)
+    # must give the same paired intervals: the bootstrap groups by the secret-free "patient".
+    from medcl.evaluate.efficiency import paired_comparisons
+
+    rng = np.random.default_rng(0)
+    n_pat, per = 30, 3
+    patient = np.repeat(np.arange(n_pat), per)
+    y = rng.integers(0, 3, n_pat * per)
+
+    def records(keys: list[str], folder: str) -> list[dict]:
+        out = []
+        (tmp_path / folder).mkdir()
+        for method, sharp in (("sscl", 3.0), ("supervised", 1.0)):
+            logits = sharp * np.eye(3)[y] + rng_m[method].normal(size=(len(y), 3))
+            proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+            path = tmp_path / folder / f"{method}.npz"
+            np.savez(
+                path,
+                image_id=np.array([f"img{i}" for i in range(len(y))]),
+                patient_key=np.array([keys[p] for p in patient]),
+                patient=patient,
+                y=y,
+                proba=proba,
+            )
+            out.append(
+                {"method": method, "label_fraction": 0.5, "seed": 0, "predictions": str(path)}
+            )
+        return out
+
+    rng_m = {"sscl": np.random.default_rng(1), "supervised": np.random.default_rng(2)}
+    a = paired_comparisons(
+        records([f"a{p:03d}" for p in range(n_pat)], "a"), "balanced_accuracy", ["x", "y", "z"], 200
+    )
+    rng_m = {"sscl": np.random.default_rng(1), "supervised": np.random.default_rng(2)}
+    b = paired_comparisons(
+        records([f"b{n_pat - p:03d}" for p in range(n_pat)], "b"),
+        "balanced_accuracy",
+        ["x", "y", "z"],
+        200,
+    )
+    assert len(a) == len(b) == 1
+    assert a[0]["low"] == pytest.approx(b[0]["low"], abs=1e-12)
+    assert a[0]["high"] == pytest.approx(b[0]["high"], abs=1e-12)
