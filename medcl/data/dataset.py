@@ -54,7 +54,7 @@ class CachedImages(Dataset):
         # Patients numbered in their secret-free content order (not by pseudonymous key): the
         # patient-grouped batches and the patient bootstrap then do not depend on the secret.
         rank = {p: i for i, p in enumerate(patient_order(df))}
-        self.groups = torch.as_tensor(df["patient_key"].map(rank).to_numpy(), dtype=torch.long)
+        self.groups = torch.tensor(df["patient_key"].map(rank).to_numpy(dtype="int64"))
         self.image_ids = list(df["image_id"])
         self.modality = manifest_geometry(manifest)[1]
         self.transform = None  # optional callable image -> tensor (e.g. preset.sample_views)
