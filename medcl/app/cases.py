@@ -7,18 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from medcl.app.run import PREDICTION_COLUMNS
+
 #: Splits in display order (test first: what a reviewer looks at); ``""`` is unassigned.
 SPLIT_ORDER = {"test": 0, "val": 1, "train": 2, "": 3}
-REVIEW_COLUMNS = (
-    "image_id",
-    "patient_key",
-    "split",
-    "label",
-    "prediction",
-    "confidence",
-    "p_true",
-    "status",
-)
+REVIEW_COLUMNS = (*PREDICTION_COLUMNS, "p_true", "status")
 
 
 def review_cases(

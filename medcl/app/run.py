@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,16 +46,10 @@ PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 #: Manifest columns joined to the embeddings table (never ``path``: source folder names can
 #: identify patients).
 MANIFEST_COLUMNS = ("image_id", "modality", "dims", "rows", "cols", "slices", "cache_path")
+#: An image and its prediction, first in every table of images (never ``path``).
+PREDICTION_COLUMNS = ("image_id", "patient_key", "split", "label", "prediction", "confidence")
 #: Columns of the embeddings table shown in tables.
-PUBLIC_COLUMNS = (
-    "image_id",
-    "patient_key",
-    "split",
-    "label",
-    "prediction",
-    "confidence",
-    "correct",
-)
+PUBLIC_COLUMNS = (*PREDICTION_COLUMNS, "correct")
 
 
 @dataclass(frozen=True)
@@ -165,16 +159,8 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         MedclError: If the file is missing or not a JSON object.
     """
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError as exc:
-        raise MedclError(f"{p.name}: file not found") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MedclError(f"{p.name}: not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise MedclError(f"{p.name}: expected a JSON object")
-    return data
+    errors = (UnicodeDecodeError, json.JSONDecodeError)
+    return _read_mapping(path, json.loads, errors, "JSON", "a JSON object")
 
 
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -185,15 +171,26 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     import yaml
 
+    return _read_mapping(path, yaml.safe_load, (yaml.YAMLError,), "YAML", "a mapping")
+
+
+def _read_mapping(
+    path: str | os.PathLike[str],
+    parse: Callable[[str], Any],
+    errors: tuple[type[Exception], ...],
+    language: str,
+    expected: str,
+) -> dict[str, Any]:
+    """The dict ``parse`` makes of a text file; ``errors`` are its parse errors."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = parse(p.read_text())
     except FileNotFoundError as exc:
         raise MedclError(f"{p.name}: file not found") from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise MedclError(f"{p.name}: not readable YAML ({exc})") from exc
+    except (OSError, *errors) as exc:
+        raise MedclError(f"{p.name}: not readable {language} ({exc})") from exc
     if not isinstance(data, dict):
-        raise MedclError(f"{p.name}: expected a mapping")
+        raise MedclError(f"{p.name}: expected {expected}")
     return data
 
 

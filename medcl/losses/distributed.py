@@ -17,6 +17,7 @@ first and tensors padded to the largest size for the collective.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -94,11 +95,7 @@ def gather_with_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
     Returns:
         ``(sum_r n_r, ...)``, rank 0's rows first; ``x`` itself when not distributed.
     """
-    if not is_distributed():
-        return x
-    if sizes is None:
-        sizes = gather_sizes(x.shape[0], x.device)
-    return _GatherWithGrad.apply(x, sizes)
+    return _gather(x, sizes, _GatherWithGrad.apply)
 
 
 def gather_no_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
@@ -109,14 +106,26 @@ def gather_no_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
         sizes: every rank's ``n_r`` if already known.
 
     Returns:
-        ``(sum_r n_r, ...)``, rank 0's rows first; ``x`` itself when not distributed.
+        ``(sum_r n_r, ...)`` without gradient, rank 0's rows first; ``x`` itself when not
+        distributed.
     """
+    return _gather(x, sizes, _all_gather_cat_no_grad)
+
+
+def _gather(
+    x: Tensor, sizes: list[int] | None, gather: Callable[[Tensor, list[int]], Tensor]
+) -> Tensor:
+    """``gather(x, sizes)`` with ``sizes`` collected when not given; ``x`` when not distributed."""
     if not is_distributed():
         return x
     if sizes is None:
         sizes = gather_sizes(x.shape[0], x.device)
-    with torch.no_grad():
-        return _all_gather_cat(x.detach(), sizes)
+    return gather(x, sizes)
+
+
+@torch.no_grad()
+def _all_gather_cat_no_grad(x: Tensor, sizes: list[int]) -> Tensor:
+    return _all_gather_cat(x.detach(), sizes)
 
 
 def all_reduce_sum(x: Tensor) -> Tensor:

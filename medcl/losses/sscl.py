@@ -115,12 +115,7 @@ class SSCLLoss(MaskedContrastiveLoss):
     def forward(
         self, features: Tensor, labels: Tensor | None = None, groups: Tensor | None = None
     ) -> Tensor:
-        """Compute the loss; see :meth:`forward_parts` (this also fills ``last_parts``).
-
-        Args:
-            features: ``(N, V, D)`` projections, V >= 2 views per sample, not normalised.
-            labels: ``(N,)`` int class labels, ``-1`` for unlabelled, or ``None``.
-            groups: ``(N,)`` int patient ids, or ``None``.
+        """Compute the loss of :meth:`forward_parts` (same arguments) and fill ``last_parts``.
 
         Returns:
             Scalar loss, equal on every rank to the loss of the whole (gathered) batch.

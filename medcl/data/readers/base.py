@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +76,43 @@ class ReadContext:
 
     pseudonymize: Pseudonymizer
     dims: int = 2
+
+    def picture_row(
+        self,
+        src: Source,
+        family: str,
+        item: str,
+        array: np.ndarray,
+        suffix: str,
+        order: int,
+        image: object = None,
+        **more: Any,
+    ) -> Decoded:
+        """A row of a format that names no patient and has no modality (NIfTI, PNG/TIFF/JPEG,
+        MedMNIST).
+
+        Such an ``item`` (a file, or one image of a MedMNIST file) is its own patient and study:
+        both keys are pseudonyms of ``item``, the image key one of ``item`` and ``image`` (the
+        row's ``suffix`` when ``None``). The row is modality ``OT``, scaled to [0, 1]
+        (:data:`UNIT`), not inverted, with the file's digest and path; ``more`` sets other
+        :class:`Decoded` fields.
+        """
+        pz = self.pseudonymize
+        return Decoded(
+            array=array,
+            suffix=suffix,
+            order=order,
+            modality="OT",
+            intensity=UNIT,
+            invert=False,
+            patient_key=pz("patient", item),
+            study_key=pz("study", item),
+            image_base=pz("image", f"{item}\x00{suffix if image is None else image}"),
+            family=family,
+            sha256=src.sha256,
+            path=src.rel,
+            **more,
+        )
 
 
 @dataclass

@@ -501,37 +501,44 @@ def decode_dataset(ds: Dataset, src: Source, ctx: ReadContext) -> list[Decoded]:
     patient, study = identity(ds, src, ctx)
     sx, sy = pixel_spacing(ds)
     intensity = _intensity(modality, pi)
-    if ctx.dims == 3:
-        return [
-            _enhanced_volume(
-                ds, src, ctx, frames, invert, modality, intensity, patient, study, (sx, sy)
-            )
-        ]
     n = frames.shape[0]
-    out = []
-    for i in range(n):
-        out.append(
-            Decoded(
-                array=frames[i],
-                suffix="" if n == 1 else frame_suffix("f", i),
-                order=i,
-                modality=modality,
-                intensity=intensity,
-                invert=invert,
-                patient_key=patient,
-                study_key=study,
-                image_base=image_base(ds, src, ctx, None if n == 1 else i),
-                spacing=(sx, sy, None),
-                family="dicom",
-                sha256=src.sha256,
-                path=src.rel,
+    if ctx.dims == 3:
+        volume, dz = _enhanced_volume(ds, frames, modality)
+        images = [(volume, "", image_base(ds, src, ctx), dz)]
+    else:
+        several = n > 1  # frames of a multi-frame file are told apart by suffix and key
+        images = [
+            (
+                frames[i],
+                frame_suffix("f", i) if several else "",
+                image_base(ds, src, ctx, i if several else None),
+                None,
             )
+            for i in range(n)
+        ]
+    return [
+        Decoded(
+            array=array,
+            suffix=suffix,
+            order=order,
+            modality=modality,
+            intensity=intensity,
+            invert=invert,
+            patient_key=patient,
+            study_key=study,
+            image_base=key,
+            spacing=(sx, sy, dz),
+            family="dicom",
+            sha256=src.sha256,
+            path=src.rel,
         )
-    return out
+        for order, (array, suffix, key, dz) in enumerate(images)
+    ]
 
 
-def _enhanced_volume(ds, src, ctx, frames, invert, modality, intensity, patient, study, spacing):
-    """One multi-frame CT/MR file as a volume, frames sorted along the slice normal."""
+def _enhanced_volume(ds: Dataset, frames: np.ndarray, modality: str) -> tuple[np.ndarray, float]:
+    """One multi-frame CT/MR file as a volume, frames sorted along the slice normal, and the
+    slice spacing."""
     from medcl.data.readers.series import order_slices  # local: series imports this module
 
     n = frames.shape[0]
@@ -550,22 +557,7 @@ def _enhanced_volume(ds, src, ctx, frames, invert, modality, intensity, patient,
             "cannot be stacked into a volume (ingest it with --dims 2)"
         )
     order, dz = order_slices(iops, ipps)
-    volume = frames[order]
-    return Decoded(
-        array=volume,
-        suffix="",
-        order=0,
-        modality=modality,
-        intensity=intensity,
-        invert=invert,
-        patient_key=patient,
-        study_key=study,
-        image_base=image_base(ds, src, ctx),
-        spacing=(spacing[0], spacing[1], dz),
-        family="dicom",
-        sha256=src.sha256,
-        path=src.rel,
-    )
+    return frames[order], dz
 
 
 def volume_refusal(modality: str) -> str:

@@ -19,7 +19,7 @@ import io
 import nibabel as nib
 import numpy as np
 
-from medcl.data.readers.base import UNIT, Decoded, ReadContext, Source, Unreadable, frame_suffix
+from medcl.data.readers.base import Decoded, ReadContext, Source, Unreadable, frame_suffix
 
 _CIFTI_EXTENSION = 32  # NIfTI header extension code of CIFTI-2
 
@@ -109,9 +109,6 @@ def read(src: Source, ctx: ReadContext) -> list[Decoded]:
     sx, sy, sz = (z if z and z > 0 else None for z in zooms[:3])
     # RAS array (x, y, z, t) -> (t, z, y reversed, x reversed): DICOM-like axial layout.
     vols = np.transpose(data, (3, 2, 1, 0))[:, :, ::-1, ::-1]
-    pz = ctx.pseudonymize
-    patient = pz("patient", f"path\x00{src.rel}")
-    study = pz("study", f"path\x00{src.rel}")
     n_t, n_z = vols.shape[0], vols.shape[1]
     out: list[Decoded] = []
     for t in range(n_t):
@@ -121,29 +118,17 @@ def read(src: Source, ctx: ReadContext) -> list[Decoded]:
                 raise Unreadable(
                     "--dims 3: this NIfTI image has a single slice (ingest it with --dims 2)"
                 )
-            out.append(_row(vols[t], tsuf, t, patient, study, src, (sx, sy, sz), pz))
+            out.append(_row(ctx, src, vols[t], tsuf, t, (sx, sy, sz)))
             continue
         for z in range(n_z):
             suffix = tsuf + (frame_suffix("s", z) if n_z > 1 else "")
-            out.append(
-                _row(vols[t, z], suffix, t * n_z + z, patient, study, src, (sx, sy, None), pz)
-            )
+            out.append(_row(ctx, src, vols[t, z], suffix, t * n_z + z, (sx, sy, None)))
     return out
 
 
-def _row(array, suffix, order, patient, study, src, spacing, pz) -> Decoded:
-    return Decoded(
-        array=np.ascontiguousarray(array),
-        suffix=suffix,
-        order=order,
-        modality="OT",
-        intensity=UNIT,
-        invert=False,
-        patient_key=patient,
-        study_key=study,
-        image_base=pz("image", f"path\x00{src.rel}\x00{suffix}"),
-        spacing=spacing,
-        family="nifti",
-        sha256=src.sha256,
-        path=src.rel,
+def _row(ctx, src, array, suffix, order, spacing) -> Decoded:
+    """One slice or volume of the file (a NIfTI file names no patient: the file is one)."""
+    item = f"path\x00{src.rel}"
+    return ctx.picture_row(
+        src, "nifti", item, np.ascontiguousarray(array), suffix, order, spacing=spacing
     )

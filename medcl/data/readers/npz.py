@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from medcl.data.readers.base import UNIT, Decoded, ReadContext, Source, Unreadable, frame_suffix
+from medcl.data.readers.base import Decoded, ReadContext, Source, Unreadable, frame_suffix
 from medcl.data.readers.base import luma as _luma
 from medcl.errors import MedclError
 
@@ -114,12 +114,10 @@ def _labels(labels: np.ndarray, n: int, split: str, rel: str) -> np.ndarray:
 
 
 def _rows(src: Source, ctx: ReadContext, plan) -> Iterator[Decoded]:
-    pz = ctx.pseudonymize
     order = 0
     for split, images, labels, kind in plan:
         for i in range(len(images)):
-            item = f"path\x00{src.rel}\x00{split}\x00{i}"
-            patient, study = pz("patient", item), pz("study", item)
+            item = f"path\x00{src.rel}\x00{split}\x00{i}"  # each image is its own patient
             label = str(int(labels[i])) if labels is not None else ""
             base = f"_{split}{i:06d}"
             image = images[i]
@@ -133,20 +131,7 @@ def _rows(src: Source, ctx: ReadContext, plan) -> Iterator[Decoded]:
             else:
                 slices = [(image, base)]
             for array, suffix in slices:
-                yield Decoded(
-                    array=array,
-                    suffix=suffix,
-                    order=order,
-                    modality="OT",
-                    intensity=UNIT,
-                    invert=False,
-                    patient_key=patient,
-                    study_key=study,
-                    image_base=pz("image", f"{item}\x00{suffix}"),
-                    split=split,
-                    label=label,
-                    family="npz",
-                    sha256=src.sha256,
-                    path=src.rel,
+                yield ctx.picture_row(
+                    src, "npz", item, array, suffix, order, split=split, label=label
                 )
                 order += 1

@@ -19,7 +19,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
-from medcl.data.readers.base import UNIT, Decoded, ReadContext, Source, Unreadable, frame_suffix
+from medcl.data.readers.base import Decoded, ReadContext, Source, Unreadable, frame_suffix
 from medcl.data.readers.base import luma as _luma
 
 FORMATS = ("PNG", "TIFF", "JPEG", "MPO")
@@ -76,24 +76,9 @@ def read(src: Source, ctx: ReadContext) -> list[Decoded]:
         ) from None
     if fmt not in FORMATS:
         raise Unreadable(f"{fmt} images are not supported (use PNG, TIFF or JPEG)")
-    pz = ctx.pseudonymize
-    patient = pz("patient", f"path\x00{src.rel}")
-    study = pz("study", f"path\x00{src.rel}")
+    item = f"path\x00{src.rel}"  # a picture names no patient: the file is one
     n = len(frames)
     return [
-        Decoded(
-            array=arr,
-            suffix="" if n == 1 else frame_suffix("f", i),
-            order=i,
-            modality="OT",
-            intensity=UNIT,
-            invert=False,
-            patient_key=patient,
-            study_key=study,
-            image_base=pz("image", f"path\x00{src.rel}\x00{i}"),
-            family="raster",
-            sha256=src.sha256,
-            path=src.rel,
-        )
+        ctx.picture_row(src, "raster", item, arr, frame_suffix("f", i) if n > 1 else "", i, image=i)
         for i, arr in enumerate(frames)
     ]

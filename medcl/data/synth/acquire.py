@@ -18,10 +18,13 @@ import numpy as np
 from medcl.data.synth.anatomy import Anatomy
 from medcl.data.synth.render import render_projection, render_tomographic
 
+#: The stored pixel values ``(N,)`` and information for the header (``weighting`` for MR).
+Acquisition = tuple[np.ndarray, dict[str, Any]]
+
 
 def acquire(
     anat: Anatomy, modality: str, grid: np.ndarray, px: float, rng: np.random.Generator
-) -> tuple[np.ndarray, dict[str, Any]]:
+) -> Acquisition:
     """One acquisition: pose, contrast, drift and noise.
 
     Args:
@@ -46,13 +49,8 @@ def acquire(
 
 
 def _acquire_mr(
-    anat: Anatomy,
-    pts: np.ndarray,
-    grid: np.ndarray,
-    px: float,
-    rng: np.random.Generator,
-    salt: int,
-) -> tuple[np.ndarray, dict[str, Any]]:
+    anat: Anatomy, pts: np.ndarray, grid: np.ndarray, px: float, rng: np.random.Generator, salt: int
+) -> Acquisition:
     """Magnitude MR image with a T1- or T2-like weighting, bias field and Rician noise."""
     t1 = bool(rng.integers(0, 2))
     base = (
@@ -81,13 +79,8 @@ def _acquire_mr(
 
 
 def _acquire_ct(
-    anat: Anatomy,
-    pts: np.ndarray,
-    grid: np.ndarray,
-    px: float,
-    rng: np.random.Generator,
-    salt: int,
-) -> tuple[np.ndarray, dict[str, Any]]:
+    anat: Anatomy, pts: np.ndarray, grid: np.ndarray, px: float, rng: np.random.Generator, salt: int
+) -> Acquisition:
     """CT in Hounsfield units with an offset drift and Gaussian noise, stored +1024 as int16."""
     organ = rng.uniform(30.0, 60.0)
     t = {
@@ -113,7 +106,7 @@ def _acquire_ct(
 
 def _acquire_xr(
     anat: Anatomy, pts: np.ndarray, grid: np.ndarray, rng: np.random.Generator, salt: int
-) -> tuple[np.ndarray, dict[str, Any]]:
+) -> Acquisition:
     """Projection radiograph: line integrals, heel-like gradient, display gamma, noise."""
     t = {
         "depth": rng.uniform(0.55, 0.7),

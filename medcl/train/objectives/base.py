@@ -208,3 +208,23 @@ class MomentumObjective(Objective):
         m = momentum_schedule(step, total_steps, base=self.ema_base)
         ema_update(self.target_encoder, encoder, m)
         ema_update(self.target_projector, self.projector, m)
+
+
+def cross_view_regression(
+    predictor: nn.Module, regression: nn.Module, batch: ViewBatch, z: Tensor, targets: Tensor
+) -> Tensor:
+    """Symmetrised regression of each view's prediction onto the other view's target (BYOL,
+    SimSiam): ``regression(p1, t2, p2, t1)`` with ``p = predictor(z)``.
+
+    Args:
+        predictor: The predictor head, applied to every view's projection.
+        regression: A :class:`~medcl.losses.NegativeCosineLoss`.
+        batch: The step's views (two per image).
+        z: ``(B, V, D)`` online projections.
+        targets: ``(B, V, D)`` targets, without gradient.
+
+    Returns:
+        The scalar loss.
+    """
+    p = predictor(z.flatten(0, 1)).view(batch.n_samples, batch.n_views, -1)
+    return regression(p[:, 0], targets[:, 1], p[:, 1], targets[:, 0])

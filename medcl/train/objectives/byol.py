@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from medcl.config import Config
 from medcl.losses import NegativeCosineLoss
 from medcl.models.heads import PredictorHead
-from medcl.train.objectives.base import MomentumObjective, ViewBatch
+from medcl.train.objectives.base import MomentumObjective, ViewBatch, cross_view_regression
 
 
 class BYOL(MomentumObjective):
@@ -40,6 +40,6 @@ class BYOL(MomentumObjective):
 
     def ssl_loss(self, batch: ViewBatch, z: Tensor) -> Tensor:
         """Symmetrised ``2 − 2cos`` of the predictions against the other view's targets."""
-        p = self.predictor(z.flatten(0, 1)).view(batch.n_samples, batch.n_views, -1)
-        t = self.target_projections(batch)
-        return self.regression(p[:, 0], t[:, 1], p[:, 1], t[:, 0])
+        return cross_view_regression(
+            self.predictor, self.regression, batch, z, self.target_projections(batch)
+        )

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from medcl.config import Config
 from medcl.losses import NegativeCosineLoss
 from medcl.models.heads import PredictorHead
-from medcl.train.objectives.base import Objective, ViewBatch
+from medcl.train.objectives.base import Objective, ViewBatch, cross_view_regression
 
 
 class SimSiam(Objective):
@@ -39,6 +39,4 @@ class SimSiam(Objective):
 
     def ssl_loss(self, batch: ViewBatch, z: Tensor) -> Tensor:
         """Symmetrised ``−cos`` of the predictions against the detached projections."""
-        p = self.predictor(z.flatten(0, 1)).view(batch.n_samples, batch.n_views, -1)
-        t = z.detach()
-        return self.regression(p[:, 0], t[:, 1], p[:, 1], t[:, 0])
+        return cross_view_regression(self.predictor, self.regression, batch, z, z.detach())
