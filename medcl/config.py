@@ -26,6 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from medcl.errors import ConfigError
+from medcl.io import write_text
 
 EFFICIENCY_METHODS = ("supervised", "fixmatch", "simclr", "sscl", "sscl+fixmatch")
 """Arms of the label-efficiency experiment (see :mod:`medcl.evaluate.efficiency`)."""
@@ -643,7 +644,4 @@ def check_resume(saved: str | Path, current: Config, refusal: str) -> None:
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return p
+    return write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), path)

@@ -150,7 +150,7 @@ def run_demo(
     from medcl.evaluate.embed import embed_manifest, write_embeddings
     from medcl.evaluate.model import load_model
     from medcl.evaluate.report import headline as eff_headline
-    from medcl.io import write_json
+    from medcl.io import atomic_dir, atomic_path, write_json
 
     started = time.perf_counter()
     out = Path(out)
@@ -174,8 +174,10 @@ def run_demo(
     log("[5/6] export the SSCL model, test metrics, embeddings")
     tag = f"{fraction:g}"
     main = out / "efficiency" / "runs" / f"sscl_f{tag}_s{seed}"
-    shutil.copytree(main / "model", out / "model", dirs_exist_ok=True)
-    shutil.copyfile(main / "metrics.json", out / "metrics.json")
+    with atomic_dir(out / "model") as tmp:
+        shutil.copytree(main / "model", tmp, dirs_exist_ok=True)
+    with atomic_path(out / "metrics.json") as tmp:
+        shutil.copyfile(main / "metrics.json", tmp)
     split = read_manifest(out / "efficiency" / "splits" / f"f{tag}_s{seed}.csv")
     write_manifest(split, data / "split.csv")
     table = embed_manifest(load_model(out / "model"), split, seed=seed)

@@ -26,3 +26,110 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("disk full")
     assert target.read_text() == "old\n"
     assert [q.name for q in tmp_path.iterdir()] == ["t.txt"]
+
+
+class _Unprintable:
+    """A value whose JSON fallback (``str``) fails: the serialiser raises half-way."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("serialiser failed")
+
+
+def test_write_json_interrupted_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    target = write_json({"old": 1}, tmp_path / "metrics.json")
+    before = target.read_bytes()
+    written: list[str] = []
+    real_open = open
+
+    def spying_open(*args, **kwargs):  # record what reached the temporary file
+        fh = real_open(*args, **kwargs)
+        real_write = fh.write
+        fh.write = lambda s: (written.append(s), real_write(s))[1]
+        return fh
+
+    monkeypatch.setattr("builtins.open", spying_open)
+    with pytest.raises(RuntimeError, match="serialiser failed"):
+        write_json({"a": list(range(50)), "z": _Unprintable()}, target)
+    assert "".join(written).startswith('{\n  "a": [')  # part of the new content was written
+    assert target.read_bytes() == before
+    assert [q.name for q in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_write_json_compact_has_no_newline(tmp_path):
+    p = write_json({"a": [1, 2]}, tmp_path / "s.json", indent=None, separators=(",", ":"))
+    assert p.read_text() == '{"a":[1,2]}'
+
+
+def _tiny_classifier(bias: float):
+    import torch
+    from torch import nn
+
+    from medcl.evaluate.model import Classifier
+    from medcl.models.encoders import EncoderSpec, build_encoder
+
+    spec = EncoderSpec("resnet10", 2, 32, stem="small", width=0.125)
+    enc = build_encoder(spec)
+    head = nn.Linear(enc.out_dim, 2)
+    with torch.no_grad():
+        head.bias.fill_(bias)
+    meta = {"classes": ["a", "b"], "preset": "mr", "window": [0.0, 1.0], **spec.to_meta()}
+    return Classifier(enc, head, meta)
+
+
+def test_an_interrupted_model_save_leaves_the_previous_model_whole(tmp_path, monkeypatch):
+    import medcl.evaluate.model as model_mod
+    from medcl.evaluate.model import load_model, save_model
+
+    d = save_model(tmp_path / "model", _tiny_classifier(0.25), card="# old\n")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+
+    def failing_write_json(obj, path, **kw):  # weights already written, metadata half-way
+        path.write_text('{"classes": [')
+        raise OSError("killed")
+
+    monkeypatch.setattr(model_mod, "write_json", failing_write_json)
+    with pytest.raises(OSError, match="killed"):
+        save_model(d, _tiny_classifier(0.75), card="# new\n")
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    assert [q.name for q in tmp_path.iterdir()] == ["model"]  # no temporary folder left
+    assert load_model(d).head.bias[0].item() == 0.25
+    monkeypatch.undo()
+    save_model(d, _tiny_classifier(0.75), card="# new\n")  # a successful save replaces it whole
+    assert load_model(d).head.bias[0].item() == 0.75
+    assert (d / "model_card.md").read_text() == "# new\n"
+    assert [q.name for q in tmp_path.iterdir()] == ["model"]
+
+
+def test_atomic_dir_repairs_a_swap_killed_between_its_renames(tmp_path):
+    from medcl.io import atomic_dir
+
+    old = tmp_path / ".model.old"  # the previous model, renamed aside; the new one not yet in
+    old.mkdir()
+    (old / "weights.pt").write_text("previous")
+    (tmp_path / ".model.999999.tmp").mkdir()  # a killed writer's temporary folder
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "weights.pt").write_text("half")
+        raise RuntimeError("disk full")
+    assert (tmp_path / "model" / "weights.pt").read_text() == "previous"
+    assert [q.name for q in tmp_path.iterdir()] == ["model"]
+
+
+def test_an_interrupted_cache_state_save_keeps_the_previous_state(tmp_path, monkeypatch):
+    from medcl.data.cache import FileRecord, IngestState
+
+    path = tmp_path / "state.json"
+    IngestState({"v": 1}, {"a.dcm": FileRecord(1, 2, "x" * 64)}).save(path)
+    before = path.read_bytes()
+    real_dump = json.dump
+
+    def dump_then_fail(obj, fh, **kw):  # write part of the new state, then fail
+        real_dump(obj["fingerprint"], fh, **kw)
+        raise OSError("killed")
+
+    monkeypatch.setattr("medcl.io.json.dump", dump_then_fail)
+    state = IngestState({"v": 2}, {"b.dcm": FileRecord(3, 4, "y" * 64)})
+    with pytest.raises(OSError, match="killed"):
+        state.save(path)
+    assert path.read_bytes() == before
+    assert IngestState.load(path, {"v": 1}).files["a.dcm"].size == 1
+    assert [q.name for q in tmp_path.iterdir()] == ["state.json"]

@@ -101,7 +101,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medcl.evaluate.card import model_card
     from medcl.evaluate.evaluation import evaluate_model
     from medcl.evaluate.model import load_model
-    from medcl.io import write_json
+    from medcl.io import write_json, write_text
 
     clf = load_model(args.model)
     m = read_manifest(args.manifest)
@@ -124,7 +124,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
         }
         write_json(meta, meta_path)
-        (model_dir / "model_card.md").write_text(model_card(meta, metrics))
+        write_text(model_card(meta, metrics), model_dir / "model_card.md")
     iv = metrics.get("intervals", {}).get("balanced_accuracy", {})
 
     def fmt(v: float | None) -> str:

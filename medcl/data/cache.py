@@ -36,6 +36,7 @@ import numpy as np
 from medcl.data.readers.base import HU, UNIT
 from medcl.data.resize import resize_to
 from medcl.errors import MedclError
+from medcl.io import atomic_path, write_json
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
@@ -112,11 +113,8 @@ def prepare(
 def store(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
     """Write ``array`` as ``.npy`` atomically (safe with several worker processes)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(p) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
-    os.replace(tmp, p)
     return p
 
 
@@ -209,13 +207,9 @@ class IngestState:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically as JSON."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "fingerprint": self.fingerprint,
             "files": {k: asdict(v) for k, v in sorted(self.files.items())},
             "series": dict(sorted(self.series.items())),
         }
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
-        os.replace(tmp, p)
+        write_json(data, path, indent=None, separators=(",", ":"))

@@ -50,7 +50,7 @@ from medcl.evaluate.evaluation import evaluate_with_predictions
 from medcl.evaluate.finetune import epoch_samples, finetune
 from medcl.evaluate.model import save_model
 from medcl.evaluate.report import write_report
-from medcl.io import write_json
+from medcl.io import atomic_path, write_json
 from medcl.train.pretrain import prefix_checkpoint, pretrain
 
 
@@ -270,9 +270,8 @@ def _one_run(
         res.model, subset, "test", n_boot=cfg.efficiency.n_boot, seed=seed
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / "predictions.tmp.npz"
-    np.savez_compressed(tmp, **preds)
-    tmp.replace(run_dir / "predictions.npz")  # atomic: a half-written file is never read
+    with atomic_path(run_dir / "predictions.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **preds)  # a half-written file is never read
     res.model.meta["name"] = f"{name} (label fraction {_frac_tag(frac)}, seed {seed})"
     res.model.meta["test_metrics"] = {
         k: metrics.get(k)

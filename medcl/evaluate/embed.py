@@ -20,6 +20,7 @@ from sklearn.manifold import TSNE
 from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
 from medcl.evaluate.model import Classifier
+from medcl.io import atomic_path
 
 
 def project_2d(emb: np.ndarray, seed: int = 0, tsne_max: int = 5000) -> dict[str, np.ndarray]:
@@ -85,9 +86,9 @@ def embed_manifest(
 def write_embeddings(table: pd.DataFrame, path: str | Path) -> Path:
     """Write the table as Parquet (embedding vectors as float lists)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     t = table.copy()
     t["embedding"] = [np.asarray(v, dtype=np.float32).tolist() for v in t["embedding"]]
     t["correct"] = t["correct"].astype("boolean")
-    t.to_parquet(p, index=False)
+    with atomic_path(p) as tmp:
+        t.to_parquet(tmp, index=False)
     return p

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medcl.errors import MedclError
+from medcl.io import atomic_dir, write_json, write_text
 from medcl.models.encoders import EncoderSpec, build_encoder
 from medcl.models.knn import knn_predict
 from medcl.transforms import to_model_intensity
@@ -109,9 +110,11 @@ def versions() -> dict[str, str]:
 
 
 def save_model(model_dir: str | Path, clf: Classifier, card: str | None = None) -> Path:
-    """Write weights, metadata and the model card into ``model_dir``."""
-    d = Path(model_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    """Write weights, metadata and the model card as the folder ``model_dir``.
+
+    The folder is written as a temporary sibling that then takes ``model_dir``'s place
+    (:func:`medcl.io.atomic_dir`): a failed or killed save leaves the previous model whole.
+    """
     head = clf.head
     if isinstance(head, KNNHead):
         head_blob = {
@@ -127,13 +130,14 @@ def save_model(model_dir: str | Path, clf: Classifier, card: str | None = None) 
             "bias": head.bias.detach().cpu(),
         }
     enc_state = {k: v.detach().cpu() for k, v in clf.encoder.state_dict().items()}
-    torch.save({"encoder": enc_state, "head": head_blob}, d / "weights.pt")
     meta = dict(clf.meta)
     meta.setdefault("versions", versions())
-    (d / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    if card is not None:
-        (d / "model_card.md").write_text(card)
-    return d
+    with atomic_dir(model_dir) as d:
+        torch.save({"encoder": enc_state, "head": head_blob}, d / "weights.pt")
+        write_json(meta, d / "metadata.json", default=str)
+        if card is not None:
+            write_text(card, d / "model_card.md")
+    return Path(model_dir)
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:

@@ -12,6 +12,7 @@ from medcl.data.manifest import read_manifest
 from medcl.errors import MedclError
 from medcl.evaluate.evaluation import predict_rows
 from medcl.evaluate.model import load_model
+from medcl.io import atomic_path
 
 
 def predict_source(
@@ -63,5 +64,6 @@ def predict_source(
     )
     for i, c in enumerate(classes):
         table[f"prob_{c}"] = proba[:, i]
-    table.to_csv(out_path, index=False)
+    with atomic_path(out_path) as tmp:
+        table.to_csv(tmp, index=False)
     return len(table)

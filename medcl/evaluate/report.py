@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from medcl.io import atomic_path, write_text
+
 # two-sided 97.5 % quantiles of Student's t for n-1 = 1..10 degrees of freedom
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
 
@@ -168,7 +170,7 @@ def write_report(
     lines += _budget_lines(records, order, fracs)
     lines += ["", f"Runs: {len(records)}. Raw records: results.json.", ""]
     report = out / "report.md"
-    report.write_text("\n".join(lines))
+    write_text("\n".join(lines), report)
     png = out / "efficiency.png"
     _plot(summary, order, metric, png, title)
     return report, png
@@ -245,5 +247,6 @@ def _plot(summary: dict, order: list[str], metric: str, png: Path, title: str) -
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from medcl.errors import MedclError
+from medcl.io import atomic_path
 from medcl.models.encoders import EncoderSpec, build_encoder
 
 _FLAT_SPEC_KEYS = ("encoder", "stem", "width", "pool", "in_channels")
@@ -38,11 +39,9 @@ def save_encoder(
         ``path``.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save({"state_dict": state, "meta": {**meta, **spec.to_meta()}}, tmp)
-    tmp.replace(p)
+    with atomic_path(p) as tmp:
+        torch.save({"state_dict": state, "meta": {**meta, **spec.to_meta()}}, tmp)
     return p
 
 

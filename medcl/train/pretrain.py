@@ -33,6 +33,7 @@ from medcl.config import Config, check_resume, precision_for, save_config
 from medcl.data.dataset import manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest
 from medcl.errors import ConfigError, MedclError
+from medcl.io import write_json
 from medcl.models.export import save_encoder
 from medcl.train.callbacks import RNGStateCheckpoint
 from medcl.train.datamodule import PretrainData
@@ -265,21 +266,18 @@ def pretrain(
     enc_path = out / "encoder.pt"
     if trainer.is_global_zero:
         save_encoder(enc_path, model.encoder, model.encoder_spec, meta)
-        run_json.write_text(
-            json.dumps(
-                {
-                    "status": "complete",
-                    "steps": int(trainer.global_step),
-                    "seconds": seconds,
-                    "epochs": int(trainer.current_epoch),
-                    "metrics": metrics,
-                    "resumed": resumed,
-                    "warm_start": None if warm_start is None else str(warm_start),
-                    "labelled_share": dm.labelled_share,
-                    "meta": meta,
-                },
-                indent=2,
-            )
-            + "\n"
+        write_json(
+            {
+                "status": "complete",
+                "steps": int(trainer.global_step),
+                "seconds": seconds,
+                "epochs": int(trainer.current_epoch),
+                "metrics": metrics,
+                "resumed": resumed,
+                "warm_start": None if warm_start is None else str(warm_start),
+                "labelled_share": dm.labelled_share,
+                "meta": meta,
+            },
+            run_json,
         )
     return PretrainResult(out, enc_path, int(trainer.global_step), seconds, metrics, resumed)

@@ -16,6 +16,7 @@ from medcl.data import cache
 from medcl.data.manifest import new_frame
 from medcl.data.readers import npz as npz_reader
 from medcl.data.readers.base import HU, UNIT
+from medcl.io import atomic_path, write_text
 
 RULES_VERSION = 1
 """Version of the ingest rules: written to the sidecar, part of the incremental state's key."""
@@ -156,9 +157,8 @@ def write_rejects(reasons: dict[str, str], root: Path, out: Path) -> None:
             shown = str(p)
         records.append({"path": shown, "reason": reasons[rel]})
     df = pd.DataFrame(records, columns=["path", "reason"])
-    tmp = target.with_name(target.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def write_log(
@@ -193,4 +193,4 @@ def write_log(
         *[f"  {n:6d}  {what}" for what, n in sorted(caught.items(), key=lambda kv: -kv[1])],
         f"elapsed: {elapsed:.1f} s",
     ]
-    log_path(report.manifest).write_text("\n".join(lines) + "\n")
+    write_text("\n".join(lines) + "\n", log_path(report.manifest))
