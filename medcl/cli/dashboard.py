@@ -1,19 +1,41 @@
 """``medcl dashboard``: the Streamlit review app for a run folder; ``medcl import-labels``: the
-annotation sheet the app exports, filled in, back into a manifest for the next run."""
+annotation sheet the app exports, filled in, back into a manifest for the next run.
+
+Process hygiene: Streamlit runs as a child process that never outlives ``medcl dashboard``.
+
+- SIGINT, SIGTERM (and SIGHUP) sent to ``medcl dashboard`` are forwarded to the child, which is
+  then waited for (killed after :data:`STOP_GRACE_S` seconds if it has not stopped).
+- On Linux the child is started with ``PR_SET_PDEATHSIG`` (``prctl`` through ctypes, in
+  ``preexec_fn``): the kernel sends it SIGTERM as soon as its parent dies, however it dies
+  (SIGKILL, a crash, the OOM killer). Chosen over a watchdog in the child that polls
+  ``os.getppid()`` because the child is Streamlit's own process, where no medcl code runs to poll;
+  a watchdog would need a wrapper process, which itself could be killed, and would react only
+  at its polling interval. Elsewhere (macOS, Windows) there is no such call: signals are still
+  forwarded, and only a parent killed without a chance to forward can leave the child running.
+- On POSIX the child gets its own process group, so a Ctrl+C in the terminal reaches only the
+  parent, which forwards it once (to the whole group, Streamlit's own children included).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 from medcl.errors import MedclError
 
 APP_RELATIVE = Path("apps") / "dashboard.py"
+STOP_GRACE_S = 10.0
+"""Seconds the child has to stop after a forwarded signal before it is killed."""
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -112,12 +134,106 @@ def _dashboard(args: argparse.Namespace) -> int:
         f"medcl dashboard: {run_dir or 'choose a run in the app'} at {url} (Ctrl+C stops)",
         flush=True,
     )
+    cmd = streamlit_command(app, run_dir, args.host, args.port)
+    on_start = None
     if not args.no_browser:
-        threading.Thread(target=_open_browser_when_ready, args=(url,), daemon=True).start()
+        # started after the fork: preexec_fn is only safe while the parent has one thread
+        def on_start() -> None:
+            threading.Thread(target=_open_browser_when_ready, args=(url,), daemon=True).start()
+
+    return serve(cmd, on_start)
+
+
+def _child_setup() -> Callable[[], None] | None:
+    """The ``preexec_fn`` of the child: own process group; on Linux, die with the parent."""
+    if os.name != "posix":
+        return None
+    prctl = None
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+        except (OSError, AttributeError):
+            prctl = None
+    parent = os.getpid()
+
+    def setup() -> None:
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the request took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
+
+
+def _signal_child(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the child's process group (POSIX) or to the child."""
     try:
-        return subprocess.call(streamlit_command(app, run_dir, args.host, args.port))
-    except FileNotFoundError as exc:
+        if os.name == "posix":
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass  # already gone
+
+
+def serve(cmd: list[str], on_start: Callable[[], None] | None = None) -> int:
+    """Run ``cmd`` as a child that stops with this process; returns its exit status.
+
+    SIGINT, SIGTERM and SIGHUP received meanwhile are forwarded to the child, which is then
+    waited for (and killed after :data:`STOP_GRACE_S` s). The previous handlers are restored.
+
+    Args:
+        cmd: The command line (the Streamlit server).
+        on_start: Called once the child has started.
+
+    Returns:
+        The child's exit status (``128 + n`` when it ended by signal ``n``).
+
+    Raises:
+        MedclError: If the command cannot be started.
+    """
+    try:
+        proc = subprocess.Popen(cmd, preexec_fn=_child_setup())
+    except (FileNotFoundError, PermissionError) as exc:
         raise MedclError(f"cannot start streamlit ({exc})") from exc
+    received: list[int] = []
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        _signal_child(proc, signum)
+
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    sigs = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    previous = {s: signal.signal(s, forward) for s in sigs}
+    try:
+        if on_start is not None:
+            on_start()
+        deadline = None
+        while True:
+            try:
+                rc = proc.wait(timeout=0.2)  # a handler cannot interrupt a blocking wait
+                break
+            except subprocess.TimeoutExpired:
+                if received and deadline is None:
+                    deadline = time.monotonic() + STOP_GRACE_S
+                if deadline is not None and time.monotonic() > deadline:
+                    _signal_child(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
+                    rc = proc.wait()
+                    break
+    finally:
+        if proc.poll() is None:  # an exception in this process: do not leave the child behind
+            _signal_child(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return 128 - rc if rc < 0 else rc
 
 
 def _import_labels(args: argparse.Namespace) -> int:
