@@ -101,32 +101,31 @@ def write_text(text: str, path: str | os.PathLike[str]) -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
     return Path(path)
 
 
-def write_json(obj: Any, path: str | os.PathLike[str], **dump: Any) -> Path:
+def write_json(obj: Any, path: str | os.PathLike[str], **dumps: Any) -> Path:
     """Write ``obj`` as JSON atomically; numpy scalars and arrays become plain values.
 
-    Other values JSON cannot represent are written as their ``str``. The JSON is streamed into
-    the temporary file; a value that fails to serialise half-way leaves ``path`` untouched.
+    Other values JSON cannot represent are written as their ``str``. The text is built in memory
+    first (the C encoder: about 5x faster than streaming, which matters for a large cache
+    state), then written through :func:`write_text`; a write that fails half-way leaves ``path``
+    as it was.
 
     Args:
         obj: The value.
         path: The target file.
-        **dump: Options for :func:`json.dump` (default ``indent=2``, with a final newline;
+        **dumps: Options for :func:`json.dumps` (default ``indent=2``, with a final newline;
             ``indent=None, separators=(",", ":")`` for a compact file without one).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    opts: dict[str, Any] = {"indent": 2, "default": _plain, **dump}
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, **opts)
-        if opts["indent"] is not None:
-            fh.write("\n")
-    return Path(path)
+    opts: dict[str, Any] = {"indent": 2, "default": _plain, **dumps}
+    text = json.dumps(obj, **opts)
+    return write_text(text + "\n" if opts["indent"] is not None else text, path)
 
 
 def _plain(o: Any) -> Any:

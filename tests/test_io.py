@@ -28,29 +28,34 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [q.name for q in tmp_path.iterdir()] == ["t.txt"]
 
 
-class _Unprintable:
-    """A value whose JSON fallback (``str``) fails: the serialiser raises half-way."""
+def _fail_after_writing_part(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every text file opened for writing write half of what it is given, then fail."""
+    written: list[str] = []
+    real_open = open
 
-    def __str__(self) -> str:
-        raise RuntimeError("serialiser failed")
+    def failing_open(file, mode="r", *args, **kwargs):
+        fh = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and "b" not in mode:
+
+            def half_then_fail(s: str) -> int:
+                written.append(s[: len(s) // 2])
+                fh.buffer.write(s[: len(s) // 2].encode())
+                raise OSError("disk full")
+
+            fh.write = half_then_fail
+        return fh
+
+    monkeypatch.setattr("builtins.open", failing_open)
+    return written
 
 
 def test_write_json_interrupted_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
     target = write_json({"old": 1}, tmp_path / "metrics.json")
     before = target.read_bytes()
-    written: list[str] = []
-    real_open = open
-
-    def spying_open(*args, **kwargs):  # record what reached the temporary file
-        fh = real_open(*args, **kwargs)
-        real_write = fh.write
-        fh.write = lambda s: (written.append(s), real_write(s))[1]
-        return fh
-
-    monkeypatch.setattr("builtins.open", spying_open)
-    with pytest.raises(RuntimeError, match="serialiser failed"):
-        write_json({"a": list(range(50)), "z": _Unprintable()}, target)
-    assert "".join(written).startswith('{\n  "a": [')  # part of the new content was written
+    written = _fail_after_writing_part(monkeypatch)
+    with pytest.raises(OSError, match="disk full"):
+        write_json({"a": list(range(50)), "b": "new"}, target)
+    assert written and written[0].startswith('{\n  "a": [')  # part of the new file was written
     assert target.read_bytes() == before
     assert [q.name for q in tmp_path.iterdir()] == ["metrics.json"]
 
@@ -120,16 +125,11 @@ def test_an_interrupted_cache_state_save_keeps_the_previous_state(tmp_path, monk
     path = tmp_path / "state.json"
     IngestState({"v": 1}, {"a.dcm": FileRecord(1, 2, "x" * 64)}).save(path)
     before = path.read_bytes()
-    real_dump = json.dump
-
-    def dump_then_fail(obj, fh, **kw):  # write part of the new state, then fail
-        real_dump(obj["fingerprint"], fh, **kw)
-        raise OSError("killed")
-
-    monkeypatch.setattr("medcl.io.json.dump", dump_then_fail)
+    written = _fail_after_writing_part(monkeypatch)
     state = IngestState({"v": 2}, {"b.dcm": FileRecord(3, 4, "y" * 64)})
-    with pytest.raises(OSError, match="killed"):
+    with pytest.raises(OSError, match="disk full"):
         state.save(path)
+    assert written and written[0].startswith('{"fingerprint":{"v":2}')
     assert path.read_bytes() == before
     assert IngestState.load(path, {"v": 1}).files["a.dcm"].size == 1
     assert [q.name for q in tmp_path.iterdir()] == ["state.json"]
