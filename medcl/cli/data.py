@@ -49,6 +49,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--secret", type=Path, help="pseudonymisation key file (default .medcl/secret.key)"
     )
+    p.add_argument(
+        "--paths",
+        choices=("pseudonymise", "relative", "keep"),
+        default="pseudonymise",
+        help="source paths in the manifest and rejects: pseudonymise (default: source_id only; the "
+        "real paths stay in the private map next to the secret), relative (paths that repeat "
+        "none of the file's header PHI), keep (every path; the outputs then carry them)",
+    )
     p.set_defaults(handler=_ingest)
 
     p = sub.add_parser(
@@ -109,15 +117,30 @@ def _ingest(args: argparse.Namespace) -> int:
         workers=args.workers,
         size=args.size,
         secret=args.secret,
+        paths=args.paths,
     )
     print(
         f"{r.files_seen} files seen: {r.rows} manifest rows, {r.rejected} rejected, "
         f"{r.skipped_unchanged} unchanged"
     )
+    print(path_summary(r.phi_paths, r.paths))
     for reason, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {n:5d}  {reason}")
     print(f"manifest: {r.manifest}\nrejects:  {r.rejects}")
     return 0
+
+
+def path_summary(phi_paths: int, mode: str) -> str:
+    """The console line on source paths that repeat header PHI, for ``--paths mode``."""
+    line = f"{phi_paths} path{'' if phi_paths == 1 else 's'} carried header PHI; "
+    if mode == "keep":
+        return line + (
+            "warning: --paths keep wrote every source path into the manifest and rejects; "
+            "do not share them outside your institution"
+        )
+    if mode == "relative":
+        return line + "written pseudonymised (the other paths written as they are)"
+    return line + "written pseudonymised (as every path; real paths only in the private map)"
 
 
 def _split(args: argparse.Namespace) -> int:

@@ -48,12 +48,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="run a model on new images (any source ingest accepts) → CSV",
         description="Ingest SOURCE into a temporary manifest with the model's image size, then "
-        "write path, predicted class and class probabilities per image.",
+        "write image_id, source_id (pseudonymous), predicted class and class probabilities per "
+        "image.",
     )
     p.add_argument("model", type=Path, help="model folder")
     p.add_argument("source", type=Path, help="folder or file")
     p.add_argument("--out", type=Path, required=True, help="CSV to write")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--with-source-paths",
+        action="store_true",
+        help="add the real source path of every row (column path; for your own systems: the CSV "
+        "then holds source paths, which may carry patient names)",
+    )
     p.set_defaults(handler=_predict)
 
     p = sub.add_parser(
@@ -153,7 +160,18 @@ def _embed(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medcl.evaluate.predict import predict_source
 
-    n = predict_source(args.model, args.source, args.out, workers=args.workers)
+    n = predict_source(
+        args.model,
+        args.source,
+        args.out,
+        workers=args.workers,
+        with_source_paths=args.with_source_paths,
+    )
+    if args.with_source_paths:
+        print(
+            f"warning: {args.out} holds the real source paths (--with-source-paths); "
+            "do not share it"
+        )
     print(f"wrote {n} predictions to {args.out}")
     return 0
 

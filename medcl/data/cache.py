@@ -20,8 +20,9 @@ like area interpolation when shrinking; :func:`medcl.data.resize.resize_to`) aft
 mapping.
 
 The state file holds sizes, modification times, digests, pseudonymous row metadata and rejection
-reasons — nothing read from a header in clear. A re-run trusts a file whose path, size and
-modification time are unchanged and reuses its rows without reading it again.
+reasons — nothing read from a header in clear; ingest keys it by ``source_id`` (no paths). A re-run
+trusts a file whose path, size and modification time are unchanged and reuses its rows without
+reading it again.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ class FileRecord:
         rows: Row metadata (pseudonymous; see :mod:`medcl.data.ingest`).
         reason: Rejection reason, or None.
         slice: 3-D mode: series-slice geometry and keys (the file's rows come from its series).
+        phi_path: The file's path (relative to the ingest root) repeats one of its identifying
+            header values (:mod:`medcl.data.ingest.phi`).
     """
 
     size: int
@@ -175,6 +178,7 @@ class FileRecord:
     rows: list[dict] = field(default_factory=list)
     reason: str | None = None
     slice: dict | None = None
+    phi_path: bool = False
 
 
 @dataclass

@@ -5,7 +5,10 @@ declares the class list. Columns (see ``data_manifests/schema.md`` for the full 
 
 ========== =================================================================================
 image_id    pseudonymous, unique per row
-path        source file, relative to the manifest's folder when it lies below it
+source_id   pseudonymous source reference: keyed hash (HMAC) of the source path relative to the
+            ingest root; the real path is only in the private path map next to the secret
+path        source file, relative to the manifest's folder when it lies below it; empty unless
+            ingest was asked for paths (``--paths relative|keep``; see :mod:`medcl.data.ingest`)
 patient_key keyed hash (HMAC) of the patient identifier; never the identifier itself
 study_key   keyed hash of the study identifier
 modality    ``CT``, ``MR``, ``XR``, ``US``, ``OT`` …
@@ -41,6 +44,7 @@ SPLITS = ("train", "val", "test")
 PATH_COLUMNS = ("path", "cache_path")
 COLUMNS: tuple[str, ...] = (
     "image_id",
+    "source_id",
     "path",
     "patient_key",
     "study_key",
@@ -188,9 +192,10 @@ def write_manifest(m: Manifest, path: str | os.PathLike[str]) -> Path:
 def validate(m: Manifest, check_files: bool = True, source: str = "manifest") -> None:
     """Refuse a manifest that would make training or evaluation wrong.
 
-    Checks: required columns present and non-empty; unique ``image_id``; ``split`` in
+    Checks: required columns present and non-empty (``path`` may be empty when ``source_id`` is
+    not); unique ``image_id``; ``split`` in
     {"", train, val, test}; each patient in at most one split; every label in the declared classes;
-    declared classes unique; and, with ``check_files``, every ``path`` exists.
+    declared classes unique; and, with ``check_files``, every non-empty ``path`` exists.
 
     Raises:
         ManifestError: Naming the offending rows (1-based CSV data rows, at most five listed).
@@ -200,10 +205,15 @@ def validate(m: Manifest, check_files: bool = True, source: str = "manifest") ->
     missing_cols = [c for c in REQUIRED if c not in df.columns]
     if missing_cols:
         raise ManifestError(f"{source}: missing column(s) {', '.join(missing_cols)}")
-    for col in ("image_id", "path", "patient_key"):
+    for col in ("image_id", "patient_key"):
         empty = df.index[df[col] == ""]
         if len(empty):
             problems.append(f"empty {col} in {_rows(empty)}")
+    no_source = df["path"] == ""
+    if "source_id" in df.columns:
+        no_source &= df["source_id"] == ""
+    if no_source.any():
+        problems.append(f"empty path and source_id in {_rows(df.index[no_source])}")
     dup = df["image_id"][df["image_id"].duplicated(keep=False) & (df["image_id"] != "")]
     if len(dup):
         ids = sorted(set(dup))
@@ -230,7 +240,7 @@ def validate(m: Manifest, check_files: bool = True, source: str = "manifest") ->
             f"label(s) {_names(vals)} not in declared classes {m.classes} ({_rows(unknown)})"
         )
     if check_files:
-        gone = df.index[~df["path"].map(lambda s: bool(s) and Path(s).exists())]
+        gone = df.index[~df["path"].map(lambda s: not s or Path(s).exists())]
         if len(gone):
             problems.append(f"missing file(s) {_names(list(df.loc[gone, 'path']))} ({_rows(gone)})")
     if problems:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 from pathlib import Path
 
@@ -82,3 +83,67 @@ class Pseudonymizer:
         """Pseudonym of ``value`` within ``namespace`` (``"patient"``, ``"study"``, ``"image"``)."""
         msg = f"{namespace}\x00{value}".encode()
         return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[: self._length]
+
+
+PATH_MAP_NAME = "paths.json"
+"""The private path map's file name, next to the secret (see :class:`PathMap`)."""
+
+
+def source_id(pz: Pseudonymizer, rel: str) -> str:
+    """The pseudonymous source reference of a path relative to the ingest root."""
+    return pz("source", rel)
+
+
+class PathMap:
+    """The one private map from ``source_id`` to the real source path.
+
+    It lives next to the secret (``<secret dir>/paths.json``), in the same git-ignored folder, and
+    is written with mode 0600 like the secret; nothing copies it into a run folder. Re-ingests,
+    ``medcl predict --with-source-paths`` and anything that must open a source file read it.
+
+    Args:
+        path: The map file (default: next to :func:`secret_path`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def beside(cls, secret: str | os.PathLike[str] | None = None) -> PathMap:
+        """The map next to the secret ``secret`` (see :func:`secret_path`)."""
+        return cls(secret_path(secret).parent / PATH_MAP_NAME)
+
+    def load(self) -> dict[str, str]:
+        """``source_id`` → absolute path (empty when the map does not exist yet).
+
+        Raises:
+            MedclError: If the file exists but is not a path map.
+        """
+        if not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise MedclError(f"{self.path}: not a medcl path map ({type(exc).__name__})") from None
+        if not isinstance(data, dict):
+            raise MedclError(f"{self.path}: not a medcl path map (expected a JSON object)")
+        return {str(k): str(v) for k, v in data.items()}
+
+    def update(self, entries: dict[str, str]) -> None:
+        """Add or replace entries and write the map atomically, owner-only (mode 0600)."""
+        if not entries:
+            return
+        merged = self.load()
+        if all(merged.get(k) == v for k, v in entries.items()):
+            return
+        merged.update(entries)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        gitignore = self.path.parent / ".gitignore"
+        if not gitignore.exists():
+            gitignore.write_text("*\n")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(dict(sorted(merged.items())), fh, indent=0)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)

@@ -20,6 +20,7 @@ from medcl.data import synth
 from medcl.data.cache import cache_dir, load_cached
 from medcl.data.ingest import ingest, log_path, rejects_path
 from medcl.data.manifest import read_manifest
+from medcl.data.pseudonym import PATH_MAP_NAME, PathMap
 from medcl.errors import MedclError
 
 CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -30,13 +31,19 @@ def _all_files(folder: Path) -> set[Path]:
     return {p.resolve() for p in folder.rglob("*") if p.is_file()}
 
 
+def _real(out: Path, source_ids) -> list[str]:
+    """Real paths of ``source_ids`` from the private map (the tests keep the secret next to out)."""
+    real = PathMap(out.parent / PATH_MAP_NAME).load()
+    return [real[s] for s in source_ids]
+
+
 def _manifest_paths(out: Path) -> list[Path]:
-    return [Path(p).resolve() for p in read_manifest(out).df["path"]]
+    return [Path(p).resolve() for p in _real(out, read_manifest(out).df["source_id"])]
 
 
 def _rejects(out: Path) -> pd.DataFrame:
     rej = pd.read_csv(rejects_path(out), dtype=str, keep_default_na=False)
-    rej["resolved"] = [(out.parent / p).resolve() for p in rej["path"]]
+    rej["resolved"] = [Path(p).resolve() for p in _real(out, rej["source_id"])]
     return rej
 
 
@@ -210,7 +217,7 @@ def _missing_decoder(image: CorpusImage) -> str | None:
 
 def _rows_of(out: Path, name: str) -> pd.DataFrame:
     df = read_manifest(out).df
-    return df[[Path(p).resolve() == (CORPUS / name).resolve() for p in df["path"]]]
+    return df[[Path(p).resolve() == (CORPUS / name).resolve() for p in _real(out, df["source_id"])]]
 
 
 def _reason_of(out: Path, name: str) -> str | None:
@@ -422,8 +429,8 @@ def test_incremental_rerun_skips_unchanged_and_redecodes_modified(tmp_path):
     third = ingest(src, out, secret=key, progress=False)
     assert third.files_seen == 5 and third.skipped_unchanged == 4
     after = read_manifest(out).df
-    changed = after[after["path"].str.endswith("MR_small.dcm")].iloc[0]
-    old = before[before["path"].str.endswith("MR_small.dcm")].iloc[0]
+    changed = after[[p.endswith("MR_small.dcm") for p in _real(out, after["source_id"])]].iloc[0]
+    old = before[[p.endswith("MR_small.dcm") for p in _real(out, before["source_id"])]].iloc[0]
     assert changed["sha256"] != old["sha256"]
     assert load_cached(changed["cache_path"])[0, :8].max() == 0
     assert not Path(old["cache_path"]).exists()  # stale cache entries are pruned
@@ -480,7 +487,7 @@ def test_synth_cohort_2d_labelled(tmp_path):
     base = (tmp_path / "cohort").resolve()
     got = {
         Path(p).resolve().relative_to(base).as_posix(): lab
-        for p, lab in zip(m.df["path"], m.df["label"], strict=True)
+        for p, lab in zip(_real(out, m.df["source_id"]), m.df["label"], strict=True)
     }
     assert got == expected
 

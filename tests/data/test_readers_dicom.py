@@ -172,7 +172,9 @@ def test_3d_series_sorted_by_position_not_instance_number(tmp_path, dicom_writer
     src = tmp_path / "src"
     positions = [(0.0, 0.0, -10.0 + 2.5 * k) for k in range(5)]
     _series(src / "A", dicom_writer, positions)
-    report = ingest(src, tmp_path / "m.csv", dims=3, secret=ingest_secret, progress=False)
+    report = ingest(
+        src, tmp_path / "m.csv", dims=3, secret=ingest_secret, progress=False, paths="keep"
+    )
     assert (report.rows, report.rejected) == (1, 0)
     m = read_manifest(tmp_path / "m.csv")
     row = m.df.iloc[0]

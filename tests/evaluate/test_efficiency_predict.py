@@ -95,7 +95,7 @@ def test_predict_on_a_new_dicom_cohort(experiment, tmp_path):
     model = root / "out" / "runs" / "sscl_f1_s0" / "model"
     cohort = tmp_path / "new"
     s = generate_cohort(cohort, patients=3, seed=11, size=32, progress=False)
-    n = predict_source(model, cohort, tmp_path / "preds.csv")
+    n = predict_source(model, cohort, tmp_path / "preds.csv", with_source_paths=True)
     preds = pd.read_csv(tmp_path / "preds.csv")
     assert n == len(preds) == s.files
     probs = preds[[c for c in preds.columns if c.startswith("prob_")]]

@@ -6,7 +6,7 @@ as one line of the rejects file with a reason. Outputs, next to ``MANIFEST.csv``
 
 =========================== ======================================================================
 ``MANIFEST.csv``            rows (see :mod:`medcl.data.manifest`), ``MANIFEST.meta.json`` sidecar
-``MANIFEST.rejects.csv``    ``path,reason`` for every file that gave no row
+``MANIFEST.rejects.csv``    ``source_id,path,reason`` for every file that gave no row
 ``MANIFEST.ingest.log``     counts, reasons and captured library warnings (no paths, no PHI)
 ``MANIFEST.cache/``         normalised float32 arrays and the incremental state (:mod:`.cache`)
 =========================== ======================================================================
@@ -14,6 +14,14 @@ as one line of the rejects file with a reason. Outputs, next to ``MANIFEST.csv``
 De-identification: readers pseudonymise identifiers as soon as they read them (keyed HMAC, project
 secret); reasons and log lines are built from a fixed vocabulary and never quote a header value or a
 library's exception message; library warnings are captured and only counted.
+
+Source paths: PACS and CD exports often name folders after the patient, so no output carries a path
+by default. Every row and reject carries ``source_id``, the keyed hash of its path relative to
+SOURCE; the real paths go to one private map next to the secret
+(:class:`medcl.data.pseudonym.PathMap`, mode 0600, git-ignored), the incremental state is keyed by
+``source_id``. Each DICOM file's path components are compared with its own identifying header
+values (:mod:`.phi`) and the hits are counted. ``paths="relative"`` writes the paths without hits
+(non-DICOM files have no header: theirs are written), ``paths="keep"`` writes every path.
 
 Labels, in order of precedence:
 
@@ -32,7 +40,7 @@ all are integers.
 Modules: :mod:`.pipeline` (:func:`ingest`, the run's steps), :mod:`.discover` (arguments, the walk,
 what changed since the last run), :mod:`.workers` (process pool, warning capture), :mod:`.decode`
 (files and 3-D series to cached arrays and rows), :mod:`.labels`, :mod:`.outputs` (manifest frame
-and sidecar, rejects CSV, log, report).
+and sidecar, rejects CSV, log, report), :mod:`.phi` (does a path repeat its header?).
 """
 
 from __future__ import annotations

@@ -9,11 +9,13 @@ volume. Every failure becomes a reason from a fixed vocabulary, never an excepti
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from medcl.data import cache
 from medcl.data.ingest.discover import Task, cache_present, unreadable_reason
+from medcl.data.ingest.phi import header_values, path_hits, tokens
 from medcl.data.ingest.workers import Pool, WorkerConfig, capture_warnings, worker_config
 from medcl.data.readers import READERS, ReadContext, Source, Unreadable, sniff
 from medcl.data.readers import dicom as dicom_reader
@@ -96,6 +98,8 @@ def _run_file(task: Task, scan: bool) -> FileResult:
             src = Source.load(Path(cfg.root) / rel, rel)
             rec.sha256 = src.sha256
             kind = sniff(src)
+            if kind == "dicom":
+                rec.phi_path = _path_repeats_header(src)
             if scan and kind == "dicom":
                 info, decoded = dicom_reader.scan(src, ctx)
                 rec.slice = info.to_dict() if info is not None else None
@@ -116,6 +120,17 @@ def _run_file(task: Task, scan: bool) -> FileResult:
             rec.rows, rec.slice = [], None
             rec.reason = f"internal error while reading ({type(exc).__name__}); please report it"
     return rel, rec, counts, fatal
+
+
+def _path_repeats_header(src: Source) -> bool:
+    """Whether a component of the file's relative path repeats an identifying header value."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(src.data), stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - no readable header: nothing to compare (path pseudonymised)
+        return False
+    return path_hits(src.rel, tokens(header_values(ds)))
 
 
 def _series_task(plan: SeriesPlan) -> tuple[SeriesPlan, list[dict], str | None, Counter[str]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from medcl.data import cache
 from medcl.data.ingest.outputs import log_path, rejects_path
 from medcl.data.manifest import meta_path
-from medcl.data.pseudonym import secret_path
+from medcl.data.pseudonym import PATH_MAP_NAME, secret_path
 from medcl.errors import MedclError
 
 LABELS_REASON = "the labels CSV given with --labels (not an image)"
@@ -53,7 +53,7 @@ def check_arguments(
 
 
 def own_outputs(out: Path, secret: str | os.PathLike[str] | None) -> set[Path]:
-    """Resolved paths of ingest's own outputs and of the project secret, never ingested."""
+    """Resolved paths of ingest's own outputs, the project secret and path map, never ingested."""
     key_file = secret_path(secret)
     return {
         p.resolve()
@@ -65,6 +65,7 @@ def own_outputs(out: Path, secret: str | os.PathLike[str] | None) -> set[Path]:
             out.with_name(out.name + ".tmp"),
             key_file,
             key_file.parent / ".gitignore",
+            key_file.parent / PATH_MAP_NAME,
         )
     }
 

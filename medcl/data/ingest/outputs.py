@@ -46,6 +46,8 @@ class IngestReport:
         rejected: Files that gave no row.
         skipped_unchanged: Files not read again because path, size and mtime were unchanged.
         reasons: Rejected files per reason.
+        phi_paths: Source files whose path repeats one of their identifying header values.
+        paths: The ``--paths`` mode the outputs were written with.
     """
 
     manifest: Path
@@ -55,10 +57,43 @@ class IngestReport:
     rejected: int
     skipped_unchanged: int
     reasons: dict[str, int] = field(default_factory=dict)
+    phi_paths: int = 0
+    paths: str = "pseudonymise"
 
 
-def manifest_frame(rows: list[dict], root: Path, cache_root: Path) -> pd.DataFrame:
-    """Manifest frame with unique image ids (later duplicates of one SOP instance re-keyed)."""
+PATH_MODES = ("pseudonymise", "relative", "keep")
+"""``--paths``: what the manifest and rejects say about each source file (:func:`shown_path`)."""
+
+
+def shown_path(mode: str, root: Path, rel: str, phi: bool) -> str:
+    """The ``path`` a shared output carries for the source ``rel`` (relative to ``root``).
+
+    ``pseudonymise`` (the default): none (``""``), only the ``source_id``; ``relative``: the path
+    when it passed the header check (``phi`` false), else none; ``keep``: always the path. The
+    manifest writes a path relative to its own folder when the source lies below it.
+    """
+    if mode == "pseudonymise" or (mode == "relative" and phi):
+        return ""
+    return str(root / rel) if rel else str(root)
+
+
+def manifest_frame(
+    rows: list[dict],
+    root: Path,
+    cache_root: Path,
+    paths: str = "pseudonymise",
+    sids: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Manifest frame with unique image ids (later duplicates of one SOP instance re-keyed).
+
+    Args:
+        rows: Row metadata; ``phi_path`` marks a row whose source path repeats header PHI.
+        root: The ingest root.
+        cache_root: The cache folder.
+        paths: One of :data:`PATH_MODES` (see :func:`shown_path`).
+        sids: Relative path → ``source_id``.
+    """
+    sids = sids or {}
     seen: set[str] = set()
     out = []
     cache_root = cache_root.resolve()
@@ -70,7 +105,8 @@ def manifest_frame(rows: list[dict], root: Path, cache_root: Path) -> pd.DataFra
         out.append(
             {
                 "image_id": image_id,
-                "path": str(root / r["path"]) if r["path"] else str(root),
+                "source_id": sids.get(r["path"], ""),
+                "path": shown_path(paths, root, r["path"], bool(r.get("phi_path"))),
                 "patient_key": r["patient_key"],
                 "study_key": r["study_key"],
                 "modality": r["modality"],
@@ -98,7 +134,12 @@ def _duplicate_id(image_id: str, r: dict) -> str:
 
 
 def sidecar(
-    rows: list[dict], dims: int, size: int | None, how_labelled: str, counts: Counter[str]
+    rows: list[dict],
+    dims: int,
+    size: int | None,
+    how_labelled: str,
+    counts: Counter[str],
+    paths: str = "pseudonymise",
 ) -> dict:
     """The manifest sidecar's ``ingest`` section: settings and the rules the rows follow."""
     families = Counter(r["family"] for r in rows)
@@ -136,6 +177,9 @@ def sidecar(
             "the file's folder; NIfTI/PNG/TIFF/JPEG: HMAC of the path relative to SOURCE "
             "(or the labels CSV 'patient' column); MedMNIST: each image is its own "
             "patient",
+            "source_id": "HMAC of the source path relative to SOURCE; the real paths are kept "
+            "only in the private path map next to the project secret",
+            "paths": paths,
             "image_id": "DICOM: HMAC of SOPInstanceUID (+ frame), 3-D: of SeriesInstanceUID; "
             "others: of path + frame/slice",
             "labels": how_labelled,
@@ -144,19 +188,31 @@ def sidecar(
     }
 
 
-def write_rejects(reasons: dict[str, str], root: Path, out: Path) -> None:
-    """Write the rejects CSV (``path,reason``; paths relative to it when below its folder)."""
+def write_rejects(
+    reasons: dict[str, str],
+    root: Path,
+    out: Path,
+    paths: str = "pseudonymise",
+    sids: dict[str, str] | None = None,
+    phi: set[str] | None = None,
+) -> None:
+    """Write the rejects CSV (``source_id,path,reason``; ``path`` as :func:`shown_path` decides,
+    relative to the CSV when below its folder)."""
     target = rejects_path(out)
     base = target.resolve().parent
+    sids, phi = sids or {}, phi or set()
     records = []
     for rel in sorted(reasons):
+        if not shown_path(paths, root, rel, rel in phi):
+            records.append({"source_id": sids.get(rel, ""), "path": "", "reason": reasons[rel]})
+            continue
         p = (root / rel).resolve()
         try:
             shown = Path(os.path.relpath(p, base)).as_posix() if p.is_relative_to(base) else str(p)
         except ValueError:
             shown = str(p)
-        records.append({"path": shown, "reason": reasons[rel]})
-    df = pd.DataFrame(records, columns=["path", "reason"])
+        records.append({"source_id": sids.get(rel, ""), "path": shown, "reason": reasons[rel]})
+    df = pd.DataFrame(records, columns=["source_id", "path", "reason"])
     with atomic_path(target) as tmp:
         df.to_csv(tmp, index=False)
 
@@ -186,6 +242,7 @@ def write_log(
         "rows by intensity rule: "
         + (", ".join(f"{k} {v}" for k, v in sorted(intensities.items())) or "-"),
         f"labels: {how_labelled}",
+        f"paths: {report.paths}; {report.phi_paths} path(s) carried header PHI",
         "rejected files by reason:",
         *[f"  {n:6d}  {reason}" for reason, n in report.reasons.items()],
         f"captured library warnings and log records (not shown on the console): "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,7 @@ from medcl.data.ingest.decode import decode_files, series_stage
 from medcl.data.ingest.discover import Task, check_arguments, own_outputs, partition, walk
 from medcl.data.ingest.labels import apply_labels, read_labels, resolve_classes
 from medcl.data.ingest.outputs import (
+    PATH_MODES,
     RULES_VERSION,
     IngestReport,
     manifest_frame,
@@ -21,7 +23,7 @@ from medcl.data.ingest.outputs import (
 )
 from medcl.data.ingest.workers import Pool, WorkerConfig, quiet_loggers
 from medcl.data.manifest import Manifest, write_manifest
-from medcl.data.pseudonym import Pseudonymizer, load_or_create_secret
+from medcl.data.pseudonym import PathMap, Pseudonymizer, load_or_create_secret, source_id
 from medcl.errors import MedclError
 
 
@@ -35,6 +37,7 @@ def ingest(
     size: int | None = None,
     secret: Path | None = None,
     progress: bool = True,
+    paths: str = "pseudonymise",
 ) -> IngestReport:
     """Build (or incrementally update) a manifest and its training cache from SOURCE.
 
@@ -49,6 +52,12 @@ def ingest(
         secret: Project secret file for the pseudonyms (default: see
             :func:`medcl.data.pseudonym.secret_path`).
         progress: Show a progress bar on stderr.
+        paths: What the manifest and rejects carry about each source file besides its
+            ``source_id`` (keyed hash of the path relative to SOURCE): ``pseudonymise`` (default)
+            nothing; ``relative`` the path when it repeats none of its file's identifying header
+            values (non-DICOM files: always); ``keep`` the path. The real paths are kept in the
+            private path map next to the secret (:class:`medcl.data.pseudonym.PathMap`), whatever
+            the mode; the incremental state holds ``source_id`` only.
 
     Returns:
         The report; the rejects file lists every file that gave no row.
@@ -60,6 +69,8 @@ def ingest(
     started = time.monotonic()
     source, out = Path(source), Path(out)
     check_arguments(source, out, labels, classes, dims, workers, size)
+    if paths not in PATH_MODES:
+        raise MedclError(f"--paths must be one of {', '.join(PATH_MODES)}, not {paths!r}")
     root = source if source.is_dir() else source.parent
     pz = Pseudonymizer(load_or_create_secret(secret))
     cache_root = cache.cache_dir(out)
@@ -70,7 +81,8 @@ def ingest(
 
     state_file = cache_root / cache.STATE_NAME
     fingerprint = _fingerprint(dims, size, pz)
-    old = cache.IngestState.load(state_file, fingerprint)
+    sids = _source_ids(files, pz)
+    old = _from_disk(cache.IngestState.load(state_file, fingerprint), sids)
     new = cache.IngestState(fingerprint)
     label_file = Path(labels).resolve() if labels is not None else None
     todo, unchanged = partition(files, root, label_file, old, new, cache_root)
@@ -79,18 +91,24 @@ def ingest(
     series_rows, series_reasons, redone = _decode(todo, config, workers, progress, old, new, caught)
 
     rows, reasons = collect(files, new, series_rows, series_reasons)
+    phi = {rel for rel in files if new.files[rel].phi_path}
+    for r in rows:
+        r["phi_path"] = r["path"] in phi or any(m in phi for m in r.get("members", ()))
+        sids.setdefault(r["path"], source_id(pz, r["path"]))
     how_labelled = apply_labels(rows, table, pz)
     declared = resolve_classes(rows, classes)  # before the frame: MedMNIST indices become names
     counts = Counter(reasons.values())
     manifest = Manifest(
-        manifest_frame(rows, root, cache_root),
+        manifest_frame(rows, root, cache_root, paths, sids),
         declared,
-        sidecar(rows, dims, size, how_labelled, counts),
+        sidecar(rows, dims, size, how_labelled, counts, paths),
     )
+    used = {r["path"] for r in rows} | set(reasons)
+    PathMap.beside(secret).update({sids[rel]: str(root / rel) for rel in used})
     write_manifest(manifest, out)
-    write_rejects(reasons, root, out)
+    write_rejects(reasons, root, out, paths, sids, phi)
     cache.prune(cache_root, {r["cache_key"] for r in rows})
-    new.save(state_file)
+    _to_disk(new, sids).save(state_file)
 
     report = IngestReport(
         manifest=out,
@@ -100,10 +118,62 @@ def ingest(
         rejected=len(reasons),
         skipped_unchanged=len(unchanged - redone),
         reasons=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        phi_paths=len(phi),
+        paths=paths,
     )
     elapsed = time.monotonic() - started
     write_log(report, rows, caught, skipped_own, dims, workers, size, how_labelled, elapsed)
     return report
+
+
+def _source_ids(files: list[str], pz: Pseudonymizer) -> dict[str, str]:
+    """``source_id`` of every file and of every folder above one (3-D rows name their folder)."""
+    rels = set(files)
+    for rel in files:
+        parts = rel.split("/")
+        rels.update("/".join(parts[:i]) for i in range(len(parts)))
+    return {rel: source_id(pz, rel) for rel in sorted(rels)}
+
+
+def _map_rows(rows: list[dict], name: dict[str, str]) -> list[dict] | None:
+    """Rows with ``path`` and ``members`` renamed by ``name``; None if a name is unknown."""
+    out = []
+    for r in rows:
+        members = r.get("members", ())
+        if r["path"] not in name or any(m not in name for m in members):
+            return None
+        out.append({**r, "path": name[r["path"]], "members": [name[m] for m in members]})
+    return out
+
+
+def _to_disk(state: cache.IngestState, sids: dict[str, str]) -> cache.IngestState:
+    """The state as saved: files keyed by ``source_id``, rows naming ``source_id`` (no paths)."""
+    files = {}
+    for rel, rec in state.files.items():
+        rows = _map_rows(rec.rows, sids)
+        files[sids[rel]] = dataclasses.replace(rec, rows=rows if rows is not None else [])
+    series = {}
+    for key, entry in state.series.items():
+        rows = _map_rows(entry.get("rows") or [], sids)
+        if rows is not None:
+            series[key] = {**entry, "rows": rows}
+    return cache.IngestState(state.fingerprint, files, series)
+
+
+def _from_disk(state: cache.IngestState, sids: dict[str, str]) -> cache.IngestState:
+    """A saved state back in relative paths; entries of files no longer under SOURCE dropped."""
+    rel_of = {sid: rel for rel, sid in sids.items()}
+    files = {}
+    for key, rec in state.files.items():
+        rows = _map_rows(rec.rows, rel_of)
+        if key in rel_of and rows is not None:
+            files[rel_of[key]] = dataclasses.replace(rec, rows=rows)
+    series = {}
+    for key, entry in state.series.items():
+        rows = _map_rows(entry.get("rows") or [], rel_of)
+        if rows is not None:
+            series[key] = {**entry, "rows": rows}
+    return cache.IngestState(state.fingerprint, files, series)
 
 
 def _fingerprint(dims: int, size: int | None, pz: Pseudonymizer) -> dict:
