@@ -49,12 +49,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run a model on new images (any source ingest accepts) → CSV",
         description="Ingest SOURCE into a temporary manifest with the model's image size, then "
         "write image_id, source_id (pseudonymous), predicted class and class probabilities per "
-        "image.",
+        "image. Inputs unlike the model's training data (modality, dimensionality, intensity "
+        "convention, colour, pixel spacing, embedding distance to the training images) get "
+        "in_distribution=False and a reason; the console counts them.",
     )
     p.add_argument("model", type=Path, help="model folder")
     p.add_argument("source", type=Path, help="folder or file")
     p.add_argument("--out", type=Path, required=True, help="CSV to write")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="do not score flagged inputs: list them in the rejects file instead (exit status 2 "
+        "when every input is flagged)",
+    )
     p.add_argument(
         "--with-source-paths",
         action="store_true",
@@ -165,6 +173,8 @@ def _predict(args: argparse.Namespace) -> int:
         args.source,
         args.out,
         workers=args.workers,
+        strict=args.strict,
+        log=print,
         with_source_paths=args.with_source_paths,
     )
     if args.with_source_paths:

@@ -53,6 +53,20 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None = None) -> s
     ]
     for k, v in data.items():
         lines.append(f"- {k}: {v}")
+    ood = meta.get("training_distribution")
+    if ood:
+        sp = ood.get("pixel_spacing_mm") or {}
+        emb = ood.get("embedding") or {}
+        lines.append(
+            "- Inputs checked by `medcl predict` against the training data: modality "
+            f"{'/'.join(ood.get('modality') or []) or '?'}, {ood.get('spatial_dims')}-D, "
+            f"intensity {'/'.join(ood.get('intensity') or []) or '?'}, colour "
+            f"{ood.get('colour')}, pixel spacing "
+            + (f"{sp['min']:.3g}–{sp['max']:.3g} mm at {sp['at_image_size']} px" if sp else "?")
+            + ", embedding distance threshold "
+            + _fmt(emb.get("threshold"))
+            + "; inputs outside are flagged (`in_distribution`, `reason`)."
+        )
     lines += ["", "## Test metrics"]
     if metrics:
         lines += [

@@ -39,6 +39,8 @@ from medcl.data.dataset import CachedImages, manifest_geometry
 from medcl.data.manifest import Manifest
 from medcl.errors import MedclError
 from medcl.evaluate.model import Classifier, KNNHead
+from medcl.evaluate.ood import KEY as OOD_KEY
+from medcl.evaluate.ood import describe_training
 from medcl.models.encoders import EncoderSpec, build_encoder
 from medcl.models.export import load_encoder
 from medcl.models.knn import knn_predict
@@ -417,6 +419,8 @@ def finetune(
             },
         }
     )
+    # what the model was trained for, checked by `medcl predict` (medcl.evaluate.ood)
+    clf.meta[OOD_KEY], clf.ood_bank = describe_training(clf, manifest, cfg.trainer.seed)
     if not math.isfinite(score):
         score = 0.0
     return FinetuneResult(clf, score, mode, details)

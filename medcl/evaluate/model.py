@@ -134,6 +134,10 @@ def save_model(model_dir: str | Path, clf: Classifier, card: str | None = None) 
     meta.setdefault("versions", versions())
     with atomic_dir(model_dir) as d:
         torch.save({"encoder": enc_state, "head": head_blob}, d / "weights.pt")
+        if getattr(clf, "ood_bank", None) is not None:  # training embeddings (medcl.evaluate.ood)
+            from medcl.evaluate.ood import save_bank
+
+            save_bank(d, clf.ood_bank)
         write_json(meta, d / "metadata.json", default=str)
         if card is not None:
             write_text(card, d / "model_card.md")
@@ -167,4 +171,8 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Cla
             head.load_state_dict({"weight": h["weight"], "bias": h["bias"]})
     except (KeyError, RuntimeError, ValueError, json.JSONDecodeError) as exc:
         raise MedclError(f"{d}: damaged or incompatible medcl model ({exc})") from exc
-    return Classifier(enc, head, meta).to(device).eval()
+    from medcl.evaluate.ood import load_bank
+
+    clf = Classifier(enc, head, meta).to(device).eval()
+    clf.ood_bank = load_bank(d)  # None for a model folder written before the bank existed
+    return clf

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from medcl.data.ingest import ingest
 from medcl.data.manifest import read_manifest
 from medcl.data.pseudonym import PathMap, secret_path
 from medcl.errors import MedclError
+from medcl.evaluate import ood
 from medcl.evaluate.evaluation import predict_rows
 from medcl.evaluate.model import load_model
 from medcl.io import atomic_path
@@ -21,6 +23,8 @@ def predict_source(
     source: str | Path,
     out: str | Path,
     workers: int = 1,
+    strict: bool = False,
+    log: Callable[[str], None] | None = None,
     with_source_paths: bool = False,
 ) -> int:
     """Ingest ``source`` to a temporary manifest, predict, write ``out`` (CSV); returns row count.
@@ -32,6 +36,14 @@ def predict_source(
     could not be read are listed in ``<out stem>.rejects.csv``. The project secret (and its path
     map) is used when it exists, so that ``source_id`` matches the project's manifests; otherwise
     a throw-away secret (none is created).
+
+    Every row is compared with the model's training distribution (:mod:`medcl.evaluate.ood`):
+    ``in_distribution`` and ``reason`` (empty, or a ``; ``-joined list) are added and ``log``
+    gets a one-line count of the flagged rows by reason. With ``strict`` the flagged rows are not
+    scored: they go to the rejects file, the others to ``out``.
+
+    Raises:
+        MedclError: With ``strict``, when every row was flagged (``out`` then holds no rows).
     """
     clf = load_model(model_dir)
     src = Path(source)
@@ -62,11 +74,12 @@ def predict_source(
                 rejects["path"] = rejects["source_id"].map(lambda s: real.get(s, ""))
             rejects.to_csv(out_path.with_name(out_path.stem + ".rejects.csv"), index=False)
         if len(m) == 0:
-            cols = ["image_id", "source_id", "prediction", "confidence"]
-            cols += ["path"] if with_source_paths else []
+            cols = ["image_id", "source_id", "prediction", "confidence", "in_distribution"]
+            cols += ["reason", *(["path"] if with_source_paths else [])]
             pd.DataFrame(columns=cols).to_csv(out_path, index=False)
             return 0
-        proba, _ = predict_rows(clf, m)
+        proba, ds = predict_rows(clf, m)
+        flags = ood.check_inputs(clf, m.df, ds.images, PathMap.beside(secret).load())
     classes = list(clf.meta["classes"])
     table = pd.DataFrame(
         {
@@ -78,8 +91,19 @@ def predict_source(
     )
     for i, c in enumerate(classes):
         table[f"prob_{c}"] = proba[:, i]
+    table["in_distribution"] = flags.in_distribution
+    table["reason"] = flags.reason
     if with_source_paths:
         table["path"] = [real.get(s, "") for s in m.df["source_id"]]
+    if log is not None:
+        log(flags.summary())
+    if strict:
+        table = ood.refuse_flagged(table, out_path.with_name(out_path.stem + ".rejects.csv"))
     with atomic_path(out_path) as tmp:
         table.to_csv(tmp, index=False)
+    if strict and len(table) == 0:
+        raise MedclError(
+            f"--strict: all {len(flags.reason)} inputs were flagged out of distribution; none "
+            f"scored (reasons in {out_path.with_name(out_path.stem + '.rejects.csv')})"
+        )
     return len(table)
