@@ -11,7 +11,9 @@ secret) is the only place the real paths may appear. Not covered: the dashboard'
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import stat
 from collections import defaultdict
@@ -156,6 +158,28 @@ def test_phi_named_folders_leave_no_trace(cohort, monkeypatch, capsys):
     print("PHI hits per output file:", hits)
     assert hits == {}
     assert not [n for n in needles if n in console]
+
+    # the dashboard's served pages, on a run folder made of these outputs: nothing identifying
+    from tests.app.test_pages import assert_clean, open_app, shown_text
+
+    metrics = next(ft.rglob("metrics.json"))
+    summary = {
+        "kind": "medcl-run",
+        "manifest": "s.csv",
+        "metrics": str(metrics.relative_to(out)),
+        "embeddings": "e.parquet",
+        "model": "ft/model",
+    }
+    (out / "run_summary.json").write_text(json.dumps(summary))
+    for page in ("overview", "embedding", "case", "errors", "augment", "label"):
+        at = open_app(monkeypatch, out, page)
+        assert_clean(at)
+        text = shown_text(at)
+        # whole tokens: a given name such as "Mary" is also inside the word "summary"
+        shown = [
+            n for n in needles if re.search(rf"(?<![0-9A-Za-z]){re.escape(n)}(?![0-9A-Za-z])", text)
+        ]
+        assert not shown, (page, shown)
     table = pd.read_csv(preds, dtype=str)
     assert {"image_id", "source_id"} <= set(table.columns) and "path" not in table.columns
 
