@@ -6,6 +6,7 @@ import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from medcl.data import cache
 from medcl.data.ingest.decode import decode_files, series_stage
@@ -152,12 +153,17 @@ def _to_disk(state: cache.IngestState, sids: dict[str, str]) -> cache.IngestStat
     for rel, rec in state.files.items():
         rows = _map_rows(rec.rows, sids)
         files[sids[rel]] = dataclasses.replace(rec, rows=rows if rows is not None else [])
-    series = {}
-    for key, entry in state.series.items():
-        rows = _map_rows(entry.get("rows") or [], sids)
+    return cache.IngestState(state.fingerprint, files, _map_series(state.series, sids))
+
+
+def _map_series(series: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    """Series entries with their rows' references mapped; entries with an unmapped row dropped."""
+    out = {}
+    for key, entry in series.items():
+        rows = _map_rows(entry.get("rows") or [], mapping)
         if rows is not None:
-            series[key] = {**entry, "rows": rows}
-    return cache.IngestState(state.fingerprint, files, series)
+            out[key] = {**entry, "rows": rows}
+    return out
 
 
 def _from_disk(state: cache.IngestState, sids: dict[str, str]) -> cache.IngestState:
@@ -168,12 +174,7 @@ def _from_disk(state: cache.IngestState, sids: dict[str, str]) -> cache.IngestSt
         rows = _map_rows(rec.rows, rel_of)
         if key in rel_of and rows is not None:
             files[rel_of[key]] = dataclasses.replace(rec, rows=rows)
-    series = {}
-    for key, entry in state.series.items():
-        rows = _map_rows(entry.get("rows") or [], rel_of)
-        if rows is not None:
-            series[key] = {**entry, "rows": rows}
-    return cache.IngestState(state.fingerprint, files, series)
+    return cache.IngestState(state.fingerprint, files, _map_series(state.series, rel_of))
 
 
 def _fingerprint(dims: int, size: int | None, pz: Pseudonymizer) -> dict:
