@@ -236,7 +236,10 @@ class TrainerConfig:
         strategy: ``auto`` or ``ddp`` (or any Lightning strategy name).
         precision: ``auto`` = bf16-mixed on CUDA, 32-true elsewhere (:func:`precision_for`); or
             a Lightning precision string.
-        sync_batchnorm: Convert BatchNorm to SyncBatchNorm (``auto``: on with > 1 device).
+        sync_batchnorm: Convert BatchNorm to SyncBatchNorm. ``auto``: on when the run uses CUDA
+            with more than one device in all (devices × nodes); ``true`` needs CUDA (PyTorch's
+            SyncBatchNorm runs on GPUs only) and is refused on a CPU run
+            (:meth:`check_hardware`, :meth:`sync_batchnorm_on`).
         accumulate_grad_batches: Gradient accumulation (schedules count optimiser steps).
         seed: Global seed.
         threads: CPU threads for torch (0 = leave as is).
@@ -260,6 +263,128 @@ class TrainerConfig:
         _positive(self.accumulate_grad_batches, f"{where}.accumulate_grad_batches")
         if self.sync_batchnorm not in (True, False, "auto"):
             raise ConfigError(f"{where}.sync_batchnorm: true, false or auto")
+        self.device_request(where)
+
+    def device_request(self, where: str = "trainer") -> int | list[int] | str:
+        """``devices`` as Lightning reads it: ``auto``, a count (``-1`` = every GPU) or indices.
+
+        A digit string (``"2"``) is a count and a comma-separated string (``"0,1"``) a list of
+        indices, as on Lightning's command line.
+
+        Raises:
+            ConfigError: Naming ``devices`` for anything else.
+        """
+        dev = self.devices
+        bad = ConfigError(
+            f"{where}.devices: 'auto', a positive count (-1 = every GPU) or a list of GPU "
+            f"indices, got {dev!r}"
+        )
+        if isinstance(dev, str) and dev != "auto":
+            text = dev.strip()
+            try:
+                dev = [int(x) for x in text.strip(",").split(",")] if "," in text else int(text)
+            except ValueError:
+                raise bad from None
+        if dev == "auto":
+            return dev
+        if isinstance(dev, bool):
+            raise bad
+        if isinstance(dev, int):
+            if dev == 0 or dev < -1:
+                raise bad
+            return dev
+        if (
+            isinstance(dev, list)
+            and dev
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in dev)
+        ):
+            if len(set(dev)) != len(dev):
+                raise bad
+            return dev
+        raise bad
+
+    def uses_cuda(self) -> bool:
+        """Whether the run will train on CUDA: ``accelerator`` ``gpu``/``cuda``, or ``auto`` on a
+        machine where ``torch.cuda.is_available()``."""
+        if self.accelerator in ("gpu", "cuda"):
+            return True
+        if self.accelerator != "auto":
+            return False
+        import torch  # here, so that reading a config does not load torch
+
+        return bool(torch.cuda.is_available())
+
+    def device_count(self, where: str = "trainer") -> int:
+        """Devices per node the run will use: the CUDA count for ``auto``/``-1`` on CUDA, one for
+        ``auto`` on the CPU (Lightning's reading), else the count or length of ``devices``."""
+        dev = self.device_request(where)
+        if isinstance(dev, list):
+            return len(dev)
+        if dev == "auto" or dev == -1:
+            if not self.uses_cuda():
+                return 1
+            import torch
+
+            return int(torch.cuda.device_count())
+        return int(dev)
+
+    def sync_batchnorm_on(self) -> bool:
+        """The resolved ``sync_batchnorm``: ``auto`` is on exactly when the run uses CUDA with more
+        than one device in all (devices × nodes); a single device has nothing to synchronise and
+        PyTorch's SyncBatchNorm does not run on the CPU. An explicit value stands (refused on the
+        CPU by :meth:`check_hardware`)."""
+        if self.sync_batchnorm != "auto":
+            return bool(self.sync_batchnorm)
+        return self.uses_cuda() and self.device_count() * self.num_nodes > 1
+
+    def check_hardware(self, where: str = "trainer") -> None:
+        """Refuse, before any work, a request this machine cannot serve.
+
+        Checked: ``accelerator`` ``gpu``/``cuda`` where ``torch.cuda.is_available()`` is false;
+        ``devices`` beyond what exists (CUDA: more than ``torch.cuda.device_count()`` or an index
+        past it; CPU: more processes than ``os.cpu_count()``, or a list of indices, which only
+        GPUs have); ``sync_batchnorm: true`` on a run that does not use CUDA. A CPU run with
+        ``devices: N`` and ``strategy: ddp`` is N gloo processes on this machine (for testing).
+
+        Raises:
+            ConfigError: One line naming the key.
+        """
+        import os
+
+        import torch
+
+        acc = self.accelerator
+        if acc in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"{where}.accelerator: {acc!r} asks for CUDA, but torch.cuda.is_available() is "
+                "false on this machine; use 'cpu' or 'auto'"
+            )
+        dev = self.device_request(where)
+        if self.uses_cuda():
+            have = torch.cuda.device_count()
+            wanted = dev if isinstance(dev, list) else []
+            if (isinstance(dev, int) and dev > have) or any(i >= have for i in wanted):
+                raise ConfigError(
+                    f"{where}.devices: {self.devices!r} asks for more GPUs than the {have} "
+                    "this machine has"
+                )
+        elif acc in ("cpu", "auto"):
+            cores = os.cpu_count() or 1
+            if isinstance(dev, list) or dev == -1:
+                raise ConfigError(
+                    f"{where}.devices: {self.devices!r} names GPUs, but this run uses the CPU; "
+                    "give a process count"
+                )
+            if isinstance(dev, int) and dev > cores:
+                raise ConfigError(
+                    f"{where}.devices: {dev} CPU processes asked for, but this machine has "
+                    f"{cores} cores"
+                )
+        if self.sync_batchnorm is True and not self.uses_cuda():
+            raise ConfigError(
+                f"{where}.sync_batchnorm: true needs CUDA (PyTorch's SyncBatchNorm runs on GPUs "
+                "only) and this run uses the CPU; set it to auto or false"
+            )
 
 
 @dataclass

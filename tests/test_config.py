@@ -147,3 +147,91 @@ def test_precision_rule(monkeypatch, overrides, cuda, expected):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     assert precision_for(load_config(None, overrides)) == expected
+
+
+# ---------------------------------------------------------------- hardware (issue 12)
+def _hw(monkeypatch, cuda: int, cores: int = 4):
+    """Pretend this machine has ``cuda`` GPUs (0 = none) and ``cores`` CPU cores."""
+    import os
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cuda", "key"),
+    [
+        (["trainer.accelerator=gpu"], 0, "trainer.accelerator"),
+        (["trainer.accelerator=cuda", "trainer.devices=1"], 0, "trainer.accelerator"),
+        (["trainer.accelerator=gpu", "trainer.devices=4"], 2, "trainer.devices"),
+        (["trainer.accelerator=auto", "trainer.devices=3"], 2, "trainer.devices"),
+        (["trainer.accelerator=gpu", "trainer.devices=[0, 2]"], 2, "trainer.devices"),
+        (["trainer.accelerator=gpu", "trainer.devices='1,2'"], 2, "trainer.devices"),
+        (["trainer.accelerator=cpu", "trainer.devices=5"], 0, "trainer.devices"),
+        (["trainer.accelerator=cpu", "trainer.devices=5"], 8, "trainer.devices"),
+        (["trainer.devices=5"], 0, "trainer.devices"),
+        (["trainer.accelerator=cpu", "trainer.devices=[0, 1]"], 0, "trainer.devices"),
+        (["trainer.accelerator=cpu", "trainer.devices=-1"], 0, "trainer.devices"),
+        (["trainer.accelerator=cpu", "trainer.sync_batchnorm=true"], 2, "trainer.sync_batchnorm"),
+        (["trainer.sync_batchnorm=true", "trainer.devices=2"], 0, "trainer.sync_batchnorm"),
+    ],
+)
+def test_hardware_requests_refused(monkeypatch, overrides, cuda, key):
+    _hw(monkeypatch, cuda, cores=4)
+    cfg = load_config(None, overrides)  # loading does not look at the machine
+    with pytest.raises(ConfigError, match=key) as err:
+        cfg.trainer.check_hardware()
+    assert "\n" not in str(err.value) and str(err.value).startswith(key)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cuda"),
+    [
+        ([], 0),
+        ([], 2),
+        (["trainer.accelerator=cpu", "trainer.devices=4", "trainer.strategy=ddp"], 0),
+        (["trainer.accelerator=cpu", "trainer.devices='2'"], 8),
+        (["trainer.accelerator=gpu", "trainer.devices=2", "trainer.sync_batchnorm=true"], 2),
+        (["trainer.accelerator=gpu", "trainer.devices=[1]"], 2),
+        (["trainer.accelerator=gpu", "trainer.devices=-1"], 2),
+        (["trainer.devices=auto", "trainer.sync_batchnorm=false"], 0),
+    ],
+)
+def test_hardware_requests_served(monkeypatch, overrides, cuda):
+    _hw(monkeypatch, cuda, cores=4)
+    load_config(None, overrides).trainer.check_hardware()
+
+
+@pytest.mark.parametrize("devices", ["0", "-2", "two", "[]", "[0, 0]", "true", "1.5"])
+def test_malformed_devices_refused_on_load(devices):
+    with pytest.raises(ConfigError, match="trainer.devices"):
+        load_config(None, [f"trainer.devices={devices}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cuda", "expected"),
+    [
+        # auto: SyncBN only on CUDA with more than one device in all (devices × nodes)
+        (["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"], 0, False),
+        (["trainer.accelerator=cpu", "trainer.devices=2", "trainer.num_nodes=2"], 4, False),
+        (["trainer.devices=2"], 0, False),  # auto accelerator on a machine without CUDA
+        (["trainer.devices=2"], 2, True),
+        (["trainer.accelerator=gpu", "trainer.devices=1"], 4, False),
+        (["trainer.accelerator=gpu", "trainer.devices=1", "trainer.num_nodes=2"], 4, True),
+        (["trainer.accelerator=gpu", "trainer.devices=[0, 1]"], 4, True),
+        (["trainer.accelerator=gpu", "trainer.devices='0,1'"], 4, True),
+        (["trainer.devices=auto"], 1, False),
+        (["trainer.devices=auto"], 4, True),  # Lightning's auto takes every GPU
+        (["trainer.devices=-1"], 4, True),
+        (["trainer.devices=auto"], 0, False),
+        # an explicit value stands (true on the CPU is refused by check_hardware)
+        (["trainer.devices=2", "trainer.sync_batchnorm=false"], 2, False),
+        (["trainer.devices=1", "trainer.sync_batchnorm=true"], 2, True),
+    ],
+)
+def test_sync_batchnorm_resolution(monkeypatch, overrides, cuda, expected):
+    _hw(monkeypatch, cuda, cores=8)
+    assert load_config(None, overrides).trainer.sync_batchnorm_on() is expected

@@ -11,7 +11,8 @@ Run folder layout::
 Many GPUs and nodes: set ``trainer.devices``, ``trainer.num_nodes`` and ``trainer.strategy: ddp``
 (configs/pretrain/ddp.yaml); Lightning launches the processes (``srun``/``torchrun`` across nodes).
 The losses gather features from every rank, the sampler splits batches across ranks, batch-norm is
-synchronised, and schedules count optimiser steps.
+synchronised on CUDA (``trainer.sync_batchnorm: auto``), and schedules count optimiser steps. A
+request the machine cannot serve (CUDA, devices, SyncBN) is refused before the manifest is read.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def prefix_checkpoint(run_dir: str | Path, epochs: int) -> Path:
 
 def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
     """Read the manifest and build the preset; all refusals happen here, before training."""
+    cfg.trainer.check_hardware()  # CUDA, device count and SyncBN asked for must exist here
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: required (a split manifest from `medcl split`)")
     objective_class(cfg.method.name)  # an unknown method.name is refused here
@@ -100,18 +102,6 @@ def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
     name = cfg.augment.preset if cfg.augment.preset != "auto" else preset_for_modality(modality)
     preset = build_preset(name, cfg.augment.options, dims=dims)
     return manifest, preset, dims, modality
-
-
-def _sync_bn(cfg: Config) -> bool:
-    if cfg.trainer.sync_batchnorm != "auto":
-        return bool(cfg.trainer.sync_batchnorm)
-    dev = cfg.trainer.devices
-    many = (
-        (isinstance(dev, int) and dev > 1)
-        or (isinstance(dev, list) and len(dev) > 1)
-        or (dev == "auto" and torch.cuda.device_count() > 1)
-    )
-    return many or cfg.trainer.num_nodes > 1
 
 
 def build_trainer(
@@ -151,7 +141,7 @@ def build_trainer(
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=precision_for(cfg),
-        sync_batchnorm=_sync_bn(cfg),
+        sync_batchnorm=t.sync_batchnorm_on(),
         accumulate_grad_batches=t.accumulate_grad_batches,
         use_distributed_sampler=False,
         logger=CSVLogger(out, name="", version="logs"),
