@@ -225,6 +225,10 @@ class OptimConfig:
             )
 
 
+LOGGERS: tuple[str, ...] = ("csv", "tensorboard", "mlflow")
+"""The names ``trainer.logger`` accepts (:mod:`medcl.train.loggers` builds them)."""
+
+
 @dataclass
 class TrainerConfig:
     """Lightning trainer settings; one CPU, one GPU or many GPUs/nodes with DDP.
@@ -245,6 +249,12 @@ class TrainerConfig:
         threads: CPU threads for torch (0 = leave as is).
         checkpoint_every_n_steps: Also checkpoint mid-epoch every N optimiser steps (0 = only at
             epoch ends).
+        logger: Where metrics go, any of :data:`LOGGERS`: ``csv`` (``OUT/logs/metrics.csv``),
+            ``tensorboard`` (event files beside it), ``mlflow`` (the optional ``medcl[mlflow]``
+            extra; a local file store ``OUT/mlruns`` unless ``mlflow_uri``). Fine-tuning logs to
+            ``OUT/logs/finetune``.
+        mlflow_uri: MLflow tracking URI (e.g. ``file:/abs/mlruns`` or ``sqlite:///mlflow.db``);
+            empty = ``OUT/mlruns``. No server is started.
     """
 
     accelerator: str = "auto"
@@ -257,9 +267,17 @@ class TrainerConfig:
     seed: int = 0
     threads: int = 0
     checkpoint_every_n_steps: int = 0
+    logger: list = field(default_factory=lambda: ["csv", "tensorboard"])
+    mlflow_uri: str = ""
 
     def check(self, where: str) -> None:
         _positive(self.num_nodes, f"{where}.num_nodes")
+        bad = [x for x in self.logger if x not in LOGGERS]
+        if bad or len(set(self.logger)) != len(self.logger):
+            raise ConfigError(
+                f"{where}.logger: a list of distinct names from {', '.join(LOGGERS)}, "
+                f"got {self.logger!r}"
+            )
         _positive(self.accumulate_grad_batches, f"{where}.accumulate_grad_batches")
         if self.sync_batchnorm not in (True, False, "auto"):
             raise ConfigError(f"{where}.sync_batchnorm: true, false or auto")

@@ -96,8 +96,8 @@ def _finetune(args: argparse.Namespace) -> int:
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: required (a split manifest from `medcl split`)")
     manifest = read_manifest(cfg.data.manifest)
-    res = finetune(cfg, manifest, pretrained=args.pretrained, progress=True)
     out = Path(cfg.out)
+    res = finetune(cfg, manifest, pretrained=args.pretrained, progress=True, out=out)
     save_config(cfg, out / "config.yaml")
     res.model.meta["name"] = f"{cfg.finetune.mode} on {Path(cfg.data.manifest).name}"
     save_model(out / "model", res.model, card=model_card(res.model.meta))

@@ -46,6 +46,7 @@ from medcl.models.export import load_encoder
 from medcl.models.knn import knn_predict
 from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import STEP_STRIDE, mix_seed
+from medcl.train.loggers import build_loggers
 from medcl.transforms import MultiViewAugment, build_preset
 from medcl.transforms.presets import preset_for_modality
 
@@ -284,14 +285,19 @@ class FinetuneModule(BestOnValidation):
         return loss
 
 
-def classifier_trainer(cfg: Config, progress: bool, **kwargs: Any) -> L.Trainer:
-    """A quiet one-device Lightning trainer for fine-tuning (no logger, no checkpoints)."""
+def classifier_trainer(
+    cfg: Config, progress: bool, out: str | Path | None = None, **kwargs: Any
+) -> L.Trainer:
+    """A quiet one-device Lightning trainer for fine-tuning (no checkpoints); with a run folder
+    ``out``, the ``trainer.logger`` loggers write to ``out/logs/finetune`` (else none)."""
     quiet_third_party()
+    loggers = build_loggers(cfg, out, "finetune") if out is not None else []
     return L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=1,
         precision=precision_for(cfg),
-        logger=False,
+        logger=loggers or False,
+        log_every_n_steps=1,
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -307,8 +313,12 @@ def fit_full(
     cfg: Config,
     n_classes: int,
     progress: bool = False,
+    out: str | Path | None = None,
 ) -> tuple[float, dict[str, Any]]:
-    """Train encoder + head in place; the best validation epoch's weights are loaded back."""
+    """Train encoder + head in place; the best validation epoch's weights are loaded back.
+
+    With a run folder ``out`` the losses and validation scores are logged (``trainer.logger``).
+    """
     ft = cfg.finetune
     labels = train.labels.numpy()
     per_epoch = epoch_samples(ft, len(train))
@@ -326,6 +336,7 @@ def fit_full(
     trainer = classifier_trainer(
         cfg,
         progress,
+        out,
         max_epochs=ft.epochs,
         callbacks=[EarlyStopping(monitor="val/bacc", mode="max", patience=ft.patience)],
     )
@@ -340,7 +351,11 @@ def fit_full(
 
 
 def finetune(
-    cfg: Config, manifest: Manifest, pretrained: str | Path | None = None, progress: bool = False
+    cfg: Config,
+    manifest: Manifest,
+    pretrained: str | Path | None = None,
+    progress: bool = False,
+    out: str | Path | None = None,
 ) -> FinetuneResult:
     """Fit a classifier on the labelled training rows, selecting on validation.
 
@@ -350,6 +365,9 @@ def finetune(
         pretrained: A pretraining run folder (or its ``encoder.pt``); ``None`` = from scratch
             (``linear``/``knn`` then probe a random encoder, a useful lower bound).
         progress: Show Lightning's progress bar.
+        out: The run folder: full fine-tuning then logs to ``out/logs/finetune``
+            (``trainer.logger``; :mod:`medcl.train.loggers`). ``None``: no logs (as inside
+            ``medcl efficiency``, where hundreds of short fits would each leave a log).
     """
     torch.manual_seed(cfg.trainer.seed)
     np.random.seed(cfg.trainer.seed % (2**32))
@@ -402,7 +420,7 @@ def finetune(
             pretrained=enc_meta is not None,
         )
     else:
-        score, details = fit_full(clf, train, val, cfg, n_classes, progress)
+        score, details = fit_full(clf, train, val, cfg, n_classes, progress, out)
     labels = train.labels.numpy()
     clf.meta.update(
         {

@@ -5,6 +5,8 @@ Run folder layout::
     OUT/config.yaml          the resolved config (refused on resume if it changed)
     OUT/checkpoints/last.ckpt  full state: weights, optimiser, LR schedule, MoCo queue, RNG
     OUT/logs/metrics.csv     per-step and per-epoch metrics (Lightning CSV logger)
+    OUT/logs/events.out.*    the same for TensorBoard (trainer.logger, medcl.train.loggers)
+    OUT/logs/augment_grid.png  training images and their augmented views, at the end
     OUT/encoder.pt           encoder weights + input convention (see medcl.models.export)
     OUT/run.json             status, steps, wall time, final metrics
 
@@ -27,7 +29,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger
 
 from medcl._quiet import quiet_third_party
 from medcl.config import Config, check_resume, precision_for, save_config
@@ -36,8 +37,9 @@ from medcl.data.manifest import Manifest, read_manifest
 from medcl.errors import ConfigError, MedclError
 from medcl.io import write_json
 from medcl.models.export import save_encoder
-from medcl.train.callbacks import RNGStateCheckpoint
+from medcl.train.callbacks import AugmentGridLogger, RNGStateCheckpoint, ThroughputMonitor
 from medcl.train.datamodule import PretrainData
+from medcl.train.loggers import build_loggers
 from medcl.train.module import PretrainModule
 from medcl.train.objectives import objective_class
 from medcl.transforms import AugmentPreset, build_preset
@@ -117,7 +119,7 @@ def build_trainer(
         every_n_epochs=1,
         save_on_train_epoch_end=True,
     )
-    callbacks: list[Callback] = [ckpt, RNGStateCheckpoint()]
+    callbacks: list[Callback] = [ckpt, RNGStateCheckpoint(), ThroughputMonitor(cfg.augment.views)]
     if t.checkpoint_every_n_steps > 0:
         callbacks.append(
             ModelCheckpoint(
@@ -144,7 +146,7 @@ def build_trainer(
         sync_batchnorm=t.sync_batchnorm_on(),
         accumulate_grad_batches=t.accumulate_grad_batches,
         use_distributed_sampler=False,
-        logger=CSVLogger(out, name="", version="logs"),
+        logger=build_loggers(cfg, out) or False,
         callbacks=callbacks,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -217,6 +219,8 @@ def pretrain(
     dm = PretrainData(cfg, manifest, preset, dims)
     model = PretrainModule(cfg, preset, dims, len(manifest.classes))
     extra: list[Callback] = [_StopAtEpoch(_stop_at_epoch)] if _stop_at_epoch is not None else []
+    png = out / "logs" / "augment_grid.png"
+    extra.append(AugmentGridLogger(preset, cfg.augment.views, png, seed=cfg.trainer.seed))
     if save_prefix > 0:
         extra.append(_SavePrefix(save_prefix, prefix_checkpoint(out, save_prefix)))
     trainer = build_trainer(cfg, out, extra, progress)
