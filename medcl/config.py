@@ -49,6 +49,22 @@ class DataConfig:
         images_per_patient: Pretraining batches hold whole patients, this many images of each
             (``batch_size`` must be a multiple), so that ``method.group_positives`` finds
             same-patient positives in every batch (MICLe, Azizi et al. 2021); 1 = single rows.
+        volume_mode: How 3-D volumes reach the encoder: ``resize`` (the whole volume resized to
+            ``image_size``³ on load, the default) or ``patches`` (cubes of ``patch_size`` voxels
+            cropped at the stored resolution of the cache: pretraining on random patches,
+            embedding and prediction averaged over a grid of patches; :mod:`medcl.train.patches`).
+        patch_size: Edge of a patch in voxels of the cached volume (``volume_mode: patches``); every
+            training volume must be at least this large along each axis.
+        patches_per_volume: Random patches cropped from each volume of a pretraining batch (k ≥ 1;
+            a batch of ``batch_size`` volumes gives ``batch_size · k`` samples of ``augment.views``
+            views each).
+        patch_overlap: Overlap of neighbouring grid patches at inference, a fraction of
+            ``patch_size`` in [0, 1) (stride ``⌊patch_size·(1 − overlap)⌋``).
+        in_memory: Hold the resized images in memory (``true``), stream them from a packed cache
+            file through the loader workers (``false``; memory independent of the row count), or
+            ``auto``: in memory when they take less than ``memory_budget_mb``
+            (:func:`medcl.data.dataset.open_images`; the log says which and why).
+        memory_budget_mb: The ``auto`` threshold in MiB, per dataset.
     """
 
     manifest: str = ""
@@ -57,9 +73,23 @@ class DataConfig:
     batch_size: int = 128
     num_workers: int | str = "auto"
     images_per_patient: int = 1
+    volume_mode: str = "resize"
+    patch_size: int = 32
+    patches_per_volume: int = 4
+    patch_overlap: float = 0.5
+    in_memory: str | bool = "auto"
+    memory_budget_mb: float = 1024
 
     def check(self, where: str) -> None:
         _positive(self.image_size, f"{where}.image_size")
+        if self.volume_mode not in ("resize", "patches"):
+            raise ConfigError(
+                f"{where}.volume_mode: 'resize' or 'patches', got {self.volume_mode!r}"
+            )
+        _positive(self.patch_size, f"{where}.patch_size")
+        _positive(self.patches_per_volume, f"{where}.patches_per_volume")
+        if not 0.0 <= self.patch_overlap < 1.0:
+            raise ConfigError(f"{where}.patch_overlap: must be in [0, 1), got {self.patch_overlap}")
         _positive(self.batch_size, f"{where}.batch_size")
         _positive(self.images_per_patient, f"{where}.images_per_patient")
         if self.batch_size % self.images_per_patient:
@@ -74,6 +104,9 @@ class DataConfig:
                 )
         elif self.num_workers < 0:
             raise ConfigError(f"{where}.num_workers: must be ≥ 0, got {self.num_workers}")
+        if str(self.in_memory).lower() not in ("auto", "true", "false"):
+            raise ConfigError(f"{where}.in_memory: auto, true or false, got {self.in_memory!r}")
+        _positive(self.memory_budget_mb, f"{where}.memory_budget_mb")
         if isinstance(self.labelled_share, str):
             if self.labelled_share != "auto":
                 raise ConfigError(

@@ -3,10 +3,16 @@
 Layout, next to the manifest ``dir/name.csv``::
 
     dir/name.cache/<key[:2]>/<key>.npy   float32, (1, H, W) for 2-D rows, (1, D, H, W) for 3-D rows
+    dir/name.cache/<key[:2]>/<shard>.npy float32 (n, 1, H, W): a shard of an array file's rows
+    dir/name.cache/packed/<size>/…       packed arrays of the streamed datasets (medcl.data.packed)
     dir/name.cache/state.json            per-file results of the last ingest (for incremental runs)
 
-``key`` is the sha256 of the source file plus a frame/slice suffix (``<sha>_f003``, ``<sha>_s012``,
-``<sha>_train000042`` …); for a 3-D DICOM series it is the digest of the sorted slice digests.
+``key`` is the sha256 of the source file plus a frame/slice suffix (``<sha>_f003``, ``<sha>_s012``
+…); for a 3-D DICOM series it is the digest of the sorted slice digests. Array files (MedMNIST
+``.npz``) are not split into one file per image: their rows are written in shards of up to
+:data:`SHARD_ROWS` images (``<sha>_<split>_c0000000`` …, the suffix is the first row), and a row's
+key (and the manifest's ``cache_path``) names its shard and its position in it:
+``<shard>#<row>`` (``…/<shard>.npy#17``). :func:`load_cached` reads either form.
 
 Intensity convention (fixed; training and evaluation rely on it):
 
@@ -29,11 +35,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from medcl.data.packed import PACKED_DIR, ArrayFile, split_ref
 from medcl.data.readers.base import HU, UNIT
 from medcl.data.resize import resize_to
 from medcl.errors import MedclError
@@ -43,6 +52,8 @@ LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
 STATE_NAME = "state.json"
 STATE_VERSION = 1
+SHARD_ROWS = 8192
+"""Images per shard of an array file (about 25 MB at 28², 130 MB at 64²)."""
 
 
 def cache_dir(manifest: str | os.PathLike[str]) -> Path:
@@ -57,8 +68,20 @@ def cache_key(sha256: str, suffix: str = "") -> str:
 
 
 def cache_file(root: str | os.PathLike[str], key: str) -> Path:
-    """Where the array for ``key`` lives under the cache folder ``root``."""
-    return Path(root) / key[:2] / f"{key}.npy"
+    """Where the array for ``key`` lives under the cache folder ``root`` (``…/<shard>.npy#<row>``
+    for a row of a shard: see :func:`array_file` for the file itself)."""
+    name, sep, row = key.partition("#")
+    return Path(root) / name[:2] / (f"{name}.npy{sep}{row}")
+
+
+def array_file(ref: str | os.PathLike[str]) -> Path:
+    """The file that holds a cached array: ``…/<shard>.npy#17`` → ``…/<shard>.npy``."""
+    return Path(split_ref(str(ref))[0])
+
+
+def key_present(root: str | os.PathLike[str], key: str) -> bool:
+    """Whether the file holding ``key``'s array exists (a shard row: its shard)."""
+    return array_file(cache_file(root, key)).is_file()
 
 
 def to_cache_intensity(array: np.ndarray, intensity: str, invert: bool = False) -> np.ndarray:
@@ -120,7 +143,7 @@ def store(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
 
 
 def load_cached(path: str | os.PathLike[str]) -> np.ndarray:
-    """Load a cached array (a manifest's ``cache_path``).
+    """Load a cached array (a manifest's ``cache_path``: a file, or ``<shard>.npy#<row>``).
 
     Returns:
         float32 ``(1, H, W)`` or ``(1, D, H, W)``.
@@ -128,6 +151,9 @@ def load_cached(path: str | os.PathLike[str]) -> np.ndarray:
     Raises:
         MedclError: When the file is missing or not a cached array.
     """
+    name, row = split_ref(str(path))
+    if row is not None:
+        return ArrayFile(name).row(row)
     p = Path(path)
     try:
         return np.load(p, allow_pickle=False)
@@ -139,8 +165,27 @@ def load_cached(path: str | os.PathLike[str]) -> np.ndarray:
         ) from None
 
 
+def load_many(refs: Sequence[str]) -> list[np.ndarray]:
+    """:func:`load_cached` of every reference, rows of one shard read together (run by run)."""
+    out: list[np.ndarray | None] = [None] * len(refs)
+    by_shard: dict[str, list[tuple[int, int]]] = {}
+    for i, ref in enumerate(refs):
+        name, row = split_ref(str(ref))
+        if row is None:
+            out[i] = load_cached(ref)
+        else:
+            by_shard.setdefault(name, []).append((i, row))
+    for name, pairs in by_shard.items():
+        block = ArrayFile(name).rows([r for _, r in pairs])
+        for (i, _), arr in zip(pairs, block, strict=True):
+            out[i] = arr
+    return out  # type: ignore[return-value]
+
+
 def prune(root: str | os.PathLike[str], keep: set[str]) -> int:
-    """Delete cached arrays (and stale temporary files) whose key is not in ``keep``.
+    """Delete cached arrays (and stale temporary files) whose key is not in ``keep`` (a shard is
+    kept while one of its rows is); when any was removed, also the packed arrays (derived data,
+    rebuilt on demand by the streamed datasets).
 
     Returns:
         How many files were removed.
@@ -149,11 +194,15 @@ def prune(root: str | os.PathLike[str], keep: set[str]) -> int:
     base = Path(root)
     if not base.is_dir():
         return 0
+    keep = {k.partition("#")[0] for k in keep}
     for p in base.glob("*/*"):
         stale = p.name.endswith(".tmp") or (p.suffix == ".npy" and p.stem not in keep)
         if stale and p.is_file():
             p.unlink()
             removed += 1
+    packed = base / PACKED_DIR
+    if removed and packed.is_dir():  # derived data: rebuilt on demand from the remaining files
+        shutil.rmtree(packed, ignore_errors=True)
     return removed
 
 

@@ -2,6 +2,11 @@
 
 Only rows with ``split == "train"`` (labelled and unlabelled) are used for pretraining; validation
 rows feed the online kNN monitor and are never trained on; test rows are never loaded.
+
+With ``data.volume_mode: patches`` (3-D) the training set is
+:class:`~medcl.train.patches.PatchViews` over the stored volumes (``k`` regions × ``V`` views per
+volume, flattened by :func:`~medcl.train.patches.collate_patches`) and the monitor's sets are the
+stored volumes, one per batch, embedded by grid aggregation in the module.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from medcl.config import Config
-from medcl.data.dataset import CachedImages
+from medcl.data.dataset import ImageSet, open_images
 from medcl.data.manifest import Manifest
 from medcl.data.sampler import MixedBatchSampler, auto_labelled_share
+from medcl.data.volumes import StoredVolumes
 from medcl.errors import MedclError
+from medcl.train.patches import PatchViews, collate_patches
 from medcl.transforms import AugmentPreset
 
 
@@ -36,9 +43,10 @@ class PretrainData(L.LightningDataModule):
         self.manifest = manifest
         self.preset = preset
         self.dims = dims
-        self.train_set: CachedImages | None = None
-        self.val_set: CachedImages | None = None
-        self.bank_set: CachedImages | None = None
+        self.train_set: ImageSet | PatchViews | None = None
+        self.val_set: ImageSet | StoredVolumes | None = None
+        self.bank_set: ImageSet | StoredVolumes | None = None
+        self.patches = cfg.data.volume_mode == "patches" and dims == 3
         self.labelled_share = 0.0
 
     def setup(self, stage: str | None = None) -> None:
@@ -48,21 +56,44 @@ class PretrainData(L.LightningDataModule):
         train = self.manifest.subset(df["split"] == "train")
         if len(train) == 0:
             raise MedclError("the manifest has no train rows; run `medcl split` first")
-        size = self.cfg.data.image_size
-        self.train_set = CachedImages(train, size, self.dims, progress=True)
         views = self.cfg.augment.views
-        if self.preset.per_sample is not None:
-            preset = self.preset
-            self.train_set.transform = lambda x: preset.sample_views(x, views)
+        preset = self.preset
+        if self.patches:
+            d = self.cfg.data
+            self.train_set = PatchViews(
+                StoredVolumes(train),
+                d.patch_size,
+                d.patches_per_volume,
+                views,
+                None if preset.per_sample is None else lambda v: preset.sample_views(v, 1)[0],
+            )
+        else:
+            self.train_set = self._images(train, progress=True)
+            if self.preset.per_sample is not None:
+                self.train_set.transform = lambda x: preset.sample_views(x, views)
         val = self.manifest.subset((df["split"] == "val") & (df["label"] != ""))
         bank = train.subset(train.df["label"] != "")
-        if len(val) and len(bank):
-            self.val_set = CachedImages(val, size, self.dims)
-            self.bank_set = CachedImages(bank, size, self.dims)
+        if len(val) and len(bank) and self.patches:
+            self.val_set, self.bank_set = StoredVolumes(val), StoredVolumes(bank)
+        elif len(val) and len(bank):
+            self.val_set = self._images(val)
+            self.bank_set = self._images(bank)
         labels = self.train_set.labels.numpy()
         share = self.cfg.data.labelled_share
         n_lab, n_unl = int((labels >= 0).sum()), int((labels < 0).sum())
         self.labelled_share = auto_labelled_share(n_lab, n_unl) if share == "auto" else float(share)
+
+    def _images(self, rows: Manifest, progress: bool = False) -> ImageSet:
+        """``rows`` in memory or streamed, as ``data.in_memory`` and ``memory_budget_mb`` say."""
+        d = self.cfg.data
+        return open_images(
+            rows,
+            d.image_size,
+            self.dims,
+            in_memory=d.in_memory,
+            memory_budget_mb=d.memory_budget_mb,
+            progress=progress,
+        )
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
@@ -90,15 +121,16 @@ class PretrainData(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=False,
+            collate_fn=collate_patches if self.patches else None,
         )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return DataLoader(self.val_set, batch_size=256, shuffle=False)
+        return DataLoader(self.val_set, batch_size=1 if self.patches else 256, shuffle=False)
 
     def bank_dataloader(self) -> DataLoader | None:
         """Labelled training rows, the reference set of the kNN monitor."""
         if self.bank_set is None:
             return None
-        return DataLoader(self.bank_set, batch_size=256, shuffle=False)
+        return DataLoader(self.bank_set, batch_size=1 if self.patches else 256, shuffle=False)

@@ -16,6 +16,7 @@ CUDA the encoder runs channels-last under bf16 autocast (precision ``auto``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import lightning as L
@@ -30,6 +31,7 @@ from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import RANK_STRIDE, SEED_STRIDE, STEP_STRIDE, mix_seed
 from medcl.train.objectives import ObjectiveOutput, ViewBatch, build_objective, channels_last
 from medcl.transforms import AugmentPreset, MultiViewAugment
+from medcl.transforms.patches import aggregate_patches
 
 
 def sup_start_step(cfg: Config, total_steps: int) -> int:
@@ -70,6 +72,11 @@ class PretrainModule(L.LightningModule):
         self.n_classes = n_classes
         self.spatial_dims = spatial_dims
         self.encoder_spec = EncoderSpec.from_config(cfg, spatial_dims)
+        self.patches = cfg.data.volume_mode == "patches" and spatial_dims == 3
+        if self.patches:  # the encoder sees patches (data.patch_size), not resized volumes
+            self.encoder_spec = dataclasses.replace(
+                self.encoder_spec, image_size=cfg.data.patch_size
+            )
         self.encoder = build_encoder(self.encoder_spec)
         self.augment = MultiViewAugment(preset, cfg.augment.views)
         self.preset = preset
@@ -110,6 +117,17 @@ class PretrainModule(L.LightningModule):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder features of already-normalised images ``(B, 1, ...)``."""
         return self.encoder(channels_last(x))
+
+    def embed_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of images in cache units for the monitor: normalised, then encoded whole, or
+        (patch mode) averaged over the grid patches of each volume."""
+        x = self.preset.normalize(x)
+        if not self.patches:
+            return self.embed(x)
+        d = self.cfg.data
+        return torch.stack(
+            [aggregate_patches(self.embed, v, d.patch_size, d.patch_overlap) for v in x]
+        )
 
     def _generator(self, device: torch.device) -> torch.Generator:
         g = torch.Generator(device=device)
@@ -202,7 +220,7 @@ class PretrainModule(L.LightningModule):
     # ----------------------------------------------------------------- kNN monitor
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, labels, _, _ = batch
-        feats = self.embed(self.preset.normalize(x))
+        feats = self.embed_eval(x)
         self._val_feats.append(feats.float())
         self._val_labels.append(labels)
 
@@ -220,7 +238,7 @@ class PretrainModule(L.LightningModule):
         bank, bl = [], []
         for x, lab, _, _ in loader:
             x = x.to(self.device)
-            bank.append(self.embed(self.preset.normalize(x)).float())
+            bank.append(self.embed_eval(x).float())
             bl.append(lab.to(self.device))
         probs = knn_predict(
             q, torch.cat(bank), torch.cat(bl), self.n_classes, k=self.cfg.finetune.knn_k

@@ -34,6 +34,7 @@ from medcl._quiet import quiet_third_party
 from medcl.config import Config, check_resume, precision_for, save_config
 from medcl.data.dataset import manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest
+from medcl.data.volumes import check_patches_fit, stored_shapes
 from medcl.errors import ConfigError, MedclError
 from medcl.io import write_json
 from medcl.models.export import save_encoder
@@ -42,6 +43,7 @@ from medcl.train.datamodule import PretrainData
 from medcl.train.loggers import build_loggers
 from medcl.train.module import PretrainModule
 from medcl.train.objectives import objective_class
+from medcl.train.patches import volume_meta
 from medcl.transforms import AugmentPreset, build_preset
 from medcl.transforms.presets import preset_for_modality
 
@@ -103,6 +105,8 @@ def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
     dims, modality = manifest_geometry(manifest, cfg.data.manifest)
     name = cfg.augment.preset if cfg.augment.preset != "auto" else preset_for_modality(modality)
     preset = build_preset(name, cfg.augment.options, dims=dims)
+    if cfg.data.volume_mode == "patches":  # 3-D only; every training volume holds a patch
+        check_patches_fit(manifest.subset(df["split"] == "train"), cfg.data.patch_size)
     return manifest, preset, dims, modality
 
 
@@ -257,6 +261,10 @@ def pretrain(
         "lambda_ssl": cfg.method.lambda_ssl,
         "classes": list(manifest.classes),
     }
+    if dm.patches:  # grid inference needs the patch geometry (medcl.evaluate.model)
+        d = cfg.data
+        shapes = stored_shapes(manifest.subset(manifest.df["split"] == "train"))
+        meta["volume"] = volume_meta(d.patch_size, d.patch_overlap, d.patches_per_volume, shapes)
     enc_path = out / "encoder.pt"
     if trainer.is_global_zero:
         save_encoder(enc_path, model.encoder, model.encoder_spec, meta)

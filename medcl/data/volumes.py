@@ -1,0 +1,125 @@
+"""Volumes at their stored resolution, and the dataset a model's input convention asks for.
+
+:class:`StoredVolumes` reads each row's cached array lazily, as the cache holds it (``(1, D, H, W)``
+after ingest's in-plane resize, if any; no resize here, so shapes may differ between rows). It is
+what ``data.volume_mode: patches`` crops from (:mod:`medcl.train.patches`) and what grid inference
+aggregates over (:mod:`medcl.transforms.patches`). :func:`stored_shapes` reads only the ``.npy``
+headers, so a patch larger than some volume is refused before any image is loaded.
+
+:func:`model_images` is the one place callers pick the dataset of a model's input convention:
+``CachedImages`` resized to ``image_size`` for whole-image models, :class:`StoredVolumes` for a
+model trained on patches (``meta["volume"]["mode"] == "patches"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medcl.data.cache import load_cached
+from medcl.data.dataset import CachedImages, manifest_geometry
+from medcl.data.manifest import Manifest
+from medcl.data.split import patient_order
+from medcl.errors import MedclError
+
+
+def stored_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
+    """Spatial shapes of the rows' cached arrays, read from the ``.npy`` headers only."""
+    shapes = []
+    for p in manifest.df["cache_path"]:
+        if not p:
+            raise MedclError("a manifest row has no cache_path; re-run `medcl ingest`")
+        shapes.append(tuple(int(s) for s in np.load(p, mmap_mode="r").shape[1:]))
+    return shapes
+
+
+def check_patches_fit(manifest: Manifest, patch_size: int) -> None:
+    """Refuse patch training on 2-D rows or on a volume smaller than a patch along some axis.
+
+    Raises:
+        MedclError: One line naming ``data.patch_size`` (or ``data.volume_mode``) and the first
+            offending ``image_id``.
+    """
+    dims = manifest_geometry(manifest)[0]
+    if dims != 3:
+        raise MedclError("data.volume_mode=patches needs 3-D volumes; the manifest is 2-D")
+    for image_id, shape in zip(manifest.df["image_id"], stored_shapes(manifest), strict=True):
+        if min(shape) < patch_size:
+            raise MedclError(
+                f"data.patch_size={patch_size} is larger than volume {image_id} "
+                f"(stored shape {'×'.join(map(str, shape))}); lower data.patch_size"
+            )
+
+
+class StoredVolumes(Dataset):
+    """Cached volumes of some manifest rows as stored (no resize), read on access.
+
+    Args:
+        manifest: The manifest (rows must have ``cache_path``).
+
+    Attributes:
+        labels: ``(N,)`` class indices, −1 for unlabelled rows.
+        groups: ``(N,)`` patient numbers in secret-free content order (as ``CachedImages``).
+        image_ids: The rows' image ids.
+        transform: Optional callable ``volume -> tensor`` applied in :meth:`__getitem__`.
+
+    Items are ``(volume, label, group, index)``, the volume ``(1, D, H, W)`` float32.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        df = manifest.df
+        missing = df.index[df["cache_path"] == ""]
+        if len(missing):
+            raise MedclError(
+                f"{len(missing)} manifest row(s) have no cache_path (first: "
+                f"{df.loc[missing[0], 'image_id']}); re-run `medcl ingest`"
+            )
+        self.paths = list(df["cache_path"])
+        self.labels = torch.tensor(manifest.class_index().to_numpy().copy(), dtype=torch.long)
+        rank = {p: i for i, p in enumerate(patient_order(df))}
+        self.groups = torch.tensor(df["patient_key"].map(rank).to_numpy(dtype="int64"))
+        self.image_ids = list(df["image_id"])
+        self.modality = manifest_geometry(manifest)[1]
+        self.transform: Any = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def volume(self, i: int) -> torch.Tensor:
+        """The ``i``-th cached volume, ``(1, D, H, W)`` float32."""
+        return torch.from_numpy(np.ascontiguousarray(load_cached(self.paths[i]), np.float32))
+
+    @property
+    def images(self) -> list[torch.Tensor]:
+        """Every volume, loaded now (a list: shapes may differ); for evaluation-sized sets."""
+        return [self.volume(i) for i in range(len(self))]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, int]:
+        x = self.volume(i)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i]), int(self.groups[i]), i
+
+
+def patch_meta(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``volume`` entry of a model's meta when it was trained on patches, else ``None``."""
+    vol = meta.get("volume")
+    if isinstance(vol, Mapping) and vol.get("mode") == "patches":
+        return dict(vol)
+    return None
+
+
+def model_images(manifest: Manifest, meta: Mapping[str, Any]) -> CachedImages | StoredVolumes:
+    """The rows of ``manifest`` as a model with input convention ``meta`` reads them.
+
+    Whole-image models: ``CachedImages`` at ``meta["image_size"]`` (``.images`` a stacked
+    tensor); patch models: :class:`StoredVolumes` (``.images`` a list of stored volumes, which
+    the classifier aggregates over grid patches).
+    """
+    if patch_meta(meta) is not None:
+        return StoredVolumes(manifest)
+    return CachedImages(manifest, int(meta["image_size"]), int(meta["spatial_dims"]))
