@@ -7,16 +7,20 @@
 - :class:`MoCoLoss` with a persistent FIFO key queue (its key encoder's EMA is in
   :mod:`medcl.models.ema`).
 - :class:`NegativeCosineLoss` for BYOL and SimSiam.
+- :func:`dino_loss`, :func:`dino_center_update`, :func:`teacher_temperature` for DINO.
+- :func:`vicreg_loss` (:class:`VICRegParts`) for VICReg, over the global batch.
 - :func:`gather_with_grad` / :func:`gather_no_grad`: cross-rank gathering (no-ops on one process).
 """
 
 from medcl.losses.byol import NegativeCosineLoss
+from medcl.losses.dino import dino_center_update, dino_loss, teacher_temperature
 from medcl.losses.distributed import gather_no_grad, gather_with_grad
 from medcl.losses.fixmatch import FixMatchLoss
 from medcl.losses.moco import MoCoLoss
 from medcl.losses.ntxent import NTXentLoss
 from medcl.losses.sscl import SSCLLoss, SSCLParts
 from medcl.losses.supcon import SupConLoss
+from medcl.losses.vicreg import VICRegParts, vicreg_loss
 
 __all__ = [
     "FixMatchLoss",
@@ -26,6 +30,11 @@ __all__ = [
     "SSCLLoss",
     "SSCLParts",
     "SupConLoss",
+    "VICRegParts",
+    "dino_center_update",
+    "dino_loss",
     "gather_no_grad",
     "gather_with_grad",
+    "teacher_temperature",
+    "vicreg_loss",
 ]
