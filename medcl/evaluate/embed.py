@@ -4,7 +4,9 @@
 confidence, correct, prob_<class>…, embedding`` (list of floats), ``pca_x, pca_y`` and, when
 computed, ``tsne_x, tsne_y`` (scikit-learn t-SNE on the first 50 principal components, run when
 there are at most ``tsne_max`` rows) and ``umap_x, umap_y`` (when umap-learn is installed). No
-header value from the source images is written: keys are pseudonyms.
+header value from the source images is written: keys are pseudonyms. A model trained on 3-D patches
+embeds each volume as the mean of its grid patches' features and predicts with its head on that
+mean (:class:`~medcl.evaluate.model.Classifier`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
+from medcl.data.volumes import model_images
 from medcl.evaluate.model import Classifier
 from medcl.io import atomic_path
 
@@ -53,7 +55,7 @@ def embed_manifest(
 ) -> pd.DataFrame:
     """Embed and predict every row of ``manifest``; returns the embeddings table."""
     meta = clf.meta
-    ds = CachedImages(manifest, meta["image_size"], meta["spatial_dims"])
+    ds = model_images(manifest, meta)  # a patch model: stored volumes, grid-averaged features
     feats = clf.embed(ds.images)
     with torch.no_grad():
         logits = clf.head(feats.to(next(clf.parameters()).device)).float().cpu()

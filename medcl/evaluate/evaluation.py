@@ -14,15 +14,18 @@ import numpy as np
 
 from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
+from medcl.data.volumes import StoredVolumes, model_images
 from medcl.errors import MedclError
 from medcl.evaluate.bootstrap import metrics_with_intervals
 from medcl.evaluate.metrics import classification_metrics
 from medcl.evaluate.model import Classifier
 
 
-def predict_rows(clf: Classifier, manifest: Manifest) -> tuple[np.ndarray, CachedImages]:
-    """Probabilities ``(N, C)`` for every row of ``manifest``."""
-    ds = CachedImages(manifest, clf.meta["image_size"], clf.meta["spatial_dims"])
+def predict_rows(
+    clf: Classifier, manifest: Manifest
+) -> tuple[np.ndarray, CachedImages | StoredVolumes]:
+    """Probabilities ``(N, C)`` for every row of ``manifest`` (a patch model: grid-aggregated)."""
+    ds = model_images(manifest, clf.meta)
     return clf.predict_proba(ds.images).numpy(), ds
 
 

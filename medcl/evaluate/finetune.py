@@ -37,7 +37,8 @@ from medcl._quiet import quiet_third_party
 from medcl.config import Config, FinetuneConfig, precision_for
 from medcl.data.dataset import CachedImages, manifest_geometry
 from medcl.data.manifest import Manifest
-from medcl.errors import MedclError
+from medcl.data.volumes import model_images, patch_meta
+from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.model import Classifier, KNNHead
 from medcl.evaluate.ood import KEY as OOD_KEY
 from medcl.evaluate.ood import describe_training
@@ -123,7 +124,7 @@ def base_meta(
     }
 
 
-def _datasets(m: Manifest, size: int, dims: int) -> tuple[CachedImages, CachedImages]:
+def _datasets(m: Manifest, meta: dict[str, Any]) -> tuple[CachedImages, CachedImages]:
     train, val = _labelled(m, "train"), _labelled(m, "val")
     if len(train) == 0:
         raise MedclError(
@@ -131,7 +132,8 @@ def _datasets(m: Manifest, size: int, dims: int) -> tuple[CachedImages, CachedIm
         )
     if len(val) == 0:
         raise MedclError("no labelled validation rows: model selection needs a val split")
-    return CachedImages(train, size, dims), CachedImages(val, size, dims)
+    # a patch model reads stored volumes (its embeddings are grid means, medcl.evaluate.model)
+    return model_images(train, meta), model_images(val, meta)  # type: ignore[return-value]
 
 
 def fit_linear(
@@ -386,8 +388,15 @@ def finetune(
         spec = EncoderSpec.from_config(cfg, dims)
         encoder = build_encoder(spec)
     meta = base_meta(cfg, manifest, spec, modality, enc_meta)
+    if enc_meta is not None and patch_meta(enc_meta) is not None:
+        if cfg.finetune.mode not in ("linear", "knn"):
+            raise ConfigError(
+                f"finetune.mode={cfg.finetune.mode}: {pretrained} was pretrained on 3-D patches; "
+                "use finetune.mode=linear or knn (probes on grid-averaged patch embeddings)"
+            )
+        meta["volume"] = patch_meta(enc_meta)
     n_classes = len(manifest.classes)
-    train, val = _datasets(manifest, spec.image_size, dims)
+    train, val = _datasets(manifest, meta)
     clf = Classifier(encoder, nn.Linear(encoder.out_dim, n_classes), meta)
     mode = cfg.finetune.mode
     if mode == "linear":

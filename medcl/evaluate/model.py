@@ -10,12 +10,23 @@ Folder layout (in the spirit of a MONAI bundle)::
 
 Heads: ``linear`` (logits = W·f + b; a logistic-regression probe is folded into this form, its
 feature standardisation included) and ``knn`` (cosine kNN over stored reference embeddings).
+
+Models trained on 3-D patches (``metadata.json`` ``volume.mode == "patches"``) read each volume at
+its stored resolution and aggregate over a grid of patches (:mod:`medcl.transforms.patches`,
+``volume.patch_size`` and ``volume.overlap``): the embedding is the mean of the patch features,
+``f(V) = (1/n) Σ_i g(p_i)``, and the prediction is the head on that mean. For the linear head this
+is exactly the mean of the patch logits, ``W·f(V) + b = (1/n) Σ_i (W·g(p_i) + b)``, then a softmax;
+we average logits (not probabilities) because the probe and the kNN bank were fit on these mean
+embeddings, so prediction applies the head to the same quantity it was trained on, and because a
+label belongs to the volume, not to each patch (averaging per-patch probabilities would treat every
+patch as an independent, equally confident voter).
 """
 
 from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medcl.data.volumes import patch_meta
 from medcl.errors import MedclError
 from medcl.io import atomic_dir, write_json, write_text
 from medcl.models.encoders import EncoderSpec, build_encoder
 from medcl.models.knn import knn_predict
 from medcl.transforms import to_model_intensity
+from medcl.transforms.patches import aggregate_patches
 
 
 class KNNHead(nn.Module):
@@ -71,9 +84,19 @@ class Classifier(nn.Module):
         return to_model_intensity(x, self.meta["preset"], tuple(self.meta["window"]))
 
     @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Class probabilities ``(N, C)`` of images ``(N, 1, ...)`` in cache units."""
+    def predict_proba(
+        self, images: torch.Tensor | Sequence[torch.Tensor], batch_size: int = 256
+    ) -> torch.Tensor:
+        """Class probabilities ``(N, C)`` of images ``(N, 1, ...)`` in cache units (a patch
+        model: a sequence of stored volumes ``(1, D, H, W)``; softmax of the head on the mean
+        patch feature, see the module docstring)."""
         self.eval()
+        if patch_meta(self.meta) is not None:
+            feats = self.embed(images, batch_size)
+            if not len(feats):
+                return torch.zeros(0, len(self.meta["classes"]))
+            dev = next(self.parameters()).device
+            return F.softmax(self.head(feats.to(dev)).float(), dim=1).cpu()
         dev = next(self.parameters()).device
         out = [
             F.softmax(self(self.normalize(images[s : s + batch_size].to(dev))).float(), dim=1)
@@ -82,10 +105,23 @@ class Classifier(nn.Module):
         return torch.cat(out).cpu() if out else torch.zeros(0, len(self.meta["classes"]))
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Encoder features ``(N, F)`` of images in cache units."""
+    def embed(
+        self, images: torch.Tensor | Sequence[torch.Tensor], batch_size: int = 256
+    ) -> torch.Tensor:
+        """Encoder features ``(N, F)`` of images in cache units (a patch model: the mean feature
+        over each volume's grid patches)."""
         self.eval()
         dev = next(self.parameters()).device
+        vol = patch_meta(self.meta)
+        if vol is not None:
+            size, overlap = int(vol["patch_size"]), float(vol["overlap"])
+            feats = [
+                aggregate_patches(
+                    self.encoder, self.normalize(v.to(dev)), size, overlap, min(batch_size, 64)
+                )
+                for v in images
+            ]
+            return torch.stack(feats).cpu() if feats else torch.zeros(0, 1)
         out = [
             self.encoder(self.normalize(images[s : s + batch_size].to(dev))).float()
             for s in range(0, images.shape[0], batch_size)

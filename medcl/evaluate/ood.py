@@ -44,8 +44,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
+from medcl.data.volumes import model_images
 
 KEY = "training_distribution"
 BANK_FILE = "train_embeddings.npy"
@@ -230,11 +230,11 @@ def describe_training(
     if len(train) == 0:
         return record, None
     bank_rows = _sample(train, BANK_CAP, seed)
-    bank = normalised(clf.embed(CachedImages(bank_rows, size, dims).images))
+    bank = normalised(clf.embed(model_images(bank_rows, meta).images))
     threshold = None
     if len(val):
         val_rows = _sample(val, VAL_CAP, seed)
-        dist = knn_distance(normalised(clf.embed(CachedImages(val_rows, size, dims).images)), bank)
+        dist = knn_distance(normalised(clf.embed(model_images(val_rows, meta).images)), bank)
         threshold = float(np.quantile(dist, QUANTILE))
     record["embedding"] = {
         "file": BANK_FILE,

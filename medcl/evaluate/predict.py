@@ -11,11 +11,23 @@ import pandas as pd
 from medcl.data.ingest import ingest
 from medcl.data.manifest import read_manifest
 from medcl.data.pseudonym import PathMap, secret_path
+from medcl.data.volumes import patch_meta
 from medcl.errors import MedclError
 from medcl.evaluate import ood
 from medcl.evaluate.evaluation import predict_rows
 from medcl.evaluate.model import load_model
 from medcl.io import atomic_path
+
+
+def ingest_size(meta: dict) -> int | None:
+    """The in-plane size inputs are cached at: the model's ``image_size`` (whole images resized
+    to it), or for a patch model the stored in-plane size of its training volumes (``None``: the
+    source size), so that a patch covers as many millimetres as in training."""
+    vol = patch_meta(meta)
+    if vol is None:
+        return int(meta["image_size"])
+    size = vol.get("in_plane_size")
+    return None if size is None else int(size)
 
 
 def predict_source(
@@ -58,7 +70,7 @@ def predict_source(
             manifest_path,
             dims=clf.meta["spatial_dims"],
             workers=workers,
-            size=clf.meta["image_size"],
+            size=ingest_size(clf.meta),
             progress=True,
             secret=secret,
         )
