@@ -1,7 +1,7 @@
 """Volumes at their stored resolution, and the dataset a model's input convention asks for.
 
-:class:`StoredVolumes` reads each row's cached array lazily, as the cache holds it (``(1, D, H, W)``
-after ingest's in-plane resize, if any; no resize here, so shapes may differ between rows). It is
+:class:`StoredVolumes` gives each row's cached array as the cache holds it (``(1, D, H, W)`` after
+ingest's in-plane resize, if any; no resize here, so shapes may differ between rows). It is
 what ``data.volume_mode: patches`` crops from (:mod:`medcl.train.patches`) and what grid inference
 aggregates over (:mod:`medcl.transforms.patches`). :func:`stored_shapes` reads only the ``.npy``
 headers, so a patch larger than some volume is refused before any image is loaded.
@@ -20,10 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medcl.data.cache import load_cached
-from medcl.data.dataset import CachedImages, manifest_geometry
+from medcl.data.dataset import CachedImages, manifest_geometry, open_images
 from medcl.data.manifest import Manifest
-from medcl.data.split import patient_order
 from medcl.errors import MedclError
 
 
@@ -56,46 +54,48 @@ def check_patches_fit(manifest: Manifest, patch_size: int) -> None:
 
 
 class StoredVolumes(Dataset):
-    """Cached volumes of some manifest rows as stored (no resize), read on access.
+    """Cached volumes of some manifest rows as stored (no resize; shapes may differ).
+
+    The rows are read through :func:`medcl.data.dataset.open_images` with ``image_size=None``:
+    held in memory when they fit ``memory_budget_mb`` (``in_memory="auto"``), else read from
+    their cache files on access (inside the loader workers).
 
     Args:
         manifest: The manifest (rows must have ``cache_path``).
+        in_memory: ``auto``, ``true`` or ``false`` (``data.in_memory``).
+        memory_budget_mb: The ``auto`` threshold (``data.memory_budget_mb``).
 
     Attributes:
         labels: ``(N,)`` class indices, −1 for unlabelled rows.
-        groups: ``(N,)`` patient numbers in secret-free content order (as ``CachedImages``).
+        groups: ``(N,)`` patient numbers in secret-free content order.
         image_ids: The rows' image ids.
         transform: Optional callable ``volume -> tensor`` applied in :meth:`__getitem__`.
 
     Items are ``(volume, label, group, index)``, the volume ``(1, D, H, W)`` float32.
     """
 
-    def __init__(self, manifest: Manifest) -> None:
-        df = manifest.df
-        missing = df.index[df["cache_path"] == ""]
-        if len(missing):
-            raise MedclError(
-                f"{len(missing)} manifest row(s) have no cache_path (first: "
-                f"{df.loc[missing[0], 'image_id']}); re-run `medcl ingest`"
-            )
-        self.paths = list(df["cache_path"])
-        self.labels = torch.tensor(manifest.class_index().to_numpy().copy(), dtype=torch.long)
-        rank = {p: i for i, p in enumerate(patient_order(df))}
-        self.groups = torch.tensor(df["patient_key"].map(rank).to_numpy(dtype="int64"))
-        self.image_ids = list(df["image_id"])
-        self.modality = manifest_geometry(manifest)[1]
+    def __init__(
+        self, manifest: Manifest, in_memory: str | bool = "auto", memory_budget_mb: float = 1024
+    ) -> None:
+        self.source = open_images(
+            manifest, None, 3, in_memory=in_memory, memory_budget_mb=memory_budget_mb
+        )
+        self.labels = self.source.labels
+        self.groups = self.source.groups
+        self.image_ids = self.source.image_ids
+        self.modality = self.source.modality
         self.transform: Any = None
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.source)
 
     def volume(self, i: int) -> torch.Tensor:
         """The ``i``-th cached volume, ``(1, D, H, W)`` float32."""
-        return torch.from_numpy(np.ascontiguousarray(load_cached(self.paths[i]), np.float32))
+        return torch.as_tensor(self.source.image(i), dtype=torch.float32)
 
     @property
     def images(self) -> list[torch.Tensor]:
-        """Every volume, loaded now (a list: shapes may differ); for evaluation-sized sets."""
+        """Every volume (a list: shapes may differ); for evaluation-sized sets."""
         return [self.volume(i) for i in range(len(self))]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, int]:

@@ -61,7 +61,7 @@ class PretrainData(L.LightningDataModule):
         if self.patches:
             d = self.cfg.data
             self.train_set = PatchViews(
-                StoredVolumes(train),
+                StoredVolumes(train, d.in_memory, d.memory_budget_mb),
                 d.patch_size,
                 d.patches_per_volume,
                 views,
@@ -74,7 +74,9 @@ class PretrainData(L.LightningDataModule):
         val = self.manifest.subset((df["split"] == "val") & (df["label"] != ""))
         bank = train.subset(train.df["label"] != "")
         if len(val) and len(bank) and self.patches:
-            self.val_set, self.bank_set = StoredVolumes(val), StoredVolumes(bank)
+            d = self.cfg.data
+            self.val_set = StoredVolumes(val, d.in_memory, d.memory_budget_mb)
+            self.bank_set = StoredVolumes(bank, d.in_memory, d.memory_budget_mb)
         elif len(val) and len(bank):
             self.val_set = self._images(val)
             self.bank_set = self._images(bank)

@@ -73,11 +73,15 @@ class PatchViews(Dataset):
     def __len__(self) -> int:
         return len(self.volumes)  # type: ignore[arg-type]
 
+    _SHARED = ("labels", "groups", "image_ids", "modality")
+
     def __getattr__(self, name: str) -> Any:
-        # labels, groups, image_ids, modality of the wrapped volumes
-        if name == "volumes":
-            raise AttributeError(name)
-        return getattr(self.volumes, name)
+        # the wrapped volumes' row attributes only (never e.g. its __getitems__, which would
+        # bypass the cropping in a DataLoader)
+        volumes = self.__dict__.get("volumes")
+        if name in PatchViews._SHARED and volumes is not None:
+            return getattr(volumes, name)
+        raise AttributeError(name)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int, int]:
         x, label, group, index = self.volumes[i]

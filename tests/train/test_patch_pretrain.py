@@ -163,9 +163,11 @@ def test_tiny_patch_pretraining_end_to_end(tmp_path):
     assert enc(torch.rand(2, 1, 8, 8, 8)).shape == (2, enc.out_dim)
 
 
-def test_patch_batches_reach_the_module_as_b_times_k_samples(tmp_path):
+@pytest.mark.parametrize("in_memory", ["true", "false"])
+def test_patch_batches_reach_the_module_as_b_times_k_samples(tmp_path, in_memory):
+    """Held in memory or read from the cache files, the loader gives B·k cropped samples."""
     man = make_volumes(tmp_path)
-    cfg = _cfg(man, tmp_path / "run", *PATCH)
+    cfg = _cfg(man, tmp_path / "run", *PATCH, f"data.in_memory={in_memory}")
     manifest, preset, dims, _ = resolve_inputs(cfg)
     dm = PretrainData(cfg, manifest, preset, dims)
     dm.setup()
@@ -174,6 +176,10 @@ def test_patch_batches_reach_the_module_as_b_times_k_samples(tmp_path):
     assert x.shape == (b * 3, cfg.augment.views, 1, 8, 8, 8)
     assert labels.shape == groups.shape == index.shape == (b * 3,)
     assert (groups.reshape(b, 3) == groups.reshape(b, 3)[:, :1]).all()  # one group per volume
+    vols = dm.train_set.volumes
+    for i in range(len(vols)):  # the stored arrays, unresized
+        ref = np.load(manifest.df.loc[manifest.df["split"] == "train", "cache_path"].iloc[i])
+        assert torch.equal(vols.volume(i), torch.from_numpy(ref))
 
 
 def test_resize_mode_is_unchanged(tmp_path):
