@@ -534,3 +534,56 @@ def test_rerun_applies_new_labels_and_class_names_to_reused_rows(tmp_path):
     assert list(m.df["label"]) == ["b", ""] and m.classes == ["b"]
     report = ingest(src, tmp_path / "m.csv", secret=tmp_path / "k", progress=False)
     assert set(read_manifest(tmp_path / "m.csv").df["label"]) == {""}
+
+
+# MedMNIST-layout arrays in bulk ------------------------------------------------------------------
+
+
+def _array_file(path: Path, n: int = 11) -> Path:
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (n, 12, 10), dtype=np.uint8)
+    images[3] = 7  # a constant image becomes 0
+    np.savez(
+        path,
+        train_images=images,
+        train_labels=rng.integers(0, 2, (n, 1)),
+        train_patient_ids=np.arange(n) // 2,
+        test_images=rng.integers(0, 256, (3, 12, 10), dtype=np.uint8),
+    )
+    return path
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_array_file_cached_in_shards_with_the_per_image_rule(
+    tmp_path, ingest_secret, monkeypatch, workers
+):
+    from medcl.data import cache
+    from medcl.data.ingest import decode
+
+    monkeypatch.setattr(cache, "SHARD_ROWS", 4)  # 11 + 3 images: shards of 4, 4, 3 and 3 rows
+    monkeypatch.setattr(decode, "BULK_BYTES", 0)  # workers=2: chunks spread over the pool
+    f = _array_file(tmp_path / "a.npz")
+    out = tmp_path / "out" / "m.csv"
+    report = ingest(f, out, workers=workers, size=8, secret=ingest_secret, progress=False)
+    assert report.rows == 14
+    m = read_manifest(out)
+    files = sorted(p.name for p in cache_dir(out).glob("*/*.npy"))
+    assert len(files) == 4 and all("_c000000" in n for n in files)
+    assert m.df["cache_path"].str.contains(r"\.npy#\d+$").all()
+    with np.load(f) as z:
+        raw = np.concatenate([z["train_images"], z["test_images"]]).astype(np.float64)
+    for i, path in enumerate(m.df["cache_path"]):
+        x = raw[i]
+        lo, hi = np.percentile(x, [0.5, 99.5])  # the documented 'unit' rule, image by image
+        unit = np.clip((x - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(x)
+        want = F.interpolate(
+            torch.from_numpy(unit)[None, None], size=(8, 8), mode="bilinear", antialias=True
+        )[0]
+        np.testing.assert_allclose(load_cached(path), want.numpy(), atol=1e-6)
+    assert list(m.df["patient_key"].iloc[:4].duplicated()) == [False, True, False, True]
+    assert (cache_dir(out) / "tmp-arrays").exists() is False
+    # an unchanged re-run reuses the rows; a changed file replaces its shards
+    assert ingest(f, out, workers=workers, size=8, secret=ingest_secret, progress=False).rows == 14
+    np.savez(f, train_images=np.zeros((2, 12, 10), np.uint8))
+    ingest(f, out, workers=workers, size=8, secret=ingest_secret, progress=False)
+    assert len(list(cache_dir(out).glob("*/*.npy"))) == 1

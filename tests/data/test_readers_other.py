@@ -12,9 +12,10 @@ from nibabel.testing import data_path
 from PIL import Image
 
 from medcl.data.cache import load_cached
+from medcl.data.dataset import CachedImages
 from medcl.data.ingest import ingest
 from medcl.data.manifest import read_manifest
-from medcl.data.pseudonym import Pseudonymizer
+from medcl.data.pseudonym import Pseudonymizer, load_or_create_secret
 from medcl.data.readers import ReadContext, Source, Unreadable, read, sniff
 from medcl.errors import MedclError
 
@@ -242,3 +243,71 @@ def test_medmnist_rerun_with_class_names_reuses_rows(tmp_path, ingest_secret):
     assert again.skipped_unchanged == first.files_seen == 1
     assert list(read_manifest(tmp_path / "m.csv").df["label"]) == labels
     assert set(labels) <= set(names)
+
+
+def _with_ids(path: Path, ids: dict[str, list], name: str = "patient_ids") -> Path:
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for split, values in ids.items():
+        arrays[f"{split}_images"] = rng.integers(0, 256, (len(values), 8, 8), dtype=np.uint8)
+        arrays[f"{split}_labels"] = rng.integers(0, 2, (len(values), 1), dtype=np.uint8)
+        arrays[f"{split}_{name}"] = np.asarray(values)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("name", ["patient_ids", "groups"])
+def test_npz_patient_ids_key_the_patients(tmp_path, ingest_secret, name):
+    ids = {"train": ["A7", "B2", "A7", "C9"], "test": ["D1", "D1"]}
+    f = _with_ids(tmp_path / "org.npz", ids, name)
+    ingest(f, tmp_path / "m.csv", secret=ingest_secret, progress=False)
+    m = read_manifest(tmp_path / "m.csv")
+    pz = Pseudonymizer(load_or_create_secret(ingest_secret))
+    # the keyed hash a DICOM PatientID gets; rows of one id share it, other ids differ
+    assert list(m.df["patient_key"]) == [pz("patient", i) for i in ids["train"] + ids["test"]]
+    assert m.df["patient_key"].nunique() == 4
+    assert not any(v in m.df.to_csv() for v in ("A7", "B2", "C9", "D1"))
+    notes = " ".join(m.extra["ingest"]["notes"])
+    assert "keyed hash of that id" in notes and "own patient" not in notes
+    # the patient-aware parts see one group per patient
+    ds = CachedImages(m.subset(m.df["split"] == "train"), 8)
+    g = ds.groups.tolist()
+    assert g[0] == g[2] and len(set(g)) == 3
+
+
+def test_npz_integer_patient_ids(tmp_path, ingest_secret):
+    f = _with_ids(tmp_path / "n.npz", {"train": [3, 3, 4], "val": [5]})
+    ingest(f, tmp_path / "m.csv", secret=ingest_secret, progress=False)
+    pz = Pseudonymizer(load_or_create_secret(ingest_secret))
+    keys = list(read_manifest(tmp_path / "m.csv").df["patient_key"])
+    assert keys == [pz("patient", s) for s in ("3", "3", "4", "5")]
+
+
+def test_npz_patient_in_two_splits_refused_without_quoting_the_id(tmp_path, ingest_secret):
+    f = _with_ids(
+        tmp_path / "leak.npz", {"train": ["P-0001", "Doe^Jane"], "val": ["Q", "Doe^Jane"]}
+    )
+    with pytest.raises(MedclError) as info:
+        ingest(f, tmp_path / "m.csv", secret=ingest_secret, progress=False)
+    message = str(info.value)
+    assert "leak.npz" in message and "val_patient_ids[1]" in message
+    assert "train_patient_ids[1]" in message and "one split" in message
+    assert "Doe" not in message and "\n" not in message
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_npz_bad_patient_ids_rejected_with_reason(tmp_path, ingest_secret):
+    src = tmp_path / "src"
+    src.mkdir()
+    _with_ids(src / "short.npz", {"train": ["a", "b"]})
+    with np.load(src / "short.npz") as z:
+        arrays = dict(z)
+    arrays["train_patient_ids"] = arrays["train_patient_ids"][:1]
+    np.savez(src / "short.npz", **arrays)
+    _with_ids(src / "empty.npz", {"train": ["a", " "]})
+    report = ingest(src, tmp_path / "m.csv", secret=ingest_secret, progress=False)
+    assert report.rows == 0 and report.rejected == 2
+    assert sorted(report.reasons) == [
+        "train_patient_ids does not hold one patient id per image",
+        "train_patient_ids[1] is empty (every image needs a patient id)",
+    ]

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from medcl.data import cache
+from medcl.data.ingest.arrays import bulk_file, file_rows, looks_like_array_file
 from medcl.data.ingest.discover import Task, cache_present, unreadable_reason
 from medcl.data.ingest.phi import header_values, path_hits, tokens
 from medcl.data.ingest.workers import Pool, WorkerConfig, capture_warnings, worker_config
@@ -22,6 +23,9 @@ from medcl.data.readers import dicom as dicom_reader
 from medcl.data.readers.base import Decoded
 from medcl.data.readers.series import SeriesPlan, decode_series, plan_series
 from medcl.errors import MedclError
+
+BULK_BYTES = 4 << 20
+"""Array files from this size on are converted by chunks across the workers (:mod:`.arrays`)."""
 
 #: A worker's answer for one file: path, record, captured warnings, fatal error (or None).
 FileResult = tuple[str, cache.FileRecord, Counter[str], str | None]
@@ -36,6 +40,14 @@ def decode_files(
         MedclError: A reader's error that must stop the ingest (e.g. a multi-label MedMNIST file).
     """
     task = scan_task if dims == 3 else file_task
+    if pool.workers > 1:  # a large array file is cut into chunks that use every worker
+        root = Path(pool.config.root)
+        bulk = [t for t in todo if t[1] >= BULK_BYTES and looks_like_array_file(root / t[0])]
+        for rel, size, mtime_ns in bulk:
+            rec = cache.FileRecord(size, mtime_ns, "")
+            bulk_file(root, rel, rec, pool, caught)
+            new.files[rel] = rec
+        todo = [t for t in todo if t not in set(bulk)]
     for rel, rec, counts, fatal in pool.map(task, todo, "scan" if dims == 3 else "ingest"):
         caught.update(counts)
         if fatal:
@@ -100,12 +112,14 @@ def _run_file(task: Task, scan: bool) -> FileResult:
             kind = sniff(src)
             if kind == "dicom":
                 rec.phi_path = _path_repeats_header(src)
-            if scan and kind == "dicom":
+            if kind == "npz":  # converted in bulk and cached as shards
+                rec.rows = file_rows(src, cfg)
+            elif scan and kind == "dicom":
                 info, decoded = dicom_reader.scan(src, ctx)
                 rec.slice = info.to_dict() if info is not None else None
+                rec.rows = [_row(d, cfg) for d in decoded]
             else:
-                decoded = READERS[kind](src, ctx)
-            rec.rows = [_row(d, cfg) for d in decoded]
+                rec.rows = [_row(d, cfg) for d in READERS[kind](src, ctx)]
         except Unreadable as exc:
             rec.rows, rec.slice, rec.reason = [], None, exc.reason
         except MedclError as exc:

@@ -144,8 +144,11 @@ def sidecar(
     """The manifest sidecar's ``ingest`` section: settings and the rules the rows follow."""
     families = Counter(r["family"] for r in rows)
     notes = []
-    if families.get("npz"):
+    with_ids = sum(1 for r in rows if r.get("patient_ids"))
+    if families.get("npz", 0) > with_ids:
         notes.append(npz_reader.NOTE)
+    if with_ids:
+        notes.append(npz_reader.NOTE_IDS)
     return {
         "ingest": {
             "rules_version": RULES_VERSION,
@@ -165,7 +168,9 @@ def sidecar(
             "0.114 B (alpha dropped)",
             "cache": {
                 "layout": "<manifest stem>.cache/<key[:2]>/<key>.npy, float32, (1, H, W) in 2-D, "
-                "(1, D, H, W) in 3-D; key = source sha256 + frame/slice suffix",
+                "(1, D, H, W) in 3-D; key = source sha256 + frame/slice suffix; MedMNIST .npz "
+                "rows in shards <sha>_<split>_c<first>.npy (n, 1, ...), cache_path "
+                "<shard>.npy#<row>",
                 "resize": (
                     f"in-plane {size}x{size}, bilinear with antialiasing; rows/cols/"
                     "spacing describe the cached array"
@@ -175,8 +180,9 @@ def sidecar(
             },
             "patient_key": "DICOM: HMAC of PatientID, else PatientName + PatientBirthDate, else "
             "the file's folder; NIfTI/PNG/TIFF/JPEG: HMAC of the path relative to SOURCE "
-            "(or the labels CSV 'patient' column); MedMNIST: each image is its own "
-            "patient",
+            "(or the labels CSV 'patient' column); MedMNIST .npz: HMAC of "
+            "<split>_patient_ids / <split>_groups when the file has them (as a DICOM "
+            "PatientID), else each image is its own patient",
             "source_id": "HMAC of the source path relative to SOURCE; the real paths are kept "
             "only in the private path map next to the project secret",
             "paths": paths,

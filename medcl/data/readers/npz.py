@@ -1,19 +1,28 @@
 """MedMNIST ``.npz`` reader.
 
 Layout: ``train_images``, ``train_labels``, ``val_images``, ``val_labels``, ``test_images``,
-``test_labels`` (any subset of the splits). Images are ``(N, H, W)`` grey, ``(N, H, W, 3)`` colour
-(BT.601 luma) or ``(N, D, H, W)`` volumes (the 3-D MedMNIST sets); labels ``(N,)`` or ``(N, 1)``
-integer class indices.
+``test_labels`` (any subset of the splits), optionally ``<split>_patient_ids`` (or
+``<split>_groups``, the name grouped cross-validation tools use). Images are ``(N, H, W)`` grey,
+``(N, H, W, 3)`` colour (BT.601 luma) or ``(N, D, H, W)`` volumes (the 3-D MedMNIST sets); labels
+``(N,)`` or ``(N, 1)`` integer class indices; patient ids ``(N,)`` integers or text.
 
 * The file's own splits are kept (manifest ``split`` = ``train``/``val``/``test``).
 * Labels are class indices, written as ``"0"``, ``"1"`` …; :mod:`medcl.data.ingest` maps them to
   the ``classes`` names when given.
-* MedMNIST has no patient ids, so **each image is its own patient** (the patient key is the
-  pseudonym of file + split + index). This is recorded in the manifest sidecar.
+* Patients: with ``<split>_patient_ids`` the patient key is the pseudonym of the id (the keyed
+  hash a DICOM PatientID gets, so the split and the patient-aware losses group by it); an id found
+  in two of the file's splits is refused (the message names the file and the positions, never the
+  id). Without them (MedMNIST as published) **each image is its own patient** (the pseudonym of
+  file + split + index); this is recorded in the manifest sidecar.
 * Multi-label label arrays (more than one column, e.g. ChestMNIST) are refused with a
   :class:`~medcl.errors.MedclError`: medcl trains one class per image.
 * 2-D mode over volumes gives one row per slice; 3-D mode over 2-D images is refused.
 * Intensity rule: ``unit``. Modality ``OT``.
+
+:func:`plan` validates a file and describes its rows split by split; :func:`pixels` turns a block
+of one split's images into the arrays of its rows (vectorised), so ingest can convert a large
+file in chunks, in parallel (:mod:`medcl.data.ingest.arrays`). :func:`read` yields the rows one by
+one as :class:`~medcl.data.readers.base.Decoded` for the generic reader interface.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,11 +39,42 @@ from medcl.data.readers.base import luma as _luma
 from medcl.errors import MedclError
 
 SPLITS = ("train", "val", "test")
+ID_ARRAYS = ("patient_ids", "groups")
 NOTE = (
     "MedMNIST files carry no patient identifiers: each image is its own patient, so patient-level "
     "splitting cannot prevent leakage between images of one person; the file's own "
     "train/val/test splits are kept."
 )
+NOTE_IDS = (
+    "MedMNIST-layout files with <split>_patient_ids (or <split>_groups): patients keyed by the "
+    "keyed hash of that id (like a DICOM PatientID); no id is in two of a file's splits; the "
+    "file's own train/val/test splits are kept."
+)
+
+
+@dataclass
+class SplitPlan:
+    """One split of a MedMNIST file.
+
+    Attributes:
+        split: ``train``, ``val`` or ``test``.
+        images: The raw image array ``(N, …)``.
+        labels: Class indices ``(N,)`` or None.
+        patient_ids: Patient id text per image, or None (each image its own patient).
+        kind: ``2d``, ``rgb``, ``3d`` or ``3d1`` (see :func:`pixels`).
+        first_order: ``order`` of the split's first row within the file.
+        per_image: Rows per image (the depth in 2-D mode over volumes, else 1).
+        id_array: Name of the patient id array (``""`` without one).
+    """
+
+    split: str
+    images: np.ndarray
+    labels: np.ndarray | None
+    patient_ids: np.ndarray | None
+    kind: str
+    first_order: int
+    per_image: int
+    id_array: str = ""
 
 
 def is_medmnist(data: bytes) -> bool:
@@ -46,16 +87,17 @@ def is_medmnist(data: bytes) -> bool:
     return any(f"{s}_images.npy" in names for s in SPLITS)
 
 
-def read(src: Source, ctx: ReadContext) -> Iterator[Decoded]:
-    """Rows of one MedMNIST file (validated before the first row is produced).
+def plan(src: Source, dims: int) -> list[SplitPlan]:
+    """Validate a MedMNIST file and describe its splits (arrays loaded, not converted).
 
     Raises:
         Unreadable: Not MedMNIST, inconsistent arrays, or 2-D images in 3-D mode.
-        MedclError: Multi-label labels.
+        MedclError: Multi-label labels, or a patient id in two splits.
     """
     try:
         archive = np.load(io.BytesIO(src.data), allow_pickle=False)
-        arrays = {k: archive[k] for k in archive.files if k.endswith(("_images", "_labels"))}
+        keep = ("_images", "_labels") + tuple(f"_{a}" for a in ID_ARRAYS)
+        arrays = {k: archive[k] for k in archive.files if k.endswith(keep)}
     except Exception:  # noqa: BLE001 - zip/npy parsing errors of every kind
         raise Unreadable("NPZ archive is truncated or corrupt (or holds pickled objects)") from None
     splits = [s for s in SPLITS if f"{s}_images" in arrays]
@@ -63,19 +105,81 @@ def read(src: Source, ctx: ReadContext) -> Iterator[Decoded]:
         raise Unreadable(
             "NPZ archive without MedMNIST arrays (train_images, val_images, test_images)"
         )
-    plan = []
+    out = []
+    order = 0
     for split in splits:
         images = arrays[f"{split}_images"]
         labels = arrays.get(f"{split}_labels")
         kind = _layout(images, split)
-        if kind == "2d" and ctx.dims == 3:
+        if kind == "2d" and dims == 3:
             raise Unreadable(
                 "--dims 3: this MedMNIST file holds 2-D images (ingest it with --dims 2)"
             )
         if labels is not None:
             labels = _labels(labels, len(images), split, src.rel)
-        plan.append((split, images, labels, kind))
-    return _rows(src, ctx, plan)
+        ids, id_array = _patient_ids(arrays, split, len(images))
+        per_image = images.shape[1] if kind in ("3d", "3d1") and dims == 2 else 1
+        out.append(SplitPlan(split, images, labels, ids, kind, order, per_image, id_array))
+        order += len(images) * per_image
+    _check_ids_stay_in_one_split(out, src.rel)
+    return out
+
+
+def pixels(images: np.ndarray, kind: str, dims: int) -> np.ndarray:
+    """The rows' arrays of a block of one split's images, float64, physical values.
+
+    Returns:
+        ``(n, H, W)`` (one row per image, or per slice in 2-D mode over volumes: image-major) or
+        ``(n, D, H, W)`` (3-D mode).
+    """
+    if kind == "rgb":
+        block = _luma(images[..., :3])
+    elif kind == "3d1":
+        block = np.asarray(images[..., 0], dtype=np.float64)
+    else:
+        block = np.asarray(images, dtype=np.float64)
+    if block.ndim == 4 and dims == 2:
+        block = block.reshape(-1, *block.shape[2:])
+    return block
+
+
+def item_of(rel: str, split: str, i: int) -> str:
+    """The item text of image ``i`` of ``split`` (its own patient and study without ids)."""
+    return f"path\x00{rel}\x00{split}\x00{i}"
+
+
+def row_suffix(split: str, i: int, z: int | None) -> str:
+    """Cache-key suffix of image ``i`` (slice ``z`` in 2-D mode over volumes)."""
+    base = f"_{split}{i:06d}"
+    return base if z is None else base + frame_suffix("s", z)
+
+
+def read(src: Source, ctx: ReadContext) -> Iterator[Decoded]:
+    """Rows of one MedMNIST file (validated before the first row is produced).
+
+    Raises:
+        Unreadable: Not MedMNIST, inconsistent arrays, or 2-D images in 3-D mode.
+        MedclError: Multi-label labels, or a patient id in two splits.
+    """
+    return _rows(src, ctx, plan(src, ctx.dims))
+
+
+def _rows(src: Source, ctx: ReadContext, splits: list[SplitPlan]) -> Iterator[Decoded]:
+    for sp in splits:
+        order = sp.first_order
+        for i in range(len(sp.images)):
+            item = item_of(src.rel, sp.split, i)
+            label = str(int(sp.labels[i])) if sp.labels is not None else ""
+            arrays = pixels(sp.images[i : i + 1], sp.kind, ctx.dims)
+            for z, array in enumerate(arrays):
+                suffix = row_suffix(sp.split, i, z if sp.per_image > 1 else None)
+                row = ctx.picture_row(
+                    src, "npz", item, array, suffix, order, split=sp.split, label=label
+                )
+                if sp.patient_ids is not None:
+                    row.patient_key = ctx.pseudonymize("patient", str(sp.patient_ids[i]))
+                yield row
+                order += 1
 
 
 def _layout(images: np.ndarray, split: str) -> str:
@@ -113,25 +217,46 @@ def _labels(labels: np.ndarray, n: int, split: str, rel: str) -> np.ndarray:
     return labels
 
 
-def _rows(src: Source, ctx: ReadContext, plan) -> Iterator[Decoded]:
-    order = 0
-    for split, images, labels, kind in plan:
-        for i in range(len(images)):
-            item = f"path\x00{src.rel}\x00{split}\x00{i}"  # each image is its own patient
-            label = str(int(labels[i])) if labels is not None else ""
-            base = f"_{split}{i:06d}"
-            image = images[i]
-            if kind == "rgb":
-                image = _luma(image[..., :3])
-            elif kind == "3d1":
-                image = image[..., 0]
-            image = np.asarray(image, dtype=np.float64)
-            if image.ndim == 3 and ctx.dims == 2:
-                slices = [(image[z], base + frame_suffix("s", z)) for z in range(image.shape[0])]
-            else:
-                slices = [(image, base)]
-            for array, suffix in slices:
-                yield ctx.picture_row(
-                    src, "npz", item, array, suffix, order, split=split, label=label
+def _patient_ids(
+    arrays: dict[str, np.ndarray], split: str, n: int
+) -> tuple[np.ndarray | None, str]:
+    """``<split>_patient_ids`` (or ``_groups``) as text and the array's name, or ``(None, "")``;
+    checked, never quoted."""
+    present = [a for a in ID_ARRAYS if f"{split}_{a}" in arrays]
+    if not present:
+        return None, ""
+    if len(present) > 1:
+        raise Unreadable(f"both {split}_patient_ids and {split}_groups; keep one of them")
+    name = f"{split}_{present[0]}"
+    ids = arrays[name]
+    if ids.ndim == 2 and ids.shape[1] == 1:
+        ids = ids[:, 0]
+    if ids.ndim != 1 or len(ids) != n:
+        raise Unreadable(f"{name} does not hold one patient id per image")
+    if np.issubdtype(ids.dtype, np.integer):
+        return ids.astype(np.int64).astype(str), name
+    if ids.dtype.kind in ("U", "S"):
+        text = np.char.strip(ids.astype(str))
+        empty = np.flatnonzero(text == "")
+        if len(empty):
+            raise Unreadable(f"{name}[{int(empty[0])}] is empty (every image needs a patient id)")
+        return text, name
+    raise Unreadable(f"{name} must hold integers or text")
+
+
+def _check_ids_stay_in_one_split(splits: list[SplitPlan], rel: str) -> None:
+    """Refuse a patient id found in two splits, naming the positions (never the id)."""
+    seen: dict[str, tuple[str, int]] = {}
+    for sp in splits:
+        if sp.patient_ids is None:
+            continue
+        uniq, first = np.unique(sp.patient_ids, return_index=True)
+        for pid, i in zip(uniq.tolist(), first.tolist(), strict=True):
+            other = seen.get(pid)
+            if other is not None:
+                raise MedclError(
+                    f"{rel}: {sp.id_array}[{i}] is the patient of {other[0]}[{other[1]}]; a "
+                    "patient must stay in one split (merge the splits or fix the ids)"
                 )
-                order += 1
+        for pid, i in zip(uniq.tolist(), first.tolist(), strict=True):
+            seen[pid] = (sp.id_array, i)
