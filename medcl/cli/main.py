@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "medcl.cli.data",
     "medcl.cli.pretrain",
     "medcl.cli.evaluate",
+    "medcl.cli.export",
     "medcl.cli.demo",
     "medcl.cli.dashboard",
 )

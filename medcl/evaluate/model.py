@@ -181,12 +181,17 @@ def save_model(model_dir: str | Path, clf: Classifier, card: str | None = None) 
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
-    """Load a ``model/`` folder written by :func:`save_model`.
+    """Load a ``model/`` folder written by :func:`save_model`, or a MONAI bundle written by
+    ``medcl export`` (:func:`medcl.evaluate.bundle.load_bundle`).
 
     Raises:
         MedclError: If the folder is not a medcl model.
     """
     d = Path(model_dir)
+    from medcl.evaluate.bundle import is_bundle, load_bundle  # bundle.py builds on this module
+
+    if is_bundle(d):
+        return load_bundle(d, device)
     if (d / "model").is_dir() and not (d / "weights.pt").exists():
         d = d / "model"
     if not (d / "weights.pt").is_file() or not (d / "metadata.json").is_file():

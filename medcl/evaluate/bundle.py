@@ -1,0 +1,460 @@
+"""A medcl model as a MONAI bundle (``medcl export MODEL --format bundle --out DIR``).
+
+Layout (MONAI Bundle Specification: ``configs/metadata.json`` and ``models/model.pt`` required,
+the rest optional with these names)::
+
+    DIR/configs/metadata.json        MONAI metadata: versions, task, network_data_format, ...
+    DIR/configs/inference.json       `python -m monai.bundle run` on a folder of images
+    DIR/configs/medcl_metadata.json  medcl's own metadata.json of the model (architecture, head)
+    DIR/models/model.pt              state dict of the classifier (encoder.* and head.*)
+    DIR/models/model.safetensors     the same tensors as safetensors (no pickle)
+    DIR/models/model.ts              TorchScript: stored image -> logits, normalisation included
+    DIR/models/model.onnx            the same network as ONNX (extra ``medcl[onnx]``; else absent)
+    DIR/models/train_embeddings.npy  the training-distribution bank of `medcl predict`, if any
+    DIR/docs/README.md               the model card and how to run the bundle
+
+Network input (``network_data_format.inputs.image``): one channel, ``image_size`` pixels per side,
+float32 in medcl's stored convention: CT in Hounsfield units, every other modality clipped at its
+0.5th/99.5th percentiles and scaled to [0, 1] (what ``medcl ingest`` writes). The TorchScript and
+ONNX networks apply the model's own normalisation first, ``x' = clamp((x − lo)/w, 0, 1)`` with
+``lo = level − width/2, w = width`` of the CT window (``lo = 0, w = 1`` otherwise, a clamp), then
+the encoder and the head. Output ``pred``: ``C`` logits; ``softmax`` gives the class
+probabilities (``channel_def`` names the classes). ``inference.json`` reads the images with medcl's
+readers (DICOM, NIfTI, PNG, ...; :func:`medcl.evaluate.predict.predict_source`) and writes
+``OUTPUT_DIR/predictions.csv``.
+
+Nothing in the bundle comes from patient data: the metadata is built from the model's metadata
+alone (which holds no names, identifiers, dates or source paths).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medcl.errors import MedclError
+from medcl.evaluate.model import Classifier, KNNHead
+from medcl.io import atomic_dir, write_json, write_text
+from medcl.models.encoders import EncoderSpec, build_encoder
+
+SCHEMA_URL = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+    "meta_schema_20220324.json"
+)
+"""The MONAI bundle metadata schema the metadata declares (``monai.bundle verify_metadata``)."""
+
+MEDCL_META = "medcl_metadata.json"
+"""medcl's own model metadata inside ``configs/`` (what :func:`load_bundle` rebuilds from)."""
+
+MONAI_FORMAT = {"ct": "hounsfield"}
+"""``network_data_format`` input format per preset (others: ``magnitude``)."""
+
+MONAI_MODALITY = {"ct": "CT", "mr": "MR", "xr": "XR"}
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Whether ``path`` is a bundle written by :func:`export_bundle`."""
+    p = Path(path)
+    return (p / "configs" / MEDCL_META).is_file() and (p / "models" / "model.pt").is_file()
+
+
+class BundleNetwork(nn.Module):
+    """Stored image → logits: the model's intensity normalisation, encoder and head.
+
+    ``forward(x) = head(encoder(clamp((x − lo) / w, 0, 1)))`` for ``x`` of shape
+    ``(B, 1, *spatial)`` in medcl's stored convention (see the module docstring); the same
+    function as ``Classifier(Classifier.normalize(x))``.
+    """
+
+    def __init__(self, clf: Classifier) -> None:
+        super().__init__()
+        lo, width = intensity_affine(clf.meta)
+        self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32))
+        self.register_buffer("width", torch.tensor(width, dtype=torch.float32))
+        self.encoder = clf.encoder
+        self.head = clf.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C)``."""
+        return self.head(self.encoder(((x - self.lo) / self.width).clamp(0.0, 1.0)))
+
+
+def intensity_affine(meta: dict[str, Any]) -> tuple[float, float]:
+    """``(lo, w)`` of the model's normalisation: the CT window's lower edge and width in HU, or
+    ``(0, 1)`` (a clamp to [0, 1]) for other presets
+    (:func:`medcl.transforms.to_model_intensity`)."""
+    if str(meta.get("preset", "")).lower() == "ct":
+        level, width = (float(v) for v in meta["window"])
+        return level - width / 2.0, width
+    return 0.0, 1.0
+
+
+def _versions() -> dict[str, str]:
+    import monai
+
+    return {"monai": monai.__version__, "torch": torch.__version__, "numpy": np.__version__}
+
+
+def _optional_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("medcl", "pydicom", "nibabel", "safetensors", "onnx"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _spatial(meta: dict[str, Any]) -> list[int]:
+    vol = meta.get("volume") or {}
+    side = int(vol["patch_size"]) if vol.get("mode") == "patches" else int(meta["image_size"])
+    return [side] * int(meta.get("spatial_dims", 2))
+
+
+def bundle_metadata(
+    meta: dict[str, Any],
+    version: str = "0.1.0",
+    authors: str = "the model's authors",
+    copyright_: str = "Copyright (c) the model's authors",
+) -> dict[str, Any]:
+    """MONAI bundle metadata (``configs/metadata.json``) built from a model's metadata only.
+
+    Mandatory keys of the MONAI Bundle Specification: ``version``, ``monai_version``,
+    ``pytorch_version``, ``numpy_version``, ``optional_packages_version``, ``task``,
+    ``description``, ``authors``, ``copyright``, ``network_data_format``; plus ``schema``,
+    ``changelog``, ``intended_use``, ``data_type``, ``image_classes``, ``pred_classes``,
+    ``eval_metrics`` (test metrics, when the model was evaluated) and ``intensity_convention``.
+    """
+    classes = [str(c) for c in meta["classes"]]
+    preset = str(meta.get("preset", "")).lower()
+    dims = int(meta.get("spatial_dims", 2))
+    patches = (meta.get("volume") or {}).get("mode") == "patches"
+    lo, width = intensity_affine(meta)
+    v = _versions()
+    arch = meta.get("architecture") or {}
+    pre = meta.get("pretraining") or {}
+    ft = meta.get("finetune") or {}
+    convention = (
+        f"input in Hounsfield units; the network windows it to [0, 1] with level "
+        f"{lo + width / 2:g} and width {width:g} HU"
+        if preset == "ct"
+        else "input scaled to [0, 1] between the image's 0.5th and 99.5th percentiles "
+        "(medcl ingest); the network clamps it to [0, 1]"
+    )
+    description = (
+        f"{dims}-D {meta.get('modality', '')} image classifier trained with medcl: MONAI "
+        f"{arch.get('encoder', '?')} encoder"
+        + (
+            f" pretrained with {pre.get('method')} (lambda_sup={pre.get('lambda_sup')}, "
+            f"lambda_ssl={pre.get('lambda_ssl')})"
+            if pre
+            else " trained from scratch"
+        )
+        + f", {meta.get('head', 'linear')} head"
+        + (
+            f", validation balanced accuracy {ft['val_balanced_accuracy']:.3f}"
+            if isinstance(ft.get("val_balanced_accuracy"), float)
+            else ""
+        )
+        + (
+            ". Volumes are scored on a grid of patches (medcl predict averages them)"
+            if patches
+            else ""
+        )
+        + "."
+    )
+    test = meta.get("test_metrics") or {}
+    return {
+        "schema": SCHEMA_URL,
+        "version": version,
+        "changelog": {version: f"exported by medcl {_optional_versions().get('medcl', '?')}"},
+        "monai_version": v["monai"],
+        "pytorch_version": v["torch"].split("+")[0],
+        "numpy_version": v["numpy"],
+        "optional_packages_version": _optional_versions(),  # the schema's name
+        "required_packages_version": _optional_versions(),  # MONAI >= 1.4's name for it
+        "name": str(meta.get("name", "medcl classifier")),
+        "task": f"{len(classes)}-class classification of {dims}-D "
+        f"{MONAI_MODALITY.get(preset, meta.get('modality', ''))} images: {', '.join(classes)}",
+        "description": description,
+        "authors": authors,
+        "copyright": copyright_,
+        "intended_use": "Research use only; not a medical device, not for clinical decisions.",
+        "data_type": "dicom, nifti, png, tiff, jpeg (read by medcl's readers)",
+        "image_classes": f"single channel, {convention}",
+        "pred_classes": f"{len(classes)} logits, softmax gives the probabilities of "
+        + ", ".join(f"{i}: {c}" for i, c in enumerate(classes)),
+        "intensity_convention": convention,
+        "eval_metrics": {k: float(x) for k, x in test.items() if isinstance(x, (int, float))},
+        "python_version": platform.python_version(),
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": MONAI_FORMAT.get(preset, "magnitude"),
+                    "modality": MONAI_MODALITY.get(preset, "n/a"),
+                    "num_channels": 1,
+                    "spatial_shape": _spatial(meta),
+                    "dtype": "float32",
+                    "value_range": [] if preset == "ct" else [0, 1],
+                    "is_patch_data": bool(patches),
+                    "channel_def": {"0": "image"},
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "probabilities",
+                    "format": "classes",
+                    "modality": "n/a",
+                    "num_channels": len(classes),
+                    "spatial_shape": [1],
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": bool(patches),
+                    "channel_def": {str(i): c for i, c in enumerate(classes)},
+                }
+            },
+        },
+    }
+
+
+def inference_config() -> dict[str, Any]:
+    """``configs/inference.json``: MONAI's ConfigParser syntax, one ``run`` expression.
+
+    ``python -m monai.bundle run --config_file DIR/configs/inference.json --bundle_root DIR
+    --dataset_dir IMAGES --output_dir OUT`` overrides the three ids below. ``network_def`` is the
+    network of ``network_data_format`` (:class:`BundleNetwork`), for MONAI tools such as
+    ``python -m monai.bundle verify_net_in_out network_def --meta_file ... --config_file ...``.
+    """
+    return {
+        "imports": ["$import medcl.evaluate.bundle"],
+        "bundle_root": ".",
+        "dataset_dir": "$@bundle_root + '/data'",
+        "output_dir": "$@bundle_root + '/eval'",
+        "predictions": "$@output_dir + '/predictions.csv'",
+        "network_def": {
+            "_target_": "medcl.evaluate.bundle.bundle_network",
+            "bundle_root": "@bundle_root",
+        },
+        "inferer": {
+            "_target_": "medcl.evaluate.bundle.BundleInference",
+            "bundle_root": "@bundle_root",
+            "dataset_dir": "@dataset_dir",
+            "output_file": "@predictions",
+        },
+        "run": ["$@inferer.run()"],
+    }
+
+
+def bundle_network(bundle_root: str) -> BundleNetwork:
+    """The :class:`BundleNetwork` of a bundle folder, in eval mode (``network_def``)."""
+    return BundleNetwork(load_bundle(bundle_root)).eval()
+
+
+class BundleInference:
+    """What ``inference.json`` runs: the bundle over a folder (or file) of images.
+
+    Args:
+        bundle_root: The bundle folder.
+        dataset_dir: Images in any format ``medcl ingest`` reads (DICOM at least).
+        output_file: The CSV of predictions to write (columns of ``medcl predict``).
+    """
+
+    def __init__(self, bundle_root: str, dataset_dir: str, output_file: str) -> None:
+        self.bundle_root = Path(bundle_root)
+        self.dataset_dir = Path(dataset_dir)
+        self.output_file = Path(output_file)
+
+    def run(self) -> int:
+        """Predict every image; returns the number of rows written."""
+        from medcl.evaluate.predict import predict_source
+
+        n = predict_source(self.bundle_root, self.dataset_dir, self.output_file, log=print)
+        print(f"wrote {n} predictions to {self.output_file}")
+        return n
+
+
+def _state_dict(clf: Classifier) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in clf.state_dict().items()}
+
+
+def _head_meta(clf: Classifier) -> dict[str, Any]:
+    if isinstance(clf.head, KNNHead):
+        return {"type": "knn", "k": int(clf.head.k), "bank_rows": int(clf.head.bank.shape[0])}
+    return {"type": "linear", "in_features": int(clf.head.in_features)}
+
+
+def _example(meta: dict[str, Any], batch: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, 1, *_spatial(meta)), generator=g)
+    lo, width = intensity_affine(meta)
+    return lo + x * width  # spans the model's input range
+
+
+def _torchscript(net: BundleNetwork, example: torch.Tensor) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.trace(net, example, check_trace=False)
+
+
+def _onnx(net: BundleNetwork, example: torch.Tensor, path: Path) -> bool:
+    try:
+        import onnx
+    except ImportError:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["pred"],
+            dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
+        )
+    onnx.checker.check_model(onnx.load(str(path)))
+    return True
+
+
+@dataclass
+class BundleResult:
+    """What :func:`export_bundle` wrote."""
+
+    out_dir: Path
+    files: list[str]
+    onnx: bool
+
+
+def export_bundle(
+    model: str | Path,
+    out: str | Path,
+    version: str = "0.1.0",
+    authors: str = "the model's authors",
+    copyright_: str = "Copyright (c) the model's authors",
+    onnx: bool = True,
+) -> BundleResult:
+    """Write the model folder (or run folder holding ``model/``) ``model`` as a bundle ``out``.
+
+    The folder is written whole or not at all (:func:`medcl.io.atomic_dir`).
+
+    Args:
+        model: A ``model/`` folder (``medcl finetune``) or a run folder that holds one.
+        out: The bundle folder to write (replaced if it exists).
+        version: The bundle's ``version``.
+        authors: ``authors`` of the metadata.
+        copyright_: ``copyright`` of the metadata.
+        onnx: Also write ``models/model.onnx`` when the ``onnx`` package is installed.
+
+    Returns:
+        The folder, the files written (relative) and whether ONNX was written.
+
+    Raises:
+        MedclError: ``model`` is not a model folder.
+    """
+    from safetensors.torch import save_file
+
+    from medcl.evaluate.card import model_card
+    from medcl.evaluate.model import load_model
+    from medcl.evaluate.ood import save_bank
+
+    src = Path(model)
+    clf = load_model(src)
+    model_dir = src / "model" if (src / "model" / "metadata.json").is_file() else src
+    meta = json.loads(json.dumps(clf.meta, default=str))
+    meta["bundle_head"] = _head_meta(clf)
+    net = BundleNetwork(clf).eval()
+    example = _example(clf.meta)
+    card_file = model_dir / "model_card.md"
+    card = card_file.read_text() if card_file.is_file() else model_card(clf.meta)
+    files = []
+    with atomic_dir(out) as d:
+        (d / "configs").mkdir()
+        (d / "models").mkdir()
+        (d / "docs").mkdir()
+        write_json(
+            bundle_metadata(clf.meta, version, authors, copyright_), d / "configs/metadata.json"
+        )
+        write_json(inference_config(), d / "configs" / "inference.json")
+        write_json(meta, d / "configs" / MEDCL_META)
+        state = _state_dict(clf)
+        torch.save(state, d / "models" / "model.pt")
+        save_file(state, str(d / "models" / "model.safetensors"), metadata={"format": "pt"})
+        with torch.no_grad():
+            _torchscript(net, example).save(str(d / "models" / "model.ts"))
+            wrote_onnx = onnx and _onnx(net, example, d / "models" / "model.onnx")
+        if getattr(clf, "ood_bank", None) is not None:
+            save_bank(d / "models", clf.ood_bank)
+        write_text(card + "\n" + _usage(clf.meta, wrote_onnx), d / "docs" / "README.md")
+        files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+    return BundleResult(Path(out), files, bool(wrote_onnx))
+
+
+def _usage(meta: dict[str, Any], onnx: bool) -> str:
+    lo, width = intensity_affine(meta)
+    shape = "×".join(str(s) for s in _spatial(meta))
+    return "\n".join(
+        [
+            "## Using this bundle",
+            "",
+            "Predict a folder of images (DICOM, NIfTI, PNG, ...) with MONAI:",
+            "",
+            "```",
+            "python -m monai.bundle run --config_file BUNDLE/configs/inference.json \\",
+            "    --bundle_root BUNDLE --dataset_dir IMAGES --output_dir OUT",
+            "```",
+            "",
+            "or with medcl: `medcl predict BUNDLE IMAGES --out preds.csv`.",
+            "",
+            f"`models/model.ts`{' and `models/model.onnx`' if onnx else ''} map a float32 "
+            f"batch (B, 1, {shape}) in the stored convention to {len(meta['classes'])} logits: "
+            f"`clamp((x - {lo:g}) / {width:g}, 0, 1)`, encoder, head; softmax gives the "
+            f"probabilities of {', '.join(map(str, meta['classes']))}. "
+            "`models/model.pt` and `models/model.safetensors` hold the same weights as a state "
+            "dict (`encoder.*`, `head.*`); `configs/medcl_metadata.json` describes the network.",
+            "",
+        ]
+    )
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    """Rebuild the :class:`~medcl.evaluate.model.Classifier` of a bundle from ``models/model.pt``
+    and ``configs/medcl_metadata.json``.
+
+    Raises:
+        MedclError: The bundle is incomplete or its files do not fit together.
+    """
+    from medcl.evaluate.ood import load_bank
+
+    d = Path(path)
+    try:
+        meta = json.loads((d / "configs" / MEDCL_META).read_text())
+        state = torch.load(d / "models" / "model.pt", map_location="cpu", weights_only=True)
+        spec = EncoderSpec.from_meta(meta)
+        meta.update(spec.to_meta())
+        encoder = build_encoder(spec)
+        h = meta["bundle_head"]
+        n_classes = len(meta["classes"])
+        if h["type"] == "knn":
+            head: nn.Module = KNNHead(
+                state["head.bank"], state["head.labels"], n_classes, int(h["k"])
+            )
+        else:
+            head = nn.Linear(int(h["in_features"]), n_classes)
+        clf = Classifier(encoder, head, meta)
+        clf.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError, OSError, json.JSONDecodeError) as exc:
+        raise MedclError(f"{d}: damaged or incompatible medcl bundle ({exc})") from exc
+    clf = clf.to(device).eval()
+    clf.ood_bank = load_bank(d / "models")
+    return clf
