@@ -28,7 +28,7 @@ import yaml
 from medcl.errors import ConfigError
 from medcl.io import write_text
 
-EFFICIENCY_METHODS = ("supervised", "fixmatch", "simclr", "sscl", "sscl+fixmatch")
+EFFICIENCY_METHODS = ("supervised", "fixmatch", "simclr", "dino", "vicreg", "sscl", "sscl+fixmatch")
 """Arms of the label-efficiency experiment (see :mod:`medcl.evaluate.efficiency`)."""
 Encoder = Literal["resnet10", "resnet18", "resnet34", "resnet50"]
 
@@ -175,7 +175,7 @@ class MethodConfig:
 
     Attributes:
         name: The pretraining objective: ``simclr`` (NT-Xent), ``moco`` (momentum queue),
-            ``byol``, ``simsiam``, or any objective registered in
+            ``byol``, ``simsiam``, ``dino``, ``vicreg``, or any objective registered in
             :data:`medcl.train.objectives.OBJECTIVES`. Here it must be an identifier; the registry
             is consulted when a pretraining starts (before any work).
         lambda_sup: λ1, weight of the supervised contrastive term (0 = plain SSL).
@@ -190,6 +190,17 @@ class MethodConfig:
             negatives either way.
         queue_size: MoCo queue length (keys).
         ema_base: Starting EMA momentum of the key/target encoder (scheduled to 1).
+        dino_out_dim: DINO: prototypes ``K`` of the weight-normalised last layer (the softmax size).
+        dino_student_temp: DINO: student temperature ``τ_s``.
+        dino_teacher_temp: DINO: teacher temperature ``τ_t`` after the warm-up (≤ ``τ_s``: the
+            teacher sharpens).
+        dino_warmup_teacher_temp: DINO: ``τ_t`` at step 0, raised linearly to
+            ``dino_teacher_temp`` (≤ ``τ_s``).
+        dino_teacher_temp_warmup: DINO: share of the optimiser steps of that warm-up (0 = none).
+        dino_center_momentum: DINO: EMA momentum ``m`` of the center of the teacher outputs.
+        vicreg_sim_weight: VICReg: ``λ``, weight of the invariance (MSE) term.
+        vicreg_var_weight: VICReg: ``μ``, weight of the variance hinge.
+        vicreg_cov_weight: VICReg: ``ν``, weight of the covariance penalty.
     """
 
     name: str = "simclr"
@@ -201,6 +212,15 @@ class MethodConfig:
     group_positives: bool = False
     queue_size: int = 4096
     ema_base: float = 0.99
+    dino_out_dim: int = 4096
+    dino_student_temp: float = 0.1
+    dino_teacher_temp: float = 0.07
+    dino_warmup_teacher_temp: float = 0.04
+    dino_teacher_temp_warmup: float = 0.3
+    dino_center_momentum: float = 0.9
+    vicreg_sim_weight: float = 25.0
+    vicreg_var_weight: float = 25.0
+    vicreg_cov_weight: float = 1.0
 
     def check(self, where: str) -> None:
         if not self.name.isidentifier():
@@ -226,6 +246,37 @@ class MethodConfig:
         _positive(self.queue_size, f"{where}.queue_size")
         if not 0 <= self.ema_base <= 1:
             raise ConfigError(f"{where}.ema_base: must be in [0, 1], got {self.ema_base}")
+        self._check_dino_vicreg(where)
+
+    def _check_dino_vicreg(self, where: str) -> None:
+        if self.dino_out_dim < 2:
+            raise ConfigError(f"{where}.dino_out_dim: must be ≥ 2, got {self.dino_out_dim}")
+        if not 0 < self.dino_student_temp <= 10:
+            raise ConfigError(
+                f"{where}.dino_student_temp: must be in (0, 10], got {self.dino_student_temp}"
+            )
+        for k in ("dino_teacher_temp", "dino_warmup_teacher_temp"):
+            t = getattr(self, k)
+            if not 0 < t <= self.dino_student_temp:
+                raise ConfigError(
+                    f"{where}.{k}: must be in (0, dino_student_temp = {self.dino_student_temp}] "
+                    f"(the teacher sharpens), got {t}"
+                )
+        if not 0 <= self.dino_teacher_temp_warmup <= 1:
+            raise ConfigError(
+                f"{where}.dino_teacher_temp_warmup: must be in [0, 1], "
+                f"got {self.dino_teacher_temp_warmup}"
+            )
+        if not 0 <= self.dino_center_momentum < 1:
+            raise ConfigError(
+                f"{where}.dino_center_momentum: must be in [0, 1), got {self.dino_center_momentum}"
+            )
+        weights = ("vicreg_sim_weight", "vicreg_var_weight", "vicreg_cov_weight")
+        for k in weights:
+            if getattr(self, k) < 0:
+                raise ConfigError(f"{where}.{k}: must be ≥ 0, got {getattr(self, k)}")
+        if not any(getattr(self, k) > 0 for k in weights):
+            raise ConfigError(f"{where}.vicreg_sim_weight: the three VICReg weights are all 0")
 
 
 @dataclass

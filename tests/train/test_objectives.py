@@ -1,7 +1,11 @@
 """Objectives as small classes: a new one is a subclass plus one registry line, and trains through
-the real pretraining path; an unknown ``method.name`` is refused before any work."""
+the real pretraining path; an unknown ``method.name`` is refused before any work. DINO and VICReg:
+their loss (with the SupCon term) against the loop references of ``tests/losses``, DINO's center
+and teacher, and one training step of each through the registry."""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import pytest
@@ -11,11 +15,15 @@ from torch import Tensor
 
 from medcl.config import load_config
 from medcl.errors import ConfigError
+from medcl.models.ema import momentum_schedule
 from medcl.train.module import PretrainModule
 from medcl.train.objectives import OBJECTIVES, Objective, ViewBatch, objective_class, register
 from medcl.train.pretrain import pretrain
 from medcl.transforms import build_preset
 from tests.conftest import TINY_OVERRIDES
+from tests.losses.test_contrastive import reference_loss
+from tests.losses.test_dino import reference_loss as reference_dino
+from tests.losses.test_vicreg import reference_terms as reference_vicreg_terms
 
 
 class AlignViews(Objective):
@@ -93,3 +101,175 @@ def test_a_taken_name_cannot_be_registered_again():
     with pytest.raises(ValueError, match="not an identifier"):
         register("align-v2")
     assert OBJECTIVES["simclr"].__name__ == "SimCLR"
+
+
+# --------------------------------------------------------------------------------------------------
+# DINO and VICReg through the registry
+# --------------------------------------------------------------------------------------------------
+
+B, V, SIZE, TAU = 8, 2, 16, 0.2
+# patient 0 has two images with different labels (a same-patient pair that is not a positive)
+LABELS = torch.tensor([0, 1, -1, 0, 2, -1, 1, 0])
+GROUPS = torch.tensor([0, 1, 2, 3, 0, 5, 6, 7])
+NEW_METHODS = ["dino", "vicreg"]
+
+
+class PassThroughViews(torch.nn.Module):
+    """Stands in for the augmentation: returns the given ``(B, V, 1, H, W)`` views unchanged."""
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return x
+
+
+def make_module(method: str, *overrides: str) -> PretrainModule:
+    cfg = load_config(
+        None,
+        [
+            *TINY_OVERRIDES,
+            f"method.name={method}",
+            f"method.temperature={TAU}",
+            "method.dino_out_dim=12",
+            *overrides,
+        ],
+    )
+    torch.manual_seed(0)
+    module = PretrainModule(cfg, build_preset("mr", {}, dims=2), spatial_dims=2, n_classes=3)
+    module = module.double()
+    module.augment = PassThroughViews()
+    # the teacher starts as a copy: move the student so that the two differ
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(0.3 * torch.randn_like(p))
+    return module
+
+
+def cosine_logits(z: Tensor, prototypes: Tensor) -> Tensor:
+    """``(M, K)`` cosines of each row of ``z`` with each prototype, one pair at a time."""
+    rows = [
+        torch.stack([F.cosine_similarity(zi, w, dim=0, eps=0.0) for w in prototypes]) for zi in z
+    ]
+    return torch.stack(rows)
+
+
+def reference_ssl(module: PretrainModule, views: Tensor, z: Tensor) -> Tensor:
+    """The SSL term from the loop references of ``tests/losses`` on the module's networks."""
+    obj, cfg = module.method, module.cfg.method
+    if cfg.name == "vicreg":
+        inv, var, cov = reference_vicreg_terms(z)
+        return (
+            cfg.vicreg_sim_weight * inv + cfg.vicreg_var_weight * var + cfg.vicreg_cov_weight * cov
+        )
+    student = cosine_logits(z.flatten(0, 1), obj.prototypes.layer.weight).view(B, V, -1)
+    with torch.no_grad():
+        t = obj.target_projector(obj.target_encoder(views.flatten(0, 1)))
+        teacher = cosine_logits(t, obj.target_prototypes.layer.weight).view(B, V, -1)
+    # before any optimiser step τ_t is the warm-up's starting value
+    return reference_dino(
+        student, teacher, obj.center.clone(), cfg.dino_student_temp, cfg.dino_warmup_teacher_temp
+    )
+
+
+@pytest.mark.parametrize("lambdas", [(0.7, 1.3), (0.0, 2.0)], ids=["both", "ssl_only"])
+@pytest.mark.parametrize("method", NEW_METHODS)
+def test_new_objective_is_weighted_sum_of_supcon_and_its_loss(method, lambdas):
+    """Loss value and parameter gradients equal λ1·SupCon(labelled) + λ2·SSL, both from loop
+    references; SupCon is logged exactly when λ1 > 0. DINO's center then holds the EMA of the
+    teacher outputs' mean."""
+    lam_sup, lam_ssl = lambdas
+    module = make_module(method, f"method.lambda_sup={lam_sup}", f"method.lambda_ssl={lam_ssl}")
+    views = torch.rand(B, V, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).double()
+    z = module.method.projector(module.encoder(views.flatten(0, 1))).view(B, V, -1)
+    sup = reference_loss("sscl", z, LABELS, GROUPS, temperature=TAU)["sup"]
+    ssl = reference_ssl(module, views, z)
+    expected = lam_sup * sup + lam_ssl * ssl
+    params = [p for p in module.parameters() if p.requires_grad]
+    expected_grads = torch.autograd.grad(expected, params, allow_unused=True)
+    if method == "dino":
+        with torch.no_grad():
+            t = module.method.teacher_logits(
+                ViewBatch(views.flatten(0, 1), z.flatten(0, 1), LABELS, GROUPS, B, V)
+            )
+        m = module.cfg.method.dino_center_momentum
+        want_center = m * module.method.center + (1 - m) * t.flatten(0, 1).mean(0)
+
+    loss, logs = module.objective(views, LABELS, GROUPS)
+    close = dict(atol=1e-8, rtol=1e-7)
+    torch.testing.assert_close(loss, expected.detach(), **close)
+    torch.testing.assert_close(logs["ssl"], ssl.detach(), **close)
+    assert ("sup" in logs) == (lam_sup > 0)
+    if lam_sup > 0:
+        torch.testing.assert_close(logs["sup"], sup.detach(), **close)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    for got, want in zip(grads, expected_grads, strict=True):
+        if want is None:
+            assert got is None or not got.abs().any()
+        else:
+            torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-6)
+    if method == "dino":
+        torch.testing.assert_close(module.method.center, want_center)
+        assert not any(p.requires_grad for p in module.method.target_prototypes.parameters())
+    # guard: both terms matter at these inputs, so a wrong weight would show
+    assert float(sup.detach()) > 0.1 and abs(float(ssl.detach())) > 0.01
+
+
+def test_dino_teacher_follows_the_student_and_warms_its_temperature():
+    """After an optimiser step the teacher's prototypes take the EMA step and τ_t moves along
+    its warm-up (linear from dino_warmup_teacher_temp to dino_teacher_temp)."""
+    module = make_module("dino", "method.dino_teacher_temp_warmup=0.5", "method.ema_base=0.9")
+    obj = module.method
+    before = obj.target_prototypes.layer.weight.detach().clone()
+    student = obj.prototypes.layer.weight.detach().clone()
+    assert obj.current_teacher_temp() == pytest.approx(0.04)
+    obj.on_optimizer_step(module.encoder, 5, 20)
+    m = momentum_schedule(5, 20, base=0.9)
+    torch.testing.assert_close(obj.target_prototypes.layer.weight, m * before + (1 - m) * student)
+    assert obj.current_teacher_temp() == pytest.approx(0.04 + 0.03 * 5 / 10)
+    state = obj.state_dict()
+    assert {"center", "steps_done", "total_steps"} <= set(state)
+
+
+@pytest.mark.parametrize("method", NEW_METHODS)
+def test_new_objective_trains_through_the_registry(method, tiny_manifest, tmp_path):
+    """``method.name`` picks it; one optimiser step of λ1·SupCon + λ2·SSL runs, SupCon logged."""
+    assert objective_class(method) is OBJECTIVES[method]
+    cfg = _cfg(
+        tiny_manifest,
+        tmp_path / "run",
+        f"method.name={method}",
+        "method.dino_out_dim=16",
+        "optim.max_steps=1",
+        "method.lambda_sup=0.5",
+    )
+    r = pretrain(cfg, progress=False)
+    m = r.metrics
+    assert r.steps == 1 and m["train/sup"] > 0 and math.isfinite(m["train/ssl"])
+    assert m["train/loss_epoch"] == pytest.approx(0.5 * m["train/sup"] + m["train/ssl"])
+    sd = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    if method == "dino":
+        assert sd["method.center"].abs().sum() > 0 and int(sd["method.steps_done"]) == 1
+        assert "method.target_prototypes.layer.weight" in sd
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("method.dino_out_dim=1", "method.dino_out_dim"),
+        ("method.dino_student_temp=0", "method.dino_student_temp"),
+        ("method.dino_teacher_temp=0.2", "method.dino_teacher_temp"),  # hotter than the student
+        ("method.dino_warmup_teacher_temp=-0.1", "method.dino_warmup_teacher_temp"),
+        ("method.dino_teacher_temp_warmup=1.5", "method.dino_teacher_temp_warmup"),
+        ("method.dino_center_momentum=1", "method.dino_center_momentum"),
+        ("method.vicreg_cov_weight=-1", "method.vicreg_cov_weight"),
+    ],
+)
+def test_bad_dino_and_vicreg_options_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value).startswith(f"{key}:") and "\n" not in str(err.value)
+
+
+def test_all_zero_vicreg_weights_are_refused():
+    zeros = [f"method.vicreg_{k}_weight=0" for k in ("sim", "var", "cov")]
+    with pytest.raises(ConfigError, match="^method.vicreg_sim_weight: the three VICReg weights"):
+        load_config(None, zeros)

@@ -5,7 +5,11 @@ Every objective is ``L = λ1 · SupCon(labelled) + λ2 · SSL(all)`` (:mod:`.bas
 - ``simclr``: NT-Xent over all views (:mod:`.simclr`), sharing SupCon's similarity matrix;
 - ``moco``: symmetrised InfoNCE against EMA keys and a FIFO queue (:mod:`.moco`);
 - ``byol``: ``2 − 2cos`` of a predictor against the EMA target projection (:mod:`.byol`);
-- ``simsiam``: ``−cos`` against the stop-gradient projection (:mod:`.simsiam`).
+- ``simsiam``: ``−cos`` against the stop-gradient projection (:mod:`.simsiam`);
+- ``dino``: cross-entropy against the centered, sharpened softmax of an EMA teacher over
+  prototypes (:mod:`.dino`);
+- ``vicreg``: invariance MSE + variance hinge + covariance penalty of the projections, over the
+  global batch (:mod:`.vicreg`).
 
 Adding one: write a subclass of :class:`Objective` (or :class:`MomentumObjective`) implementing
 :meth:`Objective.ssl_loss` in its own file, and add it to :data:`OBJECTIVES` (or call
@@ -29,16 +33,20 @@ from medcl.train.objectives.base import (
     channels_last,
 )
 from medcl.train.objectives.byol import BYOL
+from medcl.train.objectives.dino import DINO
 from medcl.train.objectives.moco import MoCo
 from medcl.train.objectives.simclr import SimCLR
 from medcl.train.objectives.simsiam import SimSiam
 from medcl.train.objectives.supcon import SupCon
+from medcl.train.objectives.vicreg import VICReg
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "simclr": SimCLR,
     "moco": MoCo,
     "byol": BYOL,
     "simsiam": SimSiam,
+    "dino": DINO,
+    "vicreg": VICReg,
 }
 """``method.name`` → objective class."""
 
@@ -115,6 +123,7 @@ def build_objective(cfg: Config, encoder: nn.Module) -> Objective:
 
 __all__ = [
     "BYOL",
+    "DINO",
     "OBJECTIVES",
     "MoCo",
     "MomentumObjective",
@@ -123,6 +132,7 @@ __all__ = [
     "SimCLR",
     "SimSiam",
     "SupCon",
+    "VICReg",
     "ViewBatch",
     "build_objective",
     "channels_last",
