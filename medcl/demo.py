@@ -146,6 +146,7 @@ def run_demo(
     out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, log: Any = print
 ) -> DemoResult:
     """Run the demo into ``out``; returns the headline and the run summary."""
+    from medcl.evaluate.bundle import export_bundle
     from medcl.evaluate.efficiency import run_efficiency
     from medcl.evaluate.embed import embed_manifest, write_embeddings
     from medcl.evaluate.model import load_model
@@ -182,6 +183,8 @@ def run_demo(
     write_manifest(split, data / "split.csv")
     table = embed_manifest(load_model(out / "model"), split, seed=seed)
     write_embeddings(table, out / "embeddings.parquet")
+    bundle = export_bundle(out / "model", out / "bundle").out_dir  # medcl.evaluate.bundle
+    log(f"      MONAI bundle: {bundle} (python -m monai.bundle run, or medcl predict {bundle})")
     log("[6/6] report")
     headline = eff_headline(eff.records, eff.paired, cfg.efficiency.metric, fraction)
     summary = {
