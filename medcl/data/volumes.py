@@ -35,12 +35,23 @@ def stored_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
     return shapes
 
 
-def check_patches_fit(manifest: Manifest, patch_size: int) -> None:
-    """Refuse patch training on 2-D rows or on a volume smaller than a patch along some axis.
+def check_patches_fit(
+    manifest: Manifest,
+    patch_size: int,
+    key: str = "data.patch_size",
+    hint: str = "lower data.patch_size",
+) -> None:
+    """Refuse patches on 2-D rows or on a volume smaller than a patch along some axis.
+
+    Args:
+        manifest: The rows.
+        patch_size: Patch edge in voxels.
+        key: What sets the patch size (named in the message).
+        hint: What to do about it (ends the message).
 
     Raises:
-        MedclError: One line naming ``data.patch_size`` (or ``data.volume_mode``) and the first
-            offending ``image_id``.
+        MedclError: One line naming ``key`` (or ``data.volume_mode``) and the first offending
+            ``image_id``.
     """
     dims = manifest_geometry(manifest)[0]
     if dims != 3:
@@ -48,8 +59,8 @@ def check_patches_fit(manifest: Manifest, patch_size: int) -> None:
     for image_id, shape in zip(manifest.df["image_id"], stored_shapes(manifest), strict=True):
         if min(shape) < patch_size:
             raise MedclError(
-                f"data.patch_size={patch_size} is larger than volume {image_id} "
-                f"(stored shape {'×'.join(map(str, shape))}); lower data.patch_size"
+                f"{key}={patch_size} is larger than volume {image_id} "
+                f"(stored shape {'×'.join(map(str, shape))}); {hint}"
             )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
-from medcl.data.volumes import StoredVolumes, model_images
+from medcl.data.volumes import StoredVolumes, check_patches_fit, model_images, patch_meta
 from medcl.errors import MedclError
 from medcl.evaluate.bootstrap import metrics_with_intervals
 from medcl.evaluate.metrics import classification_metrics
@@ -24,7 +24,16 @@ from medcl.evaluate.model import Classifier
 def predict_rows(
     clf: Classifier, manifest: Manifest
 ) -> tuple[np.ndarray, CachedImages | StoredVolumes]:
-    """Probabilities ``(N, C)`` for every row of ``manifest`` (a patch model: grid-aggregated)."""
+    """Probabilities ``(N, C)`` for every row of ``manifest`` (a patch model: grid-aggregated).
+
+    Raises:
+        MedclError: A patch model and a volume smaller than its patches (naming the image_id).
+    """
+    vol = patch_meta(clf.meta)
+    if vol is not None:
+        check_patches_fit(
+            manifest, int(vol["patch_size"]), "the model's volume.patch_size", "it cannot be scored"
+        )
     ds = model_images(manifest, clf.meta)
     return clf.predict_proba(ds.images).numpy(), ds
 

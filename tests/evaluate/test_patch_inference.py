@@ -12,7 +12,7 @@ from torch import nn
 from medcl.config import load_config
 from medcl.data.manifest import read_manifest
 from medcl.data.volumes import StoredVolumes, model_images
-from medcl.errors import ConfigError
+from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.embed import embed_manifest
 from medcl.evaluate.evaluation import predict_rows
 from medcl.evaluate.finetune import finetune
@@ -126,3 +126,11 @@ def test_full_finetuning_of_a_patch_encoder_is_refused(tmp_path, patch_encoder):
     cfg = load_config(None, [*TINY_OVERRIDES, "finetune.mode=full"])
     with pytest.raises(ConfigError, match=r"finetune\.mode=full: .* 3-D patches"):
         finetune(cfg, man, pretrained=patch_encoder)
+
+
+def test_a_volume_smaller_than_the_models_patches_is_refused(tmp_path):
+    man = read_manifest(make_volumes(tmp_path / "data", small=4))
+    enc = _encoder()
+    clf = Classifier(enc, nn.Linear(enc.out_dim, 3), _meta())
+    with pytest.raises(MedclError, match=r"volume\.patch_size=8 is larger than volume v4 \(stored"):
+        predict_rows(clf, man)
