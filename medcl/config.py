@@ -561,14 +561,16 @@ class EfficiencyConfig:
         fractions: Label fractions of the training images (patient-level subsets).
         seeds: Seeds of the label subsets, pretraining and fine-tuning.
         methods: ``supervised`` (from scratch), ``fixmatch`` (FixMatch from scratch on the
-            labelled subset + the unlabelled pool), ``simclr`` (SSL only, λ1 = 0), ``sscl``
-            (SupCon on the labelled subset + SSL), each fine-tuned with ``finetune.mode``, and
-            ``sscl+fixmatch`` (SSCL pretraining, then FixMatch fine-tuning).
+            labelled subset + the unlabelled pool), ``simclr`` (SSL only, λ1 = 0), ``dino`` and
+            ``vicreg`` (SSL only with that pretraining objective, its ``method.dino_*`` /
+            ``method.vicreg_*`` options), ``sscl`` (SupCon on the labelled subset + SSL), each
+            fine-tuned with ``finetune.mode``, and ``sscl+fixmatch`` (SSCL pretraining, then
+            FixMatch fine-tuning).
         linear_probe: Also fit a linear probe on each pretrained encoder.
         n_boot: Patient-bootstrap replicates for the test intervals.
         metric: Headline metric of the report and plot.
         share_simclr: One SimCLR pretraining (the first seed's) for every seed: it sees no label,
-            so only its initialisation would differ between seeds.
+            so only its initialisation would differ between seeds (likewise DINO's and VICReg's).
         full_label_seeds: Seeds run at label fraction 1.0 (the first ones of ``seeds``; 0 = all):
             with every label, methods differ less between seeds, so the budget goes to the few-label
             fractions.

@@ -10,12 +10,14 @@ see :func:`medcl.data.split.apply_label_fraction`; val and test are fixed):
 - ``simclr``: NT-Xent pretraining on all training images with no labels (λ1 = 0), then fine-tuned
   on the subset. Its pretraining does not depend on F, so it runs once per seed and is shared
   (once for all seeds with ``efficiency.share_simclr``);
+- ``dino``, ``vicreg``: the same, with DINO or VICReg as the label-free pretraining objective
+  (:mod:`medcl.train.objectives`);
 - ``sscl``: ``λ1·SupCon(labelled subset) + λ2·NT-Xent(all)`` pretraining (depends on F), then
   fine-tuned on the subset. With ``method.lambda_sup_start`` its λ1 = 0 beginning is the SimCLR
   run's, and it starts from that run's checkpoint;
 - ``sscl+fixmatch``: the SSCL pretraining, then FixMatch fine-tuning;
-- with ``efficiency.linear_probe``, ``simclr+linear`` and ``sscl+linear``: a logistic-regression
-  probe on the frozen pretrained encoder.
+- with ``efficiency.linear_probe``, ``simclr+linear`` (``dino+linear``, ``vicreg+linear``) and
+  ``sscl+linear``: a logistic-regression probe on the frozen pretrained encoder.
 
 Each run is evaluated on the test split with patient-bootstrap intervals, its predictions saved, and
 appended to ``results.json`` as soon as it finishes; re-running the command skips finished runs
@@ -23,7 +25,7 @@ appended to ``results.json`` as soon as it finishes; re-running the command skip
 paired SSCL − X differences over seeds × test patients. Layout::
 
     OUT/splits/       label-fraction manifests
-    OUT/pretrain/     simclr_s{seed}/, sscl_f{F}_s{seed}/  (medcl pretrain run folders)
+    OUT/pretrain/     simclr_s{seed}/ (dino_, vicreg_), sscl_f{F}_s{seed}/  (medcl pretrain runs)
     OUT/runs/         {method}_f{F}_s{seed}/model/, metrics.json, predictions.npz
     OUT/results.json  one record per run, and the paired differences
     OUT/report.md, OUT/efficiency.png
@@ -74,13 +76,19 @@ def _run_key(method: str, frac: float, seed: int) -> str:
     return f"{method}_f{_frac_tag(frac)}_s{seed}"
 
 
-def _pretrain_cfg(cfg: Config, manifest: Path, out: Path, seed: int, lambda_sup: float) -> Config:
+SSL_ONLY = ("simclr", "dino", "vicreg")
+"""Arms pretrained without labels (λ1 = 0) by the objective of that name, then fine-tuned."""
+
+
+def _pretrain_cfg(
+    cfg: Config, manifest: Path, out: Path, seed: int, lambda_sup: float, objective: str = "simclr"
+) -> Config:
     return derive(
         cfg,
         **{
             "data.manifest": str(manifest),
             "out": str(out),
-            "method.name": "simclr",
+            "method.name": objective,
             "method.lambda_sup": lambda_sup,
             "trainer.seed": seed,
         },
@@ -153,30 +161,33 @@ def run_efficiency(
         )
 
     per_run = len(eff.methods) + eff.linear_probe * sum(
-        m in ("simclr", "sscl") for m in eff.methods
+        m in (*SSL_ONLY, "sscl") for m in eff.methods
     )
     full_seeds = min(len(eff.seeds), eff.full_label_seeds or len(eff.seeds))
     n_total = per_run * sum(full_seeds if f >= 1.0 else len(eff.seeds) for f in eff.fractions)
     prefix_epochs = round(cfg.method.lambda_sup_start * cfg.optim.epochs)
     share_prefix = prefix_epochs > 0 and "simclr" in eff.methods
-    simclr_dirs: dict[int, Path] = {}
+    ssl_dirs: dict[tuple[str, int], Path] = {}
 
-    def simclr_run(seed: int) -> Path:
-        """The SimCLR pretraining of ``seed`` (one for all seeds with ``share_simclr``)."""
+    def simclr_run(seed: int, objective: str = "simclr") -> Path:
+        """The label-free pretraining of ``seed`` with ``objective`` (SimCLR, DINO or VICReg; one
+        for all seeds with ``share_simclr``)."""
         s = eff.seeds[0] if eff.share_simclr else seed
-        if s not in simclr_dirs:
+        if (objective, s) not in ssl_dirs:
             pool_path = out / "splits" / f"unlabelled_s{s}.csv"
             write_manifest(apply_label_fraction(base, 0.0, s), pool_path)
-            run = out / "pretrain" / f"simclr_s{s}"
+            run = out / "pretrain" / f"{objective}_s{s}"
             if not (run / "run.json").is_file():
-                log(f"[{len(records) + 1}/{n_total}] pretraining SimCLR (seed {s})")
+                title = {"simclr": "SimCLR", "dino": "DINO", "vicreg": "VICReg"}[objective]
+                log(f"[{len(records) + 1}/{n_total}] pretraining {title} (seed {s})")
+            share = share_prefix and objective == "simclr"
             pretrain(
-                _pretrain_cfg(cfg, pool_path, run, s, 0.0),
+                _pretrain_cfg(cfg, pool_path, run, s, 0.0, objective),
                 progress=progress,
-                save_prefix=prefix_epochs if share_prefix else 0,
+                save_prefix=prefix_epochs if share else 0,
             )
-            simclr_dirs[s] = run
-        return simclr_dirs[s]
+            ssl_dirs[objective, s] = run
+        return ssl_dirs[objective, s]
 
     for seed in eff.seeds:
         for frac in eff.fractions:
@@ -193,7 +204,7 @@ def run_efficiency(
             for method in eff.methods:
                 fixmatch = method in ("fixmatch", "sscl+fixmatch")
                 jobs.append((method, "fixmatch" if fixmatch else cfg.finetune.mode))
-                if method in ("simclr", "sscl") and eff.linear_probe:
+                if method in (*SSL_ONLY, "sscl") and eff.linear_probe:
                     jobs.append((f"{method}+linear", "linear"))
             for name, mode in jobs:
                 key = _run_key(name, frac, seed)
@@ -202,8 +213,8 @@ def run_efficiency(
                 started = time.perf_counter()
                 method = name.split("+")[0]
                 pre_dir: Path | None = None
-                if method == "simclr":
-                    pre_dir = simclr_run(seed)
+                if method in SSL_ONLY:
+                    pre_dir = simclr_run(seed, method)
                 elif method == "sscl":
                     pre_dir = out / "pretrain" / f"sscl_f{_frac_tag(frac)}_s{seed}"
                     # SSCL's λ1 = 0 prefix is the SimCLR run's beginning: start from its checkpoint
@@ -299,8 +310,8 @@ def _one_run(
 
 
 COMPARISONS = {
-    "sscl": ("supervised", "fixmatch", "simclr"),
-    "sscl+linear": ("simclr+linear",),
+    "sscl": ("supervised", "fixmatch", "simclr", "dino", "vicreg"),
+    "sscl+linear": ("simclr+linear", "dino+linear", "vicreg+linear"),
     "sscl+fixmatch": ("supervised", "fixmatch", "simclr", "sscl"),
 }
 """Which arms each SSCL arm is compared with: like with like (fine-tuned with fine-tuned, probe
