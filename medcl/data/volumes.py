@@ -22,7 +22,21 @@ from torch.utils.data import Dataset
 
 from medcl.data.dataset import CachedImages, manifest_geometry, open_images
 from medcl.data.manifest import Manifest
+from medcl.data.packed import split_ref
 from medcl.errors import MedclError
+
+
+def mapped(ref: str) -> np.ndarray:
+    """A cached array (``cache_path``: a file or ``<shard>.npy#<row>``) memory-mapped, read-only:
+    slicing it reads only the pages of the slice."""
+    name, row = split_ref(str(ref))
+    try:
+        arr = np.load(name, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise MedclError(f"{name}: cached array not found (re-run medcl ingest)") from None
+    except (OSError, ValueError) as exc:
+        raise MedclError(f"{name}: not a readable cached array ({type(exc).__name__})") from None
+    return arr if row is None else arr[row]
 
 
 def stored_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
@@ -31,7 +45,7 @@ def stored_shapes(manifest: Manifest) -> list[tuple[int, ...]]:
     for p in manifest.df["cache_path"]:
         if not p:
             raise MedclError("a manifest row has no cache_path; re-run `medcl ingest`")
-        shapes.append(tuple(int(s) for s in np.load(p, mmap_mode="r").shape[1:]))
+        shapes.append(tuple(int(s) for s in mapped(p).shape[1:]))
     return shapes
 
 
@@ -96,6 +110,7 @@ class StoredVolumes(Dataset):
         self.image_ids = self.source.image_ids
         self.modality = self.source.modality
         self.transform: Any = None
+        self._held = isinstance(self.source, CachedImages)  # in memory: crop the tensor
 
     def __len__(self) -> int:
         return len(self.source)
@@ -103,6 +118,22 @@ class StoredVolumes(Dataset):
     def volume(self, i: int) -> torch.Tensor:
         """The ``i``-th cached volume, ``(1, D, H, W)`` float32."""
         return torch.as_tensor(self.source.image(i), dtype=torch.float32)
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        """Spatial shape of the ``i``-th volume (a header read when streamed)."""
+        if self._held:
+            return tuple(self.source.image(i).shape[1:])
+        return tuple(int(n) for n in mapped(self.source.paths[i]).shape[1:])
+
+    def crop(self, i: int, box: tuple[int, ...], patch_size: int) -> torch.Tensor:
+        """The cube of edge ``patch_size`` at corner ``box`` of the ``i``-th volume,
+        ``(1, P, P, P)``; when streamed, read from the memory-mapped cache file (only that cube's
+        pages, not the whole volume)."""
+        index = (slice(None),) + tuple(slice(s, s + patch_size) for s in box)
+        if self._held:
+            return torch.as_tensor(self.source.image(i)[index], dtype=torch.float32).clone()
+        cube = np.array(mapped(self.source.paths[i])[index], dtype=np.float32)
+        return torch.from_numpy(cube)
 
     @property
     def images(self) -> list[torch.Tensor]:

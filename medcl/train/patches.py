@@ -22,7 +22,9 @@ many subjects into a buffer, so neither the batch composition nor the patient gr
 would be ours any more; MONAI's croppers draw independent crops per call, not V overlapping views
 of one region. Cropping inside ``__getitem__`` keeps the sampler, the loader workers (which then do
 the cropping and the per-sample artifacts in parallel) and the resume-exact seeding unchanged;
-the region/grid arithmetic itself is in :mod:`medcl.transforms.patches`.
+the region/grid arithmetic itself is in :mod:`medcl.transforms.patches`. The corners are drawn
+from the volume's shape first and only those cubes are read (from the memory-mapped cache file
+when the volumes are streamed), so a step costs ``k·V`` patch reads, not whole volumes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from medcl.transforms.patches import region_views
+from medcl.transforms.patches import region_views, sample_regions
 
 
 class PatchViews(Dataset):
@@ -42,7 +44,10 @@ class PatchViews(Dataset):
 
     Args:
         volumes: Items ``(volume (1, D, H, W), label, group, index)``, e.g.
-            :class:`~medcl.data.volumes.StoredVolumes`.
+            :class:`~medcl.data.volumes.StoredVolumes`; when it has ``shape(i)`` and
+            ``crop(i, box, P)`` (as that one), only the sampled cubes are read, from the
+            memory-mapped cache file when the volumes are streamed: a 512×512×300 CT is never
+            loaded whole for a step.
         patch_size: Patch edge ``P``.
         patches_per_volume: Regions ``k`` per volume and item.
         n_views: Views ``V`` per region.
@@ -84,14 +89,21 @@ class PatchViews(Dataset):
         raise AttributeError(name)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int, int]:
-        x, label, group, index = self.volumes[i]
-        crops, _, _ = region_views(
-            torch.as_tensor(x, dtype=torch.float32),
-            self.patch_size,
-            self.k,
-            self.n_views,
-            self.generator,
-        )
+        vols = self.volumes
+        if hasattr(vols, "crop") and hasattr(vols, "shape"):  # read only the cubes
+            p = self.patch_size
+            _, boxes = sample_regions(vols.shape(i), p, self.k, self.n_views, self.generator)
+            crops = torch.stack([torch.stack([vols.crop(i, b, p) for b in bs]) for bs in boxes])
+            label, group, index = int(vols.labels[i]), int(vols.groups[i]), i
+        else:
+            x, label, group, index = vols[i]
+            crops, _, _ = region_views(
+                torch.as_tensor(x, dtype=torch.float32),
+                self.patch_size,
+                self.k,
+                self.n_views,
+                self.generator,
+            )
         if self.per_sample is not None:
             flat = crops.flatten(0, 1)
             crops = torch.stack([self.per_sample(v) for v in flat]).reshape(crops.shape)

@@ -127,6 +127,29 @@ def view_box(
     return tuple(out)
 
 
+def sample_regions(
+    shape: Sequence[int],
+    patch_size: int,
+    n_regions: int,
+    n_views: int,
+    generator: torch.Generator | None = None,
+) -> tuple[list[Box], list[list[Box]]]:
+    """The corners :func:`region_views` crops at, drawn from the volume's shape alone (so that a
+    reader can fetch just those cubes, e.g. from a memory-mapped file).
+
+    Returns:
+        The ``n_regions`` region corners and, for each, its ``n_views`` view corners.
+
+    Raises:
+        MedclError: The volume is smaller than a patch along some axis.
+    """
+    shape = tuple(int(n) for n in shape)
+    check_fits(shape, patch_size)
+    regions = [random_box(shape, patch_size, generator) for _ in range(n_regions)]
+    boxes = [[view_box(r, shape, patch_size, generator) for _ in range(n_views)] for r in regions]
+    return regions, boxes
+
+
 def region_views(
     x: Tensor,
     patch_size: int,
@@ -148,10 +171,7 @@ def region_views(
         ``(k, V, C, P, P, P)`` crops, the k region corners and, for each region, its V view
         corners.
     """
-    shape = tuple(x.shape[1:])
-    check_fits(shape, patch_size)
-    regions = [random_box(shape, patch_size, generator) for _ in range(n_regions)]
-    boxes = [[view_box(r, shape, patch_size, generator) for _ in range(n_views)] for r in regions]
+    regions, boxes = sample_regions(tuple(x.shape[1:]), patch_size, n_regions, n_views, generator)
     crops = torch.stack(
         [torch.stack([crop(x, b, patch_size) for b in views]) for views in boxes]
     ).contiguous()

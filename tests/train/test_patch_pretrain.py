@@ -193,3 +193,30 @@ def test_resize_mode_is_unchanged(tmp_path):
     torch.testing.assert_close(dm.train_set.images, ref.images)
     x, *_ = next(iter(dm.train_dataloader()))
     assert x.shape[-3:] == (16, 16, 16)
+
+
+class _WholeVolumes(torch.utils.data.Dataset):
+    """Only items: PatchViews then crops the loaded volume (no shape/crop reader)."""
+
+    def __init__(self, vols):
+        self.vols = vols
+
+    def __len__(self):
+        return len(self.vols)
+
+    def __getitem__(self, i):
+        return self.vols[i]
+
+
+@pytest.mark.parametrize("in_memory", ["true", "false"])
+def test_cube_reads_equal_crops_of_the_whole_volume(tmp_path, in_memory):
+    """Reading only the sampled cubes (memory-mapped when streamed) gives the crops of the
+    loaded volume at the same corners."""
+    m = read_manifest(make_volumes(tmp_path))
+    vols = StoredVolumes(m, in_memory=in_memory)
+    assert vols.shape(3) == (16, 16, 16)
+    fast = PatchViews(vols, 8, 3, 2, generator=torch.Generator().manual_seed(5))
+    slow = PatchViews(_WholeVolumes(vols), 8, 3, 2, generator=torch.Generator().manual_seed(5))
+    for i in range(len(vols)):
+        a, b = fast[i], slow[i]
+        assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
