@@ -49,7 +49,7 @@ from medcl.data.split import apply_label_fraction
 from medcl.errors import MedclError
 from medcl.evaluate.card import model_card
 from medcl.evaluate.evaluation import evaluate_with_predictions
-from medcl.evaluate.finetune import epoch_samples, finetune
+from medcl.evaluate.finetune import epoch_samples, finetune, one_device_note
 from medcl.evaluate.model import save_model
 from medcl.evaluate.report import write_report
 from medcl.io import atomic_path, write_json
@@ -117,6 +117,34 @@ def scratch_budget(cfg: Config, n_train: int, n_labelled: int) -> tuple[int, int
     return epochs, max(ft.patience, round(ft.patience * epochs / ft.epochs))
 
 
+def one_device(cfg: Config, log: Callable[[str], None] = print) -> Config:
+    """``cfg`` with every run of the experiment on one device, said in one line when it asked
+    for more.
+
+    The experiment is hundreds of short trainings in one process; Lightning's DDP launcher would
+    re-run the whole command in every other rank, each writing the same results. So its
+    pretraining and fine-tuning run on one device of ``trainer.accelerator`` with
+    ``trainer.precision``; multi-device pretraining is ``medcl pretrain``.
+    """
+    if one_device_note(cfg, "") is None:
+        return cfg
+    t = cfg.trainer
+    log(
+        f"medcl efficiency runs every pretraining and fine-tuning on one device "
+        f"(trainer.devices={t.devices}, trainer.num_nodes={t.num_nodes}, "
+        f"trainer.strategy={t.strategy} not used; multi-device pretraining: medcl pretrain)"
+    )
+    return derive(
+        cfg,
+        **{
+            "trainer.devices": 1,
+            "trainer.num_nodes": 1,
+            "trainer.strategy": "auto",
+            "trainer.sync_batchnorm": "auto",
+        },
+    )
+
+
 def run_efficiency(
     cfg: Config,
     manifest: str | Path,
@@ -134,6 +162,8 @@ def run_efficiency(
         log: Where progress lines go.
         progress: Show progress bars of pretraining.
     """
+    cfg.trainer.check_hardware()  # before the manifest is read
+    cfg = one_device(cfg, log)
     eff = cfg.efficiency
     out = Path(out)
     base = read_manifest(manifest)

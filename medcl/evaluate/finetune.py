@@ -18,6 +18,7 @@ Hyper-parameters are chosen on validation only; the test split is never read her
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,27 @@ from medcl.seeding import STEP_STRIDE, mix_seed
 from medcl.train.loggers import build_loggers
 from medcl.transforms import MultiViewAugment, build_preset
 from medcl.transforms.presets import preset_for_modality
+
+log = logging.getLogger(__name__)
+
+
+def one_device_note(cfg: Config, what: str) -> str | None:
+    """The line that says ``what`` runs on one device although ``trainer`` asks for more.
+
+    Fine-tuning fits a small labelled set (and a probe or kNN needs no trainer at all): it runs on
+    one device of ``trainer.accelerator`` by design, with ``trainer.precision``; ``devices``,
+    ``num_nodes``, ``strategy`` and ``sync_batchnorm`` are for pretraining.
+
+    Returns:
+        The line, or ``None`` when the config asks for one device and no strategy.
+    """
+    t = cfg.trainer
+    if t.device_count() * t.num_nodes <= 1 and t.strategy == "auto":
+        return None
+    return (
+        f"{what} runs on one device by design (trainer.devices={t.devices}, "
+        f"trainer.num_nodes={t.num_nodes}, trainer.strategy={t.strategy} are for pretraining)"
+    )
 
 
 @dataclass
@@ -371,6 +393,10 @@ def finetune(
             (``trainer.logger``; :mod:`medcl.train.loggers`). ``None``: no logs (as inside
             ``medcl efficiency``, where hundreds of short fits would each leave a log).
     """
+    cfg.trainer.check_hardware()  # before any image is read
+    note = one_device_note(cfg, "fine-tuning")
+    if note is not None:
+        log.warning(note)
     torch.manual_seed(cfg.trainer.seed)
     np.random.seed(cfg.trainer.seed % (2**32))
     if cfg.trainer.threads > 0:
