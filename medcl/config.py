@@ -59,7 +59,8 @@ class DataConfig:
             a batch of ``batch_size`` volumes gives ``batch_size · k`` samples of ``augment.views``
             views each).
         patch_overlap: Overlap of neighbouring grid patches at inference, a fraction of
-            ``patch_size`` in [0, 1) (stride ``⌊patch_size·(1 − overlap)⌋``).
+            ``patch_size`` in [0, 1) (stride ``t = ⌊patch_size·(1 − overlap)⌋``; a volume of
+            ``D×H×W`` takes about ``(D/t)(H/t)(W/t)`` patches: 0.5 costs 8× as many as 0).
         in_memory: Hold the resized images in memory (``true``), stream them from a packed cache
             file through the loader workers (``false``; memory independent of the row count), or
             ``auto``: in memory when they take less than ``memory_budget_mb``

@@ -13,7 +13,7 @@ model trained on patches (``meta["volume"]["mode"] == "patches"``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -136,15 +136,31 @@ class StoredVolumes(Dataset):
         return torch.from_numpy(cube)
 
     @property
-    def images(self) -> list[torch.Tensor]:
-        """Every volume (a list: shapes may differ); for evaluation-sized sets."""
-        return [self.volume(i) for i in range(len(self))]
+    def images(self) -> Sequence[torch.Tensor]:
+        """Every volume, as a sequence read on access (shapes may differ; one volume in memory
+        at a time while a patch model embeds them)."""
+        return _Volumes(self)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, int]:
         x = self.volume(i)
         if self.transform is not None:
             x = self.transform(x)
         return x, int(self.labels[i]), int(self.groups[i]), i
+
+
+class _Volumes(Sequence[torch.Tensor]):
+    """The volumes of a :class:`StoredVolumes`, each read when indexed."""
+
+    def __init__(self, owner: StoredVolumes) -> None:
+        self.owner = owner
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.owner.volume(i % len(self))
 
 
 def patch_meta(meta: Mapping[str, Any]) -> dict[str, Any] | None:
