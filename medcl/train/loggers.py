@@ -6,7 +6,9 @@ All three write beside each other under the run folder ``OUT``, so that one fold
     OUT/logs/events.out.tfevents.*     tensorboard  (``tensorboard --logdir OUT/logs``)
     OUT/logs/finetune/...              both, for fine-tuning
     OUT/mlruns/                        mlflow: a local file store (``mlflow ui --backend-store-uri
-                                       OUT/mlruns``), or ``trainer.mlflow_uri``
+                                       OUT/mlruns``), or ``trainer.mlflow_uri``; one MLflow run per
+                                       pretraining (a resumed one continues its run,
+                                       ``OUT/logs/mlflow_run_id``) and per fine-tuning
 
 TensorBoard files are written by tensorboardX when the ``tensorboard`` package is absent
 (Lightning's :class:`~lightning.pytorch.loggers.TensorBoardLogger` takes either). MLflow is the
@@ -18,15 +20,48 @@ here when unset).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from medcl.config import LOGGERS, Config
 from medcl.errors import ConfigError
+from medcl.io import write_text
 
 MLFLOW_EXPERIMENT = "medcl"
 """The MLflow experiment every medcl run is logged under (one MLflow run per medcl run)."""
+
+MLFLOW_RUN_FILE = "mlflow_run_id"
+"""In ``OUT/logs``: the MLflow run of a pretraining, continued when the run resumes."""
+
+
+class RecordedMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger that also writes its run id to ``id_file`` with its first
+    metrics (rank 0 only), so that a resumed pretraining can continue the run.
+
+    Written with the first metrics rather than at once: the other loggers check at set-up that
+    ``OUT/logs`` is empty, and a file there would make them warn.
+
+    Args:
+        id_file: Where the run id goes; ``None``: nowhere.
+        **kwargs: :class:`~lightning.pytorch.loggers.MLFlowLogger`'s arguments.
+    """
+
+    def __init__(self, id_file: Path | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._id_file = id_file
+        self._recorded = id_file is None or id_file.is_file()
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log ``metrics`` (and, the first time, record the run id)."""
+        super().log_metrics(metrics, step)
+        if not self._recorded and self._id_file is not None:
+            write_text(str(self.run_id), self._id_file)
+            self._recorded = True
 
 
 def mlflow_uri(cfg: Config, out: str | Path) -> str:
@@ -82,15 +117,17 @@ def build_loggers(cfg: Config, out: str | Path, stage: str = "") -> list[Logger]
                 TensorBoardLogger(root, name="", version=version, default_hp_metric=False)
             )
         else:
-            from lightning.pytorch.loggers import MLFlowLogger
-
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            run = out.resolve().name + (f"-{stage}" if stage else "")
+            # a resumed pretraining goes on logging into the MLflow run it started
+            id_file = root / version / MLFLOW_RUN_FILE
+            resume = id_file.read_text().strip() if not stage and id_file.is_file() else None
             loggers.append(
-                MLFlowLogger(
+                RecordedMLFlowLogger(
+                    id_file if not stage else None,
                     experiment_name=MLFLOW_EXPERIMENT,
-                    run_name=run,
+                    run_name=out.resolve().name + (f"-{stage}" if stage else ""),
                     tracking_uri=mlflow_uri(cfg, out),
+                    run_id=resume or None,
                 )
             )
     return loggers

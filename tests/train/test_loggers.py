@@ -16,10 +16,10 @@ from PIL import Image
 
 from medcl.config import load_config
 from medcl.data.manifest import read_manifest
-from medcl.errors import ConfigError
+from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.finetune import finetune
 from medcl.train import callbacks as cb
-from medcl.train.loggers import MLFLOW_EXPERIMENT, build_loggers
+from medcl.train.loggers import MLFLOW_EXPERIMENT, MLFLOW_RUN_FILE, build_loggers
 from medcl.train.pretrain import pretrain
 from medcl.transforms.preview import PAD_PX
 from tests.conftest import TINY_OVERRIDES
@@ -114,6 +114,25 @@ def test_mlflow_file_store(tiny_manifest, tmp_path):
             np.testing.assert_allclose(got, rows[tag], rtol=1e-6)
     arts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert "augment_grid.png" in arts
+
+
+def test_mlflow_run_continues_on_resume(tiny_manifest, tmp_path):
+    """A pretraining killed after epoch 1 and resumed logs into the MLflow run it started."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "run"
+    cfg = _cfg(tiny_manifest, out, "trainer.logger=[mlflow]")
+    with pytest.raises(MedclError, match="interrupted"):
+        pretrain(cfg, progress=False, _stop_at_epoch=1)
+    r = pretrain(cfg, progress=False)
+    assert r.resumed
+    client = MlflowClient((out / "mlruns").resolve().as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name(MLFLOW_EXPERIMENT).experiment_id])
+    assert run.info.run_id == (out / "logs" / MLFLOW_RUN_FILE).read_text()
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step"))
+    assert steps == list(range(r.steps))  # both epochs' steps, each once
 
 
 def test_finetune_logs(tiny_manifest, tmp_path):
