@@ -37,7 +37,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,12 @@ def cache_file(root: str | os.PathLike[str], key: str) -> Path:
     for a row of a shard: see :func:`array_file` for the file itself)."""
     name, sep, row = key.partition("#")
     return Path(root) / name[:2] / (f"{name}.npy{sep}{row}")
+
+
+def cache_ref(root: str, key: str) -> str:
+    """:func:`cache_file` as a string, for ``root`` already absolute (fast for many rows)."""
+    name, sep, row = key.partition("#")
+    return f"{root}/{name[:2]}/{name}.npy{sep}{row}"
 
 
 def array_file(ref: str | os.PathLike[str]) -> Path:
@@ -262,7 +268,12 @@ class IngestState:
         """Write atomically as JSON."""
         data = {
             "fingerprint": self.fingerprint,
-            "files": {k: asdict(v) for k, v in sorted(self.files.items())},
+            "files": {k: _shallow(v) for k, v in sorted(self.files.items())},
             "series": dict(sorted(self.series.items())),
         }
         write_json(data, path, indent=None, separators=(",", ":"))
+
+
+def _shallow(rec: FileRecord) -> dict:
+    """``asdict`` without the deep copy (the rows are written, not kept: 10⁶ rows took minutes)."""
+    return {f.name: getattr(rec, f.name) for f in fields(rec)}

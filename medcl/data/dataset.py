@@ -232,12 +232,14 @@ class StreamedImages(ImageSet):
         """A DataLoader batch: the rows read together (runs of consecutive rows in one read)."""
         if self._array is None:
             return [self[int(i)] for i in index]
-        block = torch.from_numpy(self._array.rows(index))
+        idx = [int(i) for i in index]
+        block = torch.from_numpy(self._array.rows(idx))
+        labels, groups = self.labels.numpy(), self.groups.numpy()
         out = []
-        for x, i in zip(block, index, strict=True):
+        for x, i in zip(block, idx, strict=True):
             if self.transform is not None:
                 x = self.transform(x)
-            out.append((x, int(self.labels[i]), int(self.groups[i]), int(i)))
+            out.append((x, int(labels[i]), int(groups[i]), i))
         return out
 
     def batch(self, index: Sequence[int] | None = None) -> torch.Tensor:

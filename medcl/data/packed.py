@@ -125,20 +125,23 @@ class ArrayFile:
         return self._read(i, 1)[0]
 
     def rows(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Rows ``index`` in that order; each run of consecutive rows is one read."""
+        """Rows ``index`` in that order: one read for a consecutive range, else one per row."""
         idx = np.asarray(index, dtype=np.int64)
-        out = np.empty((len(idx), *self.row_shape), dtype=self.dtype)
-        if not len(idx):
-            return out
+        n = len(idx)
+        if not n:
+            return np.empty((0, *self.row_shape), dtype=self.dtype)
         if idx.min() < 0 or idx.max() >= self.shape[0]:
             raise IndexError(f"row index outside {self.path.name} ({self.shape[0]} rows)")
-        order = np.argsort(idx, kind="stable")
-        sorted_idx = idx[order]
-        breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
-        for run in np.split(np.arange(len(idx)), breaks):
-            first, last = sorted_idx[run[0]], sorted_idx[run[-1]]
-            block = self._read(int(first), int(last - first + 1))
-            out[order[run]] = block[sorted_idx[run] - first]
+        first = int(idx[0])
+        if n == 1 or (idx[-1] - first == n - 1 and bool(np.all(np.diff(idx) == 1))):
+            return self._read(first, n)
+        out = np.empty((n, *self.row_shape), dtype=self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        fd, rb, base = self._descriptor(), self.row_bytes, self.offset
+        for k, i in enumerate(idx.tolist()):
+            got = os.preadv(fd, [view[k * rb : (k + 1) * rb]], base + i * rb)
+            if got != rb:  # a short read: finish it the slow way
+                out[k] = self._read(i, 1)[0]
         return out
 
 

@@ -105,3 +105,29 @@ def test_read_refuses_missing_column(tmp_path):
 def test_read_missing_file_is_one_line_error(tmp_path):
     with pytest.raises(ManifestError, match="manifest not found"):
         read_manifest(tmp_path / "nope.csv")
+
+
+def test_paths_written_and_read_like_pathlib_does(tmp_path):
+    # the column-wise fast path must agree with Path arithmetic on every kind of value
+    inside = tmp_path / "data"
+    inside.mkdir()
+    outside = tmp_path.parent / "elsewhere.npy"
+    values = [
+        str(inside / "c" / "ab" / "k.npy"),
+        str(inside / "c" / "ab" / "shard.npy#17"),
+        str(inside / "c" / "." / "x.npy"),
+        str(inside / "c" / ".." / "y.npy"),
+        str(outside),
+        "",
+    ]
+    rows = _rows(tmp_path, len(values))
+    for r, v in zip(rows, values, strict=True):
+        r["cache_path"] = v
+    out = write_manifest(Manifest(new_frame(rows), ["a", "b"]), inside / "m.csv")
+    raw = list(pd.read_csv(out, dtype=str, keep_default_na=False)["cache_path"])
+    assert raw[:2] == ["c/ab/k.npy", "c/ab/shard.npy#17"]
+    assert raw[4] == str(outside) and raw[5] == ""
+    back = list(read_manifest(out).df["cache_path"])
+    for got, want in zip(back, values, strict=True):
+        assert (Path(got).resolve() if got else "") == (Path(want).resolve() if want else "")
+    assert back[1] == str(inside / "c" / "ab" / "shard.npy#17")

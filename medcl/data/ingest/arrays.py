@@ -124,30 +124,41 @@ def unit_scale(block: np.ndarray) -> np.ndarray:
     """The ``unit`` rule (:func:`medcl.data.cache.to_cache_intensity`) for each image of a block.
 
     Each image ``x`` (a row of ``block``, any shape after the first axis) becomes
-    ``clip((x - p0.5) / (p99.5 - p0.5), 0, 1)`` with its own percentiles, 0 when constant; an
-    image with non-finite values goes through the per-image function.
+    ``clip((x - p0.5) / (p99.5 - p0.5), 0, 1)`` with its own percentiles, 0 when constant, computed
+    in float64 as the per-image function does (percentiles of integer images are taken on the
+    integers: the same order statistics, the same values); an image with non-finite values goes
+    through the per-image function.
+
+    Returns:
+        float32, the shape of ``block``.
     """
     n = len(block)
     flat = block.reshape(n, -1)
-    out = np.zeros(flat.shape, dtype=np.float64)
-    finite = np.isfinite(flat).all(axis=1) if n else np.zeros(0, bool)
+    out = np.zeros(flat.shape, dtype=np.float32)
+    if not n or not flat.shape[1]:
+        return out.reshape(block.shape)
+    integer = np.issubdtype(flat.dtype, np.integer) or flat.dtype == np.bool_
+    finite = np.ones(n, bool) if integer else np.isfinite(flat).all(axis=1)
     ok = np.flatnonzero(finite)
-    if len(ok) and flat.shape[1]:
-        vals = flat[ok]
+    if len(ok):
+        vals = flat if len(ok) == n else flat[ok]
         lo, hi = np.percentile(vals, [cache.LOW_PERCENTILE, cache.HIGH_PERCENTILE], axis=1)
         good = hi > lo
         span = np.where(good, hi - lo, 1.0)
-        scaled = np.clip((vals - lo[:, None]) / span[:, None], 0.0, 1.0)
-        out[ok[good]] = scaled[good]
+        buf = np.subtract(vals, lo[:, None], dtype=np.float64)
+        np.divide(buf, span[:, None], out=buf)
+        np.clip(buf, 0.0, 1.0, out=buf)
+        buf[~good] = 0.0
+        out[ok] = buf
     for i in np.flatnonzero(~finite):
         out[i] = cache.to_cache_intensity(block[i], UNIT).reshape(-1)
-    return out.reshape(block.shape).astype(np.float32)
+    return out.reshape(block.shape)
 
 
 def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> list[dict]:
     """Convert one chunk's images, write its shard and return its rows' metadata."""
     block = npz_reader.pixels(images, ch.kind, cfg.dims)
-    arr = unit_scale(block)[:, None]
+    arr = unit_scale(block)[:, None]  # float32
     if cfg.size is not None:
         arr = resize_to(arr, cfg.size, 2, antialias=True)  # in-plane, like cache.prepare
     arr = np.ascontiguousarray(arr, dtype=np.float32)
@@ -159,10 +170,15 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> list[dict]:
     slices = int(arr.shape[2]) if dims == 3 else 1
     rows = []
     j = 0
+    ids = None if ch.patient_ids is None else ch.patient_ids.tolist()
+    known: dict[str, str] = {}
     for k in range(len(images)):
         i = ch.start + k
         item = npz_reader.item_of(ch.rel, ch.split, i)
-        patient = pz("patient", item if ch.patient_ids is None else str(ch.patient_ids[k]))
+        if ids is None:
+            patient = pz("patient", item)
+        else:
+            patient = known.get(ids[k]) or known.setdefault(ids[k], pz("patient", str(ids[k])))
         study = pz("study", item)
         label = "" if ch.labels is None else str(int(ch.labels[k]))
         for z in range(ch.per_image):

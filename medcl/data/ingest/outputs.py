@@ -97,6 +97,7 @@ def manifest_frame(
     seen: set[str] = set()
     out = []
     cache_root = cache_root.resolve()
+    root_text = str(cache_root)
     for r in rows:
         image_id = r["image_base"]
         if image_id in seen:  # the same instance in several files: keep both, ids distinct
@@ -120,7 +121,7 @@ def manifest_frame(
                 "spacing_x": r["spacing_x"],
                 "spacing_y": r["spacing_y"],
                 "spacing_z": r["spacing_z"],
-                "cache_path": str(cache.cache_file(cache_root, r["cache_key"])),
+                "cache_path": cache.cache_ref(root_text, r["cache_key"]),
                 "intensity": r["intensity"],
             }
         )

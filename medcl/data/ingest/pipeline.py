@@ -95,7 +95,8 @@ def ingest(
     phi = {rel for rel in files if new.files[rel].phi_path}
     for r in rows:
         r["phi_path"] = r["path"] in phi or any(m in phi for m in r.get("members", ()))
-        sids.setdefault(r["path"], source_id(pz, r["path"]))
+        if r["path"] not in sids:
+            sids[r["path"]] = source_id(pz, r["path"])
     how_labelled = apply_labels(rows, table, pz)
     declared = resolve_classes(rows, classes)  # before the frame: MedMNIST indices become names
     counts = Counter(reasons.values())

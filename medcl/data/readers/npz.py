@@ -126,7 +126,8 @@ def plan(src: Source, dims: int) -> list[SplitPlan]:
 
 
 def pixels(images: np.ndarray, kind: str, dims: int) -> np.ndarray:
-    """The rows' arrays of a block of one split's images, float64, physical values.
+    """The rows' arrays of a block of one split's images, physical values (float64 for colour,
+    else the stored numbers in their own dtype).
 
     Returns:
         ``(n, H, W)`` (one row per image, or per slice in 2-D mode over volumes: image-major) or
@@ -135,9 +136,9 @@ def pixels(images: np.ndarray, kind: str, dims: int) -> np.ndarray:
     if kind == "rgb":
         block = _luma(images[..., :3])
     elif kind == "3d1":
-        block = np.asarray(images[..., 0], dtype=np.float64)
+        block = np.asarray(images[..., 0])
     else:
-        block = np.asarray(images, dtype=np.float64)
+        block = np.asarray(images)
     if block.ndim == 4 and dims == 2:
         block = block.reshape(-1, *block.shape[2:])
     return block
