@@ -233,6 +233,41 @@ def test_ct_window_inside_the_network(tmp_path):
     assert not (r.out_dir / "models" / "model.onnx").exists()
 
 
+@pytest.mark.parametrize("patches", [False, True], ids=["resize", "patches"])
+def test_volume_models(tmp_path, patches):
+    """3-D models: the network takes the whole resized volume, or (a patch model) one patch, marked
+    is_patch_data; the bundle's classifier still averages a volume's grid patches."""
+    spec = EncoderSpec.from_meta(
+        {
+            "architecture": {"encoder": "resnet10", "width": 0.125, "stem": "small"},
+            "spatial_dims": 3,
+            "image_size": 16,
+        }
+    )
+    torch.manual_seed(1)
+    enc = build_encoder(spec)
+    meta = {**spec.to_meta(), "classes": ["a", "b"], "modality": "MR", "preset": "mr"}
+    meta["window"] = [0.0, 1.0]
+    if patches:
+        meta["volume"] = {"mode": "patches", "patch_size": 8, "overlap": 0.5}
+    clf = Classifier(enc, torch.nn.Linear(enc.out_dim, 2), meta).eval()
+    save_model(tmp_path / "model", clf)
+    r = export_bundle(tmp_path / "model", tmp_path / "bundle", onnx=False)
+    image = json.loads((r.out_dir / "configs" / "metadata.json").read_text())[
+        "network_data_format"
+    ]["inputs"]["image"]
+    side = 8 if patches else 16
+    assert image["spatial_shape"] == [side] * 3 and image["is_patch_data"] is patches
+    x = torch.rand(2, 1, side, side, side)
+    with torch.no_grad():
+        ts = torch.jit.load(str(r.out_dir / "models" / "model.ts"))(x)
+        torch.testing.assert_close(ts, clf(clf.normalize(x)), atol=1e-5, rtol=0)
+    if patches:  # stored volumes of any size, larger than a patch
+        vols = [torch.rand(1, 12, 14, 10), torch.rand(1, 9, 9, 16)]
+        back = load_model(r.out_dir)
+        torch.testing.assert_close(back.predict_proba(vols), clf.predict_proba(vols))
+
+
 def _monai_cli(bundle: Path, dcm: Path, out: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-m", "monai.bundle", "run"]
