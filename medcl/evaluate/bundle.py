@@ -360,7 +360,7 @@ def export_bundle(
         The folder, the files written (relative) and whether ONNX was written.
 
     Raises:
-        MedclError: ``model`` is not a model folder.
+        MedclError: ``model`` is not a model folder, or ``out`` is that folder.
     """
     from safetensors.torch import save_file
 
@@ -371,6 +371,8 @@ def export_bundle(
     src = Path(model)
     clf = load_model(src)
     model_dir = src / "model" if (src / "model" / "metadata.json").is_file() else src
+    if Path(out).resolve() in (src.resolve(), model_dir.resolve()):
+        raise MedclError(f"{out}: the bundle would replace the model it is made from; choose --out")
     meta = json.loads(json.dumps(clf.meta, default=str))
     meta["bundle_head"] = _head_meta(clf)
     net = BundleNetwork(clf).eval()

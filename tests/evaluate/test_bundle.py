@@ -338,6 +338,11 @@ def test_refusals(tmp_path, exported):
         export_bundle(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     _, out = exported
+    model_dir = out["linear"][0]
+    for target in (model_dir, model_dir.parent):
+        with pytest.raises(MedclError, match="would replace the model"):
+            export_bundle(model_dir.parent, target)
+    assert (model_dir / "weights.pt").is_file()
     bad = tmp_path / "bad"
     shutil.copytree(out["linear"][1].out_dir, bad)
     assert is_bundle(bad)
