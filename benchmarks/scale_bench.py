@@ -98,7 +98,12 @@ def run_child(part: str, work: Path, args: argparse.Namespace) -> dict:
         report = ingest(source, target, workers=workers, secret=secret, progress=False)
         out["rows"] = report.rows
         shards = len(list((target.parent / "m.cache").glob("*/*.npy")))
-        out["note"] = f"{report.rows} rows, {shards} cache files"
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out["note"] = (
+            f"{report.rows} rows, {shards} cache files; CPU s: main "
+            f"{me.ru_utime + me.ru_stime:.1f}, workers {kids.ru_utime + kids.ru_stime:.1f}"
+        )
     elif part == "manifest":
         m = read_manifest(work / "ingest1" / "m.csv")
         out["rows"] = len(m)
