@@ -14,7 +14,8 @@ One API, two ways of holding the images (:func:`open_images` picks one):
 
 ``open_images(..., in_memory="auto")`` holds the images in memory when the resized set is smaller
 than ``memory_budget_mb`` and streams them otherwise; the choice and its reason are logged (one
-INFO line on the ``medcl.data.dataset`` logger).
+INFO line on the ``medcl.data.dataset`` logger, also printed to stderr with ``progress=True``, as
+for the training set of ``medcl pretrain``).
 
 ``image_size=None`` means no resize: items are the cached arrays as stored (their shapes may
 differ between rows, e.g. native-resolution volumes for patch sampling); the streamed set then
@@ -29,6 +30,7 @@ training.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -287,7 +289,7 @@ def open_images(
         in_memory: ``"auto"`` (in memory when the resized set is under ``memory_budget_mb``),
             ``True``/``"true"`` or ``False``/``"false"``.
         memory_budget_mb: The ``auto`` threshold in MiB.
-        progress: Progress bar while loading or packing.
+        progress: Progress bar while loading or packing, and the choice line also on stderr.
 
     Returns:
         A :class:`CachedImages` or a :class:`StreamedImages`; both have ``labels``, ``groups``,
@@ -308,7 +310,7 @@ def open_images(
         hold = choice == "true"
         why = f"in_memory={choice}"
     if hold:
-        log.info("images: %d rows (%.0f MB) held in memory (%s)", n, mb, why)
+        _say(f"images: {n} rows ({mb:.0f} MB) held in memory ({why})", progress)
         return CachedImages(manifest, image_size, dims, progress)
     ds = StreamedImages(manifest, image_size, dims, progress)
     how = (
@@ -316,8 +318,15 @@ def open_images(
         if ds.packed is not None
         else "streamed from the cache files"
     )
-    log.info("images: %d rows (%.0f MB) %s (%s)", n, mb, how, why)
+    _say(f"images: {n} rows ({mb:.0f} MB) {how} ({why})", progress)
     return ds
+
+
+def _say(line: str, console: bool) -> None:
+    """The choice line: INFO on this module's logger, and on stderr for console runs."""
+    log.info(line)
+    if console:
+        print(line, file=sys.stderr)
 
 
 def manifest_geometry(m: Manifest, source: str = "manifest") -> tuple[int, str]:

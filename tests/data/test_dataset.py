@@ -90,7 +90,7 @@ def test_packed_file_reused_and_rebuilt_when_rows_change(tiny_manifest):
     assert StreamedImages(m, 8).packed.parent.name == "8"
 
 
-def test_auto_holds_in_memory_under_the_budget_and_streams_over_it(tiny_manifest, caplog):
+def test_auto_holds_in_memory_under_the_budget_and_streams_over_it(tiny_manifest, caplog, capsys):
     m = read_manifest(tiny_manifest)  # 36 images at 16² = 36 KiB
     with caplog.at_level(logging.INFO, logger="medcl.data.dataset"):
         small = open_images(m, 16, in_memory="auto", memory_budget_mb=1)
@@ -103,6 +103,10 @@ def test_auto_holds_in_memory_under_the_budget_and_streams_over_it(tiny_manifest
     assert "held in memory" in lines[0] and "under the 1 MB budget" in lines[0]
     assert "streamed" in lines[1] and "over the 0.01 MB budget" in lines[1]
     assert "in_memory=true" in lines[2]
+    assert capsys.readouterr().err == ""  # quiet unless it is a console run
+    open_images(m, 16, memory_budget_mb=0.01, progress=True)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("images: 36 rows") and "streamed" in line and "over the" in line
     with pytest.raises(MedclError, match="in_memory"):
         open_images(m, 16, in_memory="sometimes")
 
