@@ -21,10 +21,14 @@ step of a 1-process run on the union of the two ranks' batches, three things mus
   batch statistics equal those of the union, and every sample's activations agree.
 
 Then the gradients agree (the losses gather embeddings, labels and patient ids with gradients and
-scale by the world size, DDP averages), and AdamW's first step ``−lr·g/(|g|+ε)`` moves every
-parameter by the same amount up to float rounding: tolerance 1e-5 on parameters of size ~0.1 moved
-by ``lr = 1e-3``. Batch-norm running statistics are buffers, not parameters: DDP broadcasts rank
-0's (its unbiased variance counts ``B`` rows, the 1-process run ``2B``), so they are not compared.
+scale by the world size, DDP averages; read back from AdamW's first moment), and AdamW's first step
+``−lr·g/(|g|+ε)`` moves the parameters by the same amounts: tolerance 1e-5 on parameters of size
+~0.1 moved by ``lr = 1e-3``. Two kinds of entries have no determined step and are left to the
+gradient check: conv biases followed by batch-norm (gradient 0 in exact arithmetic, rounding noise
+here) and entries whose gradient is at the noise level of its tensor; for both, AdamW's
+normalisation turns noise into ±lr. Batch-norm running statistics are buffers, not parameters:
+DDP broadcasts rank 0's (its unbiased variance counts ``B`` rows, the 1-process run ``2B``), so
+they are not compared.
 
 Resume: a 2-process run stopped at the start of its third epoch (after the epoch-2 checkpoint)
 and run again ends with the same step count and parameters as an uninterrupted 2-process run.
@@ -165,9 +169,18 @@ def test_two_processes_equal_one_on_the_global_batch(tmp_path):
     live = [k for k in g1 if k not in null]
     name, err = _worst({k: g2[k] for k in live}, {k: g1[k] for k in live}, relative=True)
     assert err < 1e-4, f"gradient of {name}: relative difference {err:.3g}"
+    # AdamW's first step is lr·g/(|g| + ε): where a gradient is itself at the noise level
+    # (~1e-6 of its tensor's largest; e.g. taps that nearly cancel), rounding decides between
+    # ±lr·(1 − ε/|g|). The parameters are compared wherever the gradient is determined.
     p2, p1 = _params(two), _params(one)
-    name, err = _worst({k: p2[k] for k in live}, {k: p1[k] for k in live})
-    assert err <= 1e-5, f"{name}: parameters differ by {err:.3g} after the first step"
+    checked, worst = 0, ("", 0.0)
+    for k in live:
+        sure = g1[k].abs() > 1e-4 * g1[k].abs().max()
+        checked += int(sure.sum())
+        err = (p2[k] - p1[k])[sure].abs().max().item()
+        worst = max(worst, (k, err), key=lambda t: t[1])
+    assert worst[1] <= 1e-5, f"{worst[0]}: parameters differ by {worst[1]:.3g} after one step"
+    assert checked > 0.9 * sum(int((g1[k] != 0).sum()) for k in live)
     # the check can fail: the same step without the other rank's rows (one process, one rank's
     # batch; what a DDP run without the cross-rank gather would compute) is far off
     local = tmp_path / "local"
@@ -176,7 +189,7 @@ def test_two_processes_equal_one_on_the_global_batch(tmp_path):
     )
     gl = _first_gradients(local)
     assert _worst({k: gl[k] for k in live}, {k: g1[k] for k in live}, relative=True)[1] > 1e-2
-    assert _worst({k: _params(local)[k] for k in live}, {k: p1[k] for k in live})[1] > 1e-4
+    assert _worst({k: _params(local)[k] for k in live}, {k: p1[k] for k in live})[1] > 1e-3
 
 
 def _no_cuda(monkeypatch, cores: int = 2) -> None:
