@@ -319,8 +319,11 @@ class TrainerConfig:
     """Lightning trainer settings; one CPU, one GPU or many GPUs/nodes with DDP.
 
     Attributes:
-        accelerator: ``auto`` picks CUDA when present.
-        devices: ``auto``, a count, or a list of indices.
+        accelerator: ``auto`` picks CUDA when present; ``gpu``/``cuda`` is refused on a machine
+            without CUDA, before any work (:meth:`check_hardware`).
+        devices: Per node: ``auto`` (every GPU on CUDA, one process on the CPU), a count (GPUs, at
+            most ``torch.cuda.device_count()``, ``-1`` = all; on the CPU gloo processes, at most
+            ``os.cpu_count()``), or a list of GPU indices.
         num_nodes: Machines (DDP across nodes is launched by the cluster, e.g. ``srun``/torchrun).
         strategy: ``auto`` or ``ddp`` (or any Lightning strategy name).
         precision: ``auto`` = bf16-mixed on CUDA, 32-true elsewhere (:func:`precision_for`); or
