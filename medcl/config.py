@@ -325,7 +325,7 @@ class TrainerConfig:
             most ``torch.cuda.device_count()``, ``-1`` = all; on the CPU gloo processes, at most
             ``os.cpu_count()``), or a list of GPU indices.
         num_nodes: Machines (DDP across nodes is launched by the cluster, e.g. ``srun``/torchrun).
-        strategy: ``auto`` or ``ddp`` (or any Lightning strategy name).
+        strategy: ``auto`` or ``ddp`` (or any Lightning strategy name but ``ddp_spawn``).
         precision: ``auto`` = bf16-mixed on CUDA, 32-true elsewhere (:func:`precision_for`); or
             a Lightning precision string.
         sync_batchnorm: Convert BatchNorm to SyncBatchNorm. ``auto``: on when the run uses CUDA
@@ -369,6 +369,12 @@ class TrainerConfig:
         _positive(self.accumulate_grad_batches, f"{where}.accumulate_grad_batches")
         if self.sync_batchnorm not in (True, False, "auto"):
             raise ConfigError(f"{where}.sync_batchnorm: true, false or auto")
+        if self.strategy.startswith("ddp_spawn"):
+            raise ConfigError(
+                f"{where}.strategy: {self.strategy} pickles the data module, which holds the "
+                "augmentation closures; use ddp (Lightning starts the other ranks by re-running "
+                "the command)"
+            )
         self.device_request(where)
 
     def device_request(self, where: str = "trainer") -> int | list[int] | str:

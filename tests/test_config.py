@@ -235,3 +235,10 @@ def test_malformed_devices_refused_on_load(devices):
 def test_sync_batchnorm_resolution(monkeypatch, overrides, cuda, expected):
     _hw(monkeypatch, cuda, cores=8)
     assert load_config(None, overrides).trainer.sync_batchnorm_on() is expected
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_spawn_find_unused_parameters_true"])
+def test_ddp_spawn_refused_on_load(strategy):
+    """ddp_spawn would pickle the data module and crash with a traceback in the launcher."""
+    with pytest.raises(ConfigError, match="trainer.strategy: ddp_spawn.*use ddp"):
+        load_config(None, [f"trainer.strategy={strategy}"])
