@@ -9,9 +9,9 @@ each of its V views is cropped at ``s + δ`` with an independent shift ``δ ∈ 
 ``m = ⌊VIEW_SHIFT · P⌋``, clamped to the volume. Two views of one region therefore overlap by at
 least ``P − 2m`` voxels per axis (at least ``(1 − 2·VIEW_SHIFT)³ ≈ 42 %`` of a patch with
 ``VIEW_SHIFT = 1/8``): they show the same anatomy, slightly displaced, before the augmentation
-makes them differ further (the positive pair of SimCLR on crops, Chen et al. 2020, with the crop
-restricted to a neighbourhood as in patch-based 3-D contrastive pretraining, e.g. Taleb et al.
-2020; Chaitanya et al. 2020).
+makes them differ further (SimCLR's positive pair of two crops of one image, Chen et al. 2020,
+here two crops of one neighbourhood of the volume; self-supervision on 3-D sub-volumes as in
+Taleb et al. 2020).
 
 Inference (:func:`grid_starts`, :func:`grid_boxes`): along an axis of length ``L`` the starts are
 ``0, t, 2t, …`` with stride ``t = max(1, ⌊P (1 − o)⌋)`` for overlap ``o ∈ [0, 1)``, while
