@@ -17,10 +17,11 @@ acquisition, so treating them as negatives would push apart what the task should
 Why a small sampler of our own and not torchio's ``Queue`` or MONAI's ``RandSpatialCropSamples``:
 the batches come from :class:`~medcl.data.sampler.MixedBatchSampler`, which fixes each step's
 labelled/unlabelled share and keeps whole patients together (``data.images_per_patient``) across
-DDP ranks. ``Queue`` draws its subjects itself, runs its own worker pool and shuffles patches of
-many subjects into a buffer, so neither the batch composition nor the patient groups of a step
-would be ours any more; MONAI's croppers draw independent crops per call, not V overlapping views
-of one region. Cropping inside ``__getitem__`` keeps the sampler, the loader workers (which then do
+DDP ranks. ``Queue`` loads subjects in its own worker pool (a ``subject_sampler`` may order them,
+but it takes indices, not batches) and serves patches from a buffer shuffled across many subjects,
+so a batch would no longer be the sampler's volumes with their labelled share and patient groups;
+MONAI's ``RandSpatialCropSamples`` draws k independent crops, not V overlapping views of one
+region. Cropping inside ``__getitem__`` keeps the sampler, the loader workers (which then do
 the cropping and the per-sample artifacts in parallel) and the resume-exact seeding unchanged;
 the region/grid arithmetic itself is in :mod:`medcl.transforms.patches`. The corners are drawn
 from the volume's shape first and only those cubes are read (from the memory-mapped cache file
