@@ -42,9 +42,7 @@ def test_grid_covers_every_voxel_inside_the_volume(shape, patch, overlap):
 def test_grid_without_overlap_tiles_a_divisible_volume_exactly_once():
     shape, patch = (16, 8, 24), 8
     boxes = grid_boxes(shape, patch, 0.0)
-    expected = [
-        (z, y, x) for z in range(0, 16, 8) for y in range(0, 8, 8) for x in range(0, 24, 8)
-    ]
+    expected = [(z, y, x) for z in range(0, 16, 8) for y in range(0, 8, 8) for x in range(0, 24, 8)]
     assert boxes == expected
     cover = np.zeros(shape, dtype=int)
     for b in boxes:
