@@ -46,7 +46,7 @@ import numpy as np
 from medcl.config import Config, check_resume, derive, save_config
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
-from medcl.errors import MedclError
+from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.card import model_card
 from medcl.evaluate.evaluation import evaluate_with_predictions
 from medcl.evaluate.finetune import epoch_samples, finetune, one_device_note
@@ -164,6 +164,11 @@ def run_efficiency(
     """
     cfg.trainer.check_hardware()  # before the manifest is read
     cfg = one_device(cfg, log)
+    if cfg.data.volume_mode == "patches":  # the arms fine-tune encoders end to end
+        raise ConfigError(
+            "data.volume_mode=patches: not supported by `medcl efficiency` (its supervised and "
+            "FixMatch arms train on whole volumes); use medcl pretrain + finetune (linear or knn)"
+        )
     eff = cfg.efficiency
     out = Path(out)
     base = read_manifest(manifest)

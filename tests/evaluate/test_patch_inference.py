@@ -134,3 +134,13 @@ def test_a_volume_smaller_than_the_models_patches_is_refused(tmp_path):
     clf = Classifier(enc, nn.Linear(enc.out_dim, 3), _meta())
     with pytest.raises(MedclError, match=r"volume\.patch_size=8 is larger than volume v4 \(stored"):
         predict_rows(clf, man)
+
+
+def test_efficiency_refuses_patch_mode_before_work(tmp_path):
+    from medcl.evaluate.efficiency import run_efficiency
+
+    man = make_volumes(tmp_path / "data")
+    cfg = load_config(None, [*TINY_OVERRIDES, "data.volume_mode=patches", "data.patch_size=8"])
+    with pytest.raises(ConfigError, match=r"data\.volume_mode=patches: not supported"):
+        run_efficiency(cfg, man, tmp_path / "eff", log=lambda s: None, progress=False)
+    assert not (tmp_path / "eff").exists()
