@@ -18,6 +18,7 @@ Hyper-parameters are chosen on validation only; the test split is never read her
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from medcl._quiet import quiet_third_party
 from medcl.config import Config, FinetuneConfig, precision_for
 from medcl.data.dataset import CachedImages, manifest_geometry
 from medcl.data.manifest import Manifest
-from medcl.data.volumes import model_images, patch_meta
+from medcl.data.volumes import check_patches_fit, model_images, patch_meta, stored_shapes
 from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.model import Classifier, KNNHead
 from medcl.evaluate.ood import KEY as OOD_KEY
@@ -49,6 +50,7 @@ from medcl.models.knn import knn_predict
 from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import STEP_STRIDE, mix_seed
 from medcl.train.loggers import build_loggers
+from medcl.train.patches import volume_meta
 from medcl.transforms import MultiViewAugment, build_preset
 from medcl.transforms.presets import preset_for_modality
 
@@ -410,17 +412,24 @@ def finetune(
             raise MedclError(
                 f"{pretrained}: encoder is {spec.spatial_dims}-D, the manifest is {dims}-D"
             )
-    else:
+    volume = None if enc_meta is None else patch_meta(enc_meta)
+    if pretrained is None:
         spec = EncoderSpec.from_config(cfg, dims)
+        if cfg.data.volume_mode == "patches":  # a random encoder, probed on grid patches
+            d = cfg.data
+            check_patches_fit(manifest, d.patch_size)
+            spec = dataclasses.replace(spec, image_size=d.patch_size)
+            shapes = stored_shapes(manifest.subset(manifest.df["split"] == "train"))
+            volume = volume_meta(d.patch_size, d.patch_overlap, d.patches_per_volume, shapes)
         encoder = build_encoder(spec)
     meta = base_meta(cfg, manifest, spec, modality, enc_meta)
-    if enc_meta is not None and patch_meta(enc_meta) is not None:
+    if volume is not None:
         if cfg.finetune.mode not in ("linear", "knn"):
             raise ConfigError(
-                f"finetune.mode={cfg.finetune.mode}: {pretrained} was pretrained on 3-D patches; "
-                "use finetune.mode=linear or knn (probes on grid-averaged patch embeddings)"
+                f"finetune.mode={cfg.finetune.mode}: the encoder reads 3-D patches; use "
+                "finetune.mode=linear or knn (probes on grid-averaged patch embeddings)"
             )
-        meta["volume"] = patch_meta(enc_meta)
+        meta["volume"] = volume
     n_classes = len(manifest.classes)
     train, val = _datasets(manifest, meta)
     clf = Classifier(encoder, nn.Linear(encoder.out_dim, n_classes), meta)

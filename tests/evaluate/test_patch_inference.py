@@ -144,3 +144,16 @@ def test_efficiency_refuses_patch_mode_before_work(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.volume_mode=patches: not supported"):
         run_efficiency(cfg, man, tmp_path / "eff", log=lambda s: None, progress=False)
     assert not (tmp_path / "eff").exists()
+
+
+def test_from_scratch_probe_reads_patches_and_full_training_is_refused(tmp_path):
+    man = read_manifest(make_volumes(tmp_path / "data"))
+    man.df.loc[man.df["split"] == "train", "label"] = [f"c{p % 3}" for p in range(6)]
+    patches = ["data.volume_mode=patches", "data.patch_size=8", "data.patch_overlap=0.5"]
+    cfg = load_config(None, [*TINY_OVERRIDES, *patches, "finetune.mode=knn"])
+    res = finetune(cfg, man)
+    assert res.model.meta["image_size"] == 8
+    assert res.model.meta["volume"] == {**VOLUME, "patches_per_volume": 4}
+    cfg = load_config(None, [*TINY_OVERRIDES, *patches, "finetune.mode=full"])
+    with pytest.raises(ConfigError, match=r"finetune\.mode=full: the encoder reads 3-D patches"):
+        finetune(cfg, man)
