@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from medcl.errors import ManifestError
@@ -121,11 +122,34 @@ def normalise_frame(df: pd.DataFrame) -> pd.DataFrame:
     for col in _STRING_COLUMNS:
         df[col] = df[col].fillna("").astype(str).replace({"nan": "", "None": "", "<NA>": ""})
     for col in ("dims", "rows", "cols", "slices"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+        df[col] = _numeric(df[col]).astype("Int64")
     for col in ("spacing_x", "spacing_y", "spacing_z"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        df[col] = _numeric(df[col]).astype("float64")
     ordered = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
     return df[ordered]
+
+
+def _numeric(col: pd.Series) -> pd.Series:
+    """``pd.to_numeric(col, errors="coerce")``, parsed once per distinct value (10⁶ rows hold a
+    handful of sizes; parsing every row took seconds per column)."""
+    if col.dtype.kind in "biuf":
+        return col
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    values = pd.to_numeric(pd.Series(uniques, dtype=object), errors="coerce")
+    values = values.to_numpy(dtype="float64", na_value=np.nan)
+    out = np.append(values, np.nan)[codes]  # code -1 (missing) takes the appended NaN
+    if len(values) and not np.isnan(out).any() and np.all(out == np.round(out)):
+        return pd.Series(out.astype("int64"), index=col.index)
+    return pd.Series(out, index=col.index)
+
+
+def _read_csv(p: Path) -> pd.DataFrame:
+    """The CSV as text columns; pyarrow's multi-threaded parser first (10⁶ rows: seconds), the C
+    parser (and its error messages) for anything pyarrow refuses."""
+    try:
+        return pd.read_csv(p, dtype=str, keep_default_na=False, engine="pyarrow")
+    except Exception:  # noqa: BLE001 - any refusal: the C parser decides and explains
+        return pd.read_csv(p, dtype=str, keep_default_na=False)
 
 
 def read_manifest(path: str | os.PathLike[str], validate_files: bool = False) -> Manifest:
@@ -142,7 +166,7 @@ def read_manifest(path: str | os.PathLike[str], validate_files: bool = False) ->
     if not p.is_file():
         raise ManifestError(f"{p}: manifest not found")
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        df = _read_csv(p)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise ManifestError(f"{p}: not a readable CSV manifest ({exc})") from exc
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -260,21 +284,24 @@ def _names(values: Sequence[str]) -> str:
     return shown + more
 
 
-def _clean(s: pd.Series) -> pd.Series:
-    """Paths that joining and splitting as text treats like :class:`Path` does (no ``.``,
-    ``..``, doubled or trailing ``/``)."""
-    bad = s.str.contains(r"(?:^|/)\.\.?(?:/|$)|//", regex=True) | s.str.endswith("/")
-    return ~bad
+_UNCLEAN = r"//|/\.|^\.|/$"
+"""Paths that text joining would not normalise as :class:`Path` does (``.``, ``..``, ``//``,
+a trailing ``/``; ``/.hidden`` too, harmlessly): they take the per-value path."""
 
 
 def _absolute_all(col: pd.Series, base: Path) -> pd.Series:
     """:func:`_absolute` of every value; clean relative paths joined as text (10⁶ rows)."""
     col = col.astype(str)
-    fast = (col != "") & ~col.str.startswith("/") & _clean(col)
+    nonempty = col != ""
+    fast = nonempty & ~col.str.startswith("/") & ~col.str.contains(_UNCLEAN, regex=True)
+    if fast.all():
+        return str(base) + "/" + col
     out = col.copy()
-    out[fast] = str(base) + "/" + col[fast]
-    slow = ~fast & (col != "")
-    out[slow] = col[slow].map(lambda v: _absolute(v, base))
+    if fast.any():
+        out[fast] = str(base) + "/" + col[fast]
+    slow = nonempty & ~fast
+    if slow.any():
+        out[slow] = col[slow].map(lambda v: _absolute(v, base))
     return out
 
 
@@ -282,11 +309,15 @@ def _relative_all(col: pd.Series, base: Path) -> pd.Series:
     """:func:`_relative` of every value; clean absolute paths below ``base`` cut as text."""
     col = col.astype(str)
     prefix = str(base).rstrip("/") + "/"
-    fast = col.str.startswith(prefix) & _clean(col)
+    fast = col.str.startswith(prefix) & ~col.str.contains(_UNCLEAN, regex=True)
+    if fast.all():
+        return col.str.slice(len(prefix))
     out = col.copy()
-    out[fast] = col[fast].str.slice(len(prefix))
+    if fast.any():
+        out[fast] = col[fast].str.slice(len(prefix))
     slow = ~fast & (col != "")
-    out[slow] = col[slow].map(lambda v: _relative(v, base))
+    if slow.any():
+        out[slow] = col[slow].map(lambda v: _relative(v, base))
     return out
 
 
