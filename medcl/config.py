@@ -337,6 +337,10 @@ class TrainerConfig:
         threads: CPU threads for torch (0 = leave as is).
         checkpoint_every_n_steps: Also checkpoint mid-epoch every N optimiser steps (0 = only at
             epoch ends).
+        monitor_every_n_epochs: Pretraining's online kNN monitor (``val/knn_bacc``: validation
+            images classified by their nearest labelled training images) runs after every N-th
+            epoch; 0 = never. It only reports (nothing is selected by it), and with many labelled
+            images it costs a fifth of an epoch, so long experiments run it less often.
         logger: Where metrics go, any of :data:`LOGGERS`: ``csv`` (``OUT/logs/metrics.csv``),
             ``tensorboard`` (event files beside it), ``mlflow`` (the optional ``medcl[mlflow]``
             extra; a local file store ``OUT/mlruns`` unless ``mlflow_uri``). Fine-tuning logs to
@@ -355,6 +359,7 @@ class TrainerConfig:
     seed: int = 0
     threads: int = 0
     checkpoint_every_n_steps: int = 0
+    monitor_every_n_epochs: int = 1
     logger: list = field(default_factory=lambda: ["csv", "tensorboard"])
     mlflow_uri: str = ""
 
@@ -367,6 +372,11 @@ class TrainerConfig:
                 f"got {self.logger!r}"
             )
         _positive(self.accumulate_grad_batches, f"{where}.accumulate_grad_batches")
+        if isinstance(self.monitor_every_n_epochs, bool) or self.monitor_every_n_epochs < 0:
+            raise ConfigError(
+                f"{where}.monitor_every_n_epochs: an integer ≥ 0 (0 = never), "
+                f"got {self.monitor_every_n_epochs!r}"
+            )
         if self.sync_batchnorm not in (True, False, "auto"):
             raise ConfigError(f"{where}.sync_batchnorm: true, false or auto")
         if self.strategy.startswith("ddp_spawn"):
@@ -838,7 +848,7 @@ def precision_for(cfg: Config) -> str:
     return "bf16-mixed" if gpu else "32-true"
 
 
-RESUMABLE_FIELDS = ("out", "data.num_workers")
+RESUMABLE_FIELDS = ("out", "data.num_workers", "trainer.monitor_every_n_epochs")
 """Fields that may differ between a run and its resumption."""
 
 

@@ -15,6 +15,7 @@ import os
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from medcl.config import Config
@@ -129,10 +130,27 @@ class PretrainData(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return DataLoader(self.val_set, batch_size=1 if self.patches else 256, shuffle=False)
+        return DataLoader(
+            self.val_set,
+            batch_size=1 if self.patches else 256,
+            shuffle=False,
+            generator=_private_generator(),
+        )
 
     def bank_dataloader(self) -> DataLoader | None:
         """Labelled training rows, the reference set of the kNN monitor."""
         if self.bank_set is None:
             return None
-        return DataLoader(self.bank_set, batch_size=1 if self.patches else 256, shuffle=False)
+        return DataLoader(
+            self.bank_set,
+            batch_size=1 if self.patches else 256,
+            shuffle=False,
+            generator=_private_generator(),
+        )
+
+
+def _private_generator() -> torch.Generator:
+    """A generator of the monitor's own: every DataLoader iterator draws its base seed from its
+    loader's generator (the global one when none is given), so without this the kNN monitor would
+    shift the training's random stream and change what is learned."""
+    return torch.Generator().manual_seed(0)

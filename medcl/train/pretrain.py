@@ -156,6 +156,8 @@ def build_trainer(
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
+        check_val_every_n_epoch=max(1, t.monitor_every_n_epochs),
+        limit_val_batches=None if t.monitor_every_n_epochs > 0 else 0,
         deterministic=False,
     )
 

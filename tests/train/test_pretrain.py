@@ -183,3 +183,28 @@ def test_sup_ramp_starts_on_an_epoch_boundary_then_ramps():
     # then linear over w·T = 10 steps
     assert factors[15] == pytest.approx(0.0) and factors[20] == pytest.approx(0.5)
     assert factors[25] == pytest.approx(1.0) and factors[40] == 1.0
+
+
+def test_monitor_frequency_changes_what_is_reported_not_what_is_learned(tiny_manifest, tmp_path):
+    """``trainer.monitor_every_n_epochs``: the kNN monitor runs after every N-th epoch only (0 =
+    never), and the trained weights are those of a run monitored after every epoch."""
+    runs = {}
+    for n in (1, 2, 0):
+        out = tmp_path / f"m{n}"
+        r = pretrain(
+            _cfg(tiny_manifest, out, "optim.epochs=3", f"trainer.monitor_every_n_epochs={n}"),
+            progress=False,
+        )
+        log = pd.read_csv(out / "logs/metrics.csv")
+        monitored = log.dropna(subset=["val/knn_bacc"]) if "val/knn_bacc" in log else log[:0]
+        runs[n] = (load_encoder(out)[0].state_dict(), sorted(monitored["epoch"].astype(int)))
+        assert r.steps > 0
+    assert runs[1][1] == [0, 1, 2] and runs[2][1] == [1] and runs[0][1] == []
+    for n in (2, 0):
+        for k, v in runs[1][0].items():
+            torch.testing.assert_close(runs[n][0][k], v, rtol=0, atol=1e-6, msg=k)
+
+
+def test_monitor_frequency_refused_when_negative(tiny_manifest, tmp_path):
+    with pytest.raises(ConfigError, match="trainer.monitor_every_n_epochs"):
+        _cfg(tiny_manifest, tmp_path / "x", "trainer.monitor_every_n_epochs=-1")
