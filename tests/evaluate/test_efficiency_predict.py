@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from medcl.config import load_config
+from medcl.config import derive, load_config
 from medcl.data.dataset import CachedImages
 from medcl.data.manifest import read_manifest
 from medcl.data.synth import generate_cohort
@@ -174,7 +174,8 @@ def test_shared_simclr_prefix_seeds_and_paired_report(tmp_path):
 
 def test_scratch_budget_matches_pretraining_plus_fine_tuning_steps():
     """1000 training rows, batch 64, 20 epochs: 15 × 20 = 300 pretraining steps; fine-tuning
-    epochs of 8 steps: 30 + ceil(300 / 8) = 68 epochs (544 ≥ 300 + 240 steps), patience × 68/30."""
+    epochs of 8 steps: 30 + ceil(300 / 8) = 68 epochs (544 ≥ 300 + 240 steps); patience grows
+    with the budget (8 × 68/30 = 18.1) but at most to twice fine-tuning's (16)."""
     from medcl.evaluate.efficiency import planned_pretrain_steps, scratch_budget
 
     cfg = load_config(
@@ -190,8 +191,10 @@ def test_scratch_budget_matches_pretraining_plus_fine_tuning_steps():
     )
     assert planned_pretrain_steps(cfg, 1000) == 300
     epochs, patience = scratch_budget(cfg, 1000, 50)
-    assert (epochs, patience) == (68, 18)
+    assert (epochs, patience) == (68, 16)
     assert epochs * 8 >= 300 + 30 * 8
+    # a short pretraining (2 epochs: 30 steps): 30 + ceil(30 / 8) = 34 epochs, 8 × 34/30 → 9
+    assert scratch_budget(derive(cfg, **{"optim.epochs": 2}), 1000, 50) == (34, 9)
     # one pass over the labelled images per epoch when epoch_steps = 0 (here 1000 // 32 = 31)
     cfg = load_config(
         None,
