@@ -244,6 +244,11 @@ class StreamedImages(ImageSet):
             out.append((x, int(labels[i]), int(groups[i]), i))
         return out
 
+    @property
+    def images(self) -> LazyStack:  # type: ignore[override]
+        """A read-on-demand stack of the rows (:class:`LazyStack`; :meth:`batch` for a tensor)."""
+        return LazyStack(self)
+
     def batch(self, index: Sequence[int] | None = None) -> torch.Tensor:
         """The images of ``index`` (default: all) as one tensor, read in chunks.
 
@@ -256,6 +261,53 @@ class StreamedImages(ImageSet):
         for s in range(0, len(idx), _CHUNK):
             out[s : s + _CHUNK] = torch.from_numpy(self._array.rows(idx[s : s + _CHUNK]))
         return out
+
+
+class LazyStack:
+    """The images of a :class:`StreamedImages` as a stack that reads rows when indexed.
+
+    ``stack[i]`` is one image, ``stack[a:b]`` (or a list of indices) one tensor of those rows;
+    ``len`` and ``shape`` describe the whole stack without reading it. Code written for the
+    in-memory ``.images`` tensor that walks it in slices (``Classifier.embed``/``predict_proba``)
+    then reads one batch at a time; :meth:`materialise` reads everything.
+    """
+
+    dtype = torch.float32
+
+    def __init__(self, ds: StreamedImages) -> None:
+        self._ds = ds
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(N, 1, s, …)``.
+
+        Raises:
+            MedclError: Rows of different shapes (``image_size=None``).
+        """
+        ds = self._ds
+        if ds.image_size is None:
+            raise MedclError("these images differ in shape (image_size=None); no common shape")
+        return (len(ds), 1) + (ds.image_size,) * ds.dims
+
+    def __getitem__(self, key: int | slice | Sequence[int]) -> torch.Tensor:
+        if isinstance(key, slice):
+            return self._ds.batch(range(*key.indices(len(self))))
+        if isinstance(key, int | np.integer):
+            i = int(key) + (len(self) if key < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"row {key} outside {len(self)} rows")
+            return self._ds.image(i)
+        return self._ds.batch([int(i) for i in key])
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self._ds.image(i) for i in range(len(self)))
+
+    def materialise(self) -> torch.Tensor:
+        """Every row as one tensor (memory: N × the image size)."""
+        return self._ds.batch()
 
 
 def resized_bytes(manifest: Manifest, image_size: int | None, dims: int) -> int:
@@ -293,7 +345,8 @@ def open_images(
 
     Returns:
         A :class:`CachedImages` or a :class:`StreamedImages`; both have ``labels``, ``groups``,
-        ``image_ids``, ``modality``, ``transform``, ``batch()`` and ``images``.
+        ``image_ids``, ``modality``, ``transform``, ``batch()`` and ``images`` (a tensor in
+        memory, a :class:`LazyStack` read slice by slice when streamed).
 
     Raises:
         MedclError: A bad ``in_memory`` value or rows without cache.

@@ -62,7 +62,15 @@ def test_streamed_and_in_memory_give_the_same_items(tiny_manifest):
         assert torch.allclose(a[0], b[0], atol=1e-6)
         assert torch.allclose(b[0], _reference(m.df["cache_path"][i], 16), atol=1e-5)
         assert a[1:] == b[1:]
-    assert torch.allclose(mem.images, lazy.images, atol=1e-6)
+    assert torch.allclose(mem.images, lazy.batch(), atol=1e-6)
+    # .images of a streamed set reads what is indexed: a row, a slice, a list of rows
+    stack = lazy.images
+    assert len(stack) == len(m) and stack.shape == mem.images.shape
+    assert torch.allclose(stack[3], mem.images[3], atol=1e-6)
+    assert torch.allclose(stack[-1], mem.images[-1], atol=1e-6)
+    assert torch.allclose(stack[4:9], mem.images[4:9], atol=1e-6)
+    assert torch.allclose(stack[[9, 1]], mem.images[[9, 1]], atol=1e-6)
+    assert torch.allclose(stack.materialise(), mem.images, atol=1e-6)
     assert torch.equal(mem.labels, lazy.labels) and torch.equal(mem.groups, lazy.groups)
     assert lazy.image_ids == mem.image_ids and lazy.modality == mem.modality == "MR"
     # a DataLoader batch (read through __getitems__) matches item by item, in sampler order
@@ -198,5 +206,5 @@ def test_no_resize_keeps_native_shapes(tmp_path):
         assert [tuple(ds[i][0].shape) for i in range(2)] == shapes
         assert ds[1][0].max() == 1
     with pytest.raises(MedclError, match="differ in shape"):
-        open_images(m, None, 3, in_memory=True).images
+        _ = open_images(m, None, 3, in_memory=True).images
     assert open_images(m, 4, 3, in_memory=False)[1][0].shape == (1, 4, 4, 4)
