@@ -18,7 +18,8 @@ sha256      digest of the source bytes (of the sorted slice digests for a 3-D se
 dims        2 or 3
 rows, cols  in-plane size in pixels; ``slices`` = depth (1 in 2-D)
 spacing_*   pixel spacing in mm (x = column, y = row, z = slice), empty when unknown
-cache_path  decoded, intensity-normalised float32 array (``.npy``), see :mod:`medcl.data.cache`
+cache_path  decoded, intensity-normalised float32 array (``.npy``, or ``<shard>.npy#<row>``: a
+            row of a shard of an array file), see :mod:`medcl.data.cache`
 intensity   cached values: ``hu`` (CT, Hounsfield units) or ``unit`` (scaled to [0, 1])
 ========== =================================================================================
 
