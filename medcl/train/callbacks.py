@@ -119,7 +119,8 @@ class AugmentGridLogger(Callback):
     with ``seed``) is written to ``png`` and sent to every TensorBoard logger (``add_image``, tag
     ``augment/grid``, 8-bit greyscale) and every MLflow logger (artifact ``augment_grid.png``) of
     the trainer. Only rank 0 writes. The first ``n_images`` training images are shown (the same
-    ones in every run of a manifest).
+    ones in every run of a manifest; with 3-D patch training, one crop of each of the first
+    volumes).
 
     Args:
         preset: The run's augmentation preset.
@@ -140,15 +141,30 @@ class AugmentGridLogger(Callback):
         self.n_images = n_images
         self.seed = seed
 
+    def _images(self, ds: Any) -> list[np.ndarray]:
+        """The first ``n_images`` training images in stored units: the cached images, or (3-D
+        patch training, a dataset of ``(k, V, 1, P, P, P)`` crops) each volume's first crop."""
+        if ds is None or len(ds) == 0:
+            return []
+        n = min(self.n_images, len(ds))
+        stack = getattr(ds, "images", None)
+        if stack is not None:
+            return [torch.as_tensor(stack[i]).numpy() for i in range(n)]
+        out = []
+        for i in range(n):
+            x = torch.as_tensor(ds[i][0])
+            while x.ndim > self.preset.dims + 1:
+                x = x[0]
+            out.append(x.numpy())
+        return out
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Write the grid and hand it to the image-capable loggers."""
         if not trainer.is_global_zero:
             return
-        ds = getattr(trainer.datamodule, "train_set", None)
-        stack = getattr(ds, "images", None)
-        if stack is None or len(stack) == 0:
+        images = self._images(getattr(trainer.datamodule, "train_set", None))
+        if not images:
             return
-        images = [stack[i].numpy() for i in range(min(self.n_images, len(stack)))]
         with tempfile.TemporaryDirectory(prefix="medcl-grid-") as tmp:
             grid = preview_grid(images, self.preset, self.views, Path(tmp) / "grid.png", self.seed)
             arr = np.asarray(Image.open(grid).convert("L"))

@@ -192,3 +192,18 @@ def test_mlflow_missing_refused(tmp_path, monkeypatch):
     cfg = load_config(None, ["trainer.logger=[csv,mlflow]"])
     with pytest.raises(ConfigError, match=r"^trainer\.logger: mlflow is not installed"):
         build_loggers(cfg, tmp_path)
+
+
+def test_grid_of_3d_patch_training(tmp_path):
+    """3-D patch pretraining (a dataset of crops, no stacked images) still gets its grid: one crop
+    of each of the first volumes, middle slice, then its views."""
+    from tests.train.test_patch_pretrain import PATCH, make_volumes
+    from tests.train.test_patch_pretrain import _cfg as patch_cfg
+
+    out = tmp_path / "run"
+    pretrain(patch_cfg(make_volumes(tmp_path / "data"), out, *PATCH, "optim.epochs=1"), False)
+    png = np.asarray(Image.open(out / "logs" / "augment_grid.png"))
+    _, images = read_events(out / "logs")
+    (img,) = images[cb.AugmentGridLogger.TAG]
+    assert (img.height, img.width) == png.shape
+    assert png.shape[0] == PAD_PX + 4 * (128 + PAD_PX)  # four volumes, one row each
