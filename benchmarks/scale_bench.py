@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,8 @@ def run_child(part: str, work: Path, args: argparse.Namespace) -> dict:
     if part.startswith("ingest"):
         workers = int(part[-1])
         target = work / f"ingest{workers}" / "m.csv"
+        shutil.rmtree(target.parent, ignore_errors=True)  # from scratch: nothing reused
+        t0 = time.perf_counter()
         report = ingest(source, target, workers=workers, secret=secret, progress=False)
         out["rows"] = report.rows
         shards = len(list((target.parent / "m.cache").glob("*/*.npy")))
@@ -128,8 +131,6 @@ def run_child(part: str, work: Path, args: argparse.Namespace) -> dict:
         lab = int(((s.df["split"] == "train") & (s.df["label"] != "")).sum())
         out["note"] = f"labelled train rows kept: {lab} (read not timed)"
     elif part == "pretrain":
-        import shutil
-
         from medcl.config import load_config
         from medcl.train.pretrain import pretrain
 
