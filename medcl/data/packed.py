@@ -170,18 +170,29 @@ def packed_path(root: str | os.PathLike[str], image_size: int, digest: str) -> P
 def write_packed(
     target: Path, n: int, row_shape: tuple[int, ...], chunks, index: dict | None = None
 ) -> Path:
-    """Write a packed array atomically from ``chunks`` (an iterable of ``(start, array)``).
+    """Write a packed array atomically from ``chunks`` (an iterable of ``(start, array)`` in row
+    order).
 
-    The file appears under its final name only once it is complete, so a crashed build is never
-    reused. ``index`` is written next to it as ``<digest>.json``.
+    The rows are appended with plain writes after the ``.npy`` header (no memory map: the pages
+    written do not count in this process' resident memory). The file appears under its final name
+    only once it is complete, so a crashed build is never reused. ``index`` is written next to it
+    as ``<digest>.json``.
+
+    Raises:
+        ValueError: Chunks out of order, or not ``n`` rows in all.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *row_shape))
+    header = {"descr": np.dtype(np.float32).str, "fortran_order": False, "shape": (n, *row_shape)}
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_2_0(fh, header)
+        done = 0
         for start, block in chunks:
-            out[start : start + len(block)] = block
-        out.flush()
-        del out
+            if start != done:
+                raise ValueError(f"packed rows out of order: chunk at {start}, expected {done}")
+            fh.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+            done += len(block)
+        if done != n:
+            raise ValueError(f"packed array got {done} rows, expected {n}")
     write_json(
         {"rows": n, "row_shape": list(row_shape), **(index or {})}, target.with_suffix(".json")
     )
