@@ -14,7 +14,7 @@ from torch import nn
 
 from medcl.config import Config, derive, load_config
 from medcl.data.dataset import CachedImages, manifest_geometry
-from medcl.data.manifest import read_manifest
+from medcl.data.manifest import Manifest, read_manifest
 from medcl.evaluate.finetune import base_meta
 from medcl.evaluate.fixmatch import (
     FixMatchModule,
@@ -37,6 +37,7 @@ class Tiny:
     unl: CachedImages
     val: CachedImages
     clf: Classifier  # untrained template; every run trains a deep copy
+    manifest: Manifest
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,13 @@ def tiny(tmp_path_factory) -> Tiny:
     spec = EncoderSpec.from_config(cfg, dims)
     enc = build_encoder(spec)
     clf = Classifier(enc, nn.Linear(enc.out_dim, 3), base_meta(cfg, m, spec, modality))
-    return Tiny(cfg, lab, unl, val, clf)
+    return Tiny(cfg, lab, unl, val, clf, m)
+
+
+def _rows(tiny: Tiny, ds: CachedImages, n: int) -> CachedImages:
+    """The first ``n`` rows of ``ds`` as a set of their own (read from the same cache)."""
+    rows = tiny.manifest.subset(tiny.manifest.df["image_id"].isin(ds.image_ids[:n]))
+    return CachedImages(rows, tiny.cfg.data.image_size, ds.dims)
 
 
 def _fit(
@@ -138,8 +145,8 @@ def test_deterministic_for_a_seed(tiny: Tiny, run_a) -> None:
 
 
 def test_empty_unlabelled_pool_and_a_final_validation(tiny: Tiny) -> None:
-    empty = copy.copy(tiny.unl)
-    empty.images = tiny.unl.images[:0]
+    empty = _rows(tiny, tiny.unl, 0)
+    assert len(empty) == 0
     score, details, _, checks = _fit(tiny, unl=empty, steps=21)
     assert 0.0 <= score <= 1.0 and details["steps"] == 21 and details["mask_rate"] == 0.0
     # 21 is not a multiple of max(1, 21 // 10) = 2: steps 2, 4, ..., 20, then after step 21
@@ -185,9 +192,8 @@ def test_step_indices(tiny: Tiny) -> None:
         assert sorted(flat[s : s + 10].tolist()) == list(range(10))
     # ``sampler``: labelled images drawn with class-balancing weights
     y = torch.tensor([0] * 10 + [1] * 2)
-    skewed = copy.copy(tiny.lab)
+    skewed = _rows(tiny, tiny.lab, 12)
     skewed.labels = y
-    skewed.images = tiny.lab.images[:12]
     bal, _ = _step_indices(skewed, 0, 500, 8, 0, "sampler", 3, 0)
     share = (y[bal.flatten()] == 1).float().mean()
     assert 0.45 < float(share) < 0.55
