@@ -52,7 +52,7 @@ FULL = {
         "efficiency.share_simclr=true",
         "efficiency.methods=[supervised, simclr, sscl]",
         "efficiency.n_boot=500",
-        "trainer.monitor_every_n_epochs=5",
+        "trainer.monitor_every_n_epochs=10",
     ],
 }
 """The CPU recipe, chosen on validation with ``benchmarks/recipe_sweep.py``: a narrow ResNet-10 at
