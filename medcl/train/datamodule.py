@@ -36,11 +36,21 @@ class PretrainData(L.LightningDataModule):
         manifest: A split manifest.
         preset: The augmentation preset; its per-sample part runs in the loader.
         dims: Spatial dimensions of the images.
+        progress: Show the training set's loading bar and its in-memory/streamed line on the
+            console (the choice is logged either way).
     """
 
-    def __init__(self, cfg: Config, manifest: Manifest, preset: AugmentPreset, dims: int) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        manifest: Manifest,
+        preset: AugmentPreset,
+        dims: int,
+        progress: bool = True,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.progress = progress
         self.manifest = manifest
         self.preset = preset
         self.dims = dims
@@ -69,7 +79,7 @@ class PretrainData(L.LightningDataModule):
                 None if preset.per_sample is None else lambda v: preset.sample_views(v, 1)[0],
             )
         else:
-            self.train_set = self._images(train, progress=True)
+            self.train_set = self._images(train, progress=self.progress)
             if self.preset.per_sample is not None:
                 self.train_set.transform = lambda x: preset.sample_views(x, views)
         val = self.manifest.subset((df["split"] == "val") & (df["label"] != ""))

@@ -222,7 +222,7 @@ def pretrain(
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
-    dm = PretrainData(cfg, manifest, preset, dims)
+    dm = PretrainData(cfg, manifest, preset, dims, progress=progress)
     model = PretrainModule(cfg, preset, dims, len(manifest.classes))
     extra: list[Callback] = [_StopAtEpoch(_stop_at_epoch)] if _stop_at_epoch is not None else []
     png = out / "logs" / "augment_grid.png"

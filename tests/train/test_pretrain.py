@@ -208,3 +208,12 @@ def test_monitor_frequency_changes_what_is_reported_not_what_is_learned(tiny_man
 def test_monitor_frequency_refused_when_negative(tiny_manifest, tmp_path):
     with pytest.raises(ConfigError, match="trainer.monitor_every_n_epochs"):
         _cfg(tiny_manifest, tmp_path / "x", "trainer.monitor_every_n_epochs=-1")
+
+
+def test_quiet_run_prints_no_loading_line(tiny_manifest, tmp_path, capsys):
+    """``progress=False`` (e.g. inside ``medcl efficiency``): the training set's in-memory/streamed
+    choice is logged, not printed; a console run prints it once."""
+    pretrain(_cfg(tiny_manifest, tmp_path / "quiet", "optim.epochs=1"), progress=False)
+    assert "held in memory" not in capsys.readouterr().err
+    pretrain(_cfg(tiny_manifest, tmp_path / "console", "optim.epochs=1"), progress=True)
+    assert capsys.readouterr().err.count("held in memory") == 1
