@@ -9,6 +9,7 @@ centered teacher logits over ``τ_t`` and ``log p`` the log-softmax of the stude
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -183,7 +184,11 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         results = {name: parity_case(split, rank, True) for name, split in SPLITS.items()}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no rank tears the group down while the other still receives
     finally:
+        # DDP wrappers hold the process group through reference cycles; freed later, at exit,
+        # gloo's threads abort the process ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -10,6 +10,7 @@ the loss values, SSCL's logged parts and the parameter gradients.
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,11 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
         results = {name: run_case(name, rank, distributed=True) for name in CASES}
         results["_gather"] = gather_checks(rank)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no rank tears the group down while the other still receives
     finally:
+        # DDP wrappers hold the process group through reference cycles; freed later, at exit,
+        # gloo's threads abort the process ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -8,6 +8,7 @@ and the squared differences of the two views. Gradients of both come from ``torc
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,11 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         results = {name: parity_case(split, rank, True) for name, split in SPLITS.items()}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no rank tears the group down while the other still receives
     finally:
+        # DDP wrappers hold the process group through reference cycles; freed later, at exit,
+        # gloo's threads abort the process ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
 
 
