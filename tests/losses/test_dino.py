@@ -9,20 +9,15 @@ centered teacher logits over ``τ_t`` and ``log p`` the log-softmax of the stude
 
 from __future__ import annotations
 
-import gc
 import math
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor, nn
 
 from medcl.losses import dino_center_update, dino_loss, teacher_temperature
+from tests.losses._ranks import run_on_two_ranks
 
 N, K, IN_DIM = 8, 7, 6
 TS, TT = 0.1, 0.04
@@ -125,7 +120,6 @@ def test_bad_shapes_are_refused() -> None:
 # Two gloo ranks = one process on the whole batch
 # --------------------------------------------------------------------------------------------------
 
-WORLD_SIZE = 2
 SPLITS = {"even": (4, 4), "uneven": (5, 3)}
 
 
@@ -158,43 +152,14 @@ def parity_case(split: tuple[int, int], rank: int, distributed: bool) -> dict[st
     }
 
 
-def run_on_two_ranks(
-    worker: Callable[..., None], out_dir: Path, timeout: float = 120
-) -> list[dict[str, Any]]:
-    """Spawn ``worker(rank, init_file, out_dir)`` on two processes; their saved results."""
-    init_file = out_dir / "rendezvous"  # must not exist yet: the ranks create and share it
-    context = mp.spawn(
-        worker, args=(str(init_file), str(out_dir)), nprocs=WORLD_SIZE, join=False,
-        start_method="spawn",
-    )  # fmt: skip
-    deadline = time.monotonic() + timeout  # a hang guard, not a speed check
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"distributed workers did not finish within {timeout:.0f} s")
-    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
-
-
-def worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
-    )
-    try:
-        results = {name: parity_case(split, rank, True) for name, split in SPLITS.items()}
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()  # no rank tears the group down while the other still receives
-    finally:
-        # DDP wrappers hold the process group through reference cycles; freed later, at exit,
-        # gloo's threads abort the process ("terminate called without an active exception")
-        gc.collect()
-        dist.destroy_process_group()
+def rank_results_of(rank: int) -> dict[str, Any]:
+    """One rank's part of every split (run by :func:`run_on_two_ranks`)."""
+    return {name: parity_case(split, rank, True) for name, split in SPLITS.items()}
 
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    return run_on_two_ranks(worker, tmp_path_factory.mktemp("dino_ranks"))
+    return run_on_two_ranks(rank_results_of, tmp_path_factory.mktemp("dino_ranks"))
 
 
 @pytest.mark.parametrize("name", list(SPLITS))

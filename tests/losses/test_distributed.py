@@ -10,15 +10,10 @@ the loss values, SSCL's logged parts and the parameter gradients.
 
 from __future__ import annotations
 
-import gc
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from medcl.losses import (
@@ -29,8 +24,8 @@ from medcl.losses import (
     gather_no_grad,
     gather_with_grad,
 )
+from tests.losses._ranks import run_on_two_ranks
 
-WORLD_SIZE = 2
 N, IN_DIM, OUT_DIM = 8, 6, 5
 # Rank 0 holds 3 labelled samples, rank 1 only 1 (the SSCL mean must use the global count);
 # patients 0 and 3 have images on both ranks; patient 0 has images of two different labels.
@@ -93,41 +88,16 @@ def gather_checks(rank: int) -> dict[str, Any]:
     }
 
 
-def worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
-    )
-    try:
-        results = {name: run_case(name, rank, distributed=True) for name in CASES}
-        results["_gather"] = gather_checks(rank)
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()  # no rank tears the group down while the other still receives
-    finally:
-        # DDP wrappers hold the process group through reference cycles; freed later, at exit,
-        # gloo's threads abort the process ("terminate called without an active exception")
-        gc.collect()
-        dist.destroy_process_group()
+def rank_results_of(rank: int) -> dict[str, Any]:
+    """One rank's part of every case and the gather checks (run by :func:`run_on_two_ranks`)."""
+    results = {name: run_case(name, rank, distributed=True) for name in CASES}
+    results["_gather"] = gather_checks(rank)
+    return results
 
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out_dir = tmp_path_factory.mktemp("ranks")
-    init_file = out_dir / "rendezvous"  # must not exist yet: the ranks create and share it
-    context = mp.spawn(
-        worker,
-        args=(str(init_file), str(out_dir)),
-        nprocs=WORLD_SIZE,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + 120  # a hang guard, not a speed check
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("distributed workers did not finish within 120 s")
-    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
+    return run_on_two_ranks(rank_results_of, tmp_path_factory.mktemp("ranks"))
 
 
 @pytest.mark.parametrize("name", list(CASES))

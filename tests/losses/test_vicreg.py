@@ -8,17 +8,14 @@ and the squared differences of the two views. Gradients of both come from ``torc
 
 from __future__ import annotations
 
-import gc
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from medcl.losses import vicreg_loss
-from tests.losses.test_dino import WORLD_SIZE, run_on_two_ranks
+from tests.losses._ranks import run_on_two_ranks
 
 N, D, IN_DIM = 8, 5, 6
 EPS = 1e-4
@@ -136,25 +133,14 @@ def parity_case(split: tuple[int, int], rank: int, distributed: bool) -> dict[st
     }
 
 
-def worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
-    )
-    try:
-        results = {name: parity_case(split, rank, True) for name, split in SPLITS.items()}
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()  # no rank tears the group down while the other still receives
-    finally:
-        # DDP wrappers hold the process group through reference cycles; freed later, at exit,
-        # gloo's threads abort the process ("terminate called without an active exception")
-        gc.collect()
-        dist.destroy_process_group()
+def rank_results_of(rank: int) -> dict[str, Any]:
+    """One rank's part of every split (run by :func:`run_on_two_ranks`)."""
+    return {name: parity_case(split, rank, True) for name, split in SPLITS.items()}
 
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    return run_on_two_ranks(worker, tmp_path_factory.mktemp("vicreg_ranks"))
+    return run_on_two_ranks(rank_results_of, tmp_path_factory.mktemp("vicreg_ranks"))
 
 
 @pytest.mark.parametrize("name", list(SPLITS))
