@@ -13,6 +13,7 @@ Usage::
 
     python benchmarks/recipe_sweep.py                       # the shipped sweep, all settings
     python benchmarks/recipe_sweep.py --only demo --arms sscl simclr
+    python benchmarks/recipe_sweep.py --only demo e40 e80 --arms simclr --seeds 0 1 2
     python benchmarks/recipe_sweep.py --set "mine: optim.epochs=40 method.temperature=0.2"
     python benchmarks/recipe_sweep.py --only demo --set "mine: ..."   # mine next to the demo
 
@@ -64,21 +65,52 @@ SWEEP: dict[str, list[str]] = {
     "ftlr01": ["finetune.encoder_lr_mult=0.1"],
     # twice as wide an encoder (about 3.5× slower on the CPU)
     "width50": ["model.width=0.5"],
+    # longer pretraining: 2× and 4× the demo's steps (and wall time)
+    "e40": ["optim.epochs=40"],
+    "e80": ["optim.epochs=80"],
+    # augmentation strength (pretraining and fine-tuning): intensity stronger, geometry
+    # stronger, everything but geometry weaker than the MR preset's defaults
+    "aug-intensity+": [
+        "augment.options.p_gamma=0.9",
+        "augment.options.log_gamma_range=[-0.6,0.6]",
+        "augment.options.p_contrast=0.9",
+        "augment.options.contrast_range=[0.5,1.6]",
+        "augment.options.p_bias=0.7",
+        "augment.options.bias_coef=0.5",
+    ],
+    "aug-geometry+": [
+        "augment.options.p_affine=1.0",
+        "augment.options.rotate_deg=25",
+        "augment.options.scale_range=[0.8,1.2]",
+        "augment.options.translate_frac=0.1",
+        "augment.options.p_blur=0.4",
+        "augment.options.noise_std_range=[0.0,0.06]",
+    ],
+    "aug-weak": [
+        "augment.options.p_gamma=0.2",
+        "augment.options.p_contrast=0.2",
+        "augment.options.p_bias=0.1",
+        "augment.options.p_noise=0.2",
+        "augment.options.p_rician=0.05",
+        "augment.options.p_blur=0.05",
+    ],
 }
 
 
-def _row(name: str, arm: str, steps: int, seconds: float, scores: dict[str, float]) -> str:
-    cells = " | ".join(
-        f"{scores[k]:.3f}" if k in scores else "-" for k in ("knn", "linear", "finetune")
-    )
+def _row(name: str, arm: str, steps: int, seconds: float, scores: dict[str, list[float]]) -> str:
+    def cell(k: str) -> str:
+        v = scores.get(k)
+        if not v:
+            return "-"
+        mean = f"{sum(v) / len(v):.3f}"
+        return mean if len(v) == 1 else f"{mean} ({', '.join(f'{x:.3f}' for x in v)})"
+
+    cells = " | ".join(cell(k) for k in ("knn", "linear", "finetune"))
     return f"| {name} | {arm} | {steps} | {seconds:.0f} | {cells} |"
 
 
-def run_setting(
-    name: str, overrides: list[str], arms: list[str], work: Path, fraction: float, seed: int
-) -> list[str]:
-    """Run the arms of one setting; returns the printed table rows."""
-    base = [*FULL["overrides"], *overrides, f"trainer.seed={seed}"]
+def _subsets(work: Path, fraction: float, seed: int) -> tuple[Path, Path]:
+    """The label-fraction subset of ``seed`` and the label-free pool, written once."""
     full = work / "data" / "split_full.csv"
     sub_path = work / "splits" / f"f{fraction:g}_s{seed}.csv"
     pool_path = work / "splits" / f"unlabelled_s{seed}.csv"
@@ -86,37 +118,62 @@ def run_setting(
         m = read_manifest(full)
         write_manifest(apply_label_fraction(m, fraction, seed), sub_path)
         write_manifest(apply_label_fraction(m, 0.0, seed), pool_path)
-    sub = read_manifest(sub_path)
+    return sub_path, pool_path
+
+
+def run_setting(
+    name: str,
+    overrides: list[str],
+    arms: list[str],
+    work: Path,
+    fraction: float,
+    seeds: list[int],
+) -> list[str]:
+    """Run the arms of one setting for every seed; returns the printed table rows.
+
+    Each seed has its own label subset. SimCLR reads no label, so (as in the demo,
+    ``efficiency.share_simclr``) one SimCLR pretraining, on the first seed's label-free pool, is
+    scored on every seed's subset; SSCL and supervised runs are per seed. A row gives the mean over
+    the seeds and, with several, the per-seed values in brackets; ``seconds`` is the arm's total.
+    """
     rows = []
     for arm in arms:
         started = time.perf_counter()
-        scores: dict[str, float] = {}
-        if arm == "supervised":
-            cfg = load_config(None, [*base, "finetune.mode=full", "out=unused"])
-            train = sub.df["split"] == "train"
-            epochs, patience = scratch_budget(
-                cfg, int(train.sum()), int((train & (sub.df["label"] != "")).sum())
-            )
-            cfg = derive(cfg, **{"finetune.epochs": epochs, "finetune.patience": patience})
-            res = finetune(cfg, sub, pretrained=None)
-            scores["finetune"] = res.val_balanced_accuracy
-            steps = int(res.details.get("steps", 0))
-        else:
-            lam = "method.lambda_sup=0.0" if arm == "simclr" else None
-            man = pool_path if arm == "simclr" else sub_path
+        scores: dict[str, list[float]] = {}
+        steps = 0
+        for seed in seeds:
+            base = [*FULL["overrides"], *overrides, f"trainer.seed={seed}"]
+            sub_path, pool_path = _subsets(work, fraction, seed)
+            sub = read_manifest(sub_path)
+            if arm == "supervised":
+                cfg = load_config(None, [*base, "finetune.mode=full", "out=unused"])
+                train = sub.df["split"] == "train"
+                epochs, patience = scratch_budget(
+                    cfg, int(train.sum()), int((train & (sub.df["label"] != "")).sum())
+                )
+                cfg = derive(cfg, **{"finetune.epochs": epochs, "finetune.patience": patience})
+                res = finetune(cfg, sub, pretrained=None)
+                scores.setdefault("finetune", []).append(res.val_balanced_accuracy)
+                steps = max(steps, int(res.details.get("steps", 0)))
+                continue
+            pre_seed = seeds[0] if arm == "simclr" else seed
+            _, pre_pool = _subsets(work, fraction, pre_seed)
+            pre_base = [*FULL["overrides"], *overrides, f"trainer.seed={pre_seed}"]
             # one folder per pretraining recipe; fine-tuning settings reuse it
-            pre_args = [o for o in base if not o.startswith("finetune.")]
+            pre_args = [o for o in pre_base if not o.startswith("finetune.")]
             tag = hashlib.sha256(" ".join(pre_args).encode()).hexdigest()[:8]
-            out = work / "runs" / f"{arm}_s{seed}_{tag}"
-            cfg = load_config(
-                None, [*pre_args, *([lam] if lam else []), f"data.manifest={man}", f"out={out}"]
-            )
+            out = work / "runs" / f"{arm}_s{pre_seed}_{tag}"
+            lam = ["method.lambda_sup=0.0"] if arm == "simclr" else []
+            man = pre_pool if arm == "simclr" else sub_path
+            cfg = load_config(None, [*pre_args, *lam, f"data.manifest={man}", f"out={out}"])
             pre = pretrain(cfg, progress=False)
             steps = pre.steps
             for mode in ("knn", "linear", "full"):
                 c = load_config(None, [*base, f"finetune.mode={mode}", "out=unused"])
                 r = finetune(c, sub, pretrained=pre.out_dir)
-                scores["finetune" if mode == "full" else mode] = r.val_balanced_accuracy
+                scores.setdefault("finetune" if mode == "full" else mode, []).append(
+                    r.val_balanced_accuracy
+                )
         rows.append(_row(name, arm, steps, time.perf_counter() - started, scores))
         print(rows[-1], flush=True)
     return rows
@@ -133,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help='"name: key=value key=value"')
     ap.add_argument("--arms", nargs="*", default=["supervised", "simclr", "sscl"])
     ap.add_argument("--fraction", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seeds", type=int, nargs="*", default=[0], help="label subsets to score (e.g. 0 1 2)"
+    )
     ap.add_argument("--patients", type=int, default=FULL["patients"])
     args = ap.parse_args(argv)
     if args.only is None:
@@ -145,12 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     build_demo_data(
         args.work, patients=args.patients, size=FULL["size"], seed=0, log=lambda s: None
     )
-    print(f"validation balanced accuracy at {100 * args.fraction:g} % labels, seed {args.seed}")
+    seeds = ", ".join(map(str, args.seeds))
+    print(f"validation balanced accuracy at {100 * args.fraction:g} % labels, seeds {seeds}")
     print("| setting | arm | steps | seconds | val kNN | val linear | val fine-tune |")
     print("|---|---|---|---|---|---|---|")
     rows = []
     for name, overrides in settings.items():
-        rows += run_setting(name, overrides, args.arms, args.work, args.fraction, args.seed)
+        rows += run_setting(name, overrides, args.arms, args.work, args.fraction, args.seeds)
     (args.work / "sweep.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     return 0
 
