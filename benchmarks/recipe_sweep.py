@@ -68,7 +68,9 @@ SWEEP: dict[str, list[str]] = {
     # longer pretraining: 2× and 4× the demo's steps (and wall time)
     "e40": ["optim.epochs=40"],
     "e80": ["optim.epochs=80"],
-    # augmentation strength (pretraining and fine-tuning): intensity stronger, geometry
+    # augmentation strength (pretraining and fine-tuning; the supervised arm's on top of the
+    # demo's efficiency.scratch_augment, which these rows chose: run them with
+    # "efficiency.scratch_augment={}" to compare with the preset): intensity stronger, geometry
     # stronger, everything but geometry weaker than the MR preset's defaults
     "aug-intensity+": [
         "augment.options.p_gamma=0.9",
@@ -151,7 +153,10 @@ def run_setting(
                 epochs, patience = scratch_budget(
                     cfg, int(train.sum()), int((train & (sub.df["label"] != "")).sum())
                 )
-                cfg = derive(cfg, **{"finetune.epochs": epochs, "finetune.patience": patience})
+                fields: dict = {"finetune.epochs": epochs, "finetune.patience": patience}
+                if cfg.efficiency.scratch_augment:  # the from-scratch arm's own augmentation
+                    fields["augment.options"] = dict(cfg.efficiency.scratch_augment)
+                cfg = derive(cfg, **fields)
                 res = finetune(cfg, sub, pretrained=None)
                 scores.setdefault("finetune", []).append(res.val_balanced_accuracy)
                 steps = max(steps, int(res.details.get("steps", 0)))

@@ -597,6 +597,11 @@ class EfficiencyConfig:
         fair_budget: Arms that start from nothing (``supervised``) get as many optimiser steps
             as pretraining + fine-tuning together (see
             :func:`medcl.evaluate.efficiency.scratch_budget`), early-stopped on validation.
+        scratch_augment: Augmentation option overrides (as ``augment.options``, merged over it)
+            for the arms that start from nothing (``supervised``, ``fixmatch``): a network that
+            learns every invariance from a few labelled images may need stronger augmentation than
+            fine-tuning a pretrained one, so each gets its own, chosen on validation
+            (``benchmarks/recipe_sweep.py``). Checked against the preset before any work.
     """
 
     fractions: list = field(default_factory=lambda: [0.01, 0.05, 0.1, 1.0])
@@ -610,6 +615,7 @@ class EfficiencyConfig:
     share_simclr: bool = False
     full_label_seeds: int = 0
     fair_budget: bool = True
+    scratch_augment: dict = field(default_factory=dict)
 
     def check(self, where: str) -> None:
         if not self.fractions or not all(

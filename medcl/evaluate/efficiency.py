@@ -7,6 +7,8 @@ see :func:`medcl.data.split.apply_label_fraction`; val and test are fixed):
   normally ``full``) with a fair budget (:func:`scratch_budget`: as many optimiser steps as
   pretraining + fine-tuning);
 - ``fixmatch``: FixMatch from scratch on the labelled subset and the unlabelled pool, same budget;
+  both from-scratch arms fine-tune with ``efficiency.scratch_augment`` merged over
+  ``augment.options`` (their augmentation chosen on validation, like every arm's recipe);
 - ``simclr``: NT-Xent pretraining on all training images with no labels (λ1 = 0), then fine-tuned
   on the subset. Its pretraining does not depend on F, so it runs once per seed and is shared
   (once for all seeds with ``efficiency.share_simclr``);
@@ -44,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from medcl.config import Config, check_resume, derive, save_config
+from medcl.data.dataset import manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.errors import ConfigError, MedclError
@@ -54,6 +57,8 @@ from medcl.evaluate.model import save_model
 from medcl.evaluate.report import write_report
 from medcl.io import atomic_path, write_json
 from medcl.train.pretrain import prefix_checkpoint, pretrain
+from medcl.transforms.options import make_options
+from medcl.transforms.presets import preset_for_modality
 
 
 @dataclass
@@ -181,6 +186,14 @@ def run_efficiency(
     base = read_manifest(manifest)
     if (base.df["split"] == "").any():
         raise MedclError(f"{manifest}: rows without a split; run `medcl split` first")
+    if eff.scratch_augment:  # a bad option name or value is refused before any run
+        preset = cfg.augment.preset
+        if preset == "auto":
+            preset = preset_for_modality(manifest_geometry(base)[1])
+        try:
+            make_options(preset, {**cfg.augment.options, **eff.scratch_augment})
+        except ConfigError as exc:
+            raise ConfigError(f"efficiency.scratch_augment: {exc}") from None
     if not ((base.df["split"] == "train") & (base.df["label"] != "")).any():
         raise MedclError(f"{manifest}: no labelled training rows")
     out.mkdir(parents=True, exist_ok=True)
@@ -318,6 +331,8 @@ def _one_run(
             cfg, int(train.sum()), int((train & (df["label"] != "")).sum())
         )
         fields.update({"finetune.epochs": epochs, "finetune.patience": patience})
+    if pre_dir is None and cfg.efficiency.scratch_augment:
+        fields["augment.options"] = dict(cfg.efficiency.scratch_augment)  # merged over
     res = finetune(derive(cfg, **fields), subset, pretrained=pre_dir)
     metrics, preds = evaluate_with_predictions(
         res.model, subset, "test", n_boot=cfg.efficiency.n_boot, seed=seed

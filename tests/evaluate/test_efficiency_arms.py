@@ -17,6 +17,7 @@ import pytest
 import medcl.evaluate.efficiency as eff
 from medcl.config import load_config
 from medcl.data.manifest import Manifest, read_manifest
+from medcl.errors import ConfigError
 from tests.conftest import TINY_OVERRIDES, make_manifest
 
 ARMS = ("supervised", "simclr", "simclr+linear", "sscl", "sscl+linear")
@@ -38,12 +39,14 @@ class Pretraining:
     lambda_sup: float
     labels: dict[str, str]
     images: set[str]
+    augment: dict[str, Any]
 
 
 @dataclass
 class Finetuning:
     pretrained: Path | None
     labels: dict[str, str]
+    augment: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,8 @@ def arms(tmp_path_factory):
             "efficiency.linear_probe=true",
             "efficiency.n_boot=10",
             "method.lambda_sup=0.5",
+            "augment.options.p_blur=0.0",
+            "efficiency.scratch_augment={rotate_deg: 25, p_affine: 1.0}",
         ],
     )
     pre: list[Pretraining] = []
@@ -71,14 +76,18 @@ def arms(tmp_path_factory):
         m = read_manifest(c.data.manifest)
         pre.append(
             Pretraining(
-                Path(c.out).resolve(), c.method.lambda_sup, train_labels(m), train_images(m)
+                Path(c.out).resolve(),
+                c.method.lambda_sup,
+                train_labels(m),
+                train_images(m),
+                dict(c.augment.options),
             )
         )
         return real_pretrain(c, *args, **kwargs)
 
     def finetune(c: Any, m: Manifest, pretrained: Any = None, **kwargs: Any) -> Any:
         where = None if pretrained is None else Path(pretrained).resolve()
-        fine.append(Finetuning(where, train_labels(m)))
+        fine.append(Finetuning(where, train_labels(m), dict(c.augment.options)))
         return real_finetune(c, m, pretrained=pretrained, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -128,6 +137,37 @@ def test_sscl_pretraining_sees_exactly_the_subset_labels(arms, arm):
         assert p.lambda_sup == 0.5
         assert p.labels == by_arm["supervised"].labels
         assert p.images == train_images(base)  # the unlabelled rest still feeds NT-Xent
+
+
+def test_only_the_from_scratch_arm_fine_tunes_with_scratch_augment(arms):
+    _, pre, by_arm = arms
+    # merged over augment.options, for the arm that starts from nothing
+    assert by_arm["supervised"].augment == {"p_blur": 0.0, "rotate_deg": 25, "p_affine": 1.0}
+    for arm in ("simclr", "sscl"):  # pretrained encoders: augment.options as given
+        assert by_arm[arm].augment == {"p_blur": 0.0}
+        assert all(p.augment == {"p_blur": 0.0} for p in pretraining_of(pre, by_arm[arm]))
+
+
+def test_a_bad_scratch_augment_option_is_refused_before_any_run(tmp_path, monkeypatch):
+    manifest = make_manifest(tmp_path / "data", n_patients=8, labelled_patients=4)
+    cfg = load_config(
+        None,
+        [
+            *TINY_OVERRIDES,
+            "efficiency.fractions=[0.5]",
+            "efficiency.seeds=[0]",
+            "efficiency.methods=[supervised]",
+            "efficiency.scratch_augment={rotate_degrees: 25}",
+        ],
+    )
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(eff, "finetune", never)
+    monkeypatch.setattr(eff, "pretrain", never)
+    with pytest.raises(ConfigError, match=r"efficiency\.scratch_augment: .*rotate_degrees"):
+        eff.run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
 
 
 class SimulatedCrashError(Exception):
