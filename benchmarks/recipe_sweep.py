@@ -39,7 +39,7 @@ from medcl.config import derive, load_config
 from medcl.data.manifest import read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.demo import FULL, build_demo_data
-from medcl.evaluate.efficiency import scratch_budget
+from medcl.evaluate.efficiency import scratch_overrides
 from medcl.evaluate.finetune import finetune
 from medcl.train.pretrain import pretrain
 
@@ -149,14 +149,7 @@ def run_setting(
             sub = read_manifest(sub_path)
             if arm == "supervised":
                 cfg = load_config(None, [*base, "finetune.mode=full", "out=unused"])
-                train = sub.df["split"] == "train"
-                epochs, patience = scratch_budget(
-                    cfg, int(train.sum()), int((train & (sub.df["label"] != "")).sum())
-                )
-                fields: dict = {"finetune.epochs": epochs, "finetune.patience": patience}
-                if cfg.efficiency.scratch_augment:  # the from-scratch arm's own augmentation
-                    fields["augment.options"] = dict(cfg.efficiency.scratch_augment)
-                cfg = derive(cfg, **fields)
+                cfg = derive(cfg, **scratch_overrides(cfg, sub))  # budget, own augmentation
                 res = finetune(cfg, sub, pretrained=None)
                 scores.setdefault("finetune", []).append(res.val_balanced_accuracy)
                 steps = max(steps, int(res.details.get("steps", 0)))

@@ -129,6 +129,26 @@ def scratch_budget(cfg: Config, n_train: int, n_labelled: int) -> tuple[int, int
     return epochs, max(ft.patience, min(2 * ft.patience, grown))
 
 
+def scratch_overrides(cfg: Config, subset: Manifest) -> dict[str, Any]:
+    """The config changes of an arm that starts from nothing, for :func:`derive`.
+
+    ``finetune.epochs`` and ``patience`` from :func:`scratch_budget` (with
+    ``efficiency.fair_budget``), and ``efficiency.scratch_augment`` as ``augment.options`` (which
+    ``derive`` merges over the current options).
+    """
+    fields: dict[str, Any] = {}
+    if cfg.efficiency.fair_budget:
+        df = subset.df
+        train = df["split"] == "train"
+        epochs, patience = scratch_budget(
+            cfg, int(train.sum()), int((train & (df["label"] != "")).sum())
+        )
+        fields.update({"finetune.epochs": epochs, "finetune.patience": patience})
+    if cfg.efficiency.scratch_augment:
+        fields["augment.options"] = dict(cfg.efficiency.scratch_augment)
+    return fields
+
+
 def one_device(cfg: Config, log: Callable[[str], None] = print) -> Config:
     """``cfg`` with every run of the experiment on one device, said in one line when it asked
     for more.
@@ -324,15 +344,8 @@ def _one_run(
     pre_steps = 0
     if pre_dir is not None:
         pre_steps = int(json.loads((pre_dir / "run.json").read_text()).get("steps", 0))
-    elif cfg.efficiency.fair_budget:
-        df = subset.df
-        train = df["split"] == "train"
-        epochs, patience = scratch_budget(
-            cfg, int(train.sum()), int((train & (df["label"] != "")).sum())
-        )
-        fields.update({"finetune.epochs": epochs, "finetune.patience": patience})
-    if pre_dir is None and cfg.efficiency.scratch_augment:
-        fields["augment.options"] = dict(cfg.efficiency.scratch_augment)  # merged over
+    else:
+        fields.update(scratch_overrides(cfg, subset))
     res = finetune(derive(cfg, **fields), subset, pretrained=pre_dir)
     metrics, preds = evaluate_with_predictions(
         res.model, subset, "test", n_boot=cfg.efficiency.n_boot, seed=seed
