@@ -39,7 +39,7 @@ from medcl.config import derive, load_config
 from medcl.data.manifest import read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.demo import FULL, build_demo_data
-from medcl.evaluate.efficiency import scratch_overrides
+from medcl.evaluate.budget import scratch_overrides
 from medcl.evaluate.finetune import finetune
 from medcl.train.pretrain import pretrain
 

@@ -28,8 +28,6 @@ import yaml
 from medcl.errors import ConfigError
 from medcl.io import write_text
 
-EFFICIENCY_METHODS = ("supervised", "fixmatch", "simclr", "dino", "vicreg", "sscl", "sscl+fixmatch")
-"""Arms of the label-efficiency experiment (see :mod:`medcl.evaluate.efficiency`)."""
 Encoder = Literal["resnet10", "resnet18", "resnet34", "resnet50"]
 
 
@@ -596,7 +594,7 @@ class EfficiencyConfig:
             fractions.
         fair_budget: Arms that start from nothing (``supervised``) get as many optimiser steps
             as pretraining + fine-tuning together (see
-            :func:`medcl.evaluate.efficiency.scratch_budget`), early-stopped on validation.
+            :func:`medcl.evaluate.budget.scratch_budget`), early-stopped on validation.
         scratch_augment: Augmentation option overrides (as ``augment.options``, merged over it)
             for the arms that start from nothing (``supervised``, ``fixmatch``): a network that
             learns every invariance from a few labelled images may need stronger augmentation than
@@ -626,11 +624,9 @@ class EfficiencyConfig:
             )
         if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
             raise ConfigError(f"{where}.seeds: a non-empty list of integers, got {self.seeds}")
-        bad = [m for m in self.methods if m not in EFFICIENCY_METHODS]
-        if not self.methods or bad:
-            raise ConfigError(
-                f"{where}.methods: choose from {', '.join(EFFICIENCY_METHODS)}; got {self.methods}"
-            )
+        # the names are arms of medcl.evaluate.arms.ARMS, checked there before any run
+        if not self.methods or not all(isinstance(m, str) for m in self.methods):
+            raise ConfigError(f"{where}.methods: a non-empty list of arm names, got {self.methods}")
         if self.n_boot < 0:
             raise ConfigError(f"{where}.n_boot: must be ≥ 0, got {self.n_boot}")
 

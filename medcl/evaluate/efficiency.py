@@ -1,11 +1,12 @@
 """The label-efficiency experiment: does SSCL pretraining beat training from scratch on few labels?
 
 For every seed and label fraction F (a patient-level subset of the training images keeps its labels,
-see :func:`medcl.data.split.apply_label_fraction`; val and test are fixed):
+see :func:`medcl.data.split.apply_label_fraction`; val and test are fixed), every arm of
+``efficiency.methods`` (the table :data:`medcl.evaluate.arms.ARMS`):
 
 - ``supervised``: the encoder trained from scratch on the labelled subset (``finetune.mode``,
-  normally ``full``) with a fair budget (:func:`scratch_budget`: as many optimiser steps as
-  pretraining + fine-tuning);
+  normally ``full``) with a fair budget (:func:`medcl.evaluate.budget.scratch_budget`: as many
+  optimiser steps as pretraining + fine-tuning);
 - ``fixmatch``: FixMatch from scratch on the labelled subset and the unlabelled pool, same budget;
   both from-scratch arms fine-tune with ``efficiency.scratch_augment`` merged over
   ``augment.options`` (their augmentation chosen on validation, like every arm's recipe);
@@ -21,10 +22,13 @@ see :func:`medcl.data.split.apply_label_fraction`; val and test are fixed):
 - with ``efficiency.linear_probe``, ``simclr+linear`` (``dino+linear``, ``vicreg+linear``) and
   ``sscl+linear``: a logistic-regression probe on the frozen pretrained encoder.
 
+The experiment is a plan of jobs (:func:`plan_jobs`, one per arm, fraction and seed), each run by
+ensuring its pretraining (:class:`Pretrainings`), fitting it (:func:`run_job`) and recording it.
 Each run is evaluated on the test split with patient-bootstrap intervals, its predictions saved, and
 appended to ``results.json`` as soon as it finishes; re-running the command skips finished runs
-(pretraining runs resume from their checkpoints). At the end, :func:`paired_comparisons` adds
-paired SSCL − X differences over seeds × test patients. Layout::
+(pretraining runs resume from their checkpoints). At the end, :func:`paired_comparisons` adds the
+paired differences each arm's record asks for (``Arm.compare_with``) over seeds × test patients.
+Layout::
 
     OUT/splits/       label-fraction manifests
     OUT/pretrain/     simclr_s{seed}/ (dino_, vicreg_), sscl_f{F}_s{seed}/  (medcl pretrain runs)
@@ -36,10 +40,9 @@ paired SSCL − X differences over seeds × test patients. Layout::
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +53,11 @@ from medcl.data.dataset import manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.errors import ConfigError, MedclError
+from medcl.evaluate.arms import ARMS, Arm, Pretraining, resolve_arms
+from medcl.evaluate.budget import scratch_overrides
 from medcl.evaluate.card import model_card
 from medcl.evaluate.evaluation import evaluate_with_predictions
-from medcl.evaluate.finetune import epoch_samples, finetune, one_device_note
+from medcl.evaluate.finetune import finetune, one_device_note
 from medcl.evaluate.model import save_model
 from medcl.evaluate.report import write_report
 from medcl.io import atomic_path, write_json
@@ -81,72 +86,51 @@ def _run_key(method: str, frac: float, seed: int) -> str:
     return f"{method}_f{_frac_tag(frac)}_s{seed}"
 
 
-SSL_ONLY = ("simclr", "dino", "vicreg")
-"""Arms pretrained without labels (λ1 = 0) by the objective of that name, then fine-tuned."""
+@dataclass(frozen=True)
+class Job:
+    """One run of the experiment: an arm at a label fraction and seed."""
+
+    arm: Arm
+    fraction: float
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The run's name in ``results.json`` and under ``OUT/runs/``."""
+        return _run_key(self.arm.name, self.fraction, self.seed)
+
+
+def plan_jobs(cfg: Config) -> list[Job]:
+    """Every run of ``cfg.efficiency``, in the order they run: seeds, then fractions, then arms.
+
+    At label fraction 1.0 only the first ``efficiency.full_label_seeds`` seeds run (0 = all).
+    """
+    eff = cfg.efficiency
+    arms = resolve_arms(list(eff.methods), eff.linear_probe)
+    full_seeds = eff.seeds[: eff.full_label_seeds] if eff.full_label_seeds else eff.seeds
+    return [
+        Job(arm, float(frac), seed)
+        for seed in eff.seeds
+        for frac in eff.fractions
+        if frac < 1.0 or seed in full_seeds
+        for arm in arms
+    ]
 
 
 def _pretrain_cfg(
-    cfg: Config, manifest: Path, out: Path, seed: int, lambda_sup: float, objective: str = "simclr"
+    cfg: Config, manifest: Path, out: Path, seed: int, lambda_sup: float, spec: Pretraining
 ) -> Config:
     return derive(
         cfg,
         **{
             "data.manifest": str(manifest),
             "out": str(out),
-            "method.name": objective,
+            "method.name": spec.objective,
             "method.lambda_sup": lambda_sup,
             "trainer.seed": seed,
+            **spec.overrides,
         },
     )
-
-
-def planned_pretrain_steps(cfg: Config, n_train: int) -> int:
-    """Optimiser steps a pretraining on ``n_train`` training rows will take (one process)."""
-    per_epoch = max(1, n_train // cfg.data.batch_size)  # MixedBatchSampler, drop-last
-    steps = per_epoch * cfg.optim.epochs // cfg.trainer.accumulate_grad_batches
-    return min(steps, cfg.optim.max_steps) if cfg.optim.max_steps > 0 else steps
-
-
-def scratch_budget(cfg: Config, n_train: int, n_labelled: int) -> tuple[int, int]:
-    """Fine-tuning epochs and patience of an arm that starts from nothing.
-
-    A fair from-scratch arm gets at least as many optimiser steps as pretraining and fine-tuning
-    together: ``finetune.epochs`` plus the pretraining's steps in fine-tuning epochs
-    (:func:`medcl.evaluate.finetune.epoch_samples`). Patience grows in proportion, but at most to
-    twice ``finetune.patience``: a network trained from nothing improves on validation by fits and
-    starts, so it gets more patience than a pretrained one, yet a proportional patience (33
-    epochs in the demo) lets every run go to its last epoch. Measured on the demo's validation
-    split (supervised from scratch, 62 epochs): at 5 % labels the best epoch was the 32nd and
-    nothing better came in the 30 after it; at 100 % it kept improving to the end, with at most 9
-    epochs between improvements. Early stopping on validation then picks how much of the budget
-    is used.
-    """
-    ft = cfg.finetune
-    per_epoch = epoch_samples(ft, n_labelled) // ft.batch_size
-    extra = math.ceil(planned_pretrain_steps(cfg, n_train) / max(1, per_epoch))
-    epochs = ft.epochs + extra
-    grown = round(ft.patience * epochs / ft.epochs)
-    return epochs, max(ft.patience, min(2 * ft.patience, grown))
-
-
-def scratch_overrides(cfg: Config, subset: Manifest) -> dict[str, Any]:
-    """The config changes of an arm that starts from nothing, for :func:`derive`.
-
-    ``finetune.epochs`` and ``patience`` from :func:`scratch_budget` (with
-    ``efficiency.fair_budget``), and ``efficiency.scratch_augment`` as ``augment.options`` (which
-    ``derive`` merges over the current options).
-    """
-    fields: dict[str, Any] = {}
-    if cfg.efficiency.fair_budget:
-        df = subset.df
-        train = df["split"] == "train"
-        epochs, patience = scratch_budget(
-            cfg, int(train.sum()), int((train & (df["label"] != "")).sum())
-        )
-        fields.update({"finetune.epochs": epochs, "finetune.patience": patience})
-    if cfg.efficiency.scratch_augment:
-        fields["augment.options"] = dict(cfg.efficiency.scratch_augment)
-    return fields
 
 
 def one_device(cfg: Config, log: Callable[[str], None] = print) -> Config:
@@ -177,6 +161,114 @@ def one_device(cfg: Config, log: Callable[[str], None] = print) -> Config:
     )
 
 
+def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
+    """Every refusal of the experiment, before any run; returns the split manifest.
+
+    Refused: 3-D patch mode, unknown arms (``efficiency.methods``), a bad
+    ``efficiency.scratch_augment``, a manifest without splits or without labelled training rows.
+    """
+    if cfg.data.volume_mode == "patches":  # the arms fine-tune encoders end to end
+        raise ConfigError(
+            "data.volume_mode=patches: not supported by `medcl efficiency` (its supervised and "
+            "FixMatch arms train on whole volumes); use medcl pretrain + finetune (linear or knn)"
+        )
+    eff = cfg.efficiency
+    resolve_arms(list(eff.methods), eff.linear_probe)  # an unknown arm is refused here
+    base = read_manifest(manifest)
+    if (base.df["split"] == "").any():
+        raise MedclError(f"{manifest}: rows without a split; run `medcl split` first")
+    if eff.scratch_augment:  # a bad option name or value is refused before any run
+        preset = cfg.augment.preset
+        if preset == "auto":
+            preset = preset_for_modality(manifest_geometry(base)[1])
+        try:
+            make_options(preset, {**cfg.augment.options, **eff.scratch_augment})
+        except ConfigError as exc:
+            raise ConfigError(f"efficiency.scratch_augment: {exc}") from None
+    if not ((base.df["split"] == "train") & (base.df["label"] != "")).any():
+        raise MedclError(f"{manifest}: no labelled training rows")
+    return base
+
+
+@dataclass
+class Pretrainings:
+    """The experiment's pretraining runs, each run (or resumed, or found complete) once.
+
+    A label-free pretraining (``Pretraining.labelled`` false) depends on the seed only (on the
+    first seed's with ``efficiency.share_simclr``) and runs on the label-free pool
+    ``splits/unlabelled_s{seed}.csv``; a labelled one on the label subset of its fraction and seed.
+    With ``method.lambda_sup_start`` and a SimCLR arm in the experiment, SimCLR keeps a checkpoint
+    at the end of that λ1 = 0 prefix and SSCL starts from it.
+
+    Attributes:
+        cfg: The experiment's config.
+        base: The split manifest with every training label.
+        out: The experiment's folder.
+        log: Where the "pretraining ..." lines go.
+        progress: Show the pretrainings' progress bars.
+        counter: Gives the ``[k/n]`` prefix of a log line.
+    """
+
+    cfg: Config
+    base: Manifest
+    out: Path
+    log: Callable[[str], None]
+    progress: bool
+    counter: Callable[[], str]
+    _runs: dict[tuple[str, float, int], Path] = field(default_factory=dict)
+
+    @property
+    def prefix_epochs(self) -> int:
+        """Epochs of the shared λ1 = 0 prefix (0 = none shared)."""
+        epochs = round(self.cfg.method.lambda_sup_start * self.cfg.optim.epochs)
+        return epochs if "simclr" in self.cfg.efficiency.methods else 0
+
+    def ensure(self, spec: Pretraining, fraction: float, seed: int, subset: Path) -> Path:
+        """The run folder of ``spec`` at ``fraction`` and ``seed``, pretrained when needed.
+
+        Args:
+            spec: The pretraining.
+            fraction: The label fraction (ignored by a label-free pretraining).
+            seed: The seed.
+            subset: The label subset's manifest (for a labelled pretraining).
+        """
+        if not spec.labelled:
+            seed = self.cfg.efficiency.seeds[0] if self.cfg.efficiency.share_simclr else seed
+            fraction = 0.0
+        key = (spec.tag, fraction, seed)
+        if key in self._runs:
+            return self._runs[key]
+        if spec.labelled:
+            run = self.out / "pretrain" / f"{spec.tag}_f{_frac_tag(fraction)}_s{seed}"
+            manifest, lambda_sup = subset, self.cfg.method.lambda_sup
+        else:
+            run = self.out / "pretrain" / f"{spec.tag}_s{seed}"
+            manifest, lambda_sup = self.out / "splits" / f"unlabelled_s{seed}.csv", 0.0
+            write_manifest(apply_label_fraction(self.base, 0.0, seed), manifest)
+        warm = self._warm_start(spec, seed)
+        if not (run / "run.json").is_file():
+            where = f"fraction {_frac_tag(fraction)}, seed {seed}" if spec.labelled else ""
+            where = where or f"seed {seed}"
+            start = f", from SimCLR's epoch {self.prefix_epochs}" if warm else ""
+            self.log(f"{self.counter()} pretraining {spec.title} ({where}{start})")
+        shared = self.prefix_epochs if spec.tag == "simclr" else 0
+        pretrain(
+            _pretrain_cfg(self.cfg, manifest, run, seed, lambda_sup, spec),
+            progress=self.progress,
+            save_prefix=shared,
+            warm_start=warm,
+        )
+        self._runs[key] = run
+        return run
+
+    def _warm_start(self, spec: Pretraining, seed: int) -> Path | None:
+        """SSCL's λ1 = 0 prefix is the SimCLR run's beginning: its checkpoint, or ``None``."""
+        if spec.tag != "sscl" or self.prefix_epochs == 0:
+            return None
+        simclr = self.ensure(ARMS["simclr"].pretraining, 0.0, seed, Path())  # type: ignore[arg-type]
+        return prefix_checkpoint(simclr, self.prefix_epochs)
+
+
 def run_efficiency(
     cfg: Config,
     manifest: str | Path,
@@ -196,26 +288,8 @@ def run_efficiency(
     """
     cfg.trainer.check_hardware()  # before the manifest is read
     cfg = one_device(cfg, log)
-    if cfg.data.volume_mode == "patches":  # the arms fine-tune encoders end to end
-        raise ConfigError(
-            "data.volume_mode=patches: not supported by `medcl efficiency` (its supervised and "
-            "FixMatch arms train on whole volumes); use medcl pretrain + finetune (linear or knn)"
-        )
-    eff = cfg.efficiency
+    base = check_experiment(cfg, manifest)
     out = Path(out)
-    base = read_manifest(manifest)
-    if (base.df["split"] == "").any():
-        raise MedclError(f"{manifest}: rows without a split; run `medcl split` first")
-    if eff.scratch_augment:  # a bad option name or value is refused before any run
-        preset = cfg.augment.preset
-        if preset == "auto":
-            preset = preset_for_modality(manifest_geometry(base)[1])
-        try:
-            make_options(preset, {**cfg.augment.options, **eff.scratch_augment})
-        except ConfigError as exc:
-            raise ConfigError(f"efficiency.scratch_augment: {exc}") from None
-    if not ((base.df["split"] == "train") & (base.df["label"] != "")).any():
-        raise MedclError(f"{manifest}: no labelled training rows")
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     saved = out / "config.yaml"
@@ -228,118 +302,51 @@ def run_efficiency(
     if results_path.is_file():
         records = json.loads(results_path.read_text()).get("records", [])
     done = {r["run"] for r in records}
-
-    def _save() -> None:
-        write_json(
-            {"manifest": str(Path(manifest).resolve()), "metric": eff.metric, "records": records},
-            results_path,
+    jobs = plan_jobs(cfg)
+    header = {"manifest": str(Path(manifest).resolve()), "metric": cfg.efficiency.metric}
+    pre = Pretrainings(
+        cfg, base, out, log, progress, counter=lambda: f"[{len(records) + 1}/{len(jobs)}]"
+    )
+    for job in jobs:
+        subset_path = out / "splits" / f"f{_frac_tag(job.fraction)}_s{job.seed}.csv"
+        subset = apply_label_fraction(base, job.fraction, job.seed)
+        write_manifest(subset, subset_path)
+        if job.key in done:
+            continue
+        started = time.perf_counter()
+        spec = job.arm.pretraining
+        pre_dir = None if spec is None else pre.ensure(spec, job.fraction, job.seed, subset_path)
+        rec = run_job(cfg, subset, job, pre_dir, out / "runs" / job.key)
+        rec["seconds"] = time.perf_counter() - started
+        records.append(rec)
+        done.add(job.key)
+        write_json({**header, "records": records}, results_path)
+        log(
+            f"[{len(records)}/{len(jobs)}] {job.arm.name} @ {_frac_tag(job.fraction)} labels, "
+            f"seed {job.seed}: test {cfg.efficiency.metric} "
+            f"{rec['metrics'].get(cfg.efficiency.metric, float('nan')):.3f}"
         )
-
-    per_run = len(eff.methods) + eff.linear_probe * sum(
-        m in (*SSL_ONLY, "sscl") for m in eff.methods
-    )
-    full_seeds = min(len(eff.seeds), eff.full_label_seeds or len(eff.seeds))
-    n_total = per_run * sum(full_seeds if f >= 1.0 else len(eff.seeds) for f in eff.fractions)
-    prefix_epochs = round(cfg.method.lambda_sup_start * cfg.optim.epochs)
-    share_prefix = prefix_epochs > 0 and "simclr" in eff.methods
-    ssl_dirs: dict[tuple[str, int], Path] = {}
-
-    def simclr_run(seed: int, objective: str = "simclr") -> Path:
-        """The label-free pretraining of ``seed`` with ``objective`` (SimCLR, DINO or VICReg; one
-        for all seeds with ``share_simclr``)."""
-        s = eff.seeds[0] if eff.share_simclr else seed
-        if (objective, s) not in ssl_dirs:
-            pool_path = out / "splits" / f"unlabelled_s{s}.csv"
-            write_manifest(apply_label_fraction(base, 0.0, s), pool_path)
-            run = out / "pretrain" / f"{objective}_s{s}"
-            if not (run / "run.json").is_file():
-                title = {"simclr": "SimCLR", "dino": "DINO", "vicreg": "VICReg"}[objective]
-                log(f"[{len(records) + 1}/{n_total}] pretraining {title} (seed {s})")
-            share = share_prefix and objective == "simclr"
-            pretrain(
-                _pretrain_cfg(cfg, pool_path, run, s, 0.0, objective),
-                progress=progress,
-                save_prefix=prefix_epochs if share else 0,
-            )
-            ssl_dirs[objective, s] = run
-        return ssl_dirs[objective, s]
-
-    for seed in eff.seeds:
-        for frac in eff.fractions:
-            if (
-                frac >= 1.0
-                and eff.full_label_seeds
-                and seed not in eff.seeds[: eff.full_label_seeds]
-            ):
-                continue
-            split_path = out / "splits" / f"f{_frac_tag(frac)}_s{seed}.csv"
-            subset = apply_label_fraction(base, float(frac), seed)
-            write_manifest(subset, split_path)
-            jobs: list[tuple[str, str]] = []  # (record method, finetune mode)
-            for method in eff.methods:
-                fixmatch = method in ("fixmatch", "sscl+fixmatch")
-                jobs.append((method, "fixmatch" if fixmatch else cfg.finetune.mode))
-                if method in (*SSL_ONLY, "sscl") and eff.linear_probe:
-                    jobs.append((f"{method}+linear", "linear"))
-            for name, mode in jobs:
-                key = _run_key(name, frac, seed)
-                if key in done:
-                    continue
-                started = time.perf_counter()
-                method = name.split("+")[0]
-                pre_dir: Path | None = None
-                if method in SSL_ONLY:
-                    pre_dir = simclr_run(seed, method)
-                elif method == "sscl":
-                    pre_dir = out / "pretrain" / f"sscl_f{_frac_tag(frac)}_s{seed}"
-                    # SSCL's λ1 = 0 prefix is the SimCLR run's beginning: start from its checkpoint
-                    warm = (
-                        prefix_checkpoint(simclr_run(seed), prefix_epochs) if share_prefix else None
-                    )
-                    if not (pre_dir / "run.json").is_file():
-                        log(
-                            f"[{len(records) + 1}/{n_total}] pretraining SSCL "
-                            f"(fraction {_frac_tag(frac)}, seed {seed}"
-                            + (f", from SimCLR's epoch {prefix_epochs})" if warm else ")")
-                        )
-                    pretrain(
-                        _pretrain_cfg(cfg, split_path, pre_dir, seed, cfg.method.lambda_sup),
-                        progress=progress,
-                        warm_start=warm,
-                    )
-                rec = _one_run(cfg, subset, name, mode, frac, seed, pre_dir, out / "runs" / key)
-                rec["seconds"] = time.perf_counter() - started
-                records.append(rec)
-                done.add(key)
-                _save()
-                log(
-                    f"[{len(records)}/{n_total}] {name} @ {_frac_tag(frac)} labels, seed {seed}: "
-                    f"test {eff.metric} {rec['metrics'].get(eff.metric, float('nan')):.3f}"
-                )
+    eff = cfg.efficiency
     paired = paired_comparisons(records, eff.metric, list(base.classes), eff.n_boot)
-    write_json(
-        {
-            "manifest": str(Path(manifest).resolve()),
-            "metric": eff.metric,
-            "records": records,
-            "paired": paired,
-        },
-        results_path,
-    )
+    write_json({**header, "records": records, "paired": paired}, results_path)
     report, png = write_report(records, eff.metric, out, paired=paired)
     return EfficiencyResult(out, results_path, report, png, records, paired)
 
 
-def _one_run(
-    cfg: Config,
-    subset: Manifest,
-    name: str,
-    mode: str,
-    frac: float,
-    seed: int,
-    pre_dir: Path | None,
-    run_dir: Path,
+def run_job(
+    cfg: Config, subset: Manifest, job: Job, pre_dir: Path | None, run_dir: Path
 ) -> dict[str, Any]:
+    """Fit ``job``'s arm on ``subset``, test it, save its model and predictions; its record.
+
+    Args:
+        cfg: The experiment's config.
+        subset: The label subset of the job's fraction and seed.
+        job: The job.
+        pre_dir: Its pretraining run (``None`` for an arm from scratch).
+        run_dir: Where the model, metrics and predictions go.
+    """
+    frac, seed = job.fraction, job.seed
+    mode = job.arm.finetune_mode(cfg.finetune.mode)
     fields: dict[str, Any] = {"finetune.mode": mode, "trainer.seed": seed}
     pre_steps = 0
     if pre_dir is not None:
@@ -353,7 +360,7 @@ def _one_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "predictions.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **preds)  # a half-written file is never read
-    res.model.meta["name"] = f"{name} (label fraction {_frac_tag(frac)}, seed {seed})"
+    res.model.meta["name"] = f"{job.arm.name} (label fraction {_frac_tag(frac)}, seed {seed})"
     res.model.meta["test_metrics"] = {
         k: metrics.get(k)
         for k in ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece", "intervals")
@@ -362,8 +369,8 @@ def _one_run(
     save_model(run_dir / "model", res.model, card=model_card(res.model.meta, metrics))
     write_json(metrics, run_dir / "metrics.json")
     return {
-        "run": _run_key(name, frac, seed),
-        "method": name,
+        "run": job.key,
+        "method": job.arm.name,
         "label_fraction": float(frac),
         "seed": seed,
         "finetune": mode,
@@ -379,22 +386,13 @@ def _one_run(
     }
 
 
-COMPARISONS = {
-    "sscl": ("supervised", "fixmatch", "simclr", "dino", "vicreg"),
-    "sscl+linear": ("simclr+linear", "dino+linear", "vicreg+linear"),
-    "sscl+fixmatch": ("supervised", "fixmatch", "simclr", "sscl"),
-}
-"""Which arms each SSCL arm is compared with: like with like (fine-tuned with fine-tuned, probe
-with probe)."""
-
-
 def paired_comparisons(
     records: list[dict[str, Any]], metric: str, classes: list[str], n_boot: int
 ) -> list[dict[str, Any]]:
     """Paired differences ``A − B`` on the seeds both ran, per label fraction.
 
-    A is each SSCL arm and B each arm of :data:`COMPARISONS` present at that fraction; the
-    interval is the seeds × test-patient bootstrap of
+    A is every arm with rivals (``Arm.compare_with``, in the table's order) and B each of them
+    present at that fraction; the interval is the seeds × test-patient bootstrap of
     :func:`medcl.evaluate.paired.paired_difference`. Runs without saved predictions are skipped.
     """
     from medcl.evaluate.paired import paired_difference
@@ -405,13 +403,14 @@ def paired_comparisons(
         if path and Path(path).is_file():
             with np.load(path) as z:
                 runs[(r["method"], float(r["label_fraction"]), int(r["seed"]))] = dict(z)
+    rivals = {a.name: a.compare_with for a in resolve_arms(list(ARMS), True) if a.compare_with}
     out: list[dict[str, Any]] = []
     for frac in sorted({k[1] for k in runs}):
         methods = sorted({k[0] for k in runs if k[1] == frac})
-        for a, rivals in COMPARISONS.items():
+        for a, against in rivals.items():
             if a not in methods:
                 continue
-            for b in (m for m in rivals if m in methods):
+            for b in (m for m in against if m in methods):
                 seeds = sorted(
                     {k[2] for k in runs if k[:2] == (a, frac)}
                     & {k[2] for k in runs if k[:2] == (b, frac)}

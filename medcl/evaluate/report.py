@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from medcl.evaluate.arms import arm_of, report_order, title
 from medcl.io import atomic_path, write_text
 
 # two-sided 97.5 % quantiles of Student's t for n-1 = 1..10 degrees of freedom
@@ -52,16 +53,6 @@ def _pct(f: float) -> str:
     return f"{100 * f:g} %"
 
 
-NAMES = {
-    "supervised": "supervised",
-    "fixmatch": "FixMatch",
-    "simclr": "SimCLR",
-    "sscl": "SSCL",
-    "sscl+fixmatch": "SSCL+FixMatch",
-}
-"""Display names of the fine-tuned arms in the headline."""
-
-
 def headline(
     records: list[dict[str, Any]],
     paired: list[dict[str, Any]],
@@ -76,10 +67,11 @@ def headline(
     summary = summarise(records, metric)
     parts = []
     seeds = 0
-    for m, name in NAMES.items():
-        s = summary.get(m, {}).get(float(fraction))
-        if s:
-            parts.append(f"{name} {s['mean']:.2f}")
+    for m in report_order(set(summary)):
+        s = summary[m].get(float(fraction))
+        arm = arm_of(m)
+        if s and (arm is None or arm.headline):
+            parts.append(f"{title(m)} {s['mean']:.2f}")
             seeds = max(seeds, s["n"])
     text = (
         f"{metric.replace('_', ' ')} at {_pct(fraction)} labels "
@@ -109,16 +101,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(records, metric)
     fracs = sorted({f for m in summary.values() for f in m})
-    known = (
-        "supervised",
-        "fixmatch",
-        "simclr",
-        "simclr+linear",
-        "sscl",
-        "sscl+linear",
-        "sscl+fixmatch",
-    )
-    order = [m for m in known if m in summary] + sorted(m for m in summary if m not in known)
+    order = report_order(set(summary))
     lines = [
         f"# {title}",
         "",

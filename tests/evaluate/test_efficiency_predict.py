@@ -176,7 +176,7 @@ def test_scratch_budget_matches_pretraining_plus_fine_tuning_steps():
     """1000 training rows, batch 64, 20 epochs: 15 × 20 = 300 pretraining steps; fine-tuning
     epochs of 8 steps: 30 + ceil(300 / 8) = 68 epochs (544 ≥ 300 + 240 steps); patience grows
     with the budget (8 × 68/30 = 18.1) but at most to twice fine-tuning's (16)."""
-    from medcl.evaluate.efficiency import planned_pretrain_steps, scratch_budget
+    from medcl.evaluate.budget import planned_pretrain_steps, scratch_budget
 
     cfg = load_config(
         None,

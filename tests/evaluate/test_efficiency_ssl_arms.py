@@ -73,6 +73,9 @@ def test_dino_and_vicreg_arms_pretrain_label_free_with_their_objective(tmp_path:
     assert len(pre) == 2  # one pretraining per objective, shared by fine-tuning and probe
 
 
-def test_an_unknown_efficiency_method_names_the_choices() -> None:
+def test_an_unknown_efficiency_method_names_the_choices(tmp_path: Path) -> None:
+    manifest = make_manifest(tmp_path / "data", n_patients=8, labelled_patients=4)
+    cfg = load_config(None, ["efficiency.methods=[swav]"])
     with pytest.raises(ConfigError, match="^efficiency.methods: choose from .*dino, vicreg"):
-        load_config(None, ["efficiency.methods=[swav]"])
+        eff.run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
