@@ -10,7 +10,10 @@ Image-level splits put slices of one patient on both sides and inflate accuracy 
 3. ``label_fraction`` F keeps labels on a stratified, patient-level subset of the training patients
    holding about F of the labelled training images (at least one patient per class when F > 0) and
    blanks the other training labels: those images join the unlabelled pretraining pool. Validation
-   and test keep every label, so the pool never contains a val/test patient.
+   and test keep every label, so the pool never contains a val/test patient. Alternatively,
+   ``labels_per_class`` K keeps K labelled images of each class, from K different patients where
+   the class has that many (:func:`apply_labels_per_class`): the number of images a clinician has
+   to label, which a fraction hides.
 
 The result is a deterministic function of the data and ``seed`` only, never of the project secret:
 before the seeded splitter, patients are ordered by a secret-free *content key* (the SHA-256 of
@@ -177,6 +180,51 @@ def apply_label_fraction(m: Manifest, fraction: float, seed: int = 0) -> Manifes
     df.loc[blank, "label"] = ""
     extra = dict(m.extra)
     extra["label_fraction"] = fraction
+    return Manifest(df, list(m.classes), extra)
+
+
+def apply_labels_per_class(m: Manifest, k: int, seed: int = 0) -> Manifest:
+    """Keep labels on ``k`` training images of each class, blank the other training labels.
+
+    For each class, its labelled training patients are taken in a seeded random order (of the
+    secret-free :func:`patient_order`) and one image of each is kept in turn, so the ``k`` images
+    come from ``k`` different patients when the class has that many; otherwise further rounds take
+    a second image of each patient, and so on. A class with fewer than ``k`` labelled training
+    images keeps them all. Val/test rows are untouched.
+
+    Args:
+        m: A split manifest.
+        k: Labelled images per class (≥ 1).
+        seed: Random seed.
+
+    Raises:
+        MedclError: If ``k < 1``.
+    """
+    if k < 1:
+        raise MedclError(f"labels per class must be at least 1, got {k}")
+    df = m.df.copy()
+    train_lab = df[(df["split"] == "train") & (df["label"] != "")]
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for cls in sorted(train_lab["label"].unique()):
+        rows = train_lab[train_lab["label"] == cls]
+        patients = patient_order(rows)
+        queues = []
+        for p in rng.permutation(np.asarray(patients, dtype=object)):
+            mine = rows[rows["patient_key"] == p].sort_values(["sha256", "image_id"])
+            queues.append(list(mine.index[rng.permutation(len(mine))]))
+        taken: list[int] = []
+        while len(taken) < k and any(queues):
+            for q in queues:
+                if q and len(taken) < k:
+                    taken.append(q.pop(0))
+        keep += taken
+    blank = (df["split"] == "train") & (df["label"] != "") & ~df.index.isin(keep)
+    df.loc[blank, "label"] = ""
+    extra = dict(m.extra)
+    extra["labels_per_class"] = int(k)
+    n_all = len(train_lab)
+    extra["label_fraction"] = len(keep) / n_all if n_all else 0.0
     return Manifest(df, list(m.classes), extra)
 
 

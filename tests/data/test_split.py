@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from medcl.data.manifest import Manifest, new_frame, validate
-from medcl.data.split import apply_label_fraction, assign_splits, split_manifest
+from medcl.data.split import (
+    apply_label_fraction,
+    apply_labels_per_class,
+    assign_splits,
+    split_manifest,
+)
 from medcl.errors import MedclError
 
 CLASSES = ["normal", "single", "multiple"]
@@ -184,3 +189,58 @@ def test_two_fresh_secrets_give_the_same_split_of_a_real_ingest(tmp_path):
     a, b = splits
     assert set(a.df["patient_key"]).isdisjoint(set(b.df["patient_key"]))  # the secrets differ
     assert _by_image(a) == _by_image(b)
+
+
+def _train_labels(m: Manifest) -> dict[str, str]:
+    rows = m.df[(m.df["split"] == "train") & (m.df["label"] != "")]
+    return dict(zip(rows["image_id"], rows["label"], strict=True))
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_labels_per_class_keeps_k_images_of_each_class_from_k_patients(k):
+    m = assign_splits(cohort(120, seed=2), val=0.2, test=0.2, seed=0)
+    out = apply_labels_per_class(m, k, seed=4)
+    kept = out.df[(out.df["split"] == "train") & (out.df["label"] != "")]
+    for cls in CLASSES:
+        mine = kept[kept["label"] == cls]
+        assert len(mine) == k  # every class has more than k patients here
+        assert mine["patient_key"].nunique() == k  # one image per patient
+    # labels are kept, never changed; val and test untouched
+    before = m.df.set_index("image_id")["label"]
+    assert (kept.set_index("image_id")["label"] == before.loc[kept["image_id"]]).all()
+    held = m.df["split"] != "train"
+    assert out.df.loc[held, "label"].tolist() == m.df.loc[held, "label"].tolist()
+    assert out.extra["labels_per_class"] == k
+    n_train_lab = int(((m.df["split"] == "train") & (m.df["label"] != "")).sum())
+    assert out.extra["label_fraction"] == pytest.approx(3 * k / n_train_lab)
+
+
+def test_labels_per_class_takes_more_images_of_a_patient_only_when_it_must():
+    m = assign_splits(cohort(120, seed=2), val=0.2, test=0.2, seed=0)
+    train = m.df[m.df["split"] == "train"]
+    rare = train[train["label"] == "multiple"]
+    n_pat, n_img = rare["patient_key"].nunique(), len(rare)
+    k = n_pat + 2  # more than the class has patients, fewer than it has images
+    assert k <= n_img
+    kept = apply_labels_per_class(m, k, seed=0).df
+    mine = kept[(kept["split"] == "train") & (kept["label"] == "multiple")]
+    assert len(mine) == k and mine["patient_key"].nunique() == n_pat
+    everything = apply_labels_per_class(m, n_img + 10, seed=0).df
+    all_rare = everything[(everything["split"] == "train") & (everything["label"] == "multiple")]
+    assert len(all_rare) == n_img  # a class with fewer than k labelled images keeps them all
+
+
+def test_labels_per_class_is_seeded_and_independent_of_row_order_and_keys():
+    m = assign_splits(cohort(120, seed=2), val=0.2, test=0.2, seed=0)
+    a = _train_labels(apply_labels_per_class(m, 3, seed=7))
+    shuffled = Manifest(m.df.sample(frac=1.0, random_state=1).reset_index(drop=True), CLASSES)
+    assert _train_labels(apply_labels_per_class(shuffled, 3, seed=7)) == a
+    renamed = m.df.copy()  # another project secret: other pseudonyms, same images
+    renamed["patient_key"] = "x" + renamed["patient_key"].str[::-1]
+    assert _train_labels(apply_labels_per_class(Manifest(renamed, CLASSES), 3, seed=7)) == a
+    assert _train_labels(apply_labels_per_class(m, 3, seed=8)) != a
+
+
+def test_labels_per_class_below_one_is_refused():
+    with pytest.raises(MedclError, match="at least 1"):
+        apply_labels_per_class(cohort(10), 0)
