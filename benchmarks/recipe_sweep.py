@@ -39,7 +39,7 @@ from medcl.config import derive, load_config
 from medcl.data.manifest import read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.demo import FULL, build_demo_data
-from medcl.evaluate.budget import scratch_overrides
+from medcl.evaluate.budget import stage_overrides
 from medcl.evaluate.finetune import finetune
 from medcl.train.pretrain import pretrain
 
@@ -149,7 +149,9 @@ def run_setting(
             sub = read_manifest(sub_path)
             if arm == "supervised":
                 cfg = load_config(None, [*base, "finetune.mode=full", "out=unused"])
-                cfg = derive(cfg, **scratch_overrides(cfg, sub))  # budget, own augmentation
+                cfg = derive(
+                    cfg, **stage_overrides(cfg, sub, from_scratch=True)
+                )  # budget, own augmentation
                 res = finetune(cfg, sub, pretrained=None)
                 scores.setdefault("finetune", []).append(res.val_balanced_accuracy)
                 steps = max(steps, int(res.details.get("steps", 0)))

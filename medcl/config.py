@@ -180,8 +180,7 @@ class MethodConfig:
         lambda_sup: λ1, weight of the supervised contrastive term (0 = plain SSL).
         lambda_ssl: λ2, weight of the self-supervised term.
         lambda_sup_start: Share of the pretraining (rounded to whole epochs) with λ1 = 0:
-            self-supervision alone first. The label-efficiency experiment then shares that prefix
-            with its SimCLR run.
+            self-supervision alone first.
         lambda_sup_warmup: Share of the pretraining steps over which λ1 then ramps linearly from 0
             (0 = full λ1 at once).
         temperature: τ of the softmax over similarities.
@@ -577,6 +576,9 @@ class EfficiencyConfig:
 
     Attributes:
         fractions: Label fractions of the training images (patient-level subsets).
+        labels_per_class: Label budgets as labelled images per class (e.g. ``[2, 5, 20]``; one
+            image per patient while a class has patients left), run besides ``fractions``
+            (set ``fractions: []`` for per-class budgets only).
         seeds: Seeds of the label subsets, pretraining and fine-tuning.
         methods: ``supervised`` (from scratch), ``fixmatch`` (FixMatch from scratch on the
             labelled subset + the unlabelled pool), ``simclr`` (SSL only, λ1 = 0), ``dino`` and
@@ -592,9 +594,10 @@ class EfficiencyConfig:
         full_label_seeds: Seeds run at label fraction 1.0 (the first ones of ``seeds``; 0 = all):
             with every label, methods differ less between seeds, so the budget goes to the few-label
             fractions.
-        fair_budget: Arms that start from nothing (``supervised``) get as many optimiser steps
-            as pretraining + fine-tuning together (see
-            :func:`medcl.evaluate.budget.scratch_budget`), early-stopped on validation.
+        fair_budget: Every arm's fitting stage gets the same cap: ``finetune.epochs`` plus the
+            pretraining's steps, early-stopped on validation, so that an arm from scratch gets as
+            many optimiser steps as pretraining + fine-tuning together (see
+            :func:`medcl.evaluate.budget.stage_budget`); off: ``finetune.epochs`` for all.
         scratch_augment: Augmentation option overrides (as ``augment.options``, merged over it)
             for the arms that start from nothing (``supervised``, ``fixmatch``): a network that
             learns every invariance from a few labelled images may need stronger augmentation than
@@ -603,6 +606,7 @@ class EfficiencyConfig:
     """
 
     fractions: list = field(default_factory=lambda: [0.01, 0.05, 0.1, 1.0])
+    labels_per_class: list = field(default_factory=list)
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     methods: list = field(default_factory=lambda: ["supervised", "simclr", "sscl"])
     linear_probe: bool = True
@@ -616,11 +620,19 @@ class EfficiencyConfig:
     scratch_augment: dict = field(default_factory=dict)
 
     def check(self, where: str) -> None:
-        if not self.fractions or not all(
-            isinstance(f, int | float) and 0 < f <= 1 for f in self.fractions
+        if not all(isinstance(f, int | float) and 0 < f <= 1 for f in self.fractions):
+            raise ConfigError(
+                f"{where}.fractions: a list of numbers in (0, 1], got {self.fractions}"
+            )
+        if not all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.labels_per_class
         ):
             raise ConfigError(
-                f"{where}.fractions: a non-empty list of numbers in (0, 1], got {self.fractions}"
+                f"{where}.labels_per_class: a list of integers ≥ 1, got {self.labels_per_class}"
+            )
+        if not self.fractions and not self.labels_per_class:
+            raise ConfigError(
+                f"{where}.fractions, {where}.labels_per_class: give at least one label budget"
             )
         if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
             raise ConfigError(f"{where}.seeds: a non-empty list of integers, got {self.seeds}")

@@ -100,10 +100,10 @@ ARMS: dict[str, Arm] = {
     a.name: a
     for a in (
         Arm("supervised", "supervised"),
-        Arm("fixmatch", "FixMatch", finetune="fixmatch"),
-        Arm("simclr", "SimCLR", SIMCLR, probe=True),
-        Arm("dino", "DINO", DINO, probe=True),
-        Arm("vicreg", "VICReg", VICREG, probe=True),
+        Arm("fixmatch", "FixMatch", finetune="fixmatch", compare_with=("supervised",)),
+        Arm("simclr", "SimCLR", SIMCLR, probe=True, compare_with=("supervised",)),
+        Arm("dino", "DINO", DINO, probe=True, compare_with=("supervised",)),
+        Arm("vicreg", "VICReg", VICREG, probe=True, compare_with=("supervised",)),
         Arm(
             "sscl",
             "SSCL",

@@ -1,9 +1,14 @@
-"""The budget of an arm that starts from nothing: as many optimiser steps as pretraining plus
-fine-tuning (:func:`scratch_budget`), and its config changes (:func:`scratch_overrides`).
+"""The compute budget of an arm's fitting stage (:func:`stage_budget`, :func:`stage_overrides`).
 
-A from-scratch arm of the label-efficiency experiment (:mod:`medcl.evaluate.efficiency`) is fair
-only with the compute the pretrained arms spend; early stopping on validation then picks how much
-of it is used.
+The rule of the label-efficiency experiment (:mod:`medcl.evaluate.efficiency`): every arm's
+fitting stage (full fine-tuning or FixMatch, from scratch or from a pretrained encoder) runs at
+most the same number of epochs, ``finetune.epochs`` plus the pretraining's optimiser steps counted
+in fine-tuning epochs, and stops early when the validation score has not improved for the
+patience. An arm that starts from nothing thereby gets at least the optimiser steps of
+pretraining and fine-tuning together, and a pretrained arm's stage is as long as it needs on
+validation, up to the same cap: a pretrained start followed by a few hundred steps is not
+comparable with a from-scratch arm of a few thousand (SelfMatch and SimCLRv2 fine-tune to
+convergence). Arms from scratch also get their own augmentation (``efficiency.scratch_augment``).
 """
 
 from __future__ import annotations
@@ -23,11 +28,10 @@ def planned_pretrain_steps(cfg: Config, n_train: int) -> int:
     return min(steps, cfg.optim.max_steps) if cfg.optim.max_steps > 0 else steps
 
 
-def scratch_budget(cfg: Config, n_train: int, n_labelled: int) -> tuple[int, int]:
-    """Fine-tuning epochs and patience of an arm that starts from nothing.
+def stage_budget(cfg: Config, n_train: int, n_labelled: int) -> tuple[int, int]:
+    """The epoch cap and patience of every arm's fitting stage.
 
-    A fair from-scratch arm gets at least as many optimiser steps as pretraining and fine-tuning
-    together: ``finetune.epochs`` plus the pretraining's steps in fine-tuning epochs
+    ``finetune.epochs`` plus the pretraining's steps in fine-tuning epochs
     (:func:`medcl.evaluate.finetune.epoch_samples`). Patience grows in proportion, but at most to
     twice ``finetune.patience``: a network trained from nothing improves on validation by fits and
     starts, so it gets more patience than a pretrained one, yet a proportional patience (33
@@ -45,21 +49,50 @@ def scratch_budget(cfg: Config, n_train: int, n_labelled: int) -> tuple[int, int
     return epochs, max(ft.patience, min(2 * ft.patience, grown))
 
 
-def scratch_overrides(cfg: Config, subset: Manifest) -> dict[str, Any]:
-    """The config changes of an arm that starts from nothing, for :func:`derive`.
+def stage_overrides(cfg: Config, subset: Manifest, from_scratch: bool) -> dict[str, Any]:
+    """The config changes of an arm's fitting stage, for :func:`derive`.
 
-    ``finetune.epochs`` and ``patience`` from :func:`scratch_budget` (with
-    ``efficiency.fair_budget``), and ``efficiency.scratch_augment`` as ``augment.options`` (which
-    ``derive`` merges over the current options).
+    ``finetune.epochs`` and ``patience`` from :func:`stage_budget` (with
+    ``efficiency.fair_budget``), and for an arm from scratch ``efficiency.scratch_augment`` as
+    ``augment.options`` (which ``derive`` merges over the current options).
+
+    Args:
+        cfg: The experiment's config.
+        subset: The run's label subset (its labelled training images size an epoch).
+        from_scratch: Whether the arm starts from nothing.
     """
     fields: dict[str, Any] = {}
     if cfg.efficiency.fair_budget:
         df = subset.df
         train = df["split"] == "train"
-        epochs, patience = scratch_budget(
+        epochs, patience = stage_budget(
             cfg, int(train.sum()), int((train & (df["label"] != "")).sum())
         )
         fields.update({"finetune.epochs": epochs, "finetune.patience": patience})
-    if cfg.efficiency.scratch_augment:
+    if from_scratch and cfg.efficiency.scratch_augment:
         fields["augment.options"] = dict(cfg.efficiency.scratch_augment)
     return fields
+
+
+def budget_rule(cfg: Config, subset: Manifest) -> str:
+    """The budget rule in one sentence, with the numbers of ``subset``'s experiment."""
+    if not cfg.efficiency.fair_budget:
+        return (
+            f"Budget rule: every fitting stage runs at most finetune.epochs = "
+            f"{cfg.finetune.epochs} epochs, early-stopped on validation (patience "
+            f"{cfg.finetune.patience}); efficiency.fair_budget is off."
+        )
+    df = subset.df
+    train = df["split"] == "train"
+    n_lab = int((train & (df["label"] != "")).sum())
+    epochs, patience = stage_budget(cfg, int(train.sum()), n_lab)
+    per_epoch = epoch_samples(cfg.finetune, n_lab) // cfg.finetune.batch_size
+    return (
+        f"Budget rule: every arm's fitting stage (fine-tuning or FixMatch, from scratch or "
+        f"pretrained) runs at most {epochs} epochs of {per_epoch} optimiser steps "
+        f"(finetune.epochs = {cfg.finetune.epochs} plus the "
+        f"{planned_pretrain_steps(cfg, int(train.sum()))} pretraining steps), stopping when the "
+        f"validation score has not improved for {patience} epochs: an arm from scratch gets as "
+        f"many steps as pretraining and fine-tuning together, a pretrained one as many as it "
+        f"needs on validation, up to the same cap."
+    )

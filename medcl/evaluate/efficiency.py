@@ -1,39 +1,45 @@
-"""The label-efficiency experiment: does SSCL pretraining beat training from scratch on few labels?
+"""The label-efficiency experiment: which way of using few labels and many unlabelled images wins?
 
-For every seed and label fraction F (a patient-level subset of the training images keeps its labels,
-see :func:`medcl.data.split.apply_label_fraction`; val and test are fixed), every arm of
-``efficiency.methods`` (the table :data:`medcl.evaluate.arms.ARMS`):
+For every label budget (a fraction of the labelled training images, ``efficiency.fractions``, or a
+number of labelled images per class, ``efficiency.labels_per_class``; a patient-level subset of the
+training images keeps its labels, see :mod:`medcl.evaluate.label_budget`; val and test are fixed)
+and seed, every arm of ``efficiency.methods`` (the table :data:`medcl.evaluate.arms.ARMS`) runs:
 
 - ``supervised``: the encoder trained from scratch on the labelled subset (``finetune.mode``,
-  normally ``full``) with a fair budget (:func:`medcl.evaluate.budget.scratch_budget`: as many
-  optimiser steps as pretraining + fine-tuning);
-- ``fixmatch``: FixMatch from scratch on the labelled subset and the unlabelled pool, same budget;
-  both from-scratch arms fine-tune with ``efficiency.scratch_augment`` merged over
-  ``augment.options`` (their augmentation chosen on validation, like every arm's recipe);
+  normally ``full``);
+- ``fixmatch``: FixMatch from scratch on the labelled subset and the unlabelled pool; both
+  from-scratch arms fine-tune with ``efficiency.scratch_augment`` merged over ``augment.options``
+  (their augmentation chosen on validation, like every arm's recipe);
 - ``simclr``: NT-Xent pretraining on all training images with no labels (λ1 = 0), then fine-tuned
-  on the subset. Its pretraining does not depend on F, so it runs once per seed and is shared
+  on the subset. Its pretraining does not depend on the budget, so it runs once per seed
   (once for all seeds with ``efficiency.share_simclr``);
 - ``dino``, ``vicreg``: the same, with DINO or VICReg as the label-free pretraining objective
   (:mod:`medcl.train.objectives`);
-- ``sscl``: ``λ1·SupCon(labelled subset) + λ2·NT-Xent(all)`` pretraining (depends on F), then
-  fine-tuned on the subset. With ``method.lambda_sup_start`` its λ1 = 0 beginning is the SimCLR
-  run's, and it starts from that run's checkpoint;
+- ``sscl``: ``λ1·SupCon(labelled subset) + λ2·NT-Xent(all)`` pretraining (depends on the
+  budget), then fine-tuned on the subset;
 - ``sscl+fixmatch``: the SSCL pretraining, then FixMatch fine-tuning;
 - with ``efficiency.linear_probe``, ``simclr+linear`` (``dino+linear``, ``vicreg+linear``) and
   ``sscl+linear``: a logistic-regression probe on the frozen pretrained encoder.
 
-The experiment is a plan of jobs (:func:`plan_jobs`, one per arm, fraction and seed), each run by
+Every fitting stage has the same budget rule (:mod:`medcl.evaluate.budget`): at most the
+from-scratch cap of epochs, early-stopped on validation. An arm's runs depend on its own config
+and seed only, never on which other arms run: arms share a pretraining only where it is the same
+run (SSCL's for ``sscl`` and ``sscl+fixmatch``).
+
+The experiment is a plan of jobs (:func:`plan_jobs`, one per arm, budget and seed), each run by
 ensuring its pretraining (:class:`Pretrainings`), fitting it (:func:`run_job`) and recording it.
 Each run is evaluated on the test split with patient-bootstrap intervals, its predictions saved, and
 appended to ``results.json`` as soon as it finishes; re-running the command skips finished runs
-(pretraining runs resume from their checkpoints). At the end, :func:`paired_comparisons` adds the
-paired differences each arm's record asks for (``Arm.compare_with``) over seeds × test patients.
-Layout::
+(pretraining runs resume from their checkpoints), and adding arms, seeds or budgets to a finished
+experiment runs only what is new. At the end medcl's pick (:mod:`medcl.evaluate.pick`) is chosen
+on validation for every budget and seed, and :func:`paired_comparisons` adds the paired
+differences each arm asks for (``Arm.compare_with``) and the pick's against supervised, over seeds
+× test patients. Layout::
 
-    OUT/splits/       label-fraction manifests
-    OUT/pretrain/     simclr_s{seed}/ (dino_, vicreg_), sscl_f{F}_s{seed}/  (medcl pretrain runs)
-    OUT/runs/         {method}_f{F}_s{seed}/model/, metrics.json, predictions.npz
-    OUT/results.json  one record per run, and the paired differences
+    OUT/splits/       label-subset manifests (f0.05_s0.csv, k2_s0.csv, unlabelled_s0.csv)
+    OUT/pretrain/     simclr_s{seed}/ (dino_, vicreg_), sscl_{budget}_s{seed}/ (pretraining runs)
+    OUT/runs/         {method}_{budget}_s{seed}/model/, metrics.json, predictions.npz
+    OUT/results.json  one record per run, the picks and the paired differences
     OUT/report.md, OUT/efficiency.png
 """
 
@@ -48,27 +54,29 @@ from typing import Any
 
 import numpy as np
 
-from medcl.config import Config, check_resume, derive, save_config
+from medcl.config import Config, check_resume, derive, load_config, save_config
 from medcl.data.dataset import manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.arms import ARMS, Arm, Pretraining, resolve_arms
-from medcl.evaluate.budget import scratch_overrides
+from medcl.evaluate.budget import budget_rule, stage_overrides
 from medcl.evaluate.card import model_card
 from medcl.evaluate.evaluation import evaluate_with_predictions
 from medcl.evaluate.finetune import finetune, one_device_note
+from medcl.evaluate.label_budget import LabelBudget, budgets
 from medcl.evaluate.model import save_model
-from medcl.evaluate.report import write_report
+from medcl.evaluate.pick import choose_picks
+from medcl.evaluate.report import PICK, write_report
 from medcl.io import atomic_path, write_json
-from medcl.train.pretrain import prefix_checkpoint, pretrain
+from medcl.train.pretrain import pretrain
 from medcl.transforms.options import make_options
 from medcl.transforms.presets import preset_for_modality
 
 
 @dataclass
 class EfficiencyResult:
-    """Where the experiment wrote its outputs, and its records."""
+    """Where the experiment wrote its outputs, its records, picks and paired differences."""
 
     out_dir: Path
     results: Path
@@ -76,43 +84,38 @@ class EfficiencyResult:
     plot: Path
     records: list[dict[str, Any]]
     paired: list[dict[str, Any]]
-
-
-def _frac_tag(f: float) -> str:
-    return f"{f:g}"
-
-
-def _run_key(method: str, frac: float, seed: int) -> str:
-    return f"{method}_f{_frac_tag(frac)}_s{seed}"
+    picks: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One run of the experiment: an arm at a label fraction and seed."""
+    """One run of the experiment: an arm at a label budget and seed."""
 
     arm: Arm
-    fraction: float
+    budget: LabelBudget
     seed: int
 
     @property
     def key(self) -> str:
-        """The run's name in ``results.json`` and under ``OUT/runs/``."""
-        return _run_key(self.arm.name, self.fraction, self.seed)
+        """The run's name in ``results.json`` and under ``OUT/runs/`` (``sscl_f0.05_s0``)."""
+        return f"{self.arm.name}_{self.budget.tag}_s{self.seed}"
 
 
 def plan_jobs(cfg: Config) -> list[Job]:
-    """Every run of ``cfg.efficiency``, in the order they run: seeds, then fractions, then arms.
+    """Every run of ``cfg.efficiency``, in the order they run: seeds, then label budgets (per
+    class, then fractions), then arms.
 
-    At label fraction 1.0 only the first ``efficiency.full_label_seeds`` seeds run (0 = all).
+    With every label (fraction 1.0) only the first ``efficiency.full_label_seeds`` seeds run
+    (0 = all).
     """
     eff = cfg.efficiency
     arms = resolve_arms(list(eff.methods), eff.linear_probe)
     full_seeds = eff.seeds[: eff.full_label_seeds] if eff.full_label_seeds else eff.seeds
     return [
-        Job(arm, float(frac), seed)
+        Job(arm, budget, seed)
         for seed in eff.seeds
-        for frac in eff.fractions
-        if frac < 1.0 or seed in full_seeds
+        for budget in budgets(list(eff.fractions), list(eff.labels_per_class))
+        if not budget.full or seed in full_seeds
         for arm in arms
     ]
 
@@ -190,15 +193,53 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
     return base
 
 
+PLAN_FIELDS = (
+    "efficiency.methods",
+    "efficiency.seeds",
+    "efficiency.fractions",
+    "efficiency.labels_per_class",
+    "efficiency.full_label_seeds",
+    "efficiency.linear_probe",
+)
+"""What may change between an experiment and its continuation: which runs it holds, not how any
+run is computed. Adding arms, seeds or budgets re-uses the finished runs."""
+
+
+def _check_continuation(saved: Path, cfg: Config, out: Path) -> None:
+    """Refuse to continue ``out`` unless its saved config equals ``cfg`` outside the plan."""
+    if not saved.is_file():
+        return
+    try:
+        before = load_config(saved)
+    except ConfigError:
+        before = None  # compared as it stands: refused below
+    current = cfg
+    if before is not None:  # the saved plan in place of the current one: only the rest counts
+        current = derive(cfg, **{k: _get(before, k) for k in PLAN_FIELDS})
+    check_resume(
+        saved,
+        current,
+        f"{out} holds results of a different config (only efficiency.methods, seeds, fractions, "
+        "labels_per_class, full_label_seeds and linear_probe may change); choose another output "
+        "folder",
+    )
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
 @dataclass
 class Pretrainings:
     """The experiment's pretraining runs, each run (or resumed, or found complete) once.
 
     A label-free pretraining (``Pretraining.labelled`` false) depends on the seed only (on the
     first seed's with ``efficiency.share_simclr``) and runs on the label-free pool
-    ``splits/unlabelled_s{seed}.csv``; a labelled one on the label subset of its fraction and seed.
-    With ``method.lambda_sup_start`` and a SimCLR arm in the experiment, SimCLR keeps a checkpoint
-    at the end of that λ1 = 0 prefix and SSCL starts from it.
+    ``splits/unlabelled_s{seed}.csv``; a labelled one on the label subset of its budget and seed.
+    Each is exactly the run its arm would compute alone: no run starts from another's checkpoint.
 
     Attributes:
         cfg: The experiment's config.
@@ -215,58 +256,38 @@ class Pretrainings:
     log: Callable[[str], None]
     progress: bool
     counter: Callable[[], str]
-    _runs: dict[tuple[str, float, int], Path] = field(default_factory=dict)
+    _runs: dict[tuple[str, str, int], Path] = field(default_factory=dict)
 
-    @property
-    def prefix_epochs(self) -> int:
-        """Epochs of the shared λ1 = 0 prefix (0 = none shared)."""
-        epochs = round(self.cfg.method.lambda_sup_start * self.cfg.optim.epochs)
-        return epochs if "simclr" in self.cfg.efficiency.methods else 0
-
-    def ensure(self, spec: Pretraining, fraction: float, seed: int, subset: Path) -> Path:
-        """The run folder of ``spec`` at ``fraction`` and ``seed``, pretrained when needed.
+    def ensure(self, spec: Pretraining, budget: LabelBudget, seed: int, subset: Path) -> Path:
+        """The run folder of ``spec`` at ``budget`` and ``seed``, pretrained when needed.
 
         Args:
             spec: The pretraining.
-            fraction: The label fraction (ignored by a label-free pretraining).
+            budget: The label budget (ignored by a label-free pretraining).
             seed: The seed.
             subset: The label subset's manifest (for a labelled pretraining).
         """
         if not spec.labelled:
             seed = self.cfg.efficiency.seeds[0] if self.cfg.efficiency.share_simclr else seed
-            fraction = 0.0
-        key = (spec.tag, fraction, seed)
+        key = (spec.tag, budget.tag if spec.labelled else "", seed)
         if key in self._runs:
             return self._runs[key]
         if spec.labelled:
-            run = self.out / "pretrain" / f"{spec.tag}_f{_frac_tag(fraction)}_s{seed}"
+            run = self.out / "pretrain" / f"{spec.tag}_{budget.tag}_s{seed}"
             manifest, lambda_sup = subset, self.cfg.method.lambda_sup
+            where = f"{budget.text} labels, seed {seed}"
         else:
             run = self.out / "pretrain" / f"{spec.tag}_s{seed}"
             manifest, lambda_sup = self.out / "splits" / f"unlabelled_s{seed}.csv", 0.0
             write_manifest(apply_label_fraction(self.base, 0.0, seed), manifest)
-        warm = self._warm_start(spec, seed)
+            where = f"seed {seed}"
         if not (run / "run.json").is_file():
-            where = f"fraction {_frac_tag(fraction)}, seed {seed}" if spec.labelled else ""
-            where = where or f"seed {seed}"
-            start = f", from SimCLR's epoch {self.prefix_epochs}" if warm else ""
-            self.log(f"{self.counter()} pretraining {spec.title} ({where}{start})")
-        shared = self.prefix_epochs if spec.tag == "simclr" else 0
+            self.log(f"{self.counter()} pretraining {spec.title} ({where})")
         pretrain(
-            _pretrain_cfg(self.cfg, manifest, run, seed, lambda_sup, spec),
-            progress=self.progress,
-            save_prefix=shared,
-            warm_start=warm,
+            _pretrain_cfg(self.cfg, manifest, run, seed, lambda_sup, spec), progress=self.progress
         )
         self._runs[key] = run
         return run
-
-    def _warm_start(self, spec: Pretraining, seed: int) -> Path | None:
-        """SSCL's λ1 = 0 prefix is the SimCLR run's beginning: its checkpoint, or ``None``."""
-        if spec.tag != "sscl" or self.prefix_epochs == 0:
-            return None
-        simclr = self.ensure(ARMS["simclr"].pretraining, 0.0, seed, Path())  # type: ignore[arg-type]
-        return prefix_checkpoint(simclr, self.prefix_epochs)
 
 
 def run_efficiency(
@@ -276,7 +297,7 @@ def run_efficiency(
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> EfficiencyResult:
-    """Run (or resume) the experiment described by ``cfg.efficiency`` on a split manifest.
+    """Run (or resume, or extend) the experiment described by ``cfg.efficiency``.
 
     Args:
         cfg: The run config; ``efficiency``, ``method`` (λ1, λ2, τ), ``model``, ``augment``,
@@ -294,43 +315,47 @@ def run_efficiency(
     results_path = out / "results.json"
     saved = out / "config.yaml"
     if results_path.is_file():
-        check_resume(
-            saved, cfg, f"{out} holds results of a different config; choose another output folder"
-        )
+        _check_continuation(saved, cfg, out)
     save_config(cfg, saved)
-    records: list[dict[str, Any]] = []
-    if results_path.is_file():
-        records = json.loads(results_path.read_text()).get("records", [])
-    done = {r["run"] for r in records}
     jobs = plan_jobs(cfg)
+    wanted = {j.key for j in jobs}
+    records: list[dict[str, Any]] = []
+    if results_path.is_file():  # the finished runs the plan still holds
+        saved_records = json.loads(results_path.read_text()).get("records", [])
+        records = [r for r in saved_records if r["run"] in wanted]
+    done = {r["run"] for r in records}
     header = {"manifest": str(Path(manifest).resolve()), "metric": cfg.efficiency.metric}
     pre = Pretrainings(
         cfg, base, out, log, progress, counter=lambda: f"[{len(records) + 1}/{len(jobs)}]"
     )
     for job in jobs:
-        subset_path = out / "splits" / f"f{_frac_tag(job.fraction)}_s{job.seed}.csv"
-        subset = apply_label_fraction(base, job.fraction, job.seed)
+        subset_path = out / "splits" / f"{job.budget.tag}_s{job.seed}.csv"
+        subset = job.budget.subset(base, job.seed)
         write_manifest(subset, subset_path)
         if job.key in done:
             continue
         started = time.perf_counter()
         spec = job.arm.pretraining
-        pre_dir = None if spec is None else pre.ensure(spec, job.fraction, job.seed, subset_path)
+        pre_dir = None if spec is None else pre.ensure(spec, job.budget, job.seed, subset_path)
         rec = run_job(cfg, subset, job, pre_dir, out / "runs" / job.key)
         rec["seconds"] = time.perf_counter() - started
         records.append(rec)
         done.add(job.key)
         write_json({**header, "records": records}, results_path)
         log(
-            f"[{len(records)}/{len(jobs)}] {job.arm.name} @ {_frac_tag(job.fraction)} labels, "
-            f"seed {job.seed}: test {cfg.efficiency.metric} "
-            f"{rec['metrics'].get(cfg.efficiency.metric, float('nan')):.3f}"
+            f"[{len(records)}/{len(jobs)}] {job.arm.name} @ {job.budget.text} labels, "
+            f"seed {job.seed}: val {rec['val_balanced_accuracy']:.3f}, test "
+            f"{cfg.efficiency.metric} {rec['metrics'].get(cfg.efficiency.metric, float('nan')):.3f}"
         )
     eff = cfg.efficiency
-    paired = paired_comparisons(records, eff.metric, list(base.classes), eff.n_boot)
-    write_json({**header, "records": records, "paired": paired}, results_path)
-    report, png = write_report(records, eff.metric, out, paired=paired)
-    return EfficiencyResult(out, results_path, report, png, records, paired)
+    picks = choose_picks(records)
+    paired = paired_comparisons(records, eff.metric, list(base.classes), eff.n_boot, picks)
+    write_json({**header, "records": records, "picks": picks, "paired": paired}, results_path)
+    rule = budget_rule(cfg, jobs[0].budget.subset(base, jobs[0].seed)) if jobs else None
+    report, png = write_report(
+        records, eff.metric, out, paired=paired, picks=picks, budget_rule=rule
+    )
+    return EfficiencyResult(out, results_path, report, png, records, paired, picks)
 
 
 def run_job(
@@ -340,27 +365,29 @@ def run_job(
 
     Args:
         cfg: The experiment's config.
-        subset: The label subset of the job's fraction and seed.
+        subset: The label subset of the job's budget and seed.
         job: The job.
         pre_dir: Its pretraining run (``None`` for an arm from scratch).
         run_dir: Where the model, metrics and predictions go.
     """
-    frac, seed = job.fraction, job.seed
+    seed = job.seed
     mode = job.arm.finetune_mode(cfg.finetune.mode)
     fields: dict[str, Any] = {"finetune.mode": mode, "trainer.seed": seed}
-    pre_steps = 0
+    fields.update(stage_overrides(cfg, subset, from_scratch=pre_dir is None))
+    pre_steps, pre_seconds = 0, 0.0
     if pre_dir is not None:
-        pre_steps = int(json.loads((pre_dir / "run.json").read_text()).get("steps", 0))
-    else:
-        fields.update(scratch_overrides(cfg, subset))
+        info = json.loads((pre_dir / "run.json").read_text())
+        pre_steps, pre_seconds = int(info.get("steps", 0)), float(info.get("seconds", 0.0))
+    started = time.perf_counter()
     res = finetune(derive(cfg, **fields), subset, pretrained=pre_dir)
+    fit_seconds = time.perf_counter() - started
     metrics, preds = evaluate_with_predictions(
         res.model, subset, "test", n_boot=cfg.efficiency.n_boot, seed=seed
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "predictions.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **preds)  # a half-written file is never read
-    res.model.meta["name"] = f"{job.arm.name} (label fraction {_frac_tag(frac)}, seed {seed})"
+    res.model.meta["name"] = f"{job.arm.name} ({job.budget.text} labels, seed {seed})"
     res.model.meta["test_metrics"] = {
         k: metrics.get(k)
         for k in ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece", "intervals")
@@ -371,7 +398,8 @@ def run_job(
     return {
         "run": job.key,
         "method": job.arm.name,
-        "label_fraction": float(frac),
+        **job.budget.fields(subset),
+        "budget": job.budget.tag,
         "seed": seed,
         "finetune": mode,
         "val_balanced_accuracy": res.val_balanced_accuracy,
@@ -381,60 +409,98 @@ def run_job(
         "model_dir": str(run_dir / "model"),
         "predictions": str(run_dir / "predictions.npz"),
         "pretrain_steps": pre_steps,
+        "pretrain_seconds": pre_seconds,
         "finetune_steps": int(res.details.get("steps", 0)),
+        "finetune_seconds": fit_seconds,
         "metrics": metrics,
     }
 
 
 def paired_comparisons(
-    records: list[dict[str, Any]], metric: str, classes: list[str], n_boot: int
+    records: list[dict[str, Any]],
+    metric: str,
+    classes: list[str],
+    n_boot: int,
+    picks: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Paired differences ``A − B`` on the seeds both ran, per label fraction.
+    """Paired differences ``A − B`` on the seeds both ran, per label budget.
 
     A is every arm with rivals (``Arm.compare_with``, in the table's order) and B each of them
-    present at that fraction; the interval is the seeds × test-patient bootstrap of
-    :func:`medcl.evaluate.paired.paired_difference`. Runs without saved predictions are skipped.
+    present at that budget; then, with ``picks``, medcl's pick (``a = "pick"``: per seed the run
+    chosen on validation) against ``supervised``. The interval is the seeds × test-patient
+    bootstrap of :func:`medcl.evaluate.paired.paired_difference`. Runs without saved predictions
+    are skipped.
     """
-    from medcl.evaluate.paired import paired_difference
-
-    runs: dict[tuple[str, float, int], dict[str, np.ndarray]] = {}
+    runs: dict[tuple[str, LabelBudget, int], dict[str, np.ndarray]] = {}
     for r in records:
         path = r.get("predictions")
         if path and Path(path).is_file():
             with np.load(path) as z:
-                runs[(r["method"], float(r["label_fraction"]), int(r["seed"]))] = dict(z)
+                runs[(r["method"], LabelBudget.of_record(r), int(r["seed"]))] = dict(z)
     rivals = {a.name: a.compare_with for a in resolve_arms(list(ARMS), True) if a.compare_with}
     out: list[dict[str, Any]] = []
-    for frac in sorted({k[1] for k in runs}):
-        methods = sorted({k[0] for k in runs if k[1] == frac})
-        for a, against in rivals.items():
-            if a not in methods:
-                continue
-            for b in (m for m in against if m in methods):
-                seeds = sorted(
-                    {k[2] for k in runs if k[:2] == (a, frac)}
-                    & {k[2] for k in runs if k[:2] == (b, frac)}
+    for budget in sorted({k[1] for k in runs}, key=LabelBudget.sort_key):
+        here = {(m, s): z for (m, b, s), z in runs.items() if b == budget}
+        methods = sorted({m for m, _ in here})
+        pairs = [(a, b) for a, against in rivals.items() if a in methods for b in against]
+        for a, b in pairs:
+            seeds = sorted({s for m, s in here if m == a} & {s for m, s in here if m == b})
+            chosen = {s: here[(a, s)] for s in seeds}
+            d = _paired(chosen, {s: here[(b, s)] for s in seeds}, classes, metric, n_boot)
+            if d is not None:
+                out.append({**_budget_fields(budget), "a": a, "b": b, "seeds": seeds, **d})
+        picked = {int(p["seed"]): p["method"] for p in picks or [] if p["budget"] == budget.tag}
+        seeds = sorted(s for s, m in picked.items() if (m, s) in here and ("supervised", s) in here)
+        if seeds:
+            d = _paired(
+                {s: here[(picked[s], s)] for s in seeds},
+                {s: here[("supervised", s)] for s in seeds},
+                classes,
+                metric,
+                n_boot,
+            )
+            if d is not None:
+                out.append(
+                    {**_budget_fields(budget), "a": PICK, "b": "supervised", "seeds": seeds, **d}
                 )
-                if not seeds:
-                    continue
-                ref = runs[(a, frac, seeds[0])]
-                if any(
-                    not np.array_equal(runs[(m, frac, s)]["image_id"], ref["image_id"])
-                    for m in (a, b)
-                    for s in seeds
-                ):
-                    raise MedclError(f"runs at fraction {frac:g} were tested on different images")
-                d = paired_difference(
-                    ref["y"],
-                    ref["patient"] if "patient" in ref else ref["patient_key"],
-                    [runs[(a, frac, s)]["proba"] for s in seeds],
-                    [runs[(b, frac, s)]["proba"] for s in seeds],
-                    classes,
-                    metric,
-                    n_boot=n_boot,
-                )
-                out.append({"label_fraction": frac, "a": a, "b": b, "seeds": seeds, **d})
     return out
+
+
+def _budget_fields(budget: LabelBudget) -> dict[str, Any]:
+    if budget.per_class:
+        return {"labels_per_class": budget.per_class, "budget": budget.tag}
+    return {"label_fraction": budget.fraction, "budget": budget.tag}
+
+
+def _paired(
+    a: dict[int, dict[str, np.ndarray]],
+    b: dict[int, dict[str, np.ndarray]],
+    classes: list[str],
+    metric: str,
+    n_boot: int,
+) -> dict[str, Any] | None:
+    """The paired difference of two runs per seed (same seeds), or ``None`` without seeds.
+
+    Raises:
+        MedclError: If the runs were tested on different images.
+    """
+    from medcl.evaluate.paired import paired_difference
+
+    seeds = sorted(a)
+    if not seeds:
+        return None
+    ref = a[seeds[0]]
+    if any(not np.array_equal(z["image_id"], ref["image_id"]) for z in [*a.values(), *b.values()]):
+        raise MedclError("runs of one label budget were tested on different images")
+    return paired_difference(
+        ref["y"],
+        ref["patient"] if "patient" in ref else ref["patient_key"],
+        [a[s]["proba"] for s in seeds],
+        [b[s]["proba"] for s in seeds],
+        classes,
+        metric,
+        n_boot=n_boot,
+    )
 
 
 def _data_summary(m: Manifest) -> dict[str, Any]:

@@ -1,10 +1,14 @@
-"""The label-efficiency report: ``report.md`` (tables) and ``efficiency.png`` (curves).
+"""The label-efficiency report: ``report.md`` (tables) and ``efficiency.png`` (figures).
 
-For each method and label fraction the first table shows the mean over seeds and a 95 % interval:
-with two or more seeds, ``mean ± t₀.₉₇₅(n−1)·s/√n`` over seeds; with one seed, the
-patient-bootstrap interval of that run. Then, per fraction with several seeds, every seed's value;
-the **paired** differences between SSCL and each other method with their seeds × patient bootstrap
-interval (:mod:`medcl.evaluate.paired`); and each arm's optimiser steps and wall time.
+For each arm and label budget (:mod:`medcl.evaluate.label_budget`) the first table shows the test
+metric's mean over seeds and a 95 % interval: with two or more seeds,
+``mean ± t₀.₉₇₅(n−1)·s/√n`` over seeds; with one seed, the patient-bootstrap interval of that run.
+Then medcl's pick per budget (:mod:`medcl.evaluate.pick`), every seed's value, the **paired**
+differences between arms with their seeds × patient bootstrap interval
+(:mod:`medcl.evaluate.paired`), and each arm's optimiser steps and wall time per stage with the
+budget rule. The figure shows the means per budget and, beside them, each arm's paired difference
+from supervised-from-scratch with its interval: over a few seeds the marginal intervals are wide
+and overlap, while the paired ones answer the question asked.
 """
 
 from __future__ import annotations
@@ -17,21 +21,28 @@ from typing import Any
 import numpy as np
 
 from medcl.evaluate.arms import arm_of, report_order, title
+from medcl.evaluate.label_budget import LabelBudget
+from medcl.evaluate.pick import VAL_KEY, describe, picks_at
 from medcl.io import atomic_path, write_text
 
 # two-sided 97.5 % quantiles of Student's t for n-1 = 1..10 degrees of freedom
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
 
+PICK = "pick"
+"""The ``a`` of a paired record comparing medcl's pick with another arm."""
 
-def summarise(records: list[dict[str, Any]], metric: str) -> dict[str, dict[float, dict]]:
-    """``{method: {fraction: {"mean", "low", "high", "n"}}}`` of ``metric``."""
-    groups: dict[str, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+
+def summarise(
+    records: list[dict[str, Any]], metric: str
+) -> dict[str, dict[LabelBudget, dict[str, Any]]]:
+    """``{method: {budget: {"mean", "low", "high", "n"}}}`` of ``metric``."""
+    groups: dict[str, dict[LabelBudget, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        groups[r["method"]][float(r["label_fraction"])].append(r)
-    out: dict[str, dict[float, dict]] = {}
-    for method, by_frac in groups.items():
+        groups[r["method"]][LabelBudget.of_record(r)].append(r)
+    out: dict[str, dict[LabelBudget, dict[str, Any]]] = {}
+    for method, by_budget in groups.items():
         out[method] = {}
-        for frac, runs in sorted(by_frac.items()):
+        for budget, runs in sorted(by_budget.items(), key=lambda kv: kv[0].sort_key()):
             vals = [r["metrics"].get(metric) for r in runs]
             vals = [float(v) for v in vals if v is not None]
             if not vals:
@@ -45,134 +56,196 @@ def summarise(records: list[dict[str, Any]], metric: str) -> dict[str, dict[floa
                 iv = (runs[0]["metrics"].get("intervals") or {}).get(metric) or {}
                 low = iv.get("low") if iv.get("low") is not None else mean
                 high = iv.get("high") if iv.get("high") is not None else mean
-            out[method][frac] = {"mean": mean, "low": low, "high": high, "n": len(vals)}
+            out[method][budget] = {"mean": mean, "low": low, "high": high, "n": len(vals)}
     return out
 
 
-def _pct(f: float) -> str:
-    return f"{100 * f:g} %"
+def _budget(b: LabelBudget | float) -> LabelBudget:
+    return b if isinstance(b, LabelBudget) else LabelBudget(fraction=float(b))
+
+
+def _paired_at(
+    paired: list[dict[str, Any]], budget: LabelBudget, a: str, b: str
+) -> dict[str, Any] | None:
+    for d in paired:
+        if d["a"] == a and d["b"] == b and LabelBudget.of_record(d) == budget:
+            return d
+    return None
 
 
 def headline(
     records: list[dict[str, Any]],
     paired: list[dict[str, Any]],
     metric: str,
-    fraction: float,
+    budget: LabelBudget | float,
+    picks: list[dict[str, Any]] | None = None,
 ) -> str:
-    """One line: each arm's mean at ``fraction`` and SSCL − supervised with its paired interval.
+    """One line: medcl's pick against supervised, then each arm's mean and its paired
+    difference from supervised, at one label budget.
 
-    e.g. ``balanced accuracy at 5 % labels (3 seeds): supervised 0.62, SimCLR 0.74, SSCL 0.79;
-    SSCL − supervised +17.0 [+11.2, +23.1] points``.
+    e.g. ``balanced accuracy at 5 % labels (3 seeds): medcl's pick (fixmatch) vs supervised:
+    +3.1 [+0.4, +5.9] points; supervised 0.70, FixMatch 0.73 (+3.1 [+0.4, +5.9]), SSCL 0.69
+    (-1.0 [-4.2, +2.6])``.
+
+    Args:
+        records: The run records.
+        paired: The paired differences (:func:`medcl.evaluate.efficiency.paired_comparisons`).
+        metric: The headline metric.
+        budget: The label budget (a float is a fraction).
+        picks: medcl's picks (:func:`medcl.evaluate.pick.choose_picks`), if any.
     """
+    budget = _budget(budget)
     summary = summarise(records, metric)
     parts = []
     seeds = 0
     for m in report_order(set(summary)):
-        s = summary[m].get(float(fraction))
+        s = summary[m].get(budget)
         arm = arm_of(m)
-        if s and (arm is None or arm.headline):
-            parts.append(f"{title(m)} {s['mean']:.2f}")
-            seeds = max(seeds, s["n"])
+        if not s or (arm is not None and not arm.headline):
+            continue
+        seeds = max(seeds, s["n"])
+        d = _paired_at(paired, budget, m, "supervised")
+        parts.append(f"{title(m)} {s['mean']:.2f}" + (f" ({_points(d, False)})" if d else ""))
     text = (
-        f"{metric.replace('_', ' ')} at {_pct(fraction)} labels "
-        f"({seeds} seed{'s' if seeds != 1 else ''}): " + ", ".join(parts)
+        f"{metric.replace('_', ' ')} at {budget.text} labels "
+        f"({seeds} seed{'s' if seeds != 1 else ''}): "
     )
-    for d in paired:
-        if d["a"] == "sscl" and d["b"] == "supervised" and d["label_fraction"] == float(fraction):
-            text += f"; SSCL − supervised {_points(d)}"
-    return text
+    chosen = picks_at(picks or [], budget)
+    d = _paired_at(paired, budget, PICK, "supervised")
+    if chosen and d:
+        text += f"medcl's pick ({describe(chosen)}) vs supervised: {_points(d)}; "
+    return text + ", ".join(parts)
 
 
-def _points(d: dict[str, Any]) -> str:
+def _points(d: dict[str, Any], unit: bool = True) -> str:
     """``+17.0 [+11.2, +23.1] points`` of a paired difference."""
     iv = "" if d.get("low") is None else f" [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-    return f"{100 * d['mean']:+.1f}{iv} points"
+    return f"{100 * d['mean']:+.1f}{iv}" + (" points" if unit else "")
 
 
 def write_report(
     records: list[dict[str, Any]],
     metric: str,
     out_dir: str | Path,
-    title: str = "Label efficiency",
+    title_text: str = "Label efficiency",
     paired: list[dict[str, Any]] | None = None,
+    picks: list[dict[str, Any]] | None = None,
+    budget_rule: str | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``efficiency.png`` into ``out_dir``."""
+    """Write ``report.md`` and ``efficiency.png`` into ``out_dir``.
+
+    Args:
+        records: The run records.
+        metric: The test metric reported.
+        out_dir: Where the two files go.
+        title_text: The report's title.
+        paired: The paired differences, if computed.
+        picks: medcl's picks, if chosen.
+        budget_rule: A sentence stating how each arm's stages were budgeted.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    paired = paired or []
     summary = summarise(records, metric)
-    fracs = sorted({f for m in summary.values() for f in m})
+    budgets = sorted({b for m in summary.values() for b in m}, key=LabelBudget.sort_key)
     order = report_order(set(summary))
     lines = [
-        f"# {title}",
+        f"# {title_text}",
         "",
-        f"Test {metric.replace('_', ' ')} by label fraction (mean over seeds, 95 % interval; "
-        "one seed: patient-bootstrap interval). Hyper-parameters chosen on validation only.",
+        f"Test {metric.replace('_', ' ')} by label budget (mean over seeds, 95 % interval; "
+        "one seed: patient-bootstrap interval). Every choice (recipe, epoch, medcl's pick) was "
+        "made on the validation split; each arm's test split was read once.",
         "",
-        "| method | " + " | ".join(_pct(f) for f in fracs) + " |",
-        "|---|" + "---|" * len(fracs),
+    ]
+    lines += _pick_lines(records, paired, picks or [], budgets, metric)
+    lines += [
+        "| method | " + " | ".join(b.text for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
     ]
     for m in order:
         cells = []
-        for f in fracs:
-            s = summary[m].get(f)
+        for b in budgets:
+            s = summary[m].get(b)
             cells.append(
                 "–"
                 if s is None
                 else f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] (n={s['n']})"
             )
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    if "supervised" in summary:
-        lines += ["", "Gain over supervised from scratch (points of the metric, mean):", ""]
-        for m in order:
-            if m == "supervised":
-                continue
-            gains = []
-            for f in fracs:
-                a, b = summary[m].get(f), summary["supervised"].get(f)
-                gains.append("–" if not a or not b else f"{100 * (a['mean'] - b['mean']):+.1f}")
-            lines.append(
-                f"- {m}: " + ", ".join(f"{_pct(f)} {g}" for f, g in zip(fracs, gains, strict=True))
-            )
-    lines += _per_seed_lines(records, metric, order, fracs)
+    lines += _per_seed_lines(records, metric, order, budgets)
     if paired:
         lines += [
             "",
             "Paired differences (points of the metric; same seeds, label subsets and test "
             "patients; 95 % interval from resampling seeds and test patients):",
             "",
-            "| fraction | comparison | mean | 95 % interval | per seed |",
+            "| labels | comparison | mean | 95 % interval | per seed |",
             "|---|---|---|---|---|",
         ]
         for d in paired:
             iv = "–" if d.get("low") is None else f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
             per = ", ".join(f"{100 * v:+.1f}" for v in d["per_seed"])
+            name = "medcl's pick" if d["a"] == PICK else d["a"]
             lines.append(
-                f"| {_pct(d['label_fraction'])} | {d['a']} − {d['b']} | "
+                f"| {LabelBudget.of_record(d).text} | {name} − {d['b']} | "
                 f"{100 * d['mean']:+.1f} | {iv} | {per} |"
             )
-    lines += _budget_lines(records, order, fracs)
+    lines += _budget_lines(records, order, budgets, budget_rule)
     lines += ["", f"Runs: {len(records)}. Raw records: results.json.", ""]
     report = out / "report.md"
     write_text("\n".join(lines), report)
     png = out / "efficiency.png"
-    _plot(summary, order, metric, png, title)
+    _plot(summary, paired, order, budgets, metric, png, title_text)
     return report, png
 
 
-def _per_seed_lines(
-    records: list[dict[str, Any]], metric: str, order: list[str], fracs: list[float]
+def _pick_lines(
+    records: list[dict[str, Any]],
+    paired: list[dict[str, Any]],
+    picks: list[dict[str, Any]],
+    budgets: list[LabelBudget],
+    metric: str,
 ) -> list[str]:
-    """A per-seed table for every fraction that ran more than one seed."""
+    """medcl's pick at each budget: the arm each seed chose on validation, its test score and the
+    paired difference from supervised."""
+    if not picks:
+        return []
+    test = {r["run"]: r["metrics"].get(metric) for r in records}
+    lines = [
+        "## medcl's pick",
+        "",
+        "For each label budget and seed, the arm with the best validation balanced accuracy "
+        "(ties: the simpler arm, earlier in the arm table); its test score was not looked at "
+        "to choose it.",
+        "",
+        "| labels | seed | pick | val | test | vs supervised (paired, all seeds) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b in budgets:
+        d = _paired_at(paired, b, PICK, "supervised")
+        for p in picks_at(picks, b):
+            t = test.get(p["run"])
+            lines.append(
+                f"| {b.text} | {p['seed']} | {p['method']} | {float(p[VAL_KEY] or 0):.3f} | "
+                f"{'–' if t is None else f'{t:.3f}'} | {_points(d) if d else '–'} |"
+            )
+    return [*lines, ""]
+
+
+def _per_seed_lines(
+    records: list[dict[str, Any]], metric: str, order: list[str], budgets: list[LabelBudget]
+) -> list[str]:
+    """A per-seed table for every budget that ran more than one seed."""
     lines: list[str] = []
-    for f in fracs:
-        runs = [r for r in records if float(r["label_fraction"]) == f]
+    for b in budgets:
+        runs = [r for r in records if LabelBudget.of_record(r) == b]
         seeds = sorted({int(r["seed"]) for r in runs})
         if len(seeds) < 2:
             continue
         value = {(r["method"], int(r["seed"])): r["metrics"].get(metric) for r in runs}
         lines += [
             "",
-            f"Per seed at {_pct(f)} labels:",
+            f"Per seed at {b.text} labels:",
             "",
             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
             "|---|" + "---|" * (len(seeds) + 1),
@@ -187,48 +260,99 @@ def _per_seed_lines(
     return lines
 
 
-def _budget_lines(records: list[dict[str, Any]], order: list[str], fracs: list[float]) -> list[str]:
-    """Each arm's optimiser steps (pretraining + fine-tuning) and wall time, mean over seeds."""
+def _budget_lines(
+    records: list[dict[str, Any]],
+    order: list[str],
+    budgets: list[LabelBudget],
+    rule: str | None,
+) -> list[str]:
+    """Each arm's optimiser steps and wall time per stage, mean over seeds, and the rule."""
     lines = [
         "",
-        "Budget per arm (mean over seeds; pretraining steps are shared where the arm reuses one):",
+        "Budget per arm and stage (mean over seeds; a pretraining shared by several arms, e.g. "
+        "SSCL's by SSCL and SSCL+FixMatch, is counted in each):",
         "",
-        "| method | fraction | pretraining steps | fine-tuning steps | wall time (s) |",
-        "|---|---|---|---|---|",
+    ]
+    if rule:
+        lines += [rule, ""]
+    lines += [
+        "| method | labels | pretraining steps | pretraining (s) | fitting steps | fitting (s) "
+        "| run total (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in order:
-        for f in fracs:
-            runs = [r for r in records if r["method"] == m and float(r["label_fraction"]) == f]
+        for b in budgets:
+            runs = [r for r in records if r["method"] == m and LabelBudget.of_record(r) == b]
             if not runs:
                 continue
-            pre = np.mean([r.get("pretrain_steps", 0) for r in runs])
-            fin = np.mean([r.get("finetune_steps", 0) for r in runs])
-            sec = np.mean([r.get("seconds", 0.0) for r in runs])
-            lines.append(f"| {m} | {_pct(f)} | {pre:.0f} | {fin:.0f} | {sec:.0f} |")
+
+            def mean(key: str, runs: list[dict[str, Any]] = runs) -> float:
+                return float(np.mean([r.get(key) or 0 for r in runs]))
+
+            lines.append(
+                f"| {m} | {b.text} | {mean('pretrain_steps'):.0f} | {mean('pretrain_seconds'):.0f} "
+                f"| {mean('finetune_steps'):.0f} | {mean('finetune_seconds'):.0f} "
+                f"| {mean('seconds'):.0f} |"
+            )
     return lines
 
 
-def _plot(summary: dict, order: list[str], metric: str, png: Path, title: str) -> None:
+def _plot(
+    summary: dict[str, dict[LabelBudget, dict[str, Any]]],
+    paired: list[dict[str, Any]],
+    order: list[str],
+    budgets: list[LabelBudget],
+    metric: str,
+    png: Path,
+    title_text: str,
+) -> None:
+    """Left: each arm's mean per budget. Right: each arm's (and the pick's) paired difference
+    from supervised with its 95 % interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    x = {b: i for i, b in enumerate(budgets)}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for m in order:
-        fr = sorted(summary[m])
-        mean = np.array([summary[m][f]["mean"] for f in fr])
-        low = np.array([summary[m][f]["low"] for f in fr])
-        high = np.array([summary[m][f]["high"] for f in fr])
+        bs = [b for b in budgets if b in summary[m]]
         style = "--" if m.endswith("+linear") else "-"
-        ax.plot(fr, mean, style, marker="o", label=m)
-        ax.fill_between(fr, low, high, alpha=0.15)
-    ax.set_xscale("log")
-    ax.set_xlabel("label fraction of training images")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+        ax.plot([x[b] for b in bs], [summary[m][b]["mean"] for b in bs], style, marker="o", label=m)
+    ax.set_ylabel(f"test {metric.replace('_', ' ')} (mean over seeds)")
+    ax.set_title(title_text)
+    rivals = [m for m in [PICK, *order] if m != "supervised"]
+    width = 0.8 / max(1, len(rivals))
+    for j, m in enumerate(rivals):
+        pts = [(b, _paired_at(paired, b, m, "supervised")) for b in budgets]
+        pts = [(b, d) for b, d in pts if d is not None]
+        if not pts:
+            continue
+        xs = [x[b] - 0.4 + width * (j + 0.5) for b, _ in pts]
+        mean = np.array([100 * d["mean"] for _, d in pts])
+        low = np.array(
+            [100 * (d["low"] if d.get("low") is not None else d["mean"]) for _, d in pts]
+        )
+        high = np.array(
+            [100 * (d["high"] if d.get("high") is not None else d["mean"]) for _, d in pts]
+        )
+        bx.errorbar(
+            xs,
+            mean,
+            yerr=[mean - low, high - mean],
+            fmt="s" if m == PICK else "o",
+            capsize=3,
+            label="medcl's pick" if m == PICK else m,
+        )
+    bx.axhline(0.0, color="grey", lw=1)
+    bx.set_ylabel("paired difference from supervised (points, 95 % interval)")
+    bx.set_title("Gain over supervised from scratch")
+    for a in (ax, bx):
+        a.set_xticks(range(len(budgets)), [b.text for b in budgets])
+        a.set_xlabel("training labels")
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png")

@@ -105,7 +105,7 @@ def test_a_toy_arm_is_one_record(tmp_path: Path, monkeypatch) -> None:
     assert pre.name == "toy_f0.5_s0"
     run = json.loads((pre / "run.json").read_text())
     assert run["meta"]["method"] == "byol" and run["meta"]["lambda_sup"] == 0.5
-    assert [(d["a"], d["b"]) for d in res.paired] == [("toy", "supervised")]
+    assert [(d["a"], d["b"]) for d in res.paired] == [("toy", "supervised"), ("pick", "supervised")]
     line = headline(res.records, res.paired, "balanced_accuracy", 0.5)
     assert "Toy " in line and "supervised " in line
     assert "| toy |" in res.report.read_text()

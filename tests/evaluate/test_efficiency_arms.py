@@ -214,3 +214,37 @@ def test_resume_after_an_interruption_computes_each_run_once(tmp_path, monkeypat
     assert result.records[:2] == first
     saved = json.loads(result.results.read_text())["records"]
     assert saved == result.records
+
+
+def _comparable(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record without its timings and folder paths."""
+    drop = {"seconds", "pretrain_seconds", "finetune_seconds", "pretrain_dir", "model_dir"}
+    return {k: v for k, v in rec.items() if k not in drop and k != "predictions"}
+
+
+def test_an_arms_records_do_not_depend_on_the_other_arms(tmp_path):
+    """SSCL with a λ1 = 0 prefix, run alone and beside supervised and SimCLR (which once lent it
+    their checkpoint): the same records, predictions and pretraining."""
+    manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
+    common = [
+        *TINY_OVERRIDES,
+        "optim.epochs=2",
+        "finetune.epochs=2",
+        "method.lambda_sup_start=0.5",
+        "efficiency.fractions=[0.5]",
+        "efficiency.seeds=[0]",
+        "efficiency.linear_probe=false",
+        "efficiency.n_boot=10",
+    ]
+    runs = {}
+    for name, methods in (("alone", "[sscl]"), ("beside", "[supervised, simclr, sscl]")):
+        cfg = load_config(None, [*common, f"efficiency.methods={methods}"])
+        res = eff.run_efficiency(cfg, manifest, tmp_path / name, log=lambda s: None, progress=False)
+        runs[name] = next(r for r in res.records if r["method"] == "sscl")
+    assert _comparable(runs["alone"]) == _comparable(runs["beside"])
+    import numpy as np
+
+    a, b = (np.load(runs[k]["predictions"]) for k in ("alone", "beside"))
+    assert np.array_equal(a["proba"], b["proba"])
+    weights = [json.loads((Path(runs[k]["pretrain_dir"]) / "run.json").read_text()) for k in runs]
+    assert weights[0]["steps"] == weights[1]["steps"] and weights[1]["warm_start"] is None

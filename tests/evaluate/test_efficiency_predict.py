@@ -112,10 +112,10 @@ def test_predict_on_a_new_dicom_cohort(experiment, tmp_path):
     assert str(ds.PatientID) not in text and str(ds.PatientName) not in text
 
 
-def test_shared_simclr_prefix_seeds_and_paired_report(tmp_path):
-    """share_simclr: one SimCLR run for every seed; SSCL starts from its λ1 = 0 prefix; the report
-    has the per-seed table, the paired differences and the arms' budgets; the 100 % fraction runs
-    the first seed only."""
+def test_shared_simclr_seeds_picks_and_paired_report(tmp_path):
+    """share_simclr: one SimCLR run for every seed; SSCL runs its own pretraining (its λ1 = 0
+    prefix included, no other run's checkpoint); the report has the picks, the per-seed table,
+    the paired differences and the arms' budgets; the 100 % fraction runs the first seed only."""
     manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
     cfg = load_config(
         None,
@@ -140,10 +140,9 @@ def test_shared_simclr_prefix_seeds_and_paired_report(tmp_path):
         "sscl_f0.5_s1",
         "sscl_f1_s0",
     ]
-    prefix = tmp_path / "out/pretrain/simclr_s0/checkpoints/prefix-e1.ckpt"
     for run in ("sscl_f0.5_s0", "sscl_f0.5_s1", "sscl_f1_s0"):
         info = json.loads((tmp_path / "out/pretrain" / run / "run.json").read_text())
-        assert info["warm_start"] == str(prefix)
+        assert info["warm_start"] is None
     assert {(r["method"], r["label_fraction"], r["seed"]) for r in res.records} == {
         (m, f, s)
         for m in ("supervised", "simclr", "sscl")
@@ -164,19 +163,42 @@ def test_shared_simclr_prefix_seeds_and_paired_report(tmp_path):
     }
     want = [by[("sscl", s)] - by[("supervised", s)] for s in (0, 1)]
     assert pairs[(0.5, "supervised")]["per_seed"] == pytest.approx(want, abs=1e-9)
+    # medcl's pick: per fraction and seed the best validation score, compared with supervised
+    assert [(p["label_fraction"], p["seed"]) for p in res.picks] == [(0.5, 0), (0.5, 1), (1.0, 0)]
+    for p in res.picks:
+        runs = [
+            r
+            for r in res.records
+            if (r["label_fraction"], r["seed"]) == (p["label_fraction"], p["seed"])
+        ]
+        best = max(r["val_balanced_accuracy"] for r in runs)
+        assert p["val_balanced_accuracy"] == best
+        assert p["method"] in {r["method"] for r in runs if r["val_balanced_accuracy"] == best}
+    pick = next(d for d in res.paired if d["a"] == "pick" and d["label_fraction"] == 0.5)
+    test_of = {
+        (r["method"], r["seed"]): r["metrics"]["balanced_accuracy"]
+        for r in res.records
+        if r["label_fraction"] == 0.5
+    }
+    chosen = {p["seed"]: p["method"] for p in res.picks if p["label_fraction"] == 0.5}
+    want = [test_of[(chosen[s], s)] - test_of[("supervised", s)] for s in (0, 1)]
+    assert pick["per_seed"] == pytest.approx(want, abs=1e-9)
+    saved = json.loads(res.results.read_text())
+    assert saved["picks"] == res.picks
     text = res.report.read_text()
     assert "Per seed at 50 % labels" in text and "sscl − supervised" in text
+    assert "## medcl's pick" in text and "Budget rule: every arm's fitting stage" in text
     sup = [r for r in res.records if r["method"] == "supervised" and r["label_fraction"] == 0.5]
     assert all(r["pretrain_steps"] == 0 for r in sup)
     sscl = [r for r in res.records if r["method"] == "sscl"]
     assert all(r["pretrain_steps"] > 0 for r in sscl)
 
 
-def test_scratch_budget_matches_pretraining_plus_fine_tuning_steps():
+def test_stage_budget_matches_pretraining_plus_fine_tuning_steps():
     """1000 training rows, batch 64, 20 epochs: 15 × 20 = 300 pretraining steps; fine-tuning
     epochs of 8 steps: 30 + ceil(300 / 8) = 68 epochs (544 ≥ 300 + 240 steps); patience grows
     with the budget (8 × 68/30 = 18.1) but at most to twice fine-tuning's (16)."""
-    from medcl.evaluate.budget import planned_pretrain_steps, scratch_budget
+    from medcl.evaluate.budget import planned_pretrain_steps, stage_budget
 
     cfg = load_config(
         None,
@@ -190,11 +212,11 @@ def test_scratch_budget_matches_pretraining_plus_fine_tuning_steps():
         ],
     )
     assert planned_pretrain_steps(cfg, 1000) == 300
-    epochs, patience = scratch_budget(cfg, 1000, 50)
+    epochs, patience = stage_budget(cfg, 1000, 50)
     assert (epochs, patience) == (68, 16)
     assert epochs * 8 >= 300 + 30 * 8
     # a short pretraining (2 epochs: 30 steps): 30 + ceil(30 / 8) = 34 epochs, 8 × 34/30 → 9
-    assert scratch_budget(derive(cfg, **{"optim.epochs": 2}), 1000, 50) == (34, 9)
+    assert stage_budget(derive(cfg, **{"optim.epochs": 2}), 1000, 50) == (34, 9)
     # one pass over the labelled images per epoch when epoch_steps = 0 (here 1000 // 32 = 31)
     cfg = load_config(
         None,
@@ -206,4 +228,4 @@ def test_scratch_budget_matches_pretraining_plus_fine_tuning_steps():
             "finetune.batch_size=32",
         ],
     )
-    assert scratch_budget(cfg, 1000, 1000)[0] == 30 + math.ceil(300 / 31)
+    assert stage_budget(cfg, 1000, 1000)[0] == 30 + math.ceil(300 / 31)

@@ -1,0 +1,71 @@
+"""medcl's pick: for each label budget and seed, the arm with the best validation score.
+
+A researcher cannot know in advance whether their task rewards consistency training on the
+unlabelled pool, contrastive pretraining, or neither; the experiment finds out on the validation
+split. For every label budget and seed the arm whose fitted model scored best on validation
+(``val_balanced_accuracy``; ties go to the arm earlier in :data:`medcl.evaluate.arms.ARMS`, the
+simpler one) is *the pick*. The choice reads validation only and is fixed before its test score
+is looked at; every arm's test split was read once, when it ran. The pick's test score is then
+compared with supervised-from-scratch by the same paired bootstrap as any two arms
+(:func:`medcl.evaluate.efficiency.paired_comparisons`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from medcl.evaluate.arms import report_order
+from medcl.evaluate.label_budget import LabelBudget
+
+VAL_KEY = "val_balanced_accuracy"
+"""The record field the pick is chosen by."""
+
+
+def choose_picks(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pick per label budget and seed among the records there.
+
+    Args:
+        records: The experiment's run records (``method``, ``seed``, the budget fields,
+            ``val_balanced_accuracy``, ``run``, ``model_dir``).
+
+    Returns:
+        ``[{"label_fraction", ["labels_per_class",] "budget", "seed", "method", "run",
+        "model_dir", "val_balanced_accuracy", "candidates"}, ...]`` ordered by budget then seed;
+        ``candidates`` lists the arms it was chosen among.
+    """
+    groups: dict[tuple[LabelBudget, int], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((LabelBudget.of_record(r), int(r["seed"])), []).append(r)
+    picks = []
+    for (budget, seed), runs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0].sort_key(), kv[0][1])
+    ):
+        rank = {m: i for i, m in enumerate(report_order({r["method"] for r in runs}))}
+        best = max(runs, key=lambda r: (float(r.get(VAL_KEY) or 0.0), -rank[r["method"]]))
+        picks.append(
+            {
+                **{k: best[k] for k in ("label_fraction", "labels_per_class") if k in best},
+                "budget": budget.tag,
+                "seed": seed,
+                "method": best["method"],
+                "run": best["run"],
+                "model_dir": best.get("model_dir"),
+                VAL_KEY: best.get(VAL_KEY),
+                "candidates": sorted(rank, key=rank.__getitem__),
+            }
+        )
+    return picks
+
+
+def picks_at(picks: list[dict[str, Any]], budget: LabelBudget) -> list[dict[str, Any]]:
+    """The picks of one budget."""
+    return [p for p in picks if LabelBudget.of_record(p) == budget]
+
+
+def describe(picks: list[dict[str, Any]]) -> str:
+    """``sscl`` when every seed picked it, else ``fixmatch ×2, sscl ×1`` (most often first)."""
+    counts = Counter(p["method"] for p in picks)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{m} ×{n}" for m, n in counts.most_common())
