@@ -47,7 +47,7 @@ from medcl.train.pretrain import pretrain
 OBJECTIVES = {
     "simclr": ["method.name=simclr", "method.lambda_sup=0.0"],
     "sscl": ["method.name=simclr", "method.lambda_sup=1.0", "method.lambda_sup_warmup=0.3"],
-    "moco": ["method.name=moco", "method.queue_size=64"],
+    "moco": ["method.name=moco", "method.options.moco.queue_size=64"],
     "byol": ["method.name=byol"],
     "simsiam": ["method.name=simsiam"],
     "dino": ["method.name=dino"],

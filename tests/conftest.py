@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medcl.config.hardware import this_machine
 from medcl.data.manifest import Manifest, new_frame, write_manifest
 
 # config overrides for a run of a few seconds on a CPU
@@ -19,10 +20,19 @@ TINY_OVERRIDES = [
     "data.batch_size=8",
     "trainer.threads=1",
     "data.num_workers=0",
-    "method.queue_size=32",
+    "method.options.moco.queue_size=32",
     "finetune.epochs=2",
     "finetune.batch_size=8",
 ]
+
+
+@pytest.fixture(autouse=True)
+def fresh_machine_probe():
+    """Each test probes the machine afresh, so that one may pretend to be another machine
+    (monkeypatched ``torch.cuda`` or ``os.cpu_count``) although a process probes only once."""
+    this_machine.cache_clear()
+    yield
+    this_machine.cache_clear()
 
 
 def make_manifest(

@@ -69,6 +69,7 @@ from medcl.evaluate.model import save_model
 from medcl.evaluate.pick import choose_picks
 from medcl.evaluate.report import PICK, write_report
 from medcl.io import atomic_path, write_json
+from medcl.train.objectives import check_objective_options
 from medcl.train.pretrain import pretrain
 from medcl.transforms.options import make_options
 from medcl.transforms.presets import preset_for_modality
@@ -167,8 +168,9 @@ def one_device(cfg: Config, log: Callable[[str], None] = print) -> Config:
 def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
     """Every refusal of the experiment, before any run; returns the split manifest.
 
-    Refused: 3-D patch mode, unknown arms (``efficiency.methods``), a bad
-    ``efficiency.scratch_augment``, a manifest without splits or without labelled training rows.
+    Refused: 3-D patch mode, unknown arms (``efficiency.methods``), bad options of an arm's
+    pretraining objective (``method.options``), a bad ``efficiency.scratch_augment``, a manifest
+    without splits or without labelled training rows.
     """
     if cfg.data.volume_mode == "patches":  # the arms fine-tune encoders end to end
         raise ConfigError(
@@ -176,7 +178,9 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
             "FixMatch arms train on whole volumes); use medcl pretrain + finetune (linear or knn)"
         )
     eff = cfg.efficiency
-    resolve_arms(list(eff.methods), eff.linear_probe)  # an unknown arm is refused here
+    arms = resolve_arms(list(eff.methods), eff.linear_probe)  # an unknown arm is refused here
+    # every arm's pretraining objective and its options (method.options.<name>)
+    check_objective_options(cfg, [a.pretraining.objective for a in arms if a.pretraining])
     base = read_manifest(manifest)
     if (base.df["split"] == "").any():
         raise MedclError(f"{manifest}: rows without a split; run `medcl split` first")

@@ -42,7 +42,7 @@ from medcl.train.callbacks import AugmentGridLogger, RNGStateCheckpoint, Through
 from medcl.train.datamodule import PretrainData
 from medcl.train.loggers import build_loggers
 from medcl.train.module import PretrainModule
-from medcl.train.objectives import objective_class
+from medcl.train.objectives import check_objective_options
 from medcl.train.patches import volume_meta
 from medcl.transforms import AugmentPreset, build_preset
 from medcl.transforms.presets import preset_for_modality
@@ -97,7 +97,7 @@ def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
     cfg.trainer.check_hardware()  # CUDA, device count and SyncBN asked for must exist here
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: required (a split manifest from `medcl split`)")
-    objective_class(cfg.method.name)  # an unknown method.name is refused here
+    check_objective_options(cfg, [cfg.method.name])  # an unknown name or a bad option: here
     manifest = read_manifest(cfg.data.manifest)
     df = manifest.df
     if not (df["split"] == "train").any():
@@ -206,6 +206,7 @@ def pretrain(
             saved_cfg,
             cfg,
             f"{out} holds a run with a different config; choose another `out` or pass --restart",
+            objectives=[cfg.method.name],
         )
         if run_json.is_file() and json.loads(run_json.read_text()).get("status") == "complete":
             info = json.loads(run_json.read_text())

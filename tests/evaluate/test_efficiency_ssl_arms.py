@@ -37,7 +37,7 @@ def test_dino_and_vicreg_arms_pretrain_label_free_with_their_objective(tmp_path:
             "efficiency.linear_probe=true",
             "efficiency.n_boot=5",
             "method.lambda_sup=0.5",
-            "method.dino_out_dim=16",
+            "method.options.dino.out_dim=16",
         ],
     )
     pre: dict[Path, tuple[str, float, int, int]] = {}

@@ -5,6 +5,7 @@ and teacher, and one training step of each through the registry."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -17,7 +18,14 @@ from medcl.config import load_config
 from medcl.errors import ConfigError
 from medcl.models.ema import momentum_schedule
 from medcl.train.module import PretrainModule
-from medcl.train.objectives import OBJECTIVES, Objective, ViewBatch, objective_class, register
+from medcl.train.objectives import (
+    OBJECTIVES,
+    Objective,
+    ViewBatch,
+    check_objective_options,
+    objective_class,
+    register,
+)
 from medcl.train.pretrain import pretrain
 from medcl.transforms import build_preset
 from tests.conftest import TINY_OVERRIDES
@@ -128,7 +136,7 @@ def make_module(method: str, *overrides: str) -> PretrainModule:
             *TINY_OVERRIDES,
             f"method.name={method}",
             f"method.temperature={TAU}",
-            "method.dino_out_dim=12",
+            "method.options.dino.out_dim=12",
             *overrides,
         ],
     )
@@ -154,19 +162,17 @@ def cosine_logits(z: Tensor, prototypes: Tensor) -> Tensor:
 
 def reference_ssl(module: PretrainModule, views: Tensor, z: Tensor) -> Tensor:
     """The SSL term from the loop references of ``tests/losses`` on the module's networks."""
-    obj, cfg = module.method, module.cfg.method
-    if cfg.name == "vicreg":
+    obj, o = module.method, module.method.options
+    if module.cfg.method.name == "vicreg":
         inv, var, cov = reference_vicreg_terms(z)
-        return (
-            cfg.vicreg_sim_weight * inv + cfg.vicreg_var_weight * var + cfg.vicreg_cov_weight * cov
-        )
+        return o.sim_weight * inv + o.var_weight * var + o.cov_weight * cov
     student = cosine_logits(z.flatten(0, 1), obj.prototypes.layer.weight).view(B, V, -1)
     with torch.no_grad():
         t = obj.target_projector(obj.target_encoder(views.flatten(0, 1)))
         teacher = cosine_logits(t, obj.target_prototypes.layer.weight).view(B, V, -1)
     # before any optimiser step τ_t is the warm-up's starting value
     return reference_dino(
-        student, teacher, obj.center.clone(), cfg.dino_student_temp, cfg.dino_warmup_teacher_temp
+        student, teacher, obj.center.clone(), o.student_temp, o.warmup_teacher_temp
     )
 
 
@@ -190,7 +196,7 @@ def test_new_objective_is_weighted_sum_of_supcon_and_its_loss(method, lambdas):
             t = module.method.teacher_logits(
                 ViewBatch(views.flatten(0, 1), z.flatten(0, 1), LABELS, GROUPS, B, V)
             )
-        m = module.cfg.method.dino_center_momentum
+        m = module.method.options.center_momentum
         want_center = m * module.method.center + (1 - m) * t.flatten(0, 1).mean(0)
 
     loss, logs = module.objective(views, LABELS, GROUPS)
@@ -215,8 +221,10 @@ def test_new_objective_is_weighted_sum_of_supcon_and_its_loss(method, lambdas):
 
 def test_dino_teacher_follows_the_student_and_warms_its_temperature():
     """After an optimiser step the teacher's prototypes take the EMA step and τ_t moves along
-    its warm-up (linear from dino_warmup_teacher_temp to dino_teacher_temp)."""
-    module = make_module("dino", "method.dino_teacher_temp_warmup=0.5", "method.ema_base=0.9")
+    its warm-up (linear from warmup_teacher_temp to teacher_temp)."""
+    module = make_module(
+        "dino", "method.options.dino.teacher_temp_warmup=0.5", "method.options.dino.ema_base=0.9"
+    )
     obj = module.method
     before = obj.target_prototypes.layer.weight.detach().clone()
     student = obj.prototypes.layer.weight.detach().clone()
@@ -237,7 +245,7 @@ def test_new_objective_trains_through_the_registry(method, tiny_manifest, tmp_pa
         tiny_manifest,
         tmp_path / "run",
         f"method.name={method}",
-        "method.dino_out_dim=16",
+        "method.options.dino.out_dim=16",
         "optim.max_steps=1",
         "method.lambda_sup=0.5",
     )
@@ -251,25 +259,101 @@ def test_new_objective_trains_through_the_registry(method, tiny_manifest, tmp_pa
         assert "method.target_prototypes.layer.weight" in sd
 
 
+# --------------------------------------------------------------------------------------------------
+# Options: declared and checked by each objective, read from method.options.<name>
+# --------------------------------------------------------------------------------------------------
+
+# the defaults of the flat method.* keys these options replaced
+EXPECTED_DEFAULTS = {
+    "simclr": {},
+    "simsiam": {},
+    "moco": {"ema_base": 0.99, "queue_size": 4096},
+    "byol": {"ema_base": 0.99},
+    "dino": {
+        "ema_base": 0.99,
+        "out_dim": 4096,
+        "student_temp": 0.1,
+        "teacher_temp": 0.07,
+        "warmup_teacher_temp": 0.04,
+        "teacher_temp_warmup": 0.3,
+        "center_momentum": 0.9,
+    },
+    "vicreg": {"sim_weight": 25.0, "var_weight": 25.0, "cov_weight": 1.0},
+}
+
+
+def test_every_objective_declares_its_options_with_the_former_defaults():
+    assert set(EXPECTED_DEFAULTS) == set(OBJECTIVES)
+    got = check_objective_options(load_config(None), OBJECTIVES)
+    assert {name: dataclasses.asdict(o) for name, o in got.items()} == EXPECTED_DEFAULTS
+
+
+@pytest.mark.parametrize("method", ["moco", "byol", "dino", "vicreg"])
+def test_an_objective_reads_its_own_options_only(method):
+    """Given options of several objectives, the one built reads those under its own name."""
+    others = {"moco": {"ema_base": 0.5, "queue_size": 8}, "byol": {"ema_base": 0.6}}
+    others |= {"dino": {"out_dim": 6, "ema_base": 0.7}, "vicreg": {"cov_weight": 2.0}}
+    module = make_module(method, f"method.options={others}")
+    assert dataclasses.asdict(module.method.options) == EXPECTED_DEFAULTS[method] | others[method]
+    if method == "moco":
+        assert module.method.moco_loss.queue_size == 8
+    if method == "dino":
+        assert module.method.center.shape == (6,)
+
+
 @pytest.mark.parametrize(
-    ("override", "key"),
+    ("override", "message"),
     [
-        ("method.dino_out_dim=1", "method.dino_out_dim"),
-        ("method.dino_student_temp=0", "method.dino_student_temp"),
-        ("method.dino_teacher_temp=0.2", "method.dino_teacher_temp"),  # hotter than the student
-        ("method.dino_warmup_teacher_temp=-0.1", "method.dino_warmup_teacher_temp"),
-        ("method.dino_teacher_temp_warmup=1.5", "method.dino_teacher_temp_warmup"),
-        ("method.dino_center_momentum=1", "method.dino_center_momentum"),
-        ("method.vicreg_cov_weight=-1", "method.vicreg_cov_weight"),
+        ("dino.out_dim=1", "dino.out_dim: must be ≥ 2, got 1"),
+        ("dino.student_temp=0", "dino.student_temp: must be in (0, 10], got 0.0"),
+        # hotter than the student
+        (
+            "dino.teacher_temp=0.2",
+            "dino.teacher_temp: must be in (0, student_temp = 0.1] (the teacher sharpens), got 0.2",
+        ),
+        ("dino.warmup_teacher_temp=-0.1", "dino.warmup_teacher_temp: must be in (0, student_temp"),
+        ("dino.teacher_temp_warmup=1.5", "dino.teacher_temp_warmup: must be in [0, 1], got 1.5"),
+        ("dino.center_momentum=1", "dino.center_momentum: must be in [0, 1), got 1.0"),
+        ("dino.ema_base=1.5", "dino.ema_base: must be in [0, 1], got 1.5"),
+        ("moco.queue_size=0", "moco.queue_size: must be positive, got 0"),
+        ("byol.ema_base=-1", "byol.ema_base: must be in [0, 1], got -1.0"),
+        ("vicreg.cov_weight=-1", "vicreg.cov_weight: must be ≥ 0, got -1.0"),
+        ("dino.out_dim=big", "dino.out_dim: expected int, got 'big'"),
+        (
+            "dino.out_dimm=8",
+            "unknown config key 'method.options.dino.out_dimm' (did you mean 'out_dim'?); "
+            "valid keys: ema_base, out_dim, student_temp",
+        ),
+        ("simclr.queue_size=8", "unknown config key 'method.options.simclr.queue_size'"),
+        ("swav.prototypes=8", "swav: options of 'swav', which is no pretraining objective"),
     ],
 )
-def test_bad_dino_and_vicreg_options_are_refused_naming_the_key(override, key):
+def test_bad_options_are_refused_when_the_objective_is_resolved(override, message):
+    """Loading accepts them (no torch there); resolving refuses them in one line naming the
+    option, for the run's own objective and for any other whose options are given; so does
+    building the objective."""
+    cfg = load_config(None, [f"method.options.{override}"])
     with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
-    assert str(err.value).startswith(f"{key}:") and "\n" not in str(err.value)
+        check_objective_options(cfg, ["simclr"])
+    expected = message if message.startswith("unknown") else f"method.options.{message}"
+    assert str(err.value).startswith(expected)
+    assert "\n" not in str(err.value)
+    name = override.split(".")[0]
+    if name in OBJECTIVES:
+        with pytest.raises(ConfigError, match="method.options"):
+            make_module(name, f"method.options.{override}")
 
 
 def test_all_zero_vicreg_weights_are_refused():
-    zeros = [f"method.vicreg_{k}_weight=0" for k in ("sim", "var", "cov")]
-    with pytest.raises(ConfigError, match="^method.vicreg_sim_weight: the three VICReg weights"):
-        load_config(None, zeros)
+    zeros = [f"method.options.vicreg.{k}_weight=0" for k in ("sim", "var", "cov")]
+    with pytest.raises(
+        ConfigError, match="^method.options.vicreg.sim_weight: the three VICReg weights"
+    ):
+        check_objective_options(load_config(None, zeros), ["vicreg"])
+
+
+def test_bad_options_refused_by_pretrain_before_any_work(tiny_manifest, tmp_path):
+    cfg = _cfg(tiny_manifest, tmp_path / "run", "method.options.simclr.bogus=1")
+    with pytest.raises(ConfigError, match="^unknown config key 'method.options.simclr.bogus'"):
+        pretrain(cfg, progress=False)
+    assert not (tmp_path / "run").exists()

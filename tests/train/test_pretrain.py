@@ -7,8 +7,9 @@ import json
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from medcl.config import load_config
+from medcl.config import derive, load_config
 from medcl.errors import ConfigError, MedclError
 from medcl.models.export import load_encoder
 from medcl.train.pretrain import pretrain
@@ -73,8 +74,9 @@ def test_other_methods_train(tiny_manifest, tmp_path, method):
     sd = ckpt["state_dict"]
     if method == "moco":
         pushed = cfg.data.batch_size * r.steps
-        assert int(sd["method.moco_loss.queue_len"]) == min(cfg.method.queue_size, pushed)
-        assert int(sd["method.moco_loss.queue_ptr"]) == pushed % cfg.method.queue_size
+        queue_size = cfg.method.options["moco"]["queue_size"]
+        assert int(sd["method.moco_loss.queue_len"]) == min(queue_size, pushed)
+        assert int(sd["method.moco_loss.queue_ptr"]) == pushed % queue_size
     if method in ("moco", "byol"):
         for online in ("encoder.conv1.weight", "method.projector.net.3.weight"):
             target = "method.target_" + online.removeprefix("method.")
@@ -114,6 +116,39 @@ def test_changed_config_refused_on_resume(tiny_manifest, tmp_path):
         pretrain(_cfg(tiny_manifest, tmp_path / "c"), progress=False, _stop_at_epoch=1)
     with pytest.raises(ConfigError, match="different config"):
         pretrain(_cfg(tiny_manifest, tmp_path / "c", "optim.lr=0.01"), progress=False)
+
+
+def test_a_run_folder_saved_with_the_old_flat_keys_is_found_complete(tiny_manifest, tmp_path):
+    """A finished MoCo run whose config.yaml holds the keys of before method.options (as the
+    previous version wrote them) is the same run under today's config; it is not trained again.
+    The old ema_base was also BYOL's and DINO's, which a MoCo run does not depend on. A changed
+    option of its objective is refused."""
+    moco = ["method.name=moco", "method.options.moco.ema_base=0.9", "optim.epochs=1"]
+    cfg = _cfg(tiny_manifest, tmp_path / "m", *moco)
+    first = pretrain(cfg, progress=False)
+    saved = tmp_path / "m/config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    assert old["method"].pop("options") == {"moco": {"queue_size": 32, "ema_base": 0.9}}
+    old["method"].update(
+        queue_size=32,
+        ema_base=0.9,
+        dino_out_dim=4096,
+        dino_student_temp=0.1,
+        dino_teacher_temp=0.07,
+        dino_warmup_teacher_temp=0.04,
+        dino_teacher_temp_warmup=0.3,
+        dino_center_momentum=0.9,
+        vicreg_sim_weight=25.0,
+        vicreg_var_weight=25.0,
+        vicreg_cov_weight=1.0,
+    )
+    saved.write_text(yaml.safe_dump(old, sort_keys=False))
+    last = tmp_path / "m/checkpoints/last.ckpt"
+    stamp = last.stat().st_mtime_ns
+    again = pretrain(cfg, progress=False)
+    assert again.steps == first.steps and last.stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="different config"):
+        pretrain(derive(cfg, **{"method.options.moco.ema_base": 0.95}), progress=False)
 
 
 def test_bad_inputs_refused_before_work(tmp_path, tiny_manifest):

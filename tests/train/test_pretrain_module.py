@@ -269,7 +269,7 @@ def assert_ema_step(before: dict[str, Tensor], module: PretrainModule, m: float)
 @pytest.mark.parametrize("method", ["moco", "byol"])
 def test_ema_moves_target_by_the_scheduled_momentum(method):
     """target' = m·target + (1 − m)·online with m = momentum_schedule(step, total, ema_base)."""
-    module = make_module(method, "method.ema_base=0.9")
+    module = make_module(method, f"method.options.{method}.ema_base=0.9")
     attach_fake_trainer(module, global_step=3, total_steps=10)
     before = {name: t.detach().clone() for name, t, _ in paired_params(module)}
     online_before = {name: o.detach().clone() for name, _, o in paired_params(module)}
@@ -284,7 +284,9 @@ def test_ema_moves_target_by_the_scheduled_momentum(method):
 @pytest.mark.parametrize("method", ["moco", "byol"])
 def test_ema_steps_only_on_optimiser_steps_under_accumulation(method):
     """accumulate_grad_batches=2: batch_idx 0, 2 leave the target; 1, 3 take one EMA step."""
-    module = make_module(method, "trainer.accumulate_grad_batches=2", "method.ema_base=0.9")
+    module = make_module(
+        method, "trainer.accumulate_grad_batches=2", f"method.options.{method}.ema_base=0.9"
+    )
     for batch_idx, step in [(0, 0), (1, 1), (2, 1), (3, 2)]:
         attach_fake_trainer(module, global_step=step, total_steps=10)
         before = {name: t.detach().clone() for name, t, _ in paired_params(module)}
@@ -351,7 +353,7 @@ def fit_and_check_ema(n_batches: int) -> None:
             for name in before:
                 assert torch.equal(after[name], before[name]), (step_after, name)
             continue
-        m = momentum_schedule(step_after, total, base=cfg.method.ema_base)
+        m = momentum_schedule(step_after, total, base=module.method.options.ema_base)
         for name in before:
             expected = m * before[name] + (1 - m) * online[name]
             torch.testing.assert_close(after[name], expected, msg=f"step {step_after}, {name}")

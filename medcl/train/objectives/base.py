@@ -25,12 +25,13 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from medcl.config import Config
+from medcl.config import Config, from_mapping
+from medcl.config.checks import in_range
 from medcl.models.ema import ema_update, momentum_schedule
 from medcl.models.heads import ProjectionHead
 from medcl.train.objectives.supcon import SupCon
@@ -72,6 +73,39 @@ class ViewBatch:
     n_views: int
 
 
+@dataclass
+class ObjectiveOptions:
+    """An objective's own options, read from ``method.options.<name>``: none here.
+
+    A subclass per objective adds its options as fields with their defaults and extends
+    :meth:`check`.
+    """
+
+    def check(self, where: str) -> None:
+        """Refuse a bad value.
+
+        Args:
+            where: The options' path, ``method.options.<name>``.
+
+        Raises:
+            ConfigError: One line naming ``where.<option>``.
+        """
+
+
+@dataclass
+class MomentumOptions(ObjectiveOptions):
+    """Options of every objective with EMA target networks (:class:`MomentumObjective`).
+
+    Attributes:
+        ema_base: ``m0``, the starting EMA momentum of the target networks, scheduled to 1.
+    """
+
+    ema_base: float = 0.99
+
+    def check(self, where: str) -> None:
+        in_range(self.ema_base, "[0, 1]", f"{where}.ema_base")
+
+
 class ObjectiveOutput(NamedTuple):
     """The loss of a step and its detached parts for logging.
 
@@ -90,23 +124,51 @@ class Objective(nn.Module, ABC):
 
     Subclasses implement :meth:`ssl_loss`; those with target networks derive from
     :class:`MomentumObjective`. Submodules created in ``__init__`` (heads, queues) are part of the
-    checkpoint and, if trainable, of the optimiser.
+    checkpoint and, if trainable, of the optimiser. A subclass with options of its own names their
+    dataclass as :attr:`Options` (a subclass of :class:`ObjectiveOptions`).
 
     Args:
-        cfg: The run config (``model`` for the head sizes, ``method`` for the loss options).
+        cfg: The run config (``model`` for the head sizes, ``method`` for λ, τ and
+            ``method.options.<method.name>``).
         encoder: The online encoder (``out_dim`` attribute); not owned, only read (a momentum
             objective copies it).
 
     Attributes:
+        Options: The options' dataclass (class attribute).
+        options: This objective's options, read and checked by :meth:`read_options`.
         projector: The projection head ``g`` on the encoder features.
         supcon: The SupCon component, weighted by λ1.
     """
 
+    Options: ClassVar[type[ObjectiveOptions]] = ObjectiveOptions
+    options: ObjectiveOptions
+
     def __init__(self, cfg: Config, encoder: nn.Module) -> None:
         super().__init__()
+        self.options = self.read_options(cfg, cfg.method.name)
         m, mc = cfg.model, cfg.method
         self.projector = ProjectionHead(int(encoder.out_dim), m.proj_hidden, m.proj_dim)
         self.supcon = SupCon(mc.temperature, mc.group_positives)
+
+    @classmethod
+    def read_options(cls, cfg: Config, name: str) -> Any:
+        """``method.options.<name>`` as this objective's :attr:`Options`, checked.
+
+        Args:
+            cfg: The run config.
+            name: The objective's registry name (``method.name`` when it is the run's).
+
+        Returns:
+            The options; those not given keep their defaults.
+
+        Raises:
+            ConfigError: On an unknown option (naming the closest valid one) or a bad value, with
+                the path ``method.options.<name>.<option>``.
+        """
+        where = f"method.options.{name}"
+        options = from_mapping(cls.Options, cfg.method.options.get(name) or {}, where)
+        options.check(where)
+        return options
 
     def project(self, batch: ViewBatch) -> Tensor:
         """Online projections ``z`` of all views, ``(B, V, D)``, encoded as one batch."""
@@ -173,8 +235,9 @@ class MomentumObjective(Objective):
     """An objective with EMA target copies ``f_ξ``, ``g_ξ`` of the encoder and projector.
 
     After every optimiser step ``k`` of ``K``: ``ξ ← m·ξ + (1 − m)·θ`` with
-    ``m = 1 − (1 − m0)(cos(πk/K) + 1)/2`` (``m0 = method.ema_base``); the targets' BatchNorm
-    statistics are their own. Target parameters never get gradients.
+    ``m = 1 − (1 − m0)(cos(πk/K) + 1)/2`` (``m0`` = the ``ema_base`` option of
+    :class:`MomentumOptions`); the targets' BatchNorm statistics are their own. Target parameters
+    never get gradients.
 
     Args:
         cfg: The run config.
@@ -185,9 +248,11 @@ class MomentumObjective(Objective):
         target_projector: EMA copy of :attr:`projector`.
     """
 
+    Options: ClassVar[type[ObjectiveOptions]] = MomentumOptions
+    options: MomentumOptions
+
     def __init__(self, cfg: Config, encoder: nn.Module) -> None:
         super().__init__(cfg, encoder)
-        self.ema_base = float(cfg.method.ema_base)
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
@@ -205,7 +270,7 @@ class MomentumObjective(Objective):
             step: Optimiser steps taken so far (``k``).
             total_steps: Optimiser steps of the whole run (``K``).
         """
-        m = momentum_schedule(step, total_steps, base=self.ema_base)
+        m = momentum_schedule(step, total_steps, base=self.options.ema_base)
         ema_update(self.target_encoder, encoder, m)
         ema_update(self.target_projector, self.projector, m)
 

@@ -10,6 +10,9 @@ With the online predictor ``q(z)`` on the projection ``z = g(f(x))`` and the tar
 
 (the two directions summed, as in the paper). After each optimiser step the target networks take
 one EMA step (:class:`~medcl.train.objectives.base.MomentumObjective`). No negatives.
+
+Options (``method.options.byol``, :class:`~medcl.train.objectives.base.MomentumOptions`):
+``ema_base``, the starting momentum of the target networks (scheduled to 1).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class BYOL(MomentumObjective):
     """``2 − 2cos`` between the online predictions and the EMA target projections.
 
     Args:
-        cfg: The run config.
+        cfg: The run config (``method.options.byol``).
         encoder: The online encoder, copied as the target encoder.
 
     Attributes:

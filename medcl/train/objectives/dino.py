@@ -3,8 +3,7 @@ Self-Supervised Vision Transformers", ICCV).
 
 The student is the online encoder ``f``, projector ``g`` and a prototype layer ``P``; the teacher
 is their EMA copy (:class:`~medcl.train.objectives.base.MomentumObjective`, momentum
-``method.ema_base`` scheduled to 1; the paper uses 0.996). Both end in ``K = method.dino_out_dim``
-logits::
+``ema_base`` scheduled to 1; the paper uses 0.996). Both end in ``K = out_dim`` logits::
 
     s = P(ẑ),  ẑ = z/‖z‖,  z = g(f(x))           P(u)_k = u · w_k/‖w_k‖
 
@@ -13,8 +12,9 @@ logits::
 softmax ``softmax((t − c)/τ_t)`` and the student's ``log_softmax(s/τ_s)`` over every pair of
 *different* views; then the center ``c`` (a checkpointed buffer) takes one EMA step towards the
 teacher outputs' batch mean, all-reduced over ranks (:func:`~medcl.losses.dino_center_update`).
-``τ_t`` warms up linearly from ``method.dino_warmup_teacher_temp`` to ``method.dino_teacher_temp``
-over the first ``method.dino_teacher_temp_warmup`` of the optimiser steps.
+``τ_t`` warms up linearly from ``warmup_teacher_temp`` to ``teacher_temp`` over the first
+``teacher_temp_warmup`` of the optimiser steps. These are DINO's options, ``method.options.dino``
+(:class:`DINOOptions`).
 
 Head design: the projection head ``g`` (``model.proj_hidden`` → ``model.proj_dim``) is the same
 :class:`~medcl.models.heads.ProjectionHead` as every other objective's, and plays the part of the
@@ -32,15 +32,70 @@ first epoch and its gradient clipping are not applied.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcl.config import Config
+from medcl.config.checks import at_least, in_range
+from medcl.errors import ConfigError
 from medcl.losses import dino_center_update, dino_loss, teacher_temperature
 from medcl.models.ema import ema_update, momentum_schedule
-from medcl.train.objectives.base import MomentumObjective, ViewBatch, channels_last
+from medcl.train.objectives.base import (
+    MomentumObjective,
+    MomentumOptions,
+    ObjectiveOptions,
+    ViewBatch,
+    channels_last,
+)
+
+
+@dataclass
+class DINOOptions(MomentumOptions):
+    """DINO's options (the paper's temperatures and center momentum; it uses ``K`` = 65536 and
+    ``ema_base`` = 0.996 on ImageNet).
+
+    Attributes:
+        out_dim: Prototypes ``K`` of the weight-normalised last layer (the softmax size).
+        student_temp: Student temperature ``τ_s``.
+        teacher_temp: Teacher temperature ``τ_t`` after the warm-up (≤ ``τ_s``: the teacher
+            sharpens).
+        warmup_teacher_temp: ``τ_t`` at step 0, raised linearly to ``teacher_temp`` (≤ ``τ_s``).
+        teacher_temp_warmup: Share of the optimiser steps of that warm-up (0 = none).
+        center_momentum: EMA momentum ``m`` of the center of the teacher outputs.
+        ema_base: Starting EMA momentum of the teacher, scheduled to 1.
+    """
+
+    # the student: prototypes and temperature
+    out_dim: int = 4096
+    student_temp: float = 0.1
+
+    # the teacher's temperatures, each at most student_temp (the teacher sharpens); τ_t rises
+    # linearly from warmup_teacher_temp to teacher_temp over a share teacher_temp_warmup of steps
+    TEACHER_TEMPS: ClassVar[tuple[str, ...]] = ("teacher_temp", "warmup_teacher_temp")
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    teacher_temp_warmup: float = 0.3
+
+    # the center of the teacher outputs
+    center_momentum: float = 0.9
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        at_least(self.out_dim, 2, f"{where}.out_dim")
+        in_range(self.student_temp, "(0, 10]", f"{where}.student_temp")
+        for k in self.TEACHER_TEMPS:
+            t = getattr(self, k)
+            if not 0 < t <= self.student_temp:
+                raise ConfigError(
+                    f"{where}.{k}: must be in (0, student_temp = {self.student_temp}] "
+                    f"(the teacher sharpens), got {t}"
+                )
+        in_range(self.teacher_temp_warmup, "[0, 1]", f"{where}.teacher_temp_warmup")
+        in_range(self.center_momentum, "[0, 1)", f"{where}.center_momentum")
 
 
 class Prototypes(nn.Module):
@@ -65,7 +120,7 @@ class DINO(MomentumObjective):
     """Cross-entropy of the student against the centered, sharpened EMA teacher.
 
     Args:
-        cfg: The run config (``method.dino_*``, ``method.ema_base``).
+        cfg: The run config (``model.proj_dim``, ``method.options.dino``).
         encoder: The online encoder, copied as the teacher encoder.
 
     Attributes:
@@ -75,31 +130,29 @@ class DINO(MomentumObjective):
         steps_done: Optimiser steps taken (buffer, checkpointed), for the ``τ_t`` warm-up.
     """
 
+    Options: ClassVar[type[ObjectiveOptions]] = DINOOptions
+    options: DINOOptions
+
     def __init__(self, cfg: Config, encoder: nn.Module) -> None:
         super().__init__(cfg, encoder)
-        mc = cfg.method
-        self.student_temp = float(mc.dino_student_temp)
-        self.teacher_temp = float(mc.dino_teacher_temp)
-        self.warmup_teacher_temp = float(mc.dino_warmup_teacher_temp)
-        self.teacher_temp_warmup = float(mc.dino_teacher_temp_warmup)
-        self.center_momentum = float(mc.dino_center_momentum)
-        self.prototypes = Prototypes(cfg.model.proj_dim, mc.dino_out_dim)
+        k = self.options.out_dim
+        self.prototypes = Prototypes(cfg.model.proj_dim, k)
         self.target_prototypes = copy.deepcopy(self.prototypes).requires_grad_(False)
-        self.register_buffer("center", torch.zeros(mc.dino_out_dim))
+        self.register_buffer("center", torch.zeros(k))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
         self.register_buffer("total_steps", torch.zeros((), dtype=torch.int64))
 
     def current_teacher_temp(self) -> float:
         """``τ_t`` at the current optimiser step (the final value before any step is known)."""
-        total = int(self.total_steps)
+        o, total = self.options, int(self.total_steps)
         if total <= 0:
-            return self.warmup_teacher_temp if self.teacher_temp_warmup > 0 else self.teacher_temp
+            return o.warmup_teacher_temp if o.teacher_temp_warmup > 0 else o.teacher_temp
         return teacher_temperature(
             int(self.steps_done),
             total,
-            self.warmup_teacher_temp,
-            self.teacher_temp,
-            self.teacher_temp_warmup,
+            o.warmup_teacher_temp,
+            o.teacher_temp,
+            o.teacher_temp_warmup,
         )
 
     @torch.no_grad()
@@ -117,10 +170,10 @@ class DINO(MomentumObjective):
             student,
             teacher,
             self.center,
-            student_temp=self.student_temp,
+            student_temp=self.options.student_temp,
             teacher_temp=self.current_teacher_temp(),
         )
-        self.center.copy_(dino_center_update(self.center, teacher, self.center_momentum))
+        self.center.copy_(dino_center_update(self.center, teacher, self.options.center_momentum))
         return loss
 
     def on_optimizer_step(self, encoder: nn.Module, step: int, total_steps: int) -> None:
@@ -132,7 +185,7 @@ class DINO(MomentumObjective):
             total_steps: Optimiser steps of the whole run.
         """
         super().on_optimizer_step(encoder, step, total_steps)
-        m = momentum_schedule(step, total_steps, base=self.ema_base)
+        m = momentum_schedule(step, total_steps, base=self.options.ema_base)
         ema_update(self.target_prototypes, self.prototypes, m)
         self.steps_done.fill_(step)
         self.total_steps.fill_(total_steps)

@@ -14,33 +14,66 @@ Queue entries of the query's patient are left out of the denominator
 (:class:`~medcl.losses.MoCoLoss`). After the loss, the keys of the second view enter the queue
 (with their labels and patient ids); after each optimiser step the key networks take one EMA step
 (:class:`~medcl.train.objectives.base.MomentumObjective`).
+
+Options (``method.options.moco``, :class:`MoCoOptions`): ``queue_size``, ``ema_base``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 from medcl.config import Config
+from medcl.config.checks import positive
 from medcl.losses import MoCoLoss
-from medcl.train.objectives.base import MomentumObjective, ViewBatch
+from medcl.train.objectives.base import (
+    MomentumObjective,
+    MomentumOptions,
+    ObjectiveOptions,
+    ViewBatch,
+)
+
+
+@dataclass
+class MoCoOptions(MomentumOptions):
+    """MoCo's options.
+
+    Attributes:
+        queue_size: Keys ``K`` in the queue (a persistent buffer: a resumed run keeps it).
+        ema_base: Starting EMA momentum of the key encoder, scheduled to 1.
+    """
+
+    queue_size: int = 4096
+
+    def check(self, where: str) -> None:
+        positive(self.queue_size, f"{where}.queue_size")
+        super().check(where)
 
 
 class MoCo(MomentumObjective):
     """Symmetrised InfoNCE of the queries against the EMA keys and a persistent queue.
 
     Args:
-        cfg: The run config (``method.queue_size``, ``method.temperature``).
+        cfg: The run config (``method.temperature``, ``method.options.moco``).
         encoder: The online encoder, copied as the key encoder.
 
     Attributes:
         moco_loss: The InfoNCE loss; it holds the queue (checkpointed with the model).
     """
 
+    Options: ClassVar[type[ObjectiveOptions]] = MoCoOptions
+    options: MoCoOptions
+
     def __init__(self, cfg: Config, encoder: nn.Module) -> None:
         super().__init__(cfg, encoder)
         mc = cfg.method
         self.moco_loss = MoCoLoss(
-            cfg.model.proj_dim, mc.queue_size, mc.temperature, group_positives=mc.group_positives
+            cfg.model.proj_dim,
+            self.options.queue_size,
+            mc.temperature,
+            group_positives=mc.group_positives,
         )
 
     def ssl_loss(self, batch: ViewBatch, z: Tensor) -> Tensor:

@@ -9,38 +9,61 @@ the embeddings ``Z, Z'`` of Eq. 6::
     L_ssl = λ·s(Z, Z') + μ·[v(Z) + v(Z')] + ν·[c(Z) + c(Z')]
 
 with the invariance MSE ``s``, the variance hinge ``v`` (γ = 1, ε = 1e-4) and the covariance
-penalty ``c`` (:func:`~medcl.losses.vicreg_loss`); ``λ, μ, ν`` are ``method.vicreg_sim_weight``,
-``vicreg_var_weight``, ``vicreg_cov_weight`` (25, 25, 1). Under DDP the variance and covariance are
-those of the global batch (the embeddings are gathered with gradient). No target network, no
-negatives; the SupCon term (λ1) reads the same ``z``.
+penalty ``c`` (:func:`~medcl.losses.vicreg_loss`); ``λ, μ, ν`` are the options ``sim_weight``,
+``var_weight``, ``cov_weight`` of ``method.options.vicreg`` (:class:`VICRegOptions`; 25, 25, 1).
+Under DDP the variance and covariance are those of the global batch (the embeddings are gathered
+with gradient). No target network, no negatives; the SupCon term (λ1) reads the same ``z``.
 """
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from dataclasses import dataclass
+from typing import ClassVar
 
-from medcl.config import Config
+from torch import Tensor
+
+from medcl.config.checks import at_least
+from medcl.errors import ConfigError
 from medcl.losses import vicreg_loss
-from medcl.train.objectives.base import Objective, ViewBatch
+from medcl.train.objectives.base import Objective, ObjectiveOptions, ViewBatch
+
+
+@dataclass
+class VICRegOptions(ObjectiveOptions):
+    """VICReg's loss weights (the paper's 25, 25, 1); at least one must be positive.
+
+    Attributes:
+        sim_weight: ``λ``, weight of the invariance (MSE) term.
+        var_weight: ``μ``, weight of the variance hinge.
+        cov_weight: ``ν``, weight of the covariance penalty.
+    """
+
+    sim_weight: float = 25.0
+    var_weight: float = 25.0
+    cov_weight: float = 1.0
+
+    def check(self, where: str) -> None:
+        names = ("sim_weight", "var_weight", "cov_weight")
+        for k in names:
+            at_least(getattr(self, k), 0, f"{where}.{k}")
+        if not any(getattr(self, k) > 0 for k in names):
+            raise ConfigError(f"{where}.sim_weight: the three VICReg weights are all 0")
 
 
 class VICReg(Objective):
     """Invariance + variance + covariance terms of the expander outputs.
 
     Args:
-        cfg: The run config (``method.vicreg_*``).
+        cfg: The run config (``method.options.vicreg``).
         encoder: The online encoder.
     """
 
-    def __init__(self, cfg: Config, encoder: nn.Module) -> None:
-        super().__init__(cfg, encoder)
-        mc = cfg.method
-        self.sim_weight = float(mc.vicreg_sim_weight)
-        self.var_weight = float(mc.vicreg_var_weight)
-        self.cov_weight = float(mc.vicreg_cov_weight)
+    Options: ClassVar[type[ObjectiveOptions]] = VICRegOptions
+    options: VICRegOptions
 
     def ssl_loss(self, batch: ViewBatch, z: Tensor) -> Tensor:
         """``λ·s + μ·v + ν·c`` of the projections ``z`` (see the module docstring)."""
+        o = self.options
         return vicreg_loss(
-            z, sim_weight=self.sim_weight, var_weight=self.var_weight, cov_weight=self.cov_weight
+            z, sim_weight=o.sim_weight, var_weight=o.var_weight, cov_weight=o.cov_weight
         ).loss
