@@ -1,4 +1,4 @@
-"""Transforms stage: modality-specific augmentation presets for CT, MR and X-ray (GUIDE section 4).
+"""Transforms stage: augmentation presets for CT, MR and X-ray (why each: docs/augmentation.md).
 
 Inputs are float32 channel-first tensors in stored units: CT in Hounsfield units, MR and X-ray
 already scaled to about [0, 1]. Every output is in [0, 1].
