@@ -2,9 +2,9 @@
 
 Run ``python benchmarks/bootstrap_bench.py`` (about half a minute on one core). Each case draws a
 cohort of N images from P patients (every patient has at least one image, the rest are spread at
-random) with C classes and informative softmax probabilities, and times ``patient_bootstrap`` with
-the five default metrics (accuracy, balanced accuracy, macro AUROC, macro F1, ECE) and ``--n-boot``
-replicates.
+random) with C classes and informative softmax probabilities, and times ``metrics_with_intervals``
+(the metrics and their intervals) with the five default metrics (accuracy, balanced accuracy,
+macro AUROC, macro F1, ECE) and ``--n-boot`` replicates.
 
 How it is measured:
     BLAS is limited to ``--threads`` threads (threadpoolctl) and a 10-replicate call runs untimed
@@ -74,16 +74,16 @@ def value_check(y: np.ndarray, p: np.ndarray, groups: np.ndarray, classes: list[
 
 
 def time_case(n_images: int, n_patients: int, n_classes: int, n_boot: int, repeats: int) -> dict:
-    from medcl.evaluate.bootstrap import patient_bootstrap
+    from medcl.evaluate.bootstrap import metrics_with_intervals
 
     y, p, groups = cohort(n_images, n_patients, n_classes)
     classes = [f"c{k}" for k in range(n_classes)]
     check = value_check(y, p, groups, classes)
-    patient_bootstrap(y, p, groups, classes, n_boot=min(n_boot, 10), seed=0)  # warm-up
+    metrics_with_intervals(y, p, groups, classes, n_boot=min(n_boot, 10), seed=0)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        patient_bootstrap(y, p, groups, classes, n_boot=n_boot, seed=0)
+        metrics_with_intervals(y, p, groups, classes, n_boot=n_boot, seed=0)
         times.append(time.perf_counter() - start)
     return {"time_s": min(times), "check": check}
 

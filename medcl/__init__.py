@@ -8,8 +8,8 @@ checks it):
   splits, datasets and batch samplers.
 - :mod:`medcl.transforms` — modality-specific augmentation presets (CT, MR, X-ray).
 - :mod:`medcl.models`, :mod:`medcl.losses`, :mod:`medcl.optim` — MONAI encoders, projection /
-  predictor heads, EMA and kNN; NT-Xent, SupCon (L_out), the SSCL hybrid, MoCo, BYOL/SimSiam;
-  learning-rate schedules.
+  predictor heads, EMA and kNN; SupCon (L_out) and NT-Xent parts of the SSCL loss, MoCo,
+  BYOL/SimSiam, DINO, VICReg and FixMatch (formulas: docs/objectives.md); learning-rate schedules.
 - :mod:`medcl.train` — Lightning pretraining; :mod:`medcl.evaluate` — few-label fine-tuning,
   metrics, label-efficiency reports (it may run pretraining; training never imports evaluation).
 - :mod:`medcl.app`, :mod:`medcl.cli`, :mod:`medcl.demo` — the review app, the command line and

@@ -89,7 +89,7 @@ QUICK = {
 
 SPLIT = (0.2, 0.3)
 """Validation and test shares of the patients: large held-out splits, so that the patient-bootstrap
-intervals can separate methods (GUIDE §9)."""
+intervals can separate methods (docs/comparing.md)."""
 
 
 @dataclass

@@ -13,10 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from medcl.data.resize import resize_to
-from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset, original_and_views
+from medcl.transforms import AugmentPreset, build_preset, views_of_images
 
 
 def training_preset(
@@ -37,31 +35,32 @@ def training_preset(
 
 def augmentation_views(
     images: Sequence[np.ndarray],
-    preset: AugmentPreset,
+    meta: Mapping[str, Any],
+    augment_cfg: Mapping[str, Any] | None,
     n_views: int,
-    image_size: int,
     seed: int = 0,
 ) -> np.ndarray:
-    """The normalised original and ``n_views`` augmented views of each image.
+    """The normalised original and ``n_views`` views of each image, as the run trained on them.
 
     Args:
         images: Images in cache units, each ``(1, H, W)`` or ``(1, D, H, W)``.
-        preset: The training preset.
+        meta: The model's metadata (``image_size``, and what :func:`training_preset` reads).
+        augment_cfg: The run config's ``augment`` section (:func:`training_preset`).
         n_views: Views per image (>= 1).
-        image_size: The run's input size (images are resized to it first, as in training).
         seed: Seed of every random draw (image ``r`` uses ``seed`` and ``r``).
 
     Returns:
-        ``(N, n_views + 1, *spatial)`` float32 in [0, 1]; index 0 along axis 1 is the original.
+        ``(N, n_views + 1, *spatial)`` float32 in [0, 1], each image first resized to the run's
+        ``image_size`` as in training; index 0 along axis 1 is the original.
+
+    Raises:
+        ConfigError: If the config names an unknown preset or invalid options.
     """
-    dims = preset.dims
-    multi = MultiViewAugment(preset, n_views)
-    rows = []
-    for r, image in enumerate(images):
-        x = resize_to(torch.as_tensor(np.asarray(image, dtype=np.float32)), image_size, dims)
-        rows.append(original_and_views(x, preset, multi, seed, r)[:, 0].numpy())
+    preset = training_preset(meta, augment_cfg)
+    image_size = int(meta["image_size"])
+    rows = [v[:, 0].numpy() for v in views_of_images(images, preset, n_views, seed, image_size)]
     if not rows:
-        return np.zeros((0, n_views + 1) + (image_size,) * dims, dtype=np.float32)
+        return np.zeros((0, n_views + 1) + (image_size,) * preset.dims, dtype=np.float32)
     return np.stack(rows).astype(np.float32)
 
 

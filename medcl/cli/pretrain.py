@@ -10,7 +10,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``pretrain`` and ``augment-preview``."""
     p = sub.add_parser(
         "pretrain",
-        help="SSCL pretraining (SimCLR/MoCo/BYOL/SimSiam + SupCon) from a split manifest",
+        help="SSCL pretraining (SimCLR/MoCo/BYOL/SimSiam/DINO/VICReg + SupCon) from a split "
+        "manifest",
         description="Pretrain an encoder. The config is validated before any work; KEY=VALUE "
         "overrides (e.g. optim.epochs=5 method.name=moco) are applied after the file. Running the "
         "same command again resumes an interrupted run from its last checkpoint.",

@@ -42,10 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medcl.data.packed import PACKED_DIR, ArrayFile, split_ref
+from medcl.data.packed import PACKED_DIR, ArrayFile, reading_array, split_ref
 from medcl.data.readers.base import HU, UNIT
 from medcl.data.resize import resize_to
-from medcl.errors import MedclError
 from medcl.io import atomic_path, write_json
 
 LOW_PERCENTILE = 0.5
@@ -161,14 +160,8 @@ def load_cached(path: str | os.PathLike[str]) -> np.ndarray:
     if row is not None:
         return ArrayFile(name).row(row)
     p = Path(path)
-    try:
+    with reading_array(p, "; re-run medcl ingest"):
         return np.load(p, allow_pickle=False)
-    except FileNotFoundError:
-        raise MedclError(f"{p}: cached array not found (re-run medcl ingest)") from None
-    except (OSError, ValueError) as exc:
-        raise MedclError(
-            f"{p}: not a readable cached array ({type(exc).__name__}; re-run medcl ingest)"
-        ) from None
 
 
 def load_many(refs: Sequence[str]) -> list[np.ndarray]:

@@ -54,10 +54,14 @@ _CHUNK = 4096  # rows read and resized together when loading or packing
 class ImageSet(Dataset):
     """What every dataset over manifest rows carries: labels, patient groups, ids, modality.
 
+    A subclass says how it holds the images in :meth:`_load` (called once, at the end of
+    ``__init__``) and :meth:`image`.
+
     Args:
         manifest: The manifest (rows must have ``cache_path``).
         image_size: Target size of every spatial axis, or None to keep the cached size.
         dims: 2 or 3.
+        progress: Show a progress bar while loading or packing.
 
     Attributes:
         labels: Class index per row (−1 = unlabelled).
@@ -68,7 +72,9 @@ class ImageSet(Dataset):
             ``preset.sample_views``).
     """
 
-    def __init__(self, manifest: Manifest, image_size: int | None, dims: int = 2) -> None:
+    def __init__(
+        self, manifest: Manifest, image_size: int | None, dims: int = 2, progress: bool = False
+    ) -> None:
         df = manifest.df
         missing = df.index[df["cache_path"] == ""]
         if len(missing):
@@ -87,6 +93,11 @@ class ImageSet(Dataset):
         self.image_ids = list(df["image_id"])
         self.modality = manifest_geometry(manifest)[1] if len(df) else "OT"
         self.transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._load(manifest, progress)
+
+    def _load(self, manifest: Manifest, progress: bool) -> None:
+        """Read (or prepare to read) the rows' images; :attr:`paths` and the sizes are set."""
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -129,14 +140,8 @@ class CachedImages(ImageSet):
     Items are ``(image, label, group, index)`` with label −1 for unlabelled rows.
     """
 
-    def __init__(
-        self,
-        manifest: Manifest,
-        image_size: int | None,
-        dims: int = 2,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(manifest, image_size, dims)
+    def _load(self, manifest: Manifest, progress: bool) -> None:
+        image_size, dims = self.image_size, self.dims
         self._list: list[torch.Tensor] | None = None
         self._images: torch.Tensor | None = None
         chunks = _resized_chunks(self.paths, image_size, dims, progress, "loading")
@@ -183,14 +188,8 @@ class StreamedImages(ImageSet):
         built: Whether this open wrote the packed file (False: reused or none).
     """
 
-    def __init__(
-        self,
-        manifest: Manifest,
-        image_size: int | None,
-        dims: int = 2,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(manifest, image_size, dims)
+    def _load(self, manifest: Manifest, progress: bool) -> None:
+        image_size, dims = self.image_size, self.dims
         self.packed: Path | None = None
         self.built = False
         self._array: ArrayFile | None = None

@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,28 @@ def split_ref(ref: str) -> tuple[str, int | None]:
     return ref, None
 
 
+@contextmanager
+def reading_array(path: Path, hint: str = "") -> Iterator[None]:
+    """Report a missing or unreadable ``.npy`` file, read inside this block, as one line.
+
+    Args:
+        path: The file the block reads.
+        hint: Appended to the reason of an unreadable file (e.g. ``"; re-run medcl ingest"``).
+
+    Raises:
+        MedclError: Naming ``path``, instead of the block's ``FileNotFoundError``, other
+            ``OSError`` or ``ValueError`` (a damaged header).
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise MedclError(f"{path}: cached array not found (re-run medcl ingest)") from None
+    except (OSError, ValueError) as exc:
+        raise MedclError(
+            f"{path}: not a readable cached array ({type(exc).__name__}{hint})"
+        ) from None
+
+
 class ArrayFile:
     """Rows of a C-ordered ``.npy`` file read on demand with ``pread``.
 
@@ -59,22 +82,15 @@ class ArrayFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        try:
-            with open(self.path, "rb") as fh:
-                major, _ = np.lib.format.read_magic(fh)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if major == 1
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, fortran, dtype = read_header(fh)
-                self.offset = fh.tell()
-        except FileNotFoundError:
-            raise MedclError(f"{self.path}: cached array not found (re-run medcl ingest)") from None
-        except (OSError, ValueError) as exc:
-            raise MedclError(
-                f"{self.path}: not a readable cached array ({type(exc).__name__})"
-            ) from None
+        with reading_array(self.path), open(self.path, "rb") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(fh)
+            self.offset = fh.tell()
         if fortran or dtype.hasobject or not shape:
             raise MedclError(f"{self.path}: not a C-ordered numeric array file")
         self.shape: tuple[int, ...] = tuple(int(s) for s in shape)

@@ -99,6 +99,12 @@ def _check_n_boot(n_boot: int) -> int:
     return int(n_boot)
 
 
+def _check_alpha(alpha: float) -> float:
+    if not 0.0 < float(alpha) < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    return float(alpha)
+
+
 def bootstrap_replicates(
     y_true: np.ndarray,
     proba: np.ndarray,
@@ -205,51 +211,6 @@ def _summarise(
     return result
 
 
-def _check_alpha(alpha: float) -> float:
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    return float(alpha)
-
-
-def patient_bootstrap(
-    y_true: np.ndarray,
-    proba: np.ndarray,
-    groups: np.ndarray,
-    classes: list[str],
-    metric_names: Sequence[str] = DEFAULT_METRICS,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> dict[str, dict]:
-    """Patient-level percentile bootstrap intervals (Efron & Tibshirani 1993, ch. 13).
-
-    Args:
-        y_true: True class indices, shape ``(N,)``.
-        proba: Class probabilities, shape ``(N, C)``, rows summing to 1.
-        groups: Patient id of each image, shape ``(N,)``.
-        classes: The ``C`` class names.
-        metric_names: Metrics to bootstrap (see :func:`bootstrap_replicates`).
-        n_boot: Number of replicates.
-        alpha: Miscoverage; the interval is ``[q_{alpha/2}, q_{1-alpha/2}]`` (95 % for 0.05).
-        seed: Random seed; the result is a deterministic function of the inputs and the seed.
-
-    Returns:
-        ``{name: {"value", "low", "high", "n_boot_valid"}}``: ``value`` is the metric on the full
-        set (``None`` if undefined there), ``low`` / ``high`` the percentile bounds over the
-        ``n_boot_valid`` replicates where the metric is defined (``None`` if there are none).
-        JSON-serialisable. ``low <= value <= high`` usually holds but is not guaranteed.
-
-    Raises:
-        ValueError: On invalid inputs, metric names, ``n_boot`` or ``alpha``.
-    """
-    alpha = _check_alpha(alpha)
-    names = _check_classes(classes)
-    wanted = _parse_metrics(metric_names, names)
-    reps = bootstrap_replicates(y_true, proba, groups, classes, metric_names, n_boot, seed)
-    full = classification_metrics(y_true, proba, classes)
-    return _summarise(reps, full, wanted, names, alpha)
-
-
 def metrics_with_intervals(
     y_true: np.ndarray,
     proba: np.ndarray,
@@ -258,8 +219,10 @@ def metrics_with_intervals(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    metric_names: Sequence[str] = DEFAULT_METRICS,
 ) -> dict:
-    """:func:`~medcl.evaluate.metrics.classification_metrics` plus patient-bootstrap intervals.
+    """:func:`~medcl.evaluate.metrics.classification_metrics` plus patient-level percentile
+    bootstrap intervals (Efron & Tibshirani 1993, ch. 13; module docstring).
 
     Args:
         y_true: True class indices, shape ``(N,)``.
@@ -267,22 +230,27 @@ def metrics_with_intervals(
         groups: Patient id of each image, shape ``(N,)``.
         classes: The ``C`` class names.
         n_boot: Number of bootstrap replicates.
-        seed: Random seed of the bootstrap.
-        alpha: Miscoverage of the intervals (0.05 gives 95 % intervals).
+        seed: Random seed of the bootstrap; the result is a deterministic function of the inputs
+            and the seed.
+        alpha: Miscoverage; the interval is ``[q_{alpha/2}, q_{1-alpha/2}]`` (95 % for 0.05).
+        metric_names: The metrics to give intervals for (see :func:`bootstrap_replicates`).
 
     Returns:
-        The ``classification_metrics`` dict plus ``intervals`` (the :func:`patient_bootstrap`
-        result for the default metrics), ``n_patients`` and ``bootstrap`` (``method``,
-        ``n_boot``, ``alpha``, ``seed``, for the report). JSON-serialisable.
+        The ``classification_metrics`` dict plus ``intervals``, ``n_patients`` and ``bootstrap``
+        (``method``, ``n_boot``, ``alpha``, ``seed``, for the report). ``intervals`` is
+        ``{name: {"value", "low", "high", "n_boot_valid"}}``: ``value`` the metric on the full
+        set (``None`` if undefined there), ``low`` / ``high`` the percentile bounds over the
+        ``n_boot_valid`` replicates where the metric is defined (``None`` if there are none).
+        ``low <= value <= high`` usually holds but is not guaranteed. JSON-serialisable.
 
     Raises:
-        ValueError: On invalid inputs, ``n_boot`` or ``alpha``.
+        ValueError: On invalid inputs, metric names, ``n_boot`` or ``alpha``.
     """
     alpha = _check_alpha(alpha)
     out = classification_metrics(y_true, proba, classes)
     names = _check_classes(classes)
-    wanted = _parse_metrics(DEFAULT_METRICS, names)
-    reps = bootstrap_replicates(y_true, proba, groups, classes, DEFAULT_METRICS, n_boot, seed)
+    wanted = _parse_metrics(metric_names, names)
+    reps = bootstrap_replicates(y_true, proba, groups, classes, metric_names, n_boot, seed)
     out["intervals"] = _summarise(reps, out, wanted, names, alpha)
     out["n_patients"] = int(len(_patients(groups, out["n"])[0]))
     out["bootstrap"] = {

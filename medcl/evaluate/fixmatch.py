@@ -1,4 +1,4 @@
-"""FixMatch fine-tuning: the semi-supervised baseline that SSCL is compared with (GUIDE section 7).
+"""FixMatch fine-tuning: the semi-supervised baseline SSCL is compared with (docs/comparing.md).
 
 Sohn et al. 2020, "FixMatch: Simplifying Semi-Supervised Learning with Consistency and
 Confidence", NeurIPS. Every optimiser step draws ``B = finetune.batch_size`` labelled images (with

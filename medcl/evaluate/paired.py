@@ -1,4 +1,4 @@
-"""Paired comparison of two methods over seeds × test patients (GUIDE §9).
+"""Paired comparison of two methods over seeds × test patients (docs/comparing.md).
 
 Two methods trained on the same seeds (same label subsets) and scored on the same test images are
 compared by their **paired** difference ``d = mean_s [m(A_s) − m(B_s)]`` over seeds ``s``. Its 95 %

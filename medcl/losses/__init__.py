@@ -1,9 +1,10 @@
 """Self-supervised and semi-supervised losses, one concept per module.
 
-- :class:`NTXentLoss` (SimCLR), :class:`SupConLoss` (SupCon ``L_out``) and :class:`SSCLLoss`
-  (SupCon on labelled + NT-Xent on all) share one mask-based implementation: features ``(N, V, D)``,
-  labels ``(N,)`` with ``-1`` for unlabelled, patient ids ``(N,)``; same-patient images are never
-  negatives, and with ``group_positives`` they are positives.
+- :class:`SSCLLoss`: the contrastive parts, SupCon (``L_out``) over the labelled anchors and
+  NT-Xent (SimCLR) over all anchors, each computed only when asked, from one similarity matrix,
+  returned unweighted as :class:`SSCLParts`: features ``(N, V, D)``, labels ``(N,)`` with ``-1``
+  for unlabelled, patient ids ``(N,)``; same-patient images are never negatives, and with
+  ``group_positives`` they are positives.
 - :class:`MoCoLoss` with a persistent FIFO key queue (its key encoder's EMA is in
   :mod:`medcl.models.ema`).
 - :class:`NegativeCosineLoss` for BYOL and SimSiam.
@@ -17,19 +18,15 @@ from medcl.losses.dino import dino_center_update, dino_loss, teacher_temperature
 from medcl.losses.distributed import gather_no_grad, gather_with_grad
 from medcl.losses.fixmatch import FixMatchLoss
 from medcl.losses.moco import MoCoLoss
-from medcl.losses.ntxent import NTXentLoss
 from medcl.losses.sscl import SSCLLoss, SSCLParts
-from medcl.losses.supcon import SupConLoss
 from medcl.losses.vicreg import VICRegParts, vicreg_loss
 
 __all__ = [
     "FixMatchLoss",
     "MoCoLoss",
-    "NTXentLoss",
     "NegativeCosineLoss",
     "SSCLLoss",
     "SSCLParts",
-    "SupConLoss",
     "VICRegParts",
     "dino_center_update",
     "dino_loss",

@@ -1,7 +1,8 @@
-"""Shared machinery of the mask-based contrastive losses (NT-Xent, SupCon, SSCL).
+"""Shared machinery of the mask-based contrastive loss (:class:`~medcl.losses.SSCLLoss`: its
+SupCon and NT-Xent parts).
 
-All three losses are the SupCon ``L_out`` objective (Khosla et al. 2020) with different positive
-sets. For anchor view ``i``, with L2-normalised projections ``z`` and temperature ``tau``:
+Both parts are the SupCon ``L_out`` objective (Khosla et al. 2020) with different positive sets.
+For anchor view ``i``, with L2-normalised projections ``z`` and temperature ``tau``:
 
     l_i = -(1/|P(i)|) sum_{p in P(i)} [ z_i.z_p/tau - log sum_{a in A(i)} exp(z_i.z_a/tau) ]
 
@@ -16,18 +17,20 @@ sample ids are offset by the rank's position so they stay distinct. With ``M`` g
 world size ``W``, rank ``r`` back-propagates ``W * (1/M) sum_{i in r} l_i``: the gather's backward
 sums the ranks' gradients and DDP divides by ``W``, so the parameter gradient equals the
 single-process gradient of ``L = (1/M) sum_i l_i`` on the whole batch. The returned *value* is the
-global ``L`` (all-reduced, detached) on every rank.
+global ``L`` (all-reduced) on every rank (:func:`finalise`). For a part averaged over a subset of
+the anchors (SupCon over the labelled ones) ``M`` is the global size of that subset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from medcl.losses._masks import PairMasks, PairRelations, pair_masks, pair_relations
+from medcl.losses._masks import PairMasks, PairRelations, pair_relations
 from medcl.losses.distributed import (
     all_reduce_sum,
     gather_no_grad,
@@ -85,7 +88,7 @@ def build_batch(
 ) -> ContrastiveBatch:
     """Normalise, gather and build the logit matrix and pair relations.
 
-    Call with autocast disabled. Args are those of the losses' ``forward``.
+    Call with autocast disabled. Args are those of :meth:`medcl.losses.SSCLLoss.forward`.
     """
     check_inputs(features, labels, groups)
     n, v, d = features.shape
@@ -135,71 +138,24 @@ def anchor_losses(logits: Tensor, masks: PairMasks, log_denom: Tensor) -> Tensor
     return log_denom - positive_sum / masks.positive.sum(dim=1)
 
 
-def finalise(local_parts: Tensor, total_weights: Tensor, world_size: int) -> tuple[Tensor, Tensor]:
-    """Turn this rank's share of each loss part into the returned loss and the global parts.
+def finalise(local_parts: Sequence[Tensor], world_size: int) -> list[Tensor]:
+    """Turn this rank's share of each loss part into the part to weight and back-propagate.
 
     Args:
-        local_parts: ``(k,)`` this rank's share of each part (``(1/M) sum_{i in rank} l_i``);
+        local_parts: This rank's share of each part, ``(1/M) sum_{i in rank} l_i`` (0-d tensors);
             summed over ranks they give the global parts.
-        total_weights: ``(k,)`` weights of the parts in the total loss.
-        world_size: number of ranks.
+        world_size: Number of ranks.
 
     Returns:
-        ``(loss, global_parts)``: ``loss`` has the gradient of ``world_size * local total`` (see the
-        module docstring) and the value of the global total; ``global_parts`` is detached.
+        One 0-d tensor per part, with the gradient of ``world_size * local share`` (see the module
+        docstring) and the value of the global part (the same on every rank). On one process,
+        the local parts themselves. A weighted sum of them keeps both properties.
     """
-    local_total = (local_parts * total_weights).sum()
     if world_size == 1:
-        return local_total, local_parts.detach()
-    global_parts = all_reduce_sum(local_parts)
-    scaled = world_size * local_total
-    return scaled - scaled.detach() + (global_parts * total_weights).sum(), global_parts
-
-
-class MaskedContrastiveLoss(nn.Module):
-    """Base class holding the options shared by NT-Xent, SupCon and SSCL.
-
-    Args:
-        temperature: softmax temperature ``tau`` (> 0).
-        group_positives: count views of the same patient (``groups``) as positives (MICLe).
-        gather: gather features/labels/groups from all ranks under ``torch.distributed``.
-    """
-
-    def __init__(
-        self, temperature: float = 0.1, group_positives: bool = False, gather: bool = True
-    ) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
-        self.temperature = float(temperature)
-        self.group_positives = bool(group_positives)
-        self.gather = bool(gather)
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, group_positives={self.group_positives}, "
-            f"gather={self.gather}"
-        )
-
-    def _mean_anchor_loss(
-        self,
-        features: Tensor,
-        labels: Tensor | None,
-        groups: Tensor | None,
-        *,
-        label_positives: bool,
-    ) -> Tensor:
-        """Mean of ``l_i`` over all (global) anchors, with or without label positives."""
-        with torch.autocast(device_type=features.device.type, enabled=False):
-            batch = build_batch(
-                features, labels, groups, temperature=self.temperature, gather=self.gather
-            )
-            masks = pair_masks(
-                batch.relations,
-                label_positives=label_positives,
-                group_positives=self.group_positives,
-            )
-            losses = anchor_losses(batch.logits, masks, log_denominator(batch.logits, masks))
-            local = (losses.sum() / batch.n_candidates).reshape(1)
-            loss, _ = finalise(local, torch.ones_like(local), batch.world_size)
-        return loss
+        return list(local_parts)
+    global_parts = all_reduce_sum(torch.stack(list(local_parts)))
+    out = []
+    for local, total in zip(local_parts, global_parts, strict=True):
+        scaled = world_size * local
+        out.append(scaled - scaled.detach() + total)
+    return out

@@ -102,7 +102,7 @@ def dino_loss(
             sizes = gather_sizes(n, student.device)
             world, n_global = len(sizes), sum(sizes)
         local = torch.where(different, cross, 0.0).sum() / (n_global * n_pairs)
-        loss, _ = finalise(local.unsqueeze(0), local.new_ones(1), world)
+        (loss,) = finalise([local], world)
     return loss
 
 

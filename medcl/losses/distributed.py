@@ -6,8 +6,9 @@ sum of all ranks' losses with respect to this rank's slice is
 
     dL/dx_r = sum_s d(L_s)/d(gathered)[slice_r],
 
-so the backward pass all-reduces (SUM) the incoming gradient and returns this rank's slice (medcl
-GUIDE section 2; the same construction as the all-gather used by SimCLR, Chen et al. 2020).
+so the backward pass all-reduces (SUM) the incoming gradient and returns this rank's slice
+(docs/scale.md, "The distributed gather rule"; the same construction as the all-gather used by
+SimCLR, Chen et al. 2020).
 :func:`gather_no_grad` is the plain version for labels and patient ids.
 
 Both are no-ops (they return their input) when ``torch.distributed`` is unavailable, not

@@ -1,13 +1,28 @@
-"""The SSCL hybrid: SupCon on labelled anchors plus NT-Xent on all anchors, from one similarity
-matrix.
+"""The patient-aware contrastive loss of medcl: SupCon over the labelled anchors and NT-Xent over
+all anchors, each computed only when asked, from one similarity matrix.
 
-    L = lambda_sup * mean_{i : y_i >= 0} l_i^SupCon + lambda_ssl * mean_{all i} l_i^NT-Xent
+For anchor view ``i`` of the ``N*V`` L2-normalised views ``z`` and temperature ``tau`` (the SupCon
+``L_out`` form, Khosla et al. 2020, "Supervised Contrastive Learning", NeurIPS, Eq. 2)::
 
-with ``l_i`` the SupCon ``L_out`` term (Khosla et al. 2020) for the respective positive sets (see
-:mod:`medcl.losses.supcon` and :mod:`medcl.losses.ntxent`); the first term is 0 when no sample is
-labelled. Both terms share the logit matrix and the pair relations; they also share the
-log-denominator unless patient ids are given without ``group_positives`` (then same-patient
-same-label views are in SupCon's ``A(i)`` as positives but excluded from NT-Xent's).
+    l_i = -(1/|P(i)|) sum_{p in P(i)} [ z_i.z_p/tau - log sum_{a in A(i)} exp(z_i.z_a/tau) ]
+
+    sup = (1/|L|) sum_{i in L} l_i^SupCon       (L: the views with a label >= 0; 0 when empty)
+    ssl = (1/NV)  sum_{all i}  l_i^NT-Xent
+
+- NT-Xent (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
+  Representations", ICML): ``P(i)`` is the other views of ``i``'s sample. With ``V = 2`` and no
+  patient ids it is exactly SimCLR's loss.
+- SupCon: ``P(i)`` adds every view whose label equals ``i``'s label ``>= 0``. It is averaged over
+  the labelled anchors only, so the unlabelled images of a batch change it only as negatives.
+
+With patient ids, a same-patient view that is not a positive is never a negative (it leaves
+``A(i)``); with ``group_positives`` same-patient views are positives in both parts (MICLe, Azizi
+et al. 2021). The parts are returned unweighted: the pretraining objective weights them
+(``λ1 · sup + λ2 · ssl``, :meth:`medcl.train.objectives.Objective.combine`). When both are asked
+they share the logit matrix and the pair relations, and also the log-denominator unless patient
+ids are given without ``group_positives`` (then same-patient same-label views are in SupCon's
+``A(i)`` as positives but excluded from NT-Xent's). The distributed rule (gather, gradient
+scaling, global values) is in :mod:`medcl.losses._contrastive`.
 """
 
 from __future__ import annotations
@@ -15,10 +30,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from medcl.losses._contrastive import (
-    MaskedContrastiveLoss,
+    ContrastiveBatch,
     anchor_losses,
     build_batch,
     finalise,
@@ -28,98 +43,114 @@ from medcl.losses._masks import pair_masks
 
 
 class SSCLParts(NamedTuple):
-    """The SSCL loss and its two (detached, global) terms before weighting.
+    """The two parts of the contrastive loss, unweighted; ``None`` for a part not asked for.
+
+    Each part is differentiable and has, on every rank, the value of the whole (gathered) batch.
 
     Attributes:
-        loss: ``lambda_sup * sup + lambda_ssl * ssl``, differentiable.
-        sup: mean SupCon term over labelled anchors (0 without labelled samples).
-        ssl: mean NT-Xent term over all anchors.
+        sup: SupCon, the mean over the labelled anchors (0 without labelled samples).
+        ssl: NT-Xent, the mean over all anchors.
     """
 
-    loss: Tensor
-    sup: Tensor
-    ssl: Tensor
+    sup: Tensor | None
+    ssl: Tensor | None
 
 
-class SSCLLoss(MaskedContrastiveLoss):
-    """Semi-supervised contrastive loss: weighted SupCon (labelled) + NT-Xent (all).
-
-    After each call, ``last_parts`` holds ``{"sup": ..., "ssl": ...}`` (detached, global, before
-    weighting) for logging; :meth:`forward_parts` returns them directly.
+class SSCLLoss(nn.Module):
+    """SupCon over the labelled anchors and NT-Xent over all anchors (see the module docstring).
 
     Args:
-        temperature: softmax temperature ``tau`` (> 0), shared by both terms.
-        lambda_sup: weight of the SupCon term.
-        lambda_ssl: weight of the NT-Xent term.
-        group_positives: count images of the same patient as positives in both terms.
-        gather: under ``torch.distributed``, use every rank's views as candidates.
+        temperature: Softmax temperature ``tau`` (> 0), shared by both parts.
+        group_positives: Count images of the same patient as positives in both parts.
+        gather: Under ``torch.distributed``, use every rank's views as candidates (gradients flow
+            across ranks; the DDP-averaged gradient equals the single-process one).
+
+    Example:
+        >>> loss = SSCLLoss(temperature=0.1)
+        >>> parts = loss(torch.randn(8, 2, 128), labels, groups)  # doctest: +SKIP
+        >>> total = 0.5 * parts.sup + 1.0 * parts.ssl  # doctest: +SKIP
     """
 
     def __init__(
-        self,
-        temperature: float = 0.1,
-        lambda_sup: float = 1.0,
-        lambda_ssl: float = 1.0,
-        group_positives: bool = False,
-        gather: bool = True,
+        self, temperature: float = 0.1, group_positives: bool = False, gather: bool = True
     ) -> None:
-        super().__init__(temperature, group_positives=group_positives, gather=gather)
-        self.lambda_sup = float(lambda_sup)
-        self.lambda_ssl = float(lambda_ssl)
-        self.last_parts: dict[str, Tensor] = {}
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.temperature = float(temperature)
+        self.group_positives = bool(group_positives)
+        self.gather = bool(gather)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, lambda_sup={self.lambda_sup}, lambda_ssl={self.lambda_ssl}"
+        return (
+            f"temperature={self.temperature}, group_positives={self.group_positives}, "
+            f"gather={self.gather}"
+        )
 
-    def forward_parts(
-        self, features: Tensor, labels: Tensor | None = None, groups: Tensor | None = None
+    def forward(
+        self,
+        features: Tensor,
+        labels: Tensor | None = None,
+        groups: Tensor | None = None,
+        *,
+        sup: bool = True,
+        ssl: bool = True,
     ) -> SSCLParts:
-        """Compute the loss and its two terms.
+        """Compute the parts asked for.
 
         Args:
             features: ``(N, V, D)`` projections, V >= 2 views per sample, not normalised.
             labels: ``(N,)`` int class labels, ``-1`` for unlabelled, or ``None`` (all unlabelled).
             groups: ``(N,)`` int patient ids, or ``None``.
+            sup: Compute the SupCon part.
+            ssl: Compute the NT-Xent part.
 
         Returns:
-            The loss and its global, detached terms.
+            The parts, each the global value over all ranks' anchors; ``None`` where not asked.
+
+        Raises:
+            ValueError: If no part is asked for, or on malformed inputs.
         """
+        if not (sup or ssl):
+            raise ValueError("SSCLLoss: ask for at least one part (sup=True or ssl=True)")
+        local: dict[str, Tensor] = {}
         with torch.autocast(device_type=features.device.type, enabled=False):
             batch = build_batch(
                 features, labels, groups, temperature=self.temperature, gather=self.gather
             )
-            logits = batch.logits
-            ssl_masks = pair_masks(
-                batch.relations, label_positives=False, group_positives=self.group_positives
-            )
-            ssl_denom = log_denominator(logits, ssl_masks)
-            ssl_local = anchor_losses(logits, ssl_masks, ssl_denom).sum() / batch.n_candidates
-
-            sup_local = logits.new_zeros(())
-            if batch.anchor_labels is not None and batch.n_labelled is not None:
-                sup_masks = pair_masks(
-                    batch.relations, label_positives=True, group_positives=self.group_positives
+            ssl_denominator = None
+            if ssl:
+                masks = pair_masks(
+                    batch.relations, label_positives=False, group_positives=self.group_positives
                 )
-                same_denominator = batch.relations.same_group is None or self.group_positives
-                sup_denom = ssl_denom if same_denominator else log_denominator(logits, sup_masks)
-                sup_terms = anchor_losses(logits, sup_masks, sup_denom)
-                labelled = batch.anchor_labels >= 0
-                # no labelled view anywhere: the sum is 0 and so is the term
-                labelled_sum = torch.where(labelled, sup_terms, 0.0).sum()
-                sup_local = labelled_sum / batch.n_labelled.clamp_min(1)
+                ssl_denominator = log_denominator(batch.logits, masks)
+                terms = anchor_losses(batch.logits, masks, ssl_denominator)
+                local["ssl"] = terms.sum() / batch.n_candidates
+            if sup:
+                local["sup"] = self._supcon_share(batch, ssl_denominator)
+            names = [name for name in ("sup", "ssl") if name in local]
+            values = finalise([local[name] for name in names], batch.world_size)
+            parts = dict(zip(names, values, strict=True))
+        return SSCLParts(sup=parts.get("sup"), ssl=parts.get("ssl"))
 
-            weights = logits.new_tensor([self.lambda_sup, self.lambda_ssl])
-            loss, parts = finalise(torch.stack([sup_local, ssl_local]), weights, batch.world_size)
-        return SSCLParts(loss=loss, sup=parts[0], ssl=parts[1])
+    def _supcon_share(self, batch: ContrastiveBatch, ssl_denominator: Tensor | None) -> Tensor:
+        """This rank's share of SupCon, ``(1/|L|) sum_{i in L on this rank} l_i``.
 
-    def forward(
-        self, features: Tensor, labels: Tensor | None = None, groups: Tensor | None = None
-    ) -> Tensor:
-        """Compute the loss of :meth:`forward_parts` (same arguments) and fill ``last_parts``.
-
-        Returns:
-            Scalar loss, equal on every rank to the loss of the whole (gathered) batch.
+        Reuses NT-Xent's log-denominator when it was computed and ``A(i)`` is the same for both
+        parts (no patient ids, or same-patient views are positives).
         """
-        out = self.forward_parts(features, labels, groups)
-        self.last_parts = {"sup": out.sup, "ssl": out.ssl}
-        return out.loss
+        if batch.anchor_labels is None or batch.n_labelled is None:
+            return batch.logits.new_zeros(())
+        masks = pair_masks(
+            batch.relations, label_positives=True, group_positives=self.group_positives
+        )
+        same_valid = batch.relations.same_group is None or self.group_positives
+        if ssl_denominator is None or not same_valid:
+            denominator = log_denominator(batch.logits, masks)
+        else:
+            denominator = ssl_denominator
+        terms = anchor_losses(batch.logits, masks, denominator)
+        labelled = batch.anchor_labels >= 0
+        # no labelled view anywhere: the sum is 0 and so is the part
+        labelled_sum = torch.where(labelled, terms, 0.0).sum()
+        return labelled_sum / batch.n_labelled.clamp_min(1)

@@ -12,7 +12,7 @@ Stem: ImageNet's 7×7 stride-2 convolution + max-pool divides the resolution by 
 throws away much of a 64×64 image. The ``small`` stem is a 3×3 stride-2 convolution without the
 max-pool (resolution /2, as MONAI's default stride-1 stem + max-pool, but with a 3×3 kernel on the
 half-resolution grid instead of a 7×7 kernel on the full one). Small findings keep a few pixels at
-``layer1``; for speed on CPUs, lower ``width`` (GUIDE §5).
+``layer1``; for speed on CPUs, lower ``width`` (docs/scale.md; ``benchmarks/pretrain_bench.py``).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The pretraining LightningModule: the encoder, the augmentation and one objective.
 
-Objective (GUIDE §1): ``L = λ1 · SupCon(labelled anchors) + λ2 · SSL(all)``, an
+Objective (docs/objectives.md): ``L = λ1 · SupCon(labelled anchors) + λ2 · SSL(all)``, an
 :class:`~medcl.train.objectives.Objective` chosen by ``method.name`` from
-:data:`~medcl.train.objectives.OBJECTIVES` (SimCLR, MoCo, BYOL, SimSiam). The objective owns its
-heads, target networks, queue and EMA; this module only augments, encodes, weights the SupCon term
-by its ramped λ1, calls the objective's EMA hook once per optimiser step, and monitors a kNN
-classifier. Patient ids are passed to every contrastive term: images of one patient are never
-negatives of each other.
+:data:`~medcl.train.objectives.OBJECTIVES` (SimCLR, MoCo, BYOL, SimSiam, DINO, VICReg). The
+objective owns its heads, target networks, queue and EMA, and weights its terms; this module only
+augments, encodes, hands the objective λ1 after its ramp, calls the objective's EMA hook once per
+optimiser step, and monitors a kNN classifier. Patient ids are passed to every contrastive term:
+images of one patient are never negatives of each other.
 
 Augmentation runs batched on the training device (:class:`~medcl.transforms.MultiViewAugment`) from
 a generator seeded by ``(seed, global step, rank)``, so a resumed run draws the same views (the

@@ -23,6 +23,7 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,21 +59,6 @@ class PretrainResult:
     seconds: float
     metrics: dict[str, float]
     resumed: bool
-
-
-class _SimulatedKillError(Exception):
-    """Raised by the test hook that simulates a run killed between epochs."""
-
-
-class _StopAtEpoch(Callback):
-    """Test hook: raise at the start of epoch ``epoch`` (simulates a killed run)."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch >= self.epoch:
-            raise _SimulatedKillError(f"stopped at epoch {self.epoch} (test hook)")
 
 
 class _SavePrefix(Callback):
@@ -166,9 +152,9 @@ def pretrain(
     cfg: Config,
     restart: bool = False,
     progress: bool = True,
-    _stop_at_epoch: int | None = None,
     save_prefix: int = 0,
     warm_start: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> PretrainResult:
     """Run (or resume) a pretraining described by ``cfg``.
 
@@ -182,6 +168,9 @@ def pretrain(
             step) instead of from scratch, when this run folder has no checkpoint of its own. The
             two runs must have the same architecture, optimiser and length; e.g. an SSCL run whose
             ``method.lambda_sup_start`` prefix is a SimCLR run's.
+        callbacks: Further Lightning callbacks for the trainer (after medcl's own). An exception
+            one raises ends the run like a crash: it propagates, and the checkpoints written so
+            far stay, so the same call resumes from the last one.
 
     Returns:
         Paths and figures of the run.
@@ -225,26 +214,24 @@ def pretrain(
         torch.set_num_threads(cfg.trainer.threads)
     dm = PretrainData(cfg, manifest, preset, dims, progress=progress)
     model = PretrainModule(cfg, preset, dims, len(manifest.classes))
-    extra: list[Callback] = [_StopAtEpoch(_stop_at_epoch)] if _stop_at_epoch is not None else []
     png = out / "logs" / "augment_grid.png"
-    extra.append(AugmentGridLogger(preset, cfg.augment.views, png, seed=cfg.trainer.seed))
+    extra: list[Callback] = [
+        AugmentGridLogger(preset, cfg.augment.views, png, seed=cfg.trainer.seed)
+    ]
     if save_prefix > 0:
         extra.append(_SavePrefix(save_prefix, prefix_checkpoint(out, save_prefix)))
+    extra += callbacks
     trainer = build_trainer(cfg, out, extra, progress)
     resumed = last.is_file()
     if warm_start is not None and not resumed and not Path(warm_start).is_file():
         raise MedclError(f"{warm_start}: warm-start checkpoint not found")
     start_from = str(last) if resumed else (str(warm_start) if warm_start is not None else None)
     started = time.perf_counter()
-    killed = False
-    try:
-        with warnings.catch_warnings():
-            # a warm start loads another run's checkpoint callback state: expected, not news
-            warnings.filterwarnings("ignore", message="The dirpath has changed")
-            trainer.fit(model, datamodule=dm, ckpt_path=start_from)
-    except _SimulatedKillError:
-        killed = True
-    if killed or trainer.interrupted:
+    with warnings.catch_warnings():
+        # a warm start loads another run's checkpoint callback state: expected, not news
+        warnings.filterwarnings("ignore", message="The dirpath has changed")
+        trainer.fit(model, datamodule=dm, ckpt_path=start_from)
+    if trainer.interrupted:
         raise MedclError(
             f"pretraining interrupted; run the same command again to resume from {last}"
         )

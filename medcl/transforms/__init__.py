@@ -1,4 +1,4 @@
-"""Transforms stage: modality-specific augmentation presets for CT, MR and X-ray (GUIDE section 4).
+"""Transforms stage: augmentation presets for CT, MR and X-ray (why each: docs/augmentation.md).
 
 Inputs are float32 channel-first tensors in stored units: CT in Hounsfield units, MR and X-ray
 already scaled to about [0, 1]. Every output is in [0, 1].
@@ -16,7 +16,9 @@ Public API:
 - :class:`MultiViewAugment` ``(preset, n_views=2)`` — ``(B, 1, ...)`` or ``(B, V, 1, ...)`` ->
   ``(B, V, 1, ...)``, every view augmented independently.
 - :func:`original_and_views` ``(x, preset, multi, seed, index)`` — one image's normalised original
-  and seeded views through the training path, ``(V + 1, 1, ...)`` (for previews and the app).
+  and seeded views through the training path, ``(V + 1, 1, ...)``; :func:`views_of_images`
+  ``(images, preset, n_views, seed=0, image_size=None)`` the same for a list of stored images (for
+  previews and the app).
 - :func:`to_model_intensity` ``(x, modality, window=(40, 400))`` — deterministic mapping to [0, 1]
   for evaluation and inference (CT window; MR/X-ray clamp).
 - :func:`preset_for_modality` ``(modality) -> str`` — the default preset name of a DICOM modality
@@ -43,7 +45,7 @@ from medcl.transforms.intensity import to_model_intensity
 from medcl.transforms.options import CTOptions, MROptions, XROptions, make_options
 from medcl.transforms.presets import PRESETS, AugmentPreset, build_preset, preset_for_modality
 from medcl.transforms.preview import preview_grid
-from medcl.transforms.views import MultiViewAugment, original_and_views
+from medcl.transforms.views import MultiViewAugment, original_and_views, views_of_images
 
 __all__ = [
     "PRESETS",
@@ -60,4 +62,5 @@ __all__ = [
     "original_and_views",
     "preset_for_modality",
     "preview_grid",
+    "views_of_images",
 ]

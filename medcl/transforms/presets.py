@@ -1,4 +1,4 @@
-"""Named, modality-specific augmentation presets (GUIDE section 4).
+"""Named, modality-specific augmentation presets (why each change: docs/augmentation.md).
 
 ========  ===================================================================================
 preset    what it does (defaults in :mod:`medcl.transforms.options`)

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medcl.errors import ConfigError, MedclError
+from medcl.errors import ConfigError
 from medcl.transforms.presets import AugmentPreset
-from medcl.transforms.views import MultiViewAugment, original_and_views
+from medcl.transforms.views import views_of_images
 
 PAD_PX = 2
 _PAD_GREY = 96
@@ -55,16 +55,13 @@ def preview_grid(
         raise ConfigError(f"tile must be >= 1, got {tile}")
     if not images:
         raise ConfigError("preview_grid needs at least one image")
-    multi = MultiViewAugment(preset, n_views)
     cols = n_views + 1
     canvas = np.full(
         (PAD_PX + len(images) * (tile + PAD_PX), PAD_PX + cols * (tile + PAD_PX)),
         _PAD_GREY,
         dtype=np.uint8,
     )
-    for row, image in enumerate(images):
-        x = _as_channel_first(image, preset.dims, row)
-        cells = original_and_views(x, preset, multi, seed, row)
+    for row, cells in enumerate(views_of_images(images, preset, n_views, seed)):
         for col, cell in enumerate(cells):
             top, left = PAD_PX + row * (tile + PAD_PX), PAD_PX + col * (tile + PAD_PX)
             canvas[top : top + tile, left : left + tile] = _to_tile(cell, tile)
@@ -72,18 +69,6 @@ def preview_grid(
     out_png.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(canvas).save(out_png)
     return out_png
-
-
-def _as_channel_first(image: np.ndarray, dims: int, index: int) -> torch.Tensor:
-    a = np.asarray(image, dtype=np.float32)
-    if a.ndim == dims:
-        a = a[None]
-    if a.ndim != dims + 1 or a.shape[0] != 1:
-        raise MedclError(
-            f"image {index} has shape {a.shape}; a {dims}-D preset needs "
-            f"{'(H, W)' if dims == 2 else '(D, H, W)'} or a leading channel of 1"
-        )
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _to_tile(cell: torch.Tensor, tile: int) -> np.ndarray:

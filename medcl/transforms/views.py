@@ -11,16 +11,21 @@ Data flow for training (V = ``n_views``)::
 A plain ``(B, 1, ...)`` batch is also accepted (each image is then repeated V times before the
 batched augmentation); use it when the preset has no per-sample part.
 
-:func:`original_and_views` runs the same path for one image with seeded draws, for the views that
-``medcl augment-preview`` and the dashboard show.
+:func:`original_and_views` runs the same path for one image with seeded draws, and
+:func:`views_of_images` for a list of stored images, for the views that ``medcl augment-preview``
+and the dashboard show.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medcl.errors import ConfigError
+from medcl.data.resize import resize_to
+from medcl.errors import ConfigError, MedclError
 from medcl.seeding import SEED_STRIDE, mix_seed
 from medcl.transforms.presets import AugmentPreset
 
@@ -102,3 +107,48 @@ def original_and_views(
     with torch.no_grad():
         augmented = multi(views.unsqueeze(0), generator=generator)[0]  # (V, 1, ...)
     return torch.cat([original[None], augmented], dim=0)
+
+
+def views_of_images(
+    images: Sequence[np.ndarray],
+    preset: AugmentPreset,
+    n_views: int,
+    seed: int = 0,
+    image_size: int | None = None,
+) -> Iterator[Tensor]:
+    """:func:`original_and_views` of each image, in order (image ``r`` draws with ``seed``, ``r``).
+
+    Args:
+        images: Images in stored units, each ``(H, W)`` / ``(1, H, W)`` for a 2-D preset or
+            ``(D, H, W)`` / ``(1, D, H, W)`` for a 3-D preset.
+        preset: The preset.
+        n_views: Views per image (>= 1).
+        seed: Seed of every draw.
+        image_size: Resize every image to this size first (as a training set at that size
+            does), or None to augment it as given.
+
+    Yields:
+        ``(n_views + 1, 1, *spatial)`` per image: the normalised original, then the views.
+
+    Raises:
+        ConfigError: ``n_views`` < 1.
+        MedclError: An image has the wrong number of dimensions.
+    """
+    multi = MultiViewAugment(preset, n_views)
+    for index, image in enumerate(images):
+        x = _channel_first(image, preset.dims, index)
+        if image_size is not None:
+            x = resize_to(x, image_size, preset.dims)
+        yield original_and_views(x, preset, multi, seed, index)
+
+
+def _channel_first(image: np.ndarray, dims: int, index: int) -> Tensor:
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim == dims:
+        a = a[None]
+    if a.ndim != dims + 1 or a.shape[0] != 1:
+        raise MedclError(
+            f"image {index} has shape {a.shape}; a {dims}-D preset needs "
+            f"{'(H, W)' if dims == 2 else '(D, H, W)'} or a leading channel of 1"
+        )
+    return torch.from_numpy(np.ascontiguousarray(a))

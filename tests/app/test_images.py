@@ -220,7 +220,7 @@ def test_augmentation_views_follow_the_training_preset() -> None:
     assert preset.name == "mr"
     assert training_preset(meta, {"preset": "xr"}).name == "xr"
     imgs = [np.random.default_rng(i).random((1, 40, 40), dtype=np.float32) for i in range(2)]
-    views = augmentation_views(imgs, preset, 3, 32, seed=1)
+    views = augmentation_views(imgs, meta, {"preset": "auto", "options": {}}, 3, seed=1)
     assert views.shape == (2, 4, 32, 32)
     assert views.min() >= 0 and views.max() <= 1
     for img, row in zip(imgs, views, strict=True):  # index 0: resized as in training, clamped
@@ -228,7 +228,7 @@ def test_augmentation_views_follow_the_training_preset() -> None:
             torch.from_numpy(img)[None], size=(32, 32), mode="bilinear", antialias=True
         )
         np.testing.assert_allclose(row[0], small[0, 0].clamp(0, 1).numpy(), atol=1e-6)
-    np.testing.assert_array_equal(views, augmentation_views(imgs, preset, 3, 32, seed=1))
+    np.testing.assert_array_equal(views, augmentation_views(imgs, meta, None, 3, seed=1))
     assert not np.allclose(views[:, 1], views[:, 0]), "views differ from the original"
 
 

@@ -7,15 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from medcl.evaluate.bootstrap import (
-    bootstrap_replicates,
-    metrics_with_intervals,
-    patient_bootstrap,
-)
+from medcl.evaluate.bootstrap import bootstrap_replicates, metrics_with_intervals
 from medcl.evaluate.metrics import classification_metrics
 
 CLASSES = ["normal", "benign", "malignant"]
 DEFAULT = ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece")
+
+
+def intervals(
+    y: np.ndarray,
+    p: np.ndarray,
+    groups: np.ndarray,
+    classes: list[str],
+    metric_names: tuple[str, ...] = DEFAULT,
+    **kwargs: float,
+) -> dict:
+    """The ``intervals`` of :func:`metrics_with_intervals` (``n_boot``, ``seed``, ``alpha``)."""
+    return metrics_with_intervals(y, p, groups, classes, metric_names=metric_names, **kwargs)[
+        "intervals"
+    ]
 
 
 def cohort(
@@ -86,7 +96,7 @@ def test_fast_path_equals_explicit_resampling(ties: bool):
     for name in ALL_NAMES:
         np.testing.assert_allclose(fast[name], slow[name], atol=1e-12, err_msg=name)
 
-    res = patient_bootstrap(y, p, groups, CLASSES, ALL_NAMES, n_boot=40, seed=7)
+    res = intervals(y, p, groups, CLASSES, ALL_NAMES, n_boot=40, seed=7)
     full = classification_metrics(y, p, CLASSES)
     for name in DEFAULT:
         valid = slow[name][~np.isnan(slow[name])]
@@ -119,10 +129,8 @@ def test_interval_reflects_patients_not_images():
     patient_correct = np.arange(n_pat) < 6  # 6 of 10 patients right: accuracy 0.6
     pred = np.where(patient_correct[groups], y, 1 - y)
     p = np.where(pred[:, None] == np.arange(2), 0.8, 0.2)
-    patient = patient_bootstrap(y, p, groups, ["a", "b"], ("accuracy",), n_boot=1000, seed=0)
-    image = patient_bootstrap(
-        y, p, np.arange(n_pat * per), ["a", "b"], ("accuracy",), n_boot=1000, seed=0
-    )
+    patient = intervals(y, p, groups, ["a", "b"], ("accuracy",), n_boot=1000, seed=0)
+    image = intervals(y, p, np.arange(n_pat * per), ["a", "b"], ("accuracy",), n_boot=1000, seed=0)
     acc_p, acc_i = patient["accuracy"], image["accuracy"]
     assert acc_p["value"] == pytest.approx(0.6) and acc_i["value"] == pytest.approx(0.6)
     width_p = acc_p["high"] - acc_p["low"]
@@ -142,18 +150,18 @@ def test_two_patients_give_a_very_wide_interval():
     pred = p.argmax(axis=1)
     groups = np.where(np.arange(1000) < 500, "A", "B")
     y = np.where(groups == "A", pred, (pred + 1) % 3)  # patient A all right, patient B all wrong
-    res = patient_bootstrap(y, p, groups, CLASSES, ("accuracy",), n_boot=500, seed=0)["accuracy"]
+    res = intervals(y, p, groups, CLASSES, ("accuracy",), n_boot=500, seed=0)["accuracy"]
     assert res["value"] == pytest.approx(0.5)
     assert res["low"] == pytest.approx(0.0) and res["high"] == pytest.approx(1.0)
 
 
 def test_deterministic_given_seed_and_invariant_to_image_order():
     y, p, groups = cohort(n_patients=40, n_images=200, seed=5)
-    a = patient_bootstrap(y, p, groups, CLASSES, n_boot=200, seed=11)
-    b = patient_bootstrap(y, p, groups, CLASSES, n_boot=200, seed=11)
-    c = patient_bootstrap(y, p, groups, CLASSES, n_boot=200, seed=12)
+    a = intervals(y, p, groups, CLASSES, n_boot=200, seed=11)
+    b = intervals(y, p, groups, CLASSES, n_boot=200, seed=11)
+    c = intervals(y, p, groups, CLASSES, n_boot=200, seed=12)
     perm = np.random.default_rng(0).permutation(200)
-    d = patient_bootstrap(y[perm], p[perm], groups[perm], CLASSES, n_boot=200, seed=11)
+    d = intervals(y[perm], p[perm], groups[perm], CLASSES, n_boot=200, seed=11)
     assert_same_intervals(a, b)
     assert_same_intervals(a, d)
     assert any(abs(a[n][k] - c[n][k]) > 1e-6 for n in DEFAULT for k in ("low", "high"))
@@ -161,7 +169,7 @@ def test_deterministic_given_seed_and_invariant_to_image_order():
 
 def test_value_inside_interval_on_typical_data():
     y, p, groups = cohort(n_patients=200, n_images=1000, seed=6)
-    res = patient_bootstrap(y, p, groups, CLASSES, n_boot=300, seed=0)
+    res = intervals(y, p, groups, CLASSES, n_boot=300, seed=0)
     for name in DEFAULT:
         r = res[name]
         assert r["n_boot_valid"] == 300
@@ -184,7 +192,7 @@ def test_undefined_replicates_are_skipped_and_counted():
     reps = bootstrap_replicates(y, p, groups, ["a", "b"], n_boot=n_boot, seed=seed)
     # exact: whether AUROC is defined depends only on the integer draws
     np.testing.assert_array_equal(~np.isnan(reps["macro_auroc"]), defined)
-    res = patient_bootstrap(y, p, groups, ["a", "b"], n_boot=n_boot, seed=seed)
+    res = intervals(y, p, groups, ["a", "b"], n_boot=n_boot, seed=seed)
     assert res["macro_auroc"]["n_boot_valid"] == defined.sum()
     assert res["accuracy"]["n_boot_valid"] == n_boot
     valid = reps["macro_auroc"][defined]
@@ -195,7 +203,7 @@ def test_undefined_replicates_are_skipped_and_counted():
 def test_metric_undefined_everywhere():
     y = np.zeros(6, dtype=int)
     p = np.tile([0.7, 0.3], (6, 1))
-    res = patient_bootstrap(y, p, ["a", "a", "b", "b", "c", "c"], ["x", "y"], n_boot=50)
+    res = intervals(y, p, ["a", "a", "b", "b", "c", "c"], ["x", "y"], n_boot=50)
     assert res["macro_auroc"] == {"value": None, "low": None, "high": None, "n_boot_valid": 0}
     # exact: every image correct, accuracy is a count divided by itself
     assert res["accuracy"]["value"] == 1.0 and res["accuracy"]["n_boot_valid"] == 50
@@ -210,9 +218,11 @@ def test_metrics_with_intervals():
     assert {k: out[k] for k in full} == full
     assert out["n_patients"] == 50
     assert set(out["intervals"]) == set(DEFAULT)
-    assert_same_intervals(
-        out["intervals"], patient_bootstrap(y, p, groups, CLASSES, n_boot=100, seed=1)
-    )
+    reps = bootstrap_replicates(y, p, groups, CLASSES, n_boot=100, seed=1)
+    for name in DEFAULT:
+        valid = reps[name][~np.isnan(reps[name])]
+        assert out["intervals"][name]["low"] == pytest.approx(np.quantile(valid, 0.025))
+        assert out["intervals"][name]["high"] == pytest.approx(np.quantile(valid, 0.975))
     assert out["bootstrap"]["n_boot"] == 100
     json.dumps(out, allow_nan=False)
 
@@ -220,7 +230,7 @@ def test_metrics_with_intervals():
 def test_alpha_sets_the_quantiles():
     y, p, groups = cohort(n_patients=30, n_images=150, seed=9)
     reps = bootstrap_replicates(y, p, groups, CLASSES, ("macro_f1",), n_boot=200, seed=0)
-    res = patient_bootstrap(y, p, groups, CLASSES, ("macro_f1",), n_boot=200, alpha=0.2)
+    res = intervals(y, p, groups, CLASSES, ("macro_f1",), n_boot=200, alpha=0.2)
     assert res["macro_f1"]["low"] == pytest.approx(np.quantile(reps["macro_f1"], 0.1))
     assert res["macro_f1"]["high"] == pytest.approx(np.quantile(reps["macro_f1"], 0.9))
 
@@ -240,7 +250,7 @@ def test_invalid_arguments(kwargs, match):
     y, p, groups = cohort(n_patients=3, n_images=10, seed=0)
     args = {"groups": groups, **kwargs}
     with pytest.raises(ValueError, match=match):
-        patient_bootstrap(y, p, classes=CLASSES, **args)
+        metrics_with_intervals(y, p, classes=CLASSES, **args)
 
 
 def test_long_run_starts_with_the_explicit_replicates():

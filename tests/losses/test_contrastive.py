@@ -1,4 +1,5 @@
-"""NT-Xent, SupCon and SSCL against a slow literal loop reference (values and gradients)."""
+"""The contrastive parts (NT-Xent, SupCon over labelled anchors) against a slow literal loop
+reference (values and gradients)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from medcl.losses import NTXentLoss, SSCLLoss, SupConLoss
+from medcl.losses import SSCLLoss, SSCLParts
 
 # --------------------------------------------------------------------------------------------------
 # Reference: explicit loops over anchors i and candidates j, A(i) and P(i) built element by element
@@ -71,15 +72,15 @@ def reference_loss(
     lambda_sup: float = 1.0,
     lambda_ssl: float = 1.0,
 ) -> dict[str, Tensor]:
-    """Reference value of ``kind`` in ``{"ntxent", "supcon", "sscl"}`` (and SSCL's two parts)."""
+    """Reference value of ``kind`` in ``{"ntxent", "sscl"}``: NT-Xent's ``loss``, or SSCL's
+    ``loss = λ1 · sup + λ2 · ssl`` with ``sup`` SupCon over the labelled anchors (0 without any)
+    and ``ssl`` NT-Xent over all anchors."""
     common = dict(temperature=temperature, group_positives=group_positives)
     ssl_terms = reference_anchor_terms(features, None, groups, label_positives=False, **common)
     ssl = sum(ssl_terms) / len(ssl_terms)
     if kind == "ntxent":
         return {"loss": ssl}
     sup_terms = reference_anchor_terms(features, labels, groups, label_positives=True, **common)
-    if kind == "supcon":
-        return {"loss": sum(sup_terms) / len(sup_terms)}
     v = features.shape[1]
     labelled = [t for k, t in enumerate(sup_terms) if labels is not None and labels[k // v] >= 0]
     sup = sum(labelled) / len(labelled) if labelled else features.sum() * 0.0
@@ -117,7 +118,7 @@ def make_inputs(case: str, seed: int = 0) -> tuple[Tensor, Tensor, Tensor | None
 
 
 def grad_of(value: Tensor, features: Tensor) -> Tensor:
-    (grad,) = torch.autograd.grad(value, features)
+    (grad,) = torch.autograd.grad(value, features, retain_graph=True)
     return grad
 
 
@@ -135,82 +136,117 @@ def assert_matches(ours: Tensor, ref: Tensor, features: Tensor) -> None:
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
-def test_ntxent_matches_reference(case: str, temperature: float) -> None:
+def test_ntxent_part_matches_reference(case: str, temperature: float) -> None:
     features, labels, groups, group_positives = make_inputs(case)
-    loss = NTXentLoss(temperature=temperature, group_positives=group_positives)
-    ours = loss(features, labels, groups)
+    loss = SSCLLoss(temperature=temperature, group_positives=group_positives)
+    parts = loss(features, labels, groups, sup=False)
+    assert parts.sup is None and parts.ssl is not None
     ref = reference_loss(
         "ntxent", features, labels, groups, temperature=temperature, group_positives=group_positives
     )
-    assert_matches(ours, ref["loss"], features)
+    assert_matches(parts.ssl, ref["loss"], features)
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_supcon_matches_reference(case: str) -> None:
+def test_supcon_part_matches_reference(case: str) -> None:
+    """SupCon alone: the mean of ``l_i`` over the labelled anchors (0 without any)."""
     features, labels, groups, group_positives = make_inputs(case, seed=1)
-    ours = SupConLoss(temperature=0.2, group_positives=group_positives)(features, labels, groups)
+    loss = SSCLLoss(temperature=0.2, group_positives=group_positives)
+    parts = loss(features, labels, groups, ssl=False)
+    assert parts.ssl is None and parts.sup is not None
     ref = reference_loss(
-        "supcon", features, labels, groups, temperature=0.2, group_positives=group_positives
+        "sscl", features, labels, groups, temperature=0.2, group_positives=group_positives
     )
-    assert_matches(ours, ref["loss"], features)
+    assert_matches(parts.sup, ref["sup"], features)
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_sscl_matches_reference(case: str) -> None:
+def test_both_parts_from_one_call_match_reference(case: str) -> None:
+    """Asked together (sharing the similarity matrix and, where allowed, the log-denominator),
+    each part has the reference's value and gradient, and a weighted sum the weighted gradient."""
     features, labels, groups, group_positives = make_inputs(case, seed=2)
-    kwargs = dict(temperature=0.1, group_positives=group_positives, lambda_sup=0.7, lambda_ssl=1.3)
-    loss = SSCLLoss(**kwargs)
-    ours = loss(features, labels, groups)
+    kwargs = dict(temperature=0.1, group_positives=group_positives)
+    parts = SSCLLoss(**kwargs)(features, labels, groups)
     ref = reference_loss("sscl", features, labels, groups, **kwargs)
-    assert set(loss.last_parts) == {"sup", "ssl"}
-    assert not loss.last_parts["sup"].requires_grad
-    torch.testing.assert_close(loss.last_parts["sup"], ref["sup"].detach(), atol=1e-8, rtol=1e-8)
-    torch.testing.assert_close(loss.last_parts["ssl"], ref["ssl"].detach(), atol=1e-8, rtol=1e-8)
-    assert_matches(ours, ref["loss"], features)
+    assert_matches(parts.sup, ref["sup"], features)
+    assert_matches(parts.ssl, ref["ssl"], features)
+    assert_matches(0.7 * parts.sup + 1.3 * parts.ssl, 0.7 * ref["sup"] + 1.3 * ref["ssl"], features)
 
 
-def test_sscl_forward_parts_matches_forward() -> None:
-    features, labels, groups, _ = make_inputs("groups")
-    loss = SSCLLoss(lambda_sup=2.0, lambda_ssl=0.5)
-    parts = loss.forward_parts(features, labels, groups)
-    torch.testing.assert_close(parts.loss, 2.0 * parts.sup + 0.5 * parts.ssl)
-    torch.testing.assert_close(parts.loss, loss(features, labels, groups))
+@pytest.mark.parametrize(
+    ("case", "asked", "expected"),
+    [
+        ("mixed", {"sup": True, "ssl": False}, 1),
+        ("mixed", {"sup": False, "ssl": True}, 1),
+        ("mixed", {"sup": True, "ssl": True}, 1),  # no patient ids: one A(i), one denominator
+        ("group_positives", {"sup": True, "ssl": True}, 1),  # same-patient views positive in both
+        ("groups", {"sup": True, "ssl": True}, 2),  # A(i) differs between the parts
+        ("groups", {"sup": True, "ssl": False}, 1),  # ... so asking for one computes one
+        ("groups", {"sup": False, "ssl": True}, 1),
+    ],
+)
+def test_computes_only_what_is_asked(case: str, asked: dict[str, bool], expected: int) -> None:
+    """Each log-denominator is one logsumexp over the rows: count them (and the parts returned)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    features, labels, groups, group_positives = make_inputs(case)
+    calls = [0]
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            if func.__name__.startswith("logsumexp"):
+                calls[0] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter(), torch.no_grad():
+        parts = SSCLLoss(group_positives=group_positives)(features, labels, groups, **asked)
+    assert calls[0] == expected
+    assert (parts.sup is not None, parts.ssl is not None) == (asked["sup"], asked["ssl"])
+
+
+def test_asking_for_nothing_is_refused() -> None:
+    features, labels, groups, _ = make_inputs("mixed")
+    with pytest.raises(ValueError, match="at least one part"):
+        SSCLLoss()(features, labels, groups, sup=False, ssl=False)
 
 
 # --------------------------------------------------------------------------------------------------
-# Reductions between the losses
+# Reductions between the parts
 # --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", ["mixed", "groups", "three_views"])
-def test_supcon_without_labels_is_ntxent(case: str) -> None:
+def test_supcon_with_distinct_labels_is_ntxent(case: str) -> None:
+    """Every sample labelled, each with its own class: no label positives, so SupCon = NT-Xent."""
     features, _, groups, _ = make_inputs(case)
-    supcon = SupConLoss(temperature=0.3)(features, None, groups)
-    ntxent = NTXentLoss(temperature=0.3)(features, None, groups)
-    torch.testing.assert_close(supcon, ntxent, atol=1e-12, rtol=1e-12)
+    distinct = torch.arange(features.shape[0])
+    parts = SSCLLoss(temperature=0.3)(features, distinct, groups)
+    torch.testing.assert_close(parts.sup, parts.ssl, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("labels_given", [True, False])
-def test_sscl_without_labelled_samples_is_weighted_ntxent(labels_given: bool) -> None:
+def test_supcon_without_labelled_samples_is_zero(labels_given: bool) -> None:
     features, labels, groups, _ = make_inputs("groups_unlabelled")
-    sscl = SSCLLoss(lambda_sup=5.0, lambda_ssl=0.25)
-    value = sscl(features, labels if labels_given else None, groups)
-    ntxent = NTXentLoss()(features, None, groups)
-    torch.testing.assert_close(value, 0.25 * ntxent, atol=1e-12, rtol=1e-12)
-    assert float(sscl.last_parts["sup"]) == 0.0
+    parts = SSCLLoss()(features, labels if labels_given else None, groups)
+    alone = SSCLLoss()(features, None, groups, sup=False)
+    assert float(parts.sup.detach()) == 0.0
+    torch.testing.assert_close(parts.ssl, alone.ssl, atol=1e-12, rtol=1e-12)
 
 
 def test_ntxent_ignores_labels() -> None:
     features, labels, groups, _ = make_inputs("mixed")
-    loss = NTXentLoss()
-    torch.testing.assert_close(loss(features, labels, groups), loss(features, None, groups))
+    loss = SSCLLoss()
+    torch.testing.assert_close(
+        loss(features, labels, groups, sup=False).ssl, loss(features, None, groups, sup=False).ssl
+    )
 
 
 def test_groups_change_the_loss() -> None:
     """Guards the reference cases: the grouped case must actually exclude something."""
     features, labels, groups, _ = make_inputs("groups")
-    loss = SupConLoss()
-    assert not torch.allclose(loss(features, labels, groups), loss(features, labels, None))
+    loss = SSCLLoss()
+    with_groups = loss(features, labels, groups, ssl=False).sup
+    assert not torch.allclose(with_groups, loss(features, labels, None, ssl=False).sup)
 
 
 def test_ntxent_two_views_is_simclr() -> None:
@@ -223,7 +259,7 @@ def test_ntxent_two_views_is_simclr() -> None:
     n = a.shape[0]
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
     expected = torch.nn.functional.cross_entropy(sim, target)
-    ours = NTXentLoss(temperature=0.5)(torch.stack([a, b], dim=1))
+    ours = SSCLLoss(temperature=0.5)(torch.stack([a, b], dim=1), sup=False).ssl
     torch.testing.assert_close(ours, expected)
 
 
@@ -231,32 +267,43 @@ def test_ntxent_two_views_is_simclr() -> None:
 # Numerics, dtype, memory
 # --------------------------------------------------------------------------------------------------
 
+ASKED = {
+    "sup": {"sup": True, "ssl": False},
+    "ssl": {"sup": False, "ssl": True},
+    "both": {"sup": True, "ssl": True},
+}
 
-@pytest.mark.parametrize("loss_cls", [NTXentLoss, SupConLoss, SSCLLoss])
-def test_bf16_autocast_accumulates_in_float32(loss_cls: type) -> None:
+
+def total(parts: SSCLParts) -> Tensor:
+    """The sum of the parts that were computed."""
+    return sum(p for p in parts if p is not None)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("asked", list(ASKED))
+def test_bf16_autocast_accumulates_in_float32(asked: str) -> None:
     features, labels, groups, _ = make_inputs("groups")
     features = features.detach().float()
-    loss = loss_cls(temperature=0.05)
-    expected = loss(features, labels, groups)
+    loss = SSCLLoss(temperature=0.05)
+    expected = total(loss(features, labels, groups, **ASKED[asked]))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        under_autocast = loss(features, labels, groups)
+        under_autocast = total(loss(features, labels, groups, **ASKED[asked]))
     assert under_autocast.dtype == torch.float32
     torch.testing.assert_close(under_autocast, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("loss_cls", [NTXentLoss, SupConLoss, SSCLLoss])
-def test_stable_at_low_temperature_and_large_norms(loss_cls: type) -> None:
+@pytest.mark.parametrize("asked", list(ASKED))
+def test_stable_at_low_temperature_and_large_norms(asked: str) -> None:
     gen = torch.Generator().manual_seed(4)
     features = (torch.randn(32, 2, 16, generator=gen) * 1e4).requires_grad_(True)
     labels = torch.randint(-1, 3, (32,), generator=gen)
     groups = torch.randint(0, 8, (32,), generator=gen)
-    value = loss_cls(temperature=0.01)(features, labels, groups)
+    value = total(SSCLLoss(temperature=0.01)(features, labels, groups, **ASKED[asked]))
     (grad,) = torch.autograd.grad(value, features)
     assert torch.isfinite(value) and torch.isfinite(grad).all()
 
 
-@pytest.mark.parametrize("loss_cls", [NTXentLoss, SupConLoss, SSCLLoss])
-def test_never_materialises_nv_nv_d(loss_cls: type) -> None:
+@pytest.mark.parametrize("asked", list(ASKED))
+def test_never_materialises_nv_nv_d(asked: str) -> None:
     """Record every tensor produced in forward+backward; none may have NV*NV*D elements."""
     # A hard import on purpose: if torch moves this module the test must fail, not skip.
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -277,7 +324,7 @@ def test_never_materialises_nv_nv_d(loss_cls: type) -> None:
             return out
 
     with Recorder():
-        value = loss_cls()(features, labels, groups)
+        value = total(SSCLLoss()(features, labels, groups, **ASKED[asked]))
         value.backward()
     nv = n * v
     assert largest[0] >= nv * nv  # the recorder saw the similarity matrix
@@ -293,7 +340,7 @@ def dense_reference_sscl(
     lambda_sup: float,
     lambda_ssl: float,
 ) -> Tensor:
-    """SSCL from the GUIDE definitions with dense (NV, NV) masks, in float64.
+    """SSCL from the definitions (docs/objectives.md) with dense (NV, NV) masks, in float64.
 
     Same-patient views that are not positives are left out of ``A(i)``; SupCon is averaged over
     labelled anchors, NT-Xent over all anchors.
@@ -329,7 +376,8 @@ def test_large_batch_matches_dense_reference() -> None:
     labels = torch.randint(-1, 10, (n,), generator=gen)
     groups = torch.randint(0, 256, (n,), generator=gen)  # ~4 images per patient: exclusions
     kwargs = dict(temperature=0.1, lambda_sup=0.7, lambda_ssl=1.3)
-    value = SSCLLoss(**kwargs)(features, labels, groups)
+    parts = SSCLLoss(temperature=0.1)(features, labels, groups)
+    value = 0.7 * parts.sup + 1.3 * parts.ssl
     (grad,) = torch.autograd.grad(value, features)
     ref_features = features.detach().double().requires_grad_(True)
     ref = dense_reference_sscl(ref_features, labels, groups, **kwargs)
@@ -356,7 +404,7 @@ def test_large_batch_matches_dense_reference() -> None:
 )
 def test_rejects_bad_inputs(features: Tensor, labels: Tensor | None, groups: Tensor | None) -> None:
     with pytest.raises(ValueError):
-        SupConLoss()(features, labels, groups)
+        SSCLLoss()(features, labels, groups)
 
 
 def test_rejects_bad_temperature() -> None:

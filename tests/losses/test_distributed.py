@@ -3,9 +3,10 @@
 The process group is initialised from a file in a fresh temporary folder (``init_method=file://``),
 so there is no TCP rendezvous port to pick and no race for it with other jobs on the machine. One
 spawn runs every case: each child builds the same tiny model (a Linear projection), wraps it in
-``DistributedDataParallel``, takes its part of the batch, computes the loss with ``gather=True`` and
+``DistributedDataParallel``, takes its part of the batch, computes the contrastive parts asked for
+with ``gather=True``, weights them as the objective does (``λ1 · sup + λ2 · ssl``) and
 back-propagates; the parent repeats each case in a single process on the whole batch and compares
-the loss values, SSCL's logged parts and the parameter gradients.
+the weighted loss, each part's value and the parameter gradients.
 """
 
 from __future__ import annotations
@@ -16,14 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from medcl.losses import (
-    MoCoLoss,
-    NTXentLoss,
-    SSCLLoss,
-    SupConLoss,
-    gather_no_grad,
-    gather_with_grad,
-)
+from medcl.losses import MoCoLoss, SSCLLoss, gather_no_grad, gather_with_grad
 from tests.losses._ranks import run_on_two_ranks
 
 N, IN_DIM, OUT_DIM = 8, 6, 5
@@ -32,22 +26,30 @@ N, IN_DIM, OUT_DIM = 8, 6, 5
 LABELS = [0, 1, -1, 0, 0, -1, -1, -1]
 GROUPS = [0, 1, 2, 3, 0, 5, 3, 7]
 
-# name: (loss factory, n_views, use groups, rank split)
-CASES: dict[str, tuple[Any, int, bool, tuple[int, int]]] = {
-    "ntxent": (lambda: NTXentLoss(temperature=0.2), 2, False, (4, 4)),
-    "ntxent_groups": (lambda: NTXentLoss(temperature=0.2), 2, True, (4, 4)),
-    "supcon": (lambda: SupConLoss(temperature=0.2), 2, False, (4, 4)),
-    "supcon_groups": (lambda: SupConLoss(temperature=0.2), 2, True, (4, 4)),
-    "sscl": (lambda: SSCLLoss(lambda_sup=0.7, lambda_ssl=1.3), 2, False, (4, 4)),
-    "sscl_groups": (lambda: SSCLLoss(lambda_sup=0.7, lambda_ssl=1.3), 2, True, (4, 4)),
-    "sscl_group_positives_v3": (lambda: SSCLLoss(group_positives=True), 3, True, (4, 4)),
-    "sscl_uneven_split": (lambda: SSCLLoss(lambda_sup=0.7), 2, True, (5, 3)),
+# name: (loss factory, {part: weight} asked for, n_views, use groups, rank split)
+CASES: dict[str, tuple[Any, dict[str, float], int, bool, tuple[int, int]]] = {
+    "ntxent": (lambda: SSCLLoss(temperature=0.2), {"ssl": 1.0}, 2, False, (4, 4)),
+    "ntxent_groups": (lambda: SSCLLoss(temperature=0.2), {"ssl": 1.0}, 2, True, (4, 4)),
+    "supcon": (lambda: SSCLLoss(temperature=0.2), {"sup": 1.0}, 2, False, (4, 4)),
+    "supcon_groups": (lambda: SSCLLoss(temperature=0.2), {"sup": 1.0}, 2, True, (4, 4)),
+    # rank 1 holds no labelled sample: its SupCon share is 0, the mean uses the global count
+    "supcon_uneven_split": (lambda: SSCLLoss(), {"sup": 0.7}, 2, True, (5, 3)),
+    "sscl": (lambda: SSCLLoss(), {"sup": 0.7, "ssl": 1.3}, 2, False, (4, 4)),
+    "sscl_groups": (lambda: SSCLLoss(), {"sup": 0.7, "ssl": 1.3}, 2, True, (4, 4)),
+    "sscl_group_positives_v3": (
+        lambda: SSCLLoss(group_positives=True),
+        {"sup": 1.0, "ssl": 1.0},
+        3,
+        True,
+        (4, 4),
+    ),
+    "sscl_uneven_split": (lambda: SSCLLoss(), {"sup": 0.7, "ssl": 1.0}, 2, True, (5, 3)),
 }
 
 
 def run_case(name: str, rank: int, distributed: bool) -> dict[str, Any]:
     """Forward + backward of one case; the whole batch when not distributed."""
-    make_loss, views, use_groups, split = CASES[name]
+    make_loss, weights, views, use_groups, split = CASES[name]
     torch.manual_seed(0)
     model = nn.Linear(IN_DIM, OUT_DIM).double()
     inputs = torch.randn(N, views, IN_DIM, dtype=torch.float64)
@@ -59,17 +61,18 @@ def run_case(name: str, rank: int, distributed: bool) -> dict[str, Any]:
         inputs, labels = inputs[part], labels[part]
         groups = groups[part] if groups is not None else None
         model = nn.parallel.DistributedDataParallel(model)
-    loss_fn = make_loss()
-    value = loss_fn(model(inputs), labels, groups)
+    parts = make_loss()(model(inputs), labels, groups, sup="sup" in weights, ssl="ssl" in weights)
+    asked = {key: getattr(parts, key) for key in weights}
+    assert all(value is not None for value in asked.values())
+    assert {key for key in ("sup", "ssl") if getattr(parts, key) is not None} == set(asked)
+    value = sum(weights[key] * part for key, part in asked.items())
     value.backward()
     params = model.module if distributed else model
-    result = {
+    return {
         "loss": value.detach(),
+        "parts": {key: part.detach() for key, part in asked.items()},
         "grads": {k: p.grad.detach().clone() for k, p in params.named_parameters()},
     }
-    if isinstance(loss_fn, SSCLLoss):
-        result["parts"] = dict(loss_fn.last_parts)
-    return result
 
 
 def gather_checks(rank: int) -> dict[str, Any]:
@@ -111,8 +114,11 @@ def test_two_ranks_equal_one_process(name: str, rank_results: list[dict[str, Any
             torch.testing.assert_close(
                 got["grads"][key], grad, atol=1e-5, rtol=1e-6, msg=f"{msg}, grad of {key}"
             )
-        for key, part in single.get("parts", {}).items():
-            torch.testing.assert_close(got["parts"][key], part, atol=1e-5, rtol=1e-6, msg=msg)
+        assert set(got["parts"]) == set(single["parts"]), msg
+        for key, part in single["parts"].items():
+            torch.testing.assert_close(
+                got["parts"][key], part, atol=1e-5, rtol=1e-6, msg=f"{msg}, part {key}"
+            )
 
 
 def test_gathers_and_moco_enqueue_across_ranks(rank_results: list[dict[str, Any]]) -> None:

@@ -286,9 +286,9 @@ def test_efficiency_runs_every_arm_on_one_device(tmp_path, monkeypatch):
     assert len(notes) == 1 and "trainer.strategy=ddp" in notes[0]
 
 
-# the real pretraining in a script that can stop it (the test hook ``_stop_at_epoch``) and can
-# record the optimiser step of every training batch of each rank; Lightning starts rank 1 by
-# re-running it with the same arguments
+# the real pretraining in a script that can stop it (a callback that raises at the start of an
+# epoch, as a killed run would stop) and can record the optimiser step of every training batch of
+# each rank; Lightning starts rank 1 by re-running it with the same arguments
 DRIVER = """\
 import sys
 from pathlib import Path
@@ -300,8 +300,17 @@ from medcl.evaluate.efficiency import run_efficiency
 from medcl.evaluate.finetune import finetune
 from medcl.train.module import PretrainModule
 from medcl.train.pretrain import pretrain
+from lightning.pytorch.callbacks import Callback
 
 stop, record, *overrides = sys.argv[1:]
+
+
+class StopAtEpoch(Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch >= int(stop):
+            raise RuntimeError(f"interrupted at epoch {stop} (simulated kill)")
+
+
 step = PretrainModule.training_step
 
 
@@ -312,7 +321,8 @@ def recorded(self, batch, batch_idx):
 
 
 PretrainModule.training_step = recorded
-r = pretrain(load_config(None, overrides), progress=False, _stop_at_epoch=int(stop) or None)
+callbacks = [StopAtEpoch()] if int(stop) else []
+r = pretrain(load_config(None, overrides), progress=False, callbacks=callbacks)
 print(f"resumed={r.resumed} steps={r.steps}")
 """
 

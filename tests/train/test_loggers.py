@@ -16,13 +16,14 @@ from PIL import Image
 
 from medcl.config import load_config
 from medcl.data.manifest import read_manifest
-from medcl.errors import ConfigError, MedclError
+from medcl.errors import ConfigError
 from medcl.evaluate.finetune import finetune
 from medcl.train import callbacks as cb
 from medcl.train.loggers import MLFLOW_EXPERIMENT, MLFLOW_RUN_FILE, build_loggers
 from medcl.train.pretrain import pretrain
 from medcl.transforms.preview import PAD_PX
 from tests.conftest import TINY_OVERRIDES
+from tests.train._stop import SimulatedKillError, StopAtEpoch
 
 TINY = [*TINY_OVERRIDES, "optim.epochs=2"]
 PRETRAIN_TAGS = (
@@ -123,8 +124,8 @@ def test_mlflow_run_continues_on_resume(tiny_manifest, tmp_path):
 
     out = tmp_path / "run"
     cfg = _cfg(tiny_manifest, out, "trainer.logger=[mlflow]")
-    with pytest.raises(MedclError, match="interrupted"):
-        pretrain(cfg, progress=False, _stop_at_epoch=1)
+    with pytest.raises(SimulatedKillError):
+        pretrain(cfg, progress=False, callbacks=[StopAtEpoch(1)])
     r = pretrain(cfg, progress=False)
     assert r.resumed
     client = MlflowClient((out / "mlruns").resolve().as_uri())

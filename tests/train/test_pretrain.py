@@ -14,6 +14,7 @@ from medcl.errors import ConfigError, MedclError
 from medcl.models.export import load_encoder
 from medcl.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES
+from tests.train._stop import SimulatedKillError, StopAtEpoch
 
 TINY = [*TINY_OVERRIDES, "optim.epochs=2"]
 
@@ -97,9 +98,11 @@ def test_moco_queue_is_in_checkpoint(tiny_manifest, tmp_path):
 
 def test_killed_run_resumes_exactly(tiny_manifest, tmp_path):
     straight = pretrain(_cfg(tiny_manifest, tmp_path / "a", "optim.epochs=3"), progress=False)
-    with pytest.raises(MedclError, match="interrupted"):
+    with pytest.raises(SimulatedKillError):
         pretrain(
-            _cfg(tiny_manifest, tmp_path / "b", "optim.epochs=3"), progress=False, _stop_at_epoch=2
+            _cfg(tiny_manifest, tmp_path / "b", "optim.epochs=3"),
+            progress=False,
+            callbacks=[StopAtEpoch(2)],
         )
     assert (tmp_path / "b/checkpoints/last.ckpt").exists()
     assert not (tmp_path / "b/encoder.pt").exists()
@@ -112,8 +115,8 @@ def test_killed_run_resumes_exactly(tiny_manifest, tmp_path):
 
 
 def test_changed_config_refused_on_resume(tiny_manifest, tmp_path):
-    with pytest.raises(MedclError):
-        pretrain(_cfg(tiny_manifest, tmp_path / "c"), progress=False, _stop_at_epoch=1)
+    with pytest.raises(SimulatedKillError):
+        pretrain(_cfg(tiny_manifest, tmp_path / "c"), progress=False, callbacks=[StopAtEpoch(1)])
     with pytest.raises(ConfigError, match="different config"):
         pretrain(_cfg(tiny_manifest, tmp_path / "c", "optim.lr=0.01"), progress=False)
 

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from medcl.app import images
-from medcl.app.augment import augmentation_views, training_preset
+from medcl.app.augment import augmentation_views
 from medcl.app.run import (
     MANIFEST_COLUMNS,
     RunFolder,
@@ -100,10 +100,9 @@ def cached_views(
     """The training views of cached images (arguments as JSON text, so that they hash)."""
     from medcl.data.cache import load_cached
 
-    meta = json.loads(meta_json)
-    preset = training_preset(meta, json.loads(augment_json))
+    images = [load_cached(p) for p in paths]
     return augmentation_views(
-        [load_cached(p) for p in paths], preset, n_views, int(meta["image_size"]), seed
+        images, json.loads(meta_json), json.loads(augment_json), n_views, seed
     )
 
 

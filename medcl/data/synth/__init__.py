@@ -58,33 +58,18 @@ Determinism: all randomness comes from :func:`numpy.random.default_rng` seeded w
 files, and a patient does not depend on how many other patients are generated. Anatomy and labels
 depend only on the seed and the patient index, not on the modality, size or dimensionality.
 
-Modules: :mod:`.spec` (classes, priors, modalities, file names), :mod:`.geometry` (shapes and
-vectorised distances), :mod:`.anatomy` (a patient's phantom), :mod:`.render` (cross-sections and
-projections), :mod:`.acquire` (pose, contrast, noise per modality), :mod:`.phi` (fake PHI),
-:mod:`.dicom` (DICOM files), :mod:`.cohort` (:func:`generate_cohort`).
+Modules: :mod:`.spec` (classes, priors, modalities, the file names ``labels.csv`` and
+``cohort.json``, the generator's version), :mod:`.geometry` (shapes and vectorised distances),
+:mod:`.anatomy` (a patient's phantom), :mod:`.render` (cross-sections and projections),
+:mod:`.acquire` (pose, contrast, noise per modality), :mod:`.phi` (fake PHI), :mod:`.dicom` (DICOM
+files), :mod:`.cohort` (:func:`generate_cohort`). The package exports what a caller needs:
+:data:`CLASSES`, :data:`CLASS_PRIORS`, :data:`MODALITIES`, :func:`generate_cohort` and
+:class:`SynthSummary`.
 """
 
 from __future__ import annotations
 
 from medcl.data.synth.cohort import SynthSummary, generate_cohort
-from medcl.data.synth.spec import (
-    CLASS_PRIORS,
-    CLASSES,
-    COHORT_FILE,
-    GENERATOR,
-    GENERATOR_VERSION,
-    LABELS_FILE,
-    MODALITIES,
-)
+from medcl.data.synth.spec import CLASS_PRIORS, CLASSES, MODALITIES
 
-__all__ = [
-    "CLASSES",
-    "CLASS_PRIORS",
-    "COHORT_FILE",
-    "GENERATOR",
-    "GENERATOR_VERSION",
-    "LABELS_FILE",
-    "MODALITIES",
-    "SynthSummary",
-    "generate_cohort",
-]
+__all__ = ["CLASSES", "CLASS_PRIORS", "MODALITIES", "SynthSummary", "generate_cohort"]

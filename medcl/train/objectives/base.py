@@ -119,6 +119,18 @@ class ObjectiveOutput(NamedTuple):
     logs: dict[str, Tensor]
 
 
+class LossParts(NamedTuple):
+    """The unweighted terms of a step's loss.
+
+    Attributes:
+        sup: SupCon over the labelled anchors, or ``None`` when it was not computed.
+        ssl: The method's self-supervised term.
+    """
+
+    sup: Tensor | None
+    ssl: Tensor
+
+
 class Objective(nn.Module, ABC):
     """A self-supervised objective plus the SupCon term, ``λ1 · SupCon + λ2 · SSL``.
 
@@ -190,7 +202,9 @@ class Objective(nn.Module, ABC):
     def combine(
         self, batch: ViewBatch, z: Tensor, lambda_sup: float, lambda_ssl: float
     ) -> ObjectiveOutput:
-        """``λ1 · SupCon(z) + λ2 · ssl_loss(z)``; SupCon is skipped (and not logged) at λ1 = 0.
+        """``λ1 · sup + λ2 · ssl`` of :meth:`loss_parts`, the one place the weights are applied.
+
+        SupCon is asked for only while λ1 > 0 and logged whenever it was computed.
 
         Args:
             batch: The step's views.
@@ -201,13 +215,31 @@ class Objective(nn.Module, ABC):
         Returns:
             The loss and its parts.
         """
+        parts = self.loss_parts(batch, z, with_sup=lambda_sup > 0)
         logs: dict[str, Tensor] = {}
         sup = z.new_zeros(())
-        if lambda_sup > 0:
-            sup, logs["sup"] = self.supcon(z, batch.labels, batch.groups)
-        ssl = self.ssl_loss(batch, z)
-        logs["ssl"] = ssl.detach()
-        return ObjectiveOutput(lambda_sup * sup + lambda_ssl * ssl, logs)
+        if parts.sup is not None:
+            sup = parts.sup
+            logs["sup"] = sup.detach()
+        logs["ssl"] = parts.ssl.detach()
+        return ObjectiveOutput(lambda_sup * sup + lambda_ssl * parts.ssl, logs)
+
+    def loss_parts(self, batch: ViewBatch, z: Tensor, with_sup: bool) -> LossParts:
+        """The unweighted parts of the loss: SupCon (when ``with_sup``), then :meth:`ssl_loss`.
+
+        An objective whose SSL term shares SupCon's similarity matrix overrides this to compute
+        both at once (:class:`~medcl.train.objectives.simclr.SimCLR`).
+
+        Args:
+            batch: The step's views.
+            z: ``(B, V, D)`` online projections.
+            with_sup: Compute SupCon (λ1 > 0).
+
+        Returns:
+            The parts; ``sup`` is ``None`` when not computed.
+        """
+        sup = self.supcon(z, batch.labels, batch.groups) if with_sup else None
+        return LossParts(sup, self.ssl_loss(batch, z))
 
     @abstractmethod
     def ssl_loss(self, batch: ViewBatch, z: Tensor) -> Tensor:

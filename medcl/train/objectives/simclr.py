@@ -9,18 +9,17 @@ each view ``i`` is pulled towards the other view(s) ``P(i)`` of its image and pu
 
 ``A(i)`` is every other view except those of the same patient that are not positives (never
 negatives; with ``method.group_positives`` they are positives, as in MICLe, Azizi et al. 2021).
-SupCon and NT-Xent read the same logits, so :meth:`SimCLR.combine` computes both from one
-similarity matrix (the SSCL loss, :class:`~medcl.losses.SSCLLoss`); its SupCon term is logged even
-while λ1 is 0.
+SupCon and NT-Xent read the same logits, so :meth:`SimCLR.loss_parts` computes both from one
+similarity matrix (:class:`~medcl.losses.SSCLLoss`); the SupCon term is computed (and logged) even
+while λ1 is 0, when it costs one more masked sum over that matrix. Both are weighted in
+:meth:`~medcl.train.objectives.base.Objective.combine`.
 """
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from medcl.config import Config
-from medcl.losses import NTXentLoss
-from medcl.train.objectives.base import Objective, ObjectiveOutput, ViewBatch
+from medcl.train.objectives.base import LossParts, Objective, ViewBatch
 
 
 class SimCLR(Objective):
@@ -31,17 +30,14 @@ class SimCLR(Objective):
         encoder: The online encoder.
     """
 
-    def __init__(self, cfg: Config, encoder: nn.Module) -> None:
-        super().__init__(cfg, encoder)
-        self.ntxent = NTXentLoss(cfg.method.temperature, cfg.method.group_positives)
-
     def ssl_loss(self, batch: ViewBatch, z: Tensor) -> Tensor:
-        """NT-Xent of ``z`` (see the module docstring)."""
-        return self.ntxent(z, groups=batch.groups)
+        """NT-Xent of ``z`` alone (see the module docstring)."""
+        ssl = self.supcon.parts(z, None, batch.groups, sup=False, ssl=True).ssl
+        assert ssl is not None
+        return ssl
 
-    def combine(
-        self, batch: ViewBatch, z: Tensor, lambda_sup: float, lambda_ssl: float
-    ) -> ObjectiveOutput:
-        """``λ1 · SupCon + λ2 · NT-Xent`` from one logit matrix; both parts always logged."""
-        parts = self.supcon.with_ntxent(z, batch.labels, batch.groups, lambda_sup, lambda_ssl)
-        return ObjectiveOutput(parts.loss, {"sup": parts.sup, "ssl": parts.ssl})
+    def loss_parts(self, batch: ViewBatch, z: Tensor, with_sup: bool) -> LossParts:
+        """SupCon and NT-Xent from one logit matrix, SupCon whatever ``with_sup`` (for its log)."""
+        parts = self.supcon.parts(z, batch.labels, batch.groups, sup=True, ssl=True)
+        assert parts.sup is not None and parts.ssl is not None
+        return LossParts(parts.sup, parts.ssl)

@@ -1,4 +1,4 @@
-"""The SupCon component of every objective: λ1 · SupCon over the labelled anchors.
+"""The SupCon component of every objective: SupCon over the labelled anchors.
 
 Supervised contrastive loss in its ``L_out`` form (Khosla et al. 2020, "Supervised Contrastive
 Learning", NeurIPS, Eq. 2), over the online projections ``z`` of all ``B·V`` views (L2-normalised,
@@ -11,29 +11,16 @@ temperature ``τ``), averaged over the labelled anchors only::
 ``L`` the views with a label ``≥ 0``, ``P(i)`` the other views of the same image and every view with
 ``i``'s label (plus same-patient views with ``method.group_positives``), ``A(i)`` every other view
 except same-patient views that are not positives. The term is 0 in a batch without labels. It is
-weighted by λ1 (``method.lambda_sup``, after its ramp) for every method; SimCLR's NT-Xent shares
-its similarity matrix (:meth:`SupCon.with_ntxent`, :class:`~medcl.losses.SSCLLoss`).
+returned unweighted; :meth:`~medcl.train.objectives.base.Objective.combine` weights it by λ1
+(``method.lambda_sup``, after its ramp). SimCLR reads it together with NT-Xent from one similarity
+matrix (:meth:`SupCon.parts`, :class:`~medcl.losses.SSCLLoss`).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from torch import Tensor, nn
 
 from medcl.losses import SSCLLoss, SSCLParts
-
-
-class SupConValue(NamedTuple):
-    """The SupCon term of a step.
-
-    Attributes:
-        loss: The term, differentiable (the value to weight by λ1).
-        value: The same, detached and global over ranks, for logging.
-    """
-
-    loss: Tensor
-    value: Tensor
 
 
 class SupCon(nn.Module):
@@ -42,16 +29,17 @@ class SupCon(nn.Module):
     Args:
         temperature: ``τ`` (``method.temperature``).
         group_positives: Same-patient views are positives (``method.group_positives``).
+
+    Attributes:
+        loss: The contrastive loss that computes it (and NT-Xent, when asked).
     """
 
     def __init__(self, temperature: float, group_positives: bool) -> None:
         super().__init__()
-        self.temperature = float(temperature)
-        self.group_positives = bool(group_positives)
-        self.loss = SSCLLoss(self.temperature, 1.0, 0.0, self.group_positives)
+        self.loss = SSCLLoss(temperature, group_positives)
 
-    def forward(self, z: Tensor, labels: Tensor, groups: Tensor) -> SupConValue:
-        """The SupCon term of a step.
+    def forward(self, z: Tensor, labels: Tensor, groups: Tensor) -> Tensor:
+        """The SupCon term of a step, unweighted (NT-Xent is not computed).
 
         Args:
             z: ``(B, V, D)`` projections, not normalised.
@@ -59,25 +47,25 @@ class SupCon(nn.Module):
             groups: ``(B,)`` patient ids.
 
         Returns:
-            The term and its detached value.
+            The term, differentiable; its value is the global one over all ranks.
         """
-        parts = self.loss.forward_parts(z, labels, groups)
-        return SupConValue(parts.loss, parts.sup)
+        sup = self.loss(z, labels, groups, ssl=False).sup
+        assert sup is not None
+        return sup
 
-    def with_ntxent(
-        self, z: Tensor, labels: Tensor, groups: Tensor, lambda_sup: float, lambda_ntxent: float
+    def parts(
+        self, z: Tensor, labels: Tensor | None, groups: Tensor, *, sup: bool, ssl: bool
     ) -> SSCLParts:
-        """``λ1 · SupCon + λ2 · NT-Xent`` from one similarity matrix (SimCLR's fused form).
+        """SupCon and/or NT-Xent over all anchors, from one similarity matrix, unweighted.
 
         Args:
             z: ``(B, V, D)`` projections, not normalised.
-            labels: ``(B,)`` class indices, −1 for unlabelled.
+            labels: ``(B,)`` class indices, −1 for unlabelled (``None``: all unlabelled).
             groups: ``(B,)`` patient ids.
-            lambda_sup: λ1.
-            lambda_ntxent: λ2, the weight of NT-Xent over all anchors.
+            sup: Compute SupCon.
+            ssl: Compute NT-Xent.
 
         Returns:
-            The weighted loss and both (detached, unweighted) terms.
+            The parts asked for (``None`` for the other).
         """
-        fused = SSCLLoss(self.temperature, lambda_sup, lambda_ntxent, self.group_positives)
-        return fused.forward_parts(z, labels, groups)
+        return self.loss(z, labels, groups, sup=sup, ssl=ssl)
