@@ -46,6 +46,7 @@ from pydicom.pixels.utils import get_expected_length
 from medcl.data.readers.base import HU, UNIT, Decoded, ReadContext, Source, Unreadable, frame_suffix
 from medcl.data.readers.base import luma as _luma
 from medcl.data.readers.codecs import failed_decode_reason, missing_decoder_reason, syntax_name
+from medcl.data.readers.geometry import order_slices
 
 NOT_RECOGNISED = "not a recognised image file (not DICOM, NIfTI, PNG, TIFF, JPEG or MedMNIST .npz)"
 VOLUME_MODALITIES = ("CT", "MR")
@@ -539,8 +540,6 @@ def decode_dataset(ds: Dataset, src: Source, ctx: ReadContext) -> list[Decoded]:
 def _enhanced_volume(ds: Dataset, frames: np.ndarray, modality: str) -> tuple[np.ndarray, float]:
     """One multi-frame CT/MR file as a volume, frames sorted along the slice normal, and the
     slice spacing."""
-    from medcl.data.readers.series import order_slices  # local: series imports this module
-
     n = frames.shape[0]
     if modality not in VOLUME_MODALITIES:
         raise Unreadable(volume_refusal(modality))
