@@ -16,11 +16,12 @@ import pandas as pd
 import torch
 
 from medcl.data.resize import resize_to
+from medcl.models.description import ModelDescription
 from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset, original_and_views
 
 
 def training_preset(
-    meta: Mapping[str, Any], augment_cfg: Mapping[str, Any] | None
+    description: ModelDescription, augment_cfg: Mapping[str, Any] | None
 ) -> AugmentPreset:
     """The augmentation preset of a run: ``augment.preset`` of its config (``auto`` → the model's
     modality preset) with the config's ``augment.options``.
@@ -31,8 +32,8 @@ def training_preset(
     cfg = dict(augment_cfg or {})
     name = str(cfg.get("preset") or "auto")
     if name == "auto":
-        name = str(meta.get("preset", "xr"))
-    return build_preset(name, cfg.get("options") or {}, int(meta.get("spatial_dims", 2)))
+        name = description.preset
+    return build_preset(name, cfg.get("options") or {}, description.spatial_dims)
 
 
 def augmentation_views(
