@@ -1,4 +1,4 @@
-"""Grad-CAM maps of a :class:`~medcl.evaluate.model.Classifier`: where the model looks.
+"""Grad-CAM maps of a :class:`~medcl.evaluate.classifier.Classifier`: where the model looks.
 
 Grad-CAM (Selvaraju et al., ICCV 2017) weights the activation maps of a convolutional layer by the
 spatially averaged gradient of one class logit, sums them, keeps the positive part and upsamples

@@ -6,7 +6,7 @@ computed, ``tsne_x, tsne_y`` (scikit-learn t-SNE on the first 50 principal compo
 there are at most ``tsne_max`` rows) and ``umap_x, umap_y`` (when umap-learn is installed). No
 header value from the source images is written: keys are pseudonyms. A model trained on 3-D patches
 embeds each volume as the mean of its grid patches' features and predicts with its head on that
-mean (:class:`~medcl.evaluate.model.Classifier`).
+mean (:class:`~medcl.evaluate.classifier.Classifier`).
 """
 
 from __future__ import annotations
