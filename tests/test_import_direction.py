@@ -18,6 +18,12 @@ Layers, bottom to top:
 5. ``app``, ``cli`` and ``demo`` (which orchestrates the whole pipeline).
 
 A new top-level module or sub-package fails the test until it is given a layer here.
+
+Inside a stage, imports must not go round in a circle either: module A importing B while B imports
+A, directly or through a chain, again counting imports inside functions (a circle that works only
+because one side imports late is still one concept split over two files). ``from pkg import name``
+counts as an import of the module ``pkg.name`` when there is one, else of ``pkg`` (its
+``__init__``).
 """
 
 from __future__ import annotations
@@ -111,17 +117,16 @@ def imported_modules(
                 target = node.module or ""
             if target.split(".")[0] != "medcl":
                 continue
-            if target == "medcl":  # `from medcl import data`: a name is a module or an attribute
-                out += [(node.lineno, _submodule(root, a.name)) for a in node.names]
-            else:
-                out.append((node.lineno, target))
+            # `from medcl.x import y`: y is a module or an attribute of medcl.x
+            out += sorted({(node.lineno, _submodule(root, target, a.name)) for a in node.names})
     return out
 
 
-def _submodule(root: Path, name: str) -> str:
-    """``medcl.<name>`` when the package has such a module, else ``medcl`` (an attribute)."""
-    exists = (root / name).is_dir() or (root / f"{name}.py").is_file()
-    return f"medcl.{name}" if exists else "medcl"
+def _submodule(root: Path, package: str, name: str) -> str:
+    """``<package>.<name>`` when that is a module below ``root``, else ``package``."""
+    base = root.joinpath(*package.split(".")[1:], name)
+    exists = base.is_dir() or base.with_suffix(".py").is_file()
+    return f"{package}.{name}" if exists else package
 
 
 def violations(root: Path) -> list[Violation]:
@@ -142,6 +147,96 @@ def violations(root: Path) -> list[Violation]:
     return found
 
 
+@dataclass(frozen=True)
+class Edge:
+    """One import: ``importer`` imports ``imported`` at ``file:line``."""
+
+    file: str
+    line: int
+    importer: str
+    imported: str
+
+
+def stage_graph(root: Path) -> dict[str, list[Edge]]:
+    """Every module below ``root`` → its imports of modules of the same stage (nested ones too),
+    each resolved to a module of the tree (a package means its ``__init__``)."""
+    modules = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    graph: dict[str, list[Edge]] = {}
+    for importer, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        rel = path.relative_to(root.parent).as_posix()
+        found = imported_modules(tree, importer, path.name == "__init__.py", root)
+        graph[importer] = [
+            Edge(rel, line, importer, imported)
+            for line, imported in found
+            if imported in modules
+            and imported != importer
+            and stage_of(imported) == stage_of(importer)
+        ]
+    return graph
+
+
+def circles(root: Path) -> list[list[Edge]]:
+    """The import circles inside the stages below ``root``: one circle (its imports in order)
+    for every group of modules that reach each other (a strongly connected component of
+    :func:`stage_graph`, Tarjan's algorithm), starting at the group's first module by name."""
+    graph = stage_graph(root)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for e in graph[v]:
+            w = e.imported
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return [_circle(graph, group) for group in sorted(groups, key=min)]
+
+
+def _circle(graph: dict[str, list[Edge]], group: set[str]) -> list[Edge]:
+    """A shortest chain of imports inside ``group`` from its first module back to itself."""
+    start = min(group)
+    paths: dict[str, list[Edge]] = {start: []}
+    frontier = [start]
+    while frontier:  # breadth first: the shortest way round
+        nxt = []
+        for v in frontier:
+            for e in graph[v]:
+                if e.imported == start:
+                    return [*paths[v], e]
+                if e.imported in group and e.imported not in paths:
+                    paths[e.imported] = [*paths[v], e]
+                    nxt.append(e.imported)
+        frontier = nxt
+    raise AssertionError(f"no way back to {start} inside {sorted(group)}")
+
+
+def describe(circle: list[Edge]) -> str:
+    """``a → b → a`` with where each import is."""
+    chain = " → ".join([circle[0].importer, *(e.imported for e in circle)])
+    where = "; ".join(f"{e.file}:{e.line} imports {e.imported}" for e in circle)
+    return f"{chain} ({where})"
+
+
 def test_every_stage_has_a_layer():
     stages = {stage_of(module_name(p, PACKAGE)) for p in PACKAGE.rglob("*.py")}
     missing = sorted(stages - set(LAYERS))
@@ -151,6 +246,13 @@ def test_every_stage_has_a_layer():
 def test_imports_flow_one_way():
     found = violations(PACKAGE)
     assert not found, "reverse imports:\n" + "\n".join(map(str, found))
+
+
+def test_no_import_circles_inside_a_stage():
+    found = circles(PACKAGE)
+    assert not found, "import circles (move what both sides need into a module of its own):\n" + (
+        "\n".join(map(describe, found))
+    )
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -191,3 +293,38 @@ def test_a_stage_without_a_layer_is_refused(tmp_path):
     root = _tree(tmp_path, {"data/x.py": "from medcl.plugins import y\n"})
     with pytest.raises(KeyError, match="plugins"):
         violations(root)
+
+
+def test_the_checker_finds_circles_direct_nested_through_a_chain_and_a_package(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            # a ↔ b, b's side imported inside a function
+            "evaluate/__init__.py": "",
+            "evaluate/a.py": "from medcl.evaluate.b import f\n",
+            "evaluate/b.py": "def f():\n    from medcl.evaluate import a\n",
+            # x → y → z → x
+            "data/__init__.py": "",
+            "data/x.py": "import medcl.data.y\n",
+            "data/y.py": "from . import z\n",
+            "data/z.py": "from medcl.data.x import X\n",
+            # a package whose __init__ imports a module that imports a name of the package
+            "models/__init__.py": "from medcl.models.heads import Head\n",
+            "models/heads.py": "from medcl.models import SIZE\n",
+            # one way only, and a circle across stages (the layer check's business): none
+            "train/__init__.py": "",
+            "train/p.py": "from medcl.train import q\nfrom medcl.evaluate import a\n",
+            "train/q.py": "from medcl.models.heads import Head\n",
+        },
+    )
+    found = [describe(c) for c in circles(root)]
+    assert found == [
+        "medcl.data.x → medcl.data.y → medcl.data.z → medcl.data.x (medcl/data/x.py:1 imports "
+        "medcl.data.y; medcl/data/y.py:1 imports medcl.data.z; medcl/data/z.py:1 imports "
+        "medcl.data.x)",
+        "medcl.evaluate.a → medcl.evaluate.b → medcl.evaluate.a (medcl/evaluate/a.py:1 imports "
+        "medcl.evaluate.b; medcl/evaluate/b.py:2 imports medcl.evaluate.a)",
+        "medcl.models → medcl.models.heads → medcl.models (medcl/models/__init__.py:1 imports "
+        "medcl.models.heads; medcl/models/heads.py:1 imports medcl.models)",
+    ]

@@ -69,7 +69,8 @@ def _tiny_classifier(bias: float):
     import torch
     from torch import nn
 
-    from medcl.evaluate.model import Classifier
+    from medcl.evaluate.classifier import Classifier
+    from medcl.models.description import ModelDescription
     from medcl.models.encoders import EncoderSpec, build_encoder
 
     spec = EncoderSpec("resnet10", 2, 32, stem="small", width=0.125)
@@ -77,8 +78,7 @@ def _tiny_classifier(bias: float):
     head = nn.Linear(enc.out_dim, 2)
     with torch.no_grad():
         head.bias.fill_(bias)
-    meta = {"classes": ["a", "b"], "preset": "mr", "window": [0.0, 1.0], **spec.to_meta()}
-    return Classifier(enc, head, meta)
+    return Classifier(enc, head, ModelDescription(spec, ["a", "b"], "mr", (0.0, 1.0)))
 
 
 def test_an_interrupted_model_save_leaves_the_previous_model_whole(tmp_path, monkeypatch):

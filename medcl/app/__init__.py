@@ -11,7 +11,7 @@ browser:
 - :mod:`.neighbours` — nearest neighbours in embedding space.
 - :mod:`.cases` — misclassified and low-confidence cases for review.
 - :mod:`.images` — display arrays, slices, thumbnails and heat-map overlays.
-- :mod:`.gradcam` — Grad-CAM maps of a :class:`~medcl.evaluate.model.Classifier`.
+- :mod:`.gradcam` — Grad-CAM maps of a :class:`~medcl.evaluate.classifier.Classifier`.
 - :mod:`.augment` — the augmentation views the model was trained with.
 - :mod:`.acquisition` — which unlabelled images to label next (uncertainty + diversity).
 - :mod:`.labelling` — the annotation sheet and the import of its labels into a new manifest.

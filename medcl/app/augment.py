@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medcl.models.description import ModelDescription
 from medcl.transforms import AugmentPreset, build_preset, views_of_images
 
 
 def training_preset(
-    meta: Mapping[str, Any], augment_cfg: Mapping[str, Any] | None
+    description: ModelDescription, augment_cfg: Mapping[str, Any] | None
 ) -> AugmentPreset:
     """The augmentation preset of a run: ``augment.preset`` of its config (``auto`` → the model's
     modality preset) with the config's ``augment.options``.
@@ -29,13 +30,13 @@ def training_preset(
     cfg = dict(augment_cfg or {})
     name = str(cfg.get("preset") or "auto")
     if name == "auto":
-        name = str(meta.get("preset", "xr"))
-    return build_preset(name, cfg.get("options") or {}, int(meta.get("spatial_dims", 2)))
+        name = description.preset
+    return build_preset(name, cfg.get("options") or {}, description.spatial_dims)
 
 
 def augmentation_views(
     images: Sequence[np.ndarray],
-    meta: Mapping[str, Any],
+    description: ModelDescription,
     augment_cfg: Mapping[str, Any] | None,
     n_views: int,
     seed: int = 0,
@@ -44,7 +45,8 @@ def augmentation_views(
 
     Args:
         images: Images in cache units, each ``(1, H, W)`` or ``(1, D, H, W)``.
-        meta: The model's metadata (``image_size``, and what :func:`training_preset` reads).
+        description: The model's description (``image_size``, and what :func:`training_preset`
+            reads).
         augment_cfg: The run config's ``augment`` section (:func:`training_preset`).
         n_views: Views per image (>= 1).
         seed: Seed of every random draw (image ``r`` uses ``seed`` and ``r``).
@@ -56,8 +58,8 @@ def augmentation_views(
     Raises:
         ConfigError: If the config names an unknown preset or invalid options.
     """
-    preset = training_preset(meta, augment_cfg)
-    image_size = int(meta["image_size"])
+    preset = training_preset(description, augment_cfg)
+    image_size = int(description.image_size)
     rows = [v[:, 0].numpy() for v in views_of_images(images, preset, n_views, seed, image_size)]
     if not rows:
         return np.zeros((0, n_views + 1) + (image_size,) * preset.dims, dtype=np.float32)

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from medcl.models.description import ModelDescription
+
 UNASSIGNED = "unassigned"
 UNLABELLED = "unlabelled"
 
@@ -32,23 +34,22 @@ def interval_help(low: float | None, high: float | None) -> str:
 
 
 def model_facts(
-    meta: Mapping[str, Any], classes: Sequence[str], label_fraction: float | None
+    description: ModelDescription, classes: Sequence[str], label_fraction: float | None
 ) -> dict[str, str]:
-    """The model's configuration in a few lines (``?`` where the metadata does not say).
+    """The model's configuration in a few lines (``?`` where its metadata does not say).
 
     Args:
-        meta: The model's ``metadata.json``.
+        description: The model's description (its ``metadata.json``).
         classes: Class names.
         label_fraction: The run's share of labelled training images, if recorded.
     """
-    arch = meta.get("architecture", {})
+    d, pre = description, description.pretraining
     return {
-        "model": meta.get("name", "?"),
-        "encoder": f"{arch.get('encoder', '?')} (width {arch.get('width', '?')})",
-        "pretraining": (meta.get("pretraining") or {}).get("method", "?"),
-        "head": meta.get("head", "?"),
-        "input": f"{meta.get('spatial_dims', '?')}-D, {meta.get('image_size', '?')} px, "
-        f"{meta.get('modality', '?')} (preset {meta.get('preset', '?')})",
+        "model": d.name or "?",
+        "encoder": f"{d.spec.encoder} (width {d.spec.width})",
+        "pretraining": (pre.method if pre is not None else None) or "?",
+        "head": d.head or "?",
+        "input": f"{d.spatial_dims}-D, {d.image_size} px, {d.modality or '?'} (preset {d.preset})",
         "classes": ", ".join(classes),
         "label fraction": f"{100 * float(label_fraction):g} %"
         if label_fraction is not None

@@ -1,4 +1,4 @@
-"""Grad-CAM maps of a :class:`~medcl.evaluate.model.Classifier`: where the model looks.
+"""Grad-CAM maps of a :class:`~medcl.evaluate.classifier.Classifier`: where the model looks.
 
 Grad-CAM (Selvaraju et al., ICCV 2017) weights the activation maps of a convolutional layer by the
 spatially averaged gradient of one class logit, sums them, keeps the positive part and upsamples
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from medcl.data.resize import resize_to
-from medcl.evaluate.model import Classifier, KNNHead
+from medcl.evaluate.classifier import Classifier, KNNHead
 
 TARGET_LAYER = "encoder.layer4"
 
@@ -70,11 +70,11 @@ class GradCamExplainer:
         """
         if self._cam is None:
             raise RuntimeError(f"Grad-CAM unavailable: {self.reason}")
-        meta = self.clf.meta
-        dims = int(meta["spatial_dims"])
+        d = self.clf.description
+        dims = d.spatial_dims
         x = torch.as_tensor(np.asarray(image, dtype=np.float32))
         spatial = tuple(x.shape[-dims:])
-        inp = self.clf.normalize(resize_to(x, int(meta["image_size"]), dims))[None]
+        inp = self.clf.normalize(resize_to(x, d.image_size, dims))[None]
         dev = next(self.clf.parameters()).device
         with self._lock, torch.enable_grad():
             cam = self._cam(x=inp.to(dev), class_idx=int(class_idx))

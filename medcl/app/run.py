@@ -243,10 +243,10 @@ def available_projections(df: pd.DataFrame) -> list[str]:
     return [k for k in PROJECTIONS if f"{k}_x" in df.columns and f"{k}_y" in df.columns]
 
 
-def class_names(df: pd.DataFrame, meta: Mapping[str, Any] | None = None) -> list[str]:
+def class_names(df: pd.DataFrame, model_classes: Sequence[str] | None = None) -> list[str]:
     """The class list: the model's when known, else from the ``prob_<class>`` columns."""
-    if meta and meta.get("classes"):
-        return [str(c) for c in meta["classes"]]
+    if model_classes:
+        return [str(c) for c in model_classes]
     return [c[len("prob_") :] for c in df.columns if c.startswith("prob_")]
 
 

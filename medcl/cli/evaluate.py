@@ -99,8 +99,8 @@ def _finetune(args: argparse.Namespace) -> int:
     out = Path(cfg.out)
     res = finetune(cfg, manifest, pretrained=args.pretrained, progress=True, out=out)
     save_config(cfg, out / "config.yaml")
-    res.model.meta["name"] = f"{cfg.finetune.mode} on {Path(cfg.data.manifest).name}"
-    save_model(out / "model", res.model, card=model_card(res.model.meta))
+    res.model.description.name = f"{cfg.finetune.mode} on {Path(cfg.data.manifest).name}"
+    save_model(out / "model", res.model, card=model_card(res.model.description))
     print(
         f"fine-tuned ({res.mode}): validation balanced accuracy "
         f"{res.val_balanced_accuracy:.3f}\nmodel: {out / 'model'}\n"
@@ -110,12 +110,10 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
-
     from medcl.data.manifest import read_manifest
     from medcl.evaluate.card import model_card
     from medcl.evaluate.evaluation import evaluate_model
-    from medcl.evaluate.model import load_model
+    from medcl.evaluate.model import load_model, read_description
     from medcl.io import write_json, write_text
 
     clf = load_model(args.model)
@@ -125,21 +123,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = args.out or model_dir.parent / "metrics.json"
     write_json(metrics, out)
     if args.split == "test":
-        meta_path = model_dir / "metadata.json"
-        meta = json.loads(meta_path.read_text())
-        meta["test_metrics"] = {
-            k: metrics.get(k)
-            for k in (
-                "accuracy",
-                "balanced_accuracy",
-                "macro_auroc",
-                "macro_f1",
-                "ece",
-                "intervals",
-            )
-        }
-        write_json(meta, meta_path)
-        write_text(model_card(meta, metrics), model_dir / "model_card.md")
+        description = read_description(model_dir)
+        description.record_test(metrics)
+        write_json(description.to_dict(), model_dir / "metadata.json")
+        write_text(model_card(description, metrics), model_dir / "model_card.md")
     iv = metrics.get("intervals", {}).get("balanced_accuracy", {})
 
     def fmt(v: float | None) -> str:

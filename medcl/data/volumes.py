@@ -8,12 +8,12 @@ headers, so a patch larger than some volume is refused before any image is loade
 
 :func:`model_images` is the one place callers pick the dataset of a model's input convention:
 ``CachedImages`` resized to ``image_size`` for whole-image models, :class:`StoredVolumes` for a
-model trained on patches (``meta["volume"]["mode"] == "patches"``).
+model trained on patches (its metadata's ``volume`` entry).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -163,21 +163,22 @@ class _Volumes(Sequence[torch.Tensor]):
         return self.owner.volume(i % len(self))
 
 
-def patch_meta(meta: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ``volume`` entry of a model's meta when it was trained on patches, else ``None``."""
-    vol = meta.get("volume")
-    if isinstance(vol, Mapping) and vol.get("mode") == "patches":
-        return dict(vol)
-    return None
+def model_images(
+    manifest: Manifest, image_size: int, dims: int, patches: bool
+) -> CachedImages | StoredVolumes:
+    """The rows of ``manifest`` as a model with this input convention reads them.
 
+    Args:
+        manifest: The rows.
+        image_size: The model's input edge (whole-image models resize to it).
+        dims: 2 or 3.
+        patches: Whether the model was trained on 3-D patches.
 
-def model_images(manifest: Manifest, meta: Mapping[str, Any]) -> CachedImages | StoredVolumes:
-    """The rows of ``manifest`` as a model with input convention ``meta`` reads them.
-
-    Whole-image models: ``CachedImages`` at ``meta["image_size"]`` (``.images`` a stacked
-    tensor); patch models: :class:`StoredVolumes` (``.images`` a list of stored volumes, which
-    the classifier aggregates over grid patches).
+    Returns:
+        Whole-image models: ``CachedImages`` at ``image_size`` (``.images`` a stacked tensor);
+        patch models: :class:`StoredVolumes` (``.images`` a list of stored volumes, which the
+        classifier aggregates over grid patches).
     """
-    if patch_meta(meta) is not None:
+    if patches:
         return StoredVolumes(manifest)
-    return CachedImages(manifest, int(meta["image_size"]), int(meta["spatial_dims"]))
+    return CachedImages(manifest, int(image_size), int(dims))

@@ -18,7 +18,7 @@ from typing import Any
 
 from medcl.config import Config
 from medcl.data.manifest import Manifest
-from medcl.evaluate.finetune import epoch_samples
+from medcl.evaluate.fitting import epoch_samples
 
 
 def planned_pretrain_steps(cfg: Config, n_train: int) -> int:
@@ -32,7 +32,7 @@ def stage_budget(cfg: Config, n_train: int, n_labelled: int) -> tuple[int, int]:
     """The epoch cap and patience of every arm's fitting stage.
 
     ``finetune.epochs`` plus the pretraining's steps in fine-tuning epochs
-    (:func:`medcl.evaluate.finetune.epoch_samples`). Patience grows in proportion, but at most to
+    (:func:`medcl.evaluate.fitting.epoch_samples`). Patience grows in proportion, but at most to
     twice ``finetune.patience``: a network trained from nothing improves on validation by fits and
     starts, so it gets more patience than a pretrained one, yet a proportional patience (33
     epochs in the demo) lets every run go to its last epoch. Measured on the demo's validation

@@ -41,9 +41,13 @@ import torch
 from torch import nn
 
 from medcl.errors import MedclError
-from medcl.evaluate.model import Classifier, KNNHead
+from medcl.evaluate.card import model_card
+from medcl.evaluate.classifier import Classifier, KNNHead
+from medcl.evaluate.model import BUNDLE_HEAD, MEDCL_META, load_bundle, load_model, model_folder
+from medcl.evaluate.ood import save_bank
+from medcl.evaluate.predict import predict_source
 from medcl.io import atomic_dir, write_json, write_text
-from medcl.models.encoders import EncoderSpec, build_encoder
+from medcl.models.description import ModelDescription
 
 SCHEMA_URL = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
@@ -51,19 +55,10 @@ SCHEMA_URL = (
 )
 """The MONAI bundle metadata schema the metadata declares (``monai.bundle verify_metadata``)."""
 
-MEDCL_META = "medcl_metadata.json"
-"""medcl's own model metadata inside ``configs/`` (what :func:`load_bundle` rebuilds from)."""
-
 MONAI_FORMAT = {"ct": "hounsfield"}
 """``network_data_format`` input format per preset (others: ``magnitude``)."""
 
 MONAI_MODALITY = {"ct": "CT", "mr": "MR", "xr": "XR"}
-
-
-def is_bundle(path: str | Path) -> bool:
-    """Whether ``path`` is a bundle written by :func:`export_bundle`."""
-    p = Path(path)
-    return (p / "configs" / MEDCL_META).is_file() and (p / "models" / "model.pt").is_file()
 
 
 class BundleNetwork(nn.Module):
@@ -76,7 +71,7 @@ class BundleNetwork(nn.Module):
 
     def __init__(self, clf: Classifier) -> None:
         super().__init__()
-        lo, width = intensity_affine(clf.meta)
+        lo, width = intensity_affine(clf.description)
         self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32))
         self.register_buffer("width", torch.tensor(width, dtype=torch.float32))
         self.encoder = clf.encoder
@@ -87,12 +82,12 @@ class BundleNetwork(nn.Module):
         return self.head(self.encoder(((x - self.lo) / self.width).clamp(0.0, 1.0)))
 
 
-def intensity_affine(meta: dict[str, Any]) -> tuple[float, float]:
+def intensity_affine(description: ModelDescription) -> tuple[float, float]:
     """``(lo, w)`` of the model's normalisation: the CT window's lower edge and width in HU, or
     ``(0, 1)`` (a clamp to [0, 1]) for other presets
     (:func:`medcl.transforms.to_model_intensity`)."""
-    if str(meta.get("preset", "")).lower() == "ct":
-        level, width = (float(v) for v in meta["window"])
+    if description.preset.lower() == "ct":
+        level, width = description.window
         return level - width / 2.0, width
     return 0.0, 1.0
 
@@ -115,19 +110,19 @@ def _optional_versions() -> dict[str, str]:
     return out
 
 
-def _spatial(meta: dict[str, Any]) -> list[int]:
-    vol = meta.get("volume") or {}
-    side = int(vol["patch_size"]) if vol.get("mode") == "patches" else int(meta["image_size"])
-    return [side] * int(meta.get("spatial_dims", 2))
+def _spatial(description: ModelDescription) -> list[int]:
+    vol = description.volume
+    side = vol.patch_size if vol is not None else description.image_size
+    return [side] * description.spatial_dims
 
 
 def bundle_metadata(
-    meta: dict[str, Any],
+    description: ModelDescription,
     version: str = "0.1.0",
     authors: str = "the model's authors",
     copyright_: str = "Copyright (c) the model's authors",
 ) -> dict[str, Any]:
-    """MONAI bundle metadata (``configs/metadata.json``) built from a model's metadata only.
+    """MONAI bundle metadata (``configs/metadata.json``) built from a model's description only.
 
     Mandatory keys of the MONAI Bundle Specification: ``version``, ``monai_version``,
     ``pytorch_version``, ``numpy_version``, ``optional_packages_version``, ``task``,
@@ -135,15 +130,14 @@ def bundle_metadata(
     ``changelog``, ``intended_use``, ``data_type``, ``image_classes``, ``pred_classes``,
     ``eval_metrics`` (test metrics, when the model was evaluated) and ``intensity_convention``.
     """
-    classes = [str(c) for c in meta["classes"]]
-    preset = str(meta.get("preset", "")).lower()
-    dims = int(meta.get("spatial_dims", 2))
-    patches = (meta.get("volume") or {}).get("mode") == "patches"
-    lo, width = intensity_affine(meta)
+    d = description
+    classes = [str(c) for c in d.classes]
+    preset = d.preset.lower()
+    dims = d.spatial_dims
+    patches = d.volume is not None
+    lo, width = intensity_affine(d)
     v = _versions()
-    arch = meta.get("architecture") or {}
-    pre = meta.get("pretraining") or {}
-    ft = meta.get("finetune") or {}
+    pre, ft = d.pretraining, d.finetune
     convention = (
         f"input in Hounsfield units; the network windows it to [0, 1] with level "
         f"{lo + width / 2:g} and width {width:g} HU"
@@ -151,19 +145,19 @@ def bundle_metadata(
         else "input scaled to [0, 1] between the image's 0.5th and 99.5th percentiles "
         "(medcl ingest); the network clamps it to [0, 1]"
     )
-    description = (
-        f"{dims}-D {meta.get('modality', '')} image classifier trained with medcl: MONAI "
-        f"{arch.get('encoder', '?')} encoder"
+    text = (
+        f"{dims}-D {d.modality} image classifier trained with medcl: MONAI "
+        f"{d.spec.encoder} encoder"
         + (
-            f" pretrained with {pre.get('method')} (lambda_sup={pre.get('lambda_sup')}, "
-            f"lambda_ssl={pre.get('lambda_ssl')})"
-            if pre
+            f" pretrained with {pre.method} (lambda_sup={pre.lambda_sup}, "
+            f"lambda_ssl={pre.lambda_ssl})"
+            if pre is not None
             else " trained from scratch"
         )
-        + f", {meta.get('head', 'linear')} head"
+        + f", {d.head or 'linear'} head"
         + (
-            f", validation balanced accuracy {ft['val_balanced_accuracy']:.3f}"
-            if isinstance(ft.get("val_balanced_accuracy"), float)
+            f", validation balanced accuracy {ft.val_balanced_accuracy:.3f}"
+            if ft is not None and isinstance(ft.val_balanced_accuracy, float)
             else ""
         )
         + (
@@ -173,7 +167,7 @@ def bundle_metadata(
         )
         + "."
     )
-    test = meta.get("test_metrics") or {}
+    test = d.test_metrics or {}
     return {
         "schema": SCHEMA_URL,
         "version": version,
@@ -183,10 +177,10 @@ def bundle_metadata(
         "numpy_version": v["numpy"],
         "optional_packages_version": _optional_versions(),  # the schema's name
         "required_packages_version": _optional_versions(),  # MONAI >= 1.4's name for it
-        "name": str(meta.get("name", "medcl classifier")),
+        "name": d.name if d.name is not None else "medcl classifier",
         "task": f"{len(classes)}-class classification of {dims}-D "
-        f"{MONAI_MODALITY.get(preset, meta.get('modality', ''))} images: {', '.join(classes)}",
-        "description": description,
+        f"{MONAI_MODALITY.get(preset, d.modality)} images: {', '.join(classes)}",
+        "description": text,
         "authors": authors,
         "copyright": copyright_,
         "intended_use": "Research use only; not a medical device, not for clinical decisions.",
@@ -204,7 +198,7 @@ def bundle_metadata(
                     "format": MONAI_FORMAT.get(preset, "magnitude"),
                     "modality": MONAI_MODALITY.get(preset, "n/a"),
                     "num_channels": 1,
-                    "spatial_shape": _spatial(meta),
+                    "spatial_shape": _spatial(d),
                     "dtype": "float32",
                     "value_range": [] if preset == "ct" else [0, 1],
                     "is_patch_data": bool(patches),
@@ -277,8 +271,6 @@ class BundleInference:
 
     def run(self) -> int:
         """Predict every image; returns the number of rows written."""
-        from medcl.evaluate.predict import predict_source
-
         n = predict_source(self.bundle_root, self.dataset_dir, self.output_file, log=print)
         print(f"wrote {n} predictions to {self.output_file}")
         return n
@@ -294,10 +286,10 @@ def _head_meta(clf: Classifier) -> dict[str, Any]:
     return {"type": "linear", "in_features": int(clf.head.in_features)}
 
 
-def _example(meta: dict[str, Any], batch: int = 2) -> torch.Tensor:
+def _example(description: ModelDescription, batch: int = 2) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    x = torch.rand((batch, 1, *_spatial(meta)), generator=g)
-    lo, width = intensity_affine(meta)
+    x = torch.rand((batch, 1, *_spatial(description)), generator=g)
+    lo, width = intensity_affine(description)
     return lo + x * width  # spans the model's input range
 
 
@@ -364,29 +356,24 @@ def export_bundle(
     """
     from safetensors.torch import save_file
 
-    from medcl.evaluate.card import model_card
-    from medcl.evaluate.model import load_model
-    from medcl.evaluate.ood import save_bank
-
     src = Path(model)
     clf = load_model(src)
-    model_dir = src / "model" if (src / "model" / "metadata.json").is_file() else src
+    model_dir = model_folder(src)
     if Path(out).resolve() in (src.resolve(), model_dir.resolve()):
         raise MedclError(f"{out}: the bundle would replace the model it is made from; choose --out")
-    meta = json.loads(json.dumps(clf.meta, default=str))
-    meta["bundle_head"] = _head_meta(clf)
+    desc = clf.description
+    meta = json.loads(json.dumps(desc.to_dict(), default=str))
+    meta[BUNDLE_HEAD] = _head_meta(clf)
     net = BundleNetwork(clf).eval()
-    example = _example(clf.meta)
+    example = _example(desc)
     card_file = model_dir / "model_card.md"
-    card = card_file.read_text() if card_file.is_file() else model_card(clf.meta)
+    card = card_file.read_text() if card_file.is_file() else model_card(desc)
     files = []
     with atomic_dir(out) as d:
         (d / "configs").mkdir()
         (d / "models").mkdir()
         (d / "docs").mkdir()
-        write_json(
-            bundle_metadata(clf.meta, version, authors, copyright_), d / "configs/metadata.json"
-        )
+        write_json(bundle_metadata(desc, version, authors, copyright_), d / "configs/metadata.json")
         write_json(inference_config(), d / "configs" / "inference.json")
         write_json(meta, d / "configs" / MEDCL_META)
         state = _state_dict(clf)
@@ -395,16 +382,17 @@ def export_bundle(
         with torch.no_grad():
             _torchscript(net, example).save(str(d / "models" / "model.ts"))
             wrote_onnx = onnx and _onnx(net, example, d / "models" / "model.onnx")
-        if getattr(clf, "ood_bank", None) is not None:
+        if clf.ood_bank is not None:
             save_bank(d / "models", clf.ood_bank)
-        write_text(card + "\n" + _usage(clf.meta, wrote_onnx), d / "docs" / "README.md")
+        write_text(card + "\n" + _usage(desc, wrote_onnx), d / "docs" / "README.md")
         files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
     return BundleResult(Path(out), files, bool(wrote_onnx))
 
 
-def _usage(meta: dict[str, Any], onnx: bool) -> str:
-    lo, width = intensity_affine(meta)
-    shape = "×".join(str(s) for s in _spatial(meta))
+def _usage(description: ModelDescription, onnx: bool) -> str:
+    lo, width = intensity_affine(description)
+    shape = "×".join(str(s) for s in _spatial(description))
+    classes = description.classes
     return "\n".join(
         [
             "## Using this bundle",
@@ -419,44 +407,11 @@ def _usage(meta: dict[str, Any], onnx: bool) -> str:
             "or with medcl: `medcl predict BUNDLE IMAGES --out preds.csv`.",
             "",
             f"`models/model.ts`{' and `models/model.onnx`' if onnx else ''} map a float32 "
-            f"batch (B, 1, {shape}) in the stored convention to {len(meta['classes'])} logits: "
+            f"batch (B, 1, {shape}) in the stored convention to {len(classes)} logits: "
             f"`clamp((x - {lo:g}) / {width:g}, 0, 1)`, encoder, head; softmax gives the "
-            f"probabilities of {', '.join(map(str, meta['classes']))}. "
+            f"probabilities of {', '.join(map(str, classes))}. "
             "`models/model.pt` and `models/model.safetensors` hold the same weights as a state "
             "dict (`encoder.*`, `head.*`); `configs/medcl_metadata.json` describes the network.",
             "",
         ]
     )
-
-
-def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
-    """Rebuild the :class:`~medcl.evaluate.model.Classifier` of a bundle from ``models/model.pt``
-    and ``configs/medcl_metadata.json``.
-
-    Raises:
-        MedclError: The bundle is incomplete or its files do not fit together.
-    """
-    from medcl.evaluate.ood import load_bank
-
-    d = Path(path)
-    try:
-        meta = json.loads((d / "configs" / MEDCL_META).read_text())
-        state = torch.load(d / "models" / "model.pt", map_location="cpu", weights_only=True)
-        spec = EncoderSpec.from_meta(meta)
-        meta.update(spec.to_meta())
-        encoder = build_encoder(spec)
-        h = meta["bundle_head"]
-        n_classes = len(meta["classes"])
-        if h["type"] == "knn":
-            head: nn.Module = KNNHead(
-                state["head.bank"], state["head.labels"], n_classes, int(h["k"])
-            )
-        else:
-            head = nn.Linear(int(h["in_features"]), n_classes)
-        clf = Classifier(encoder, head, meta)
-        clf.load_state_dict(state)
-    except (KeyError, RuntimeError, ValueError, OSError, json.JSONDecodeError) as exc:
-        raise MedclError(f"{d}: damaged or incompatible medcl bundle ({exc})") from exc
-    clf = clf.to(device).eval()
-    clf.ood_bank = load_bank(d / "models")
-    return clf

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from medcl.models.description import FinetuneSummary, ModelDescription
+
 
 def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -17,43 +19,44 @@ def _interval(metrics: dict[str, Any], name: str) -> str:
     return _fmt(value)
 
 
-def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None = None) -> str:
-    """Markdown model card from the model's metadata and (optional) test metrics."""
-    classes = ", ".join(meta.get("classes", []))
-    arch = meta.get("architecture", {})
-    pre = meta.get("pretraining")
-    ft = meta.get("finetune", {})
-    data = meta.get("training_data", {})
+def _known(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def model_card(description: ModelDescription, metrics: dict[str, Any] | None = None) -> str:
+    """Markdown model card from the model's description and (optional) test metrics."""
+    d = description
+    classes = ", ".join(d.classes)
+    spec, pre, ft = d.spec, d.pretraining, d.finetune or FinetuneSummary()
     lines = [
-        f"# Model card: {meta.get('name', 'medcl classifier')}",
+        f"# Model card: {_known(d.name, 'medcl classifier')}",
         "",
         "## Intended use",
-        f"Research use only: classifies {meta.get('spatial_dims', 2)}-D "
-        f"{meta.get('modality', '')} images into {classes}. Not a medical device; not validated "
+        f"Research use only: classifies {d.spatial_dims}-D "
+        f"{d.modality} images into {classes}. Not a medical device; not validated "
         "for clinical decisions. Outputs must be reviewed by a qualified reader.",
         "",
         "## Model",
-        f"- Encoder: MONAI {arch.get('encoder')} (width ×{arch.get('width')}, "
-        f"{arch.get('stem')} stem), input {meta.get('image_size')} px, one channel.",
+        f"- Encoder: MONAI {spec.encoder} (width ×{spec.width}, "
+        f"{spec.stem} stem), input {d.image_size} px, one channel.",
         "- Pretraining: "
         + (
             "none (trained from scratch)"
-            if not pre
-            else f"{pre.get('method')} with λ_sup={pre.get('lambda_sup')}, "
-            f"λ_ssl={pre.get('lambda_ssl')}"
+            if pre is None
+            else f"{pre.method} with λ_sup={pre.lambda_sup}, λ_ssl={pre.lambda_ssl}"
         ),
-        f"- Head: {meta.get('head', 'linear')}; selected on validation balanced accuracy "
-        f"{_fmt(ft.get('val_balanced_accuracy'))}.",
-        f"- Input normalisation: preset `{meta.get('preset')}`, {meta.get('intensity', '')}.",
+        f"- Head: {_known(d.head, 'linear')}; selected on validation balanced accuracy "
+        f"{_fmt(ft.val_balanced_accuracy)}.",
+        f"- Input normalisation: preset `{d.preset}`, {d.intensity}.",
         "",
         "## Data",
-        f"- Training: {ft.get('train_labelled_images', '?')} labelled images from "
-        f"{ft.get('train_labelled_patients', '?')} patients; class counts "
-        f"{ft.get('class_counts', {})}.",
+        f"- Training: {_known(ft.train_labelled_images, '?')} labelled images from "
+        f"{_known(ft.train_labelled_patients, '?')} patients; class counts "
+        f"{_known(ft.class_counts, {})}.",
     ]
-    for k, v in data.items():
+    for k, v in (d.training_data or {}).items():
         lines.append(f"- {k}: {v}")
-    ood = meta.get("training_distribution")
+    ood = d.training_distribution
     if ood:
         sp = ood.get("pixel_spacing_mm") or {}
         emb = ood.get("embedding") or {}
@@ -96,7 +99,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None = None) -> s
         "- Images are resized to the input size; findings smaller than a few pixels after "
         "resizing can be missed.",
         "",
-        f"Versions: {meta.get('versions', {})}",
+        f"Versions: {_known(d.versions, {})}",
         "",
     ]
     return "\n".join(lines)

@@ -391,13 +391,11 @@ def run_job(
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "predictions.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **preds)  # a half-written file is never read
-    res.model.meta["name"] = f"{job.arm.name} ({job.budget.text} labels, seed {seed})"
-    res.model.meta["test_metrics"] = {
-        k: metrics.get(k)
-        for k in ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece", "intervals")
-    }
-    res.model.meta["training_data"] = _data_summary(subset)
-    save_model(run_dir / "model", res.model, card=model_card(res.model.meta, metrics))
+    desc = res.model.description
+    desc.name = f"{job.arm.name} ({job.budget.text} labels, seed {seed})"
+    desc.record_test(metrics)
+    desc.training_data = _data_summary(subset)
+    save_model(run_dir / "model", res.model, card=model_card(desc, metrics))
     write_json(metrics, run_dir / "metrics.json")
     return {
         "run": job.key,
@@ -407,8 +405,8 @@ def run_job(
         "seed": seed,
         "finetune": mode,
         "val_balanced_accuracy": res.val_balanced_accuracy,
-        "n_labelled_images": res.model.meta["finetune"]["train_labelled_images"],
-        "n_labelled_patients": res.model.meta["finetune"]["train_labelled_patients"],
+        "n_labelled_images": desc.finetune.train_labelled_images,  # type: ignore[union-attr]
+        "n_labelled_patients": desc.finetune.train_labelled_patients,  # type: ignore[union-attr]
         "pretrain_dir": None if pre_dir is None else str(pre_dir),
         "model_dir": str(run_dir / "model"),
         "predictions": str(run_dir / "predictions.npz"),

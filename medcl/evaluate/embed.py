@@ -6,7 +6,7 @@ computed, ``tsne_x, tsne_y`` (scikit-learn t-SNE on the first 50 principal compo
 there are at most ``tsne_max`` rows) and ``umap_x, umap_y`` (when umap-learn is installed). No
 header value from the source images is written: keys are pseudonyms. A model trained on 3-D patches
 embeds each volume as the mean of its grid patches' features and predicts with its head on that
-mean (:class:`~medcl.evaluate.model.Classifier`).
+mean (:class:`~medcl.evaluate.classifier.Classifier`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from medcl.data.manifest import Manifest
-from medcl.data.volumes import model_images
-from medcl.evaluate.model import Classifier
+from medcl.evaluate.classifier import Classifier
 from medcl.io import atomic_path
 
 
@@ -54,13 +53,12 @@ def embed_manifest(
     clf: Classifier, manifest: Manifest, seed: int = 0, tsne_max: int = 5000
 ) -> pd.DataFrame:
     """Embed and predict every row of ``manifest``; returns the embeddings table."""
-    meta = clf.meta
-    ds = model_images(manifest, meta)  # a patch model: stored volumes, grid-averaged features
+    ds = clf.images(manifest)  # a patch model: stored volumes, grid-averaged features
     feats = clf.embed(ds.images)
     with torch.no_grad():
         logits = clf.head(feats.to(next(clf.parameters()).device)).float().cpu()
     probs = torch.softmax(logits, 1).numpy()
-    classes = list(meta["classes"])
+    classes = list(clf.description.classes)
     pred = probs.argmax(1)
     df = manifest.df
     table = pd.DataFrame(

@@ -14,11 +14,11 @@ import numpy as np
 
 from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
-from medcl.data.volumes import StoredVolumes, check_patches_fit, model_images, patch_meta
+from medcl.data.volumes import StoredVolumes, check_patches_fit
 from medcl.errors import MedclError
 from medcl.evaluate.bootstrap import metrics_with_intervals
+from medcl.evaluate.classifier import Classifier
 from medcl.evaluate.metrics import classification_metrics
-from medcl.evaluate.model import Classifier
 
 
 def predict_rows(
@@ -29,12 +29,12 @@ def predict_rows(
     Raises:
         MedclError: A patch model and a volume smaller than its patches (naming the image_id).
     """
-    vol = patch_meta(clf.meta)
+    vol = clf.description.volume
     if vol is not None:
         check_patches_fit(
-            manifest, int(vol["patch_size"]), "the model's volume.patch_size", "it cannot be scored"
+            manifest, vol.patch_size, "the model's volume.patch_size", "it cannot be scored"
         )
-    ds = model_images(manifest, clf.meta)
+    ds = clf.images(manifest)
     return clf.predict_proba(ds.images).numpy(), ds
 
 
@@ -60,10 +60,10 @@ def evaluate_with_predictions(
         secret-free content order, the grouping the bootstrap resamples), e.g. for paired
         comparisons between methods.
     """
-    if list(manifest.classes) != list(clf.meta["classes"]):
+    if list(manifest.classes) != list(clf.description.classes):
         raise MedclError(
             f"the manifest's classes {manifest.classes} differ from the model's "
-            f"{clf.meta['classes']}"
+            f"{clf.description.classes}"
         )
     rows = manifest.subset((manifest.df["split"] == split) & (manifest.df["label"] != ""))
     if len(rows) == 0:

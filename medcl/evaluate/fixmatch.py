@@ -28,7 +28,7 @@ Optimisation mirrors ``fit_full``: AdamW (weight decay ``finetune.weight_decay``
 scratch), linear warm-up over ``max(1, floor(steps × finetune.warmup_fraction))`` steps then
 cosine decay (:func:`~medcl.optim.schedule.warmup_cosine`);
 ``finetune.balance`` = ``weights`` weights the supervised cross-entropy by
-:func:`~medcl.evaluate.finetune.class_weights`, ``sampler`` draws labelled images with those
+:func:`~medcl.evaluate.fitting.class_weights`, ``sampler`` draws labelled images with those
 weights, ``none`` does neither. Validation balanced accuracy is measured every
 ``max(1, steps // 10)`` steps and after the last step; the best validation weights are loaded back.
 Batches and augmentations are drawn from generators seeded by ``trainer.seed`` (deterministic on
@@ -48,10 +48,16 @@ from torch.utils.data import DataLoader, Dataset
 from medcl.config import Config
 from medcl.data.dataset import CachedImages
 from medcl.errors import MedclError
-from medcl.evaluate.finetune import BestOnValidation, class_weights, classifier_trainer
-from medcl.evaluate.model import Classifier
+from medcl.evaluate.classifier import Classifier
+from medcl.evaluate.fitting import (
+    BestOnValidation,
+    FitJob,
+    class_weights,
+    classifier_trainer,
+    epoch_samples,
+    loss_weights,
+)
 from medcl.losses.fixmatch import FixMatchLoss
-from medcl.seeding import STEP_STRIDE, mix_seed
 from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset
 from medcl.transforms.options import AugmentOptions, CTOptions
 
@@ -157,21 +163,13 @@ class FixMatchModule(BestOnValidation):
         lambda_u: float,
         pretrained: bool,
     ) -> None:
-        super().__init__()
-        self.clf = clf
-        self.cfg = cfg
+        super().__init__(clf, cfg, weights, pretrained)
         self.steps = steps
-        self.pretrained = pretrained
-        weak, strong = fixmatch_presets(
-            clf.meta["preset"], cfg.augment.options, clf.meta["spatial_dims"]
-        )
+        d = clf.description
+        weak, strong = fixmatch_presets(d.preset, cfg.augment.options, d.spatial_dims)
         self.weak = MultiViewAugment(weak, 1)
         self.strong = MultiViewAugment(strong, 1)
         self.criterion = FixMatchLoss(threshold, lambda_u)
-        self.register_buffer(
-            "class_w", weights if weights is not None else torch.ones(len(clf.meta["classes"]))
-        )
-        self.use_weights = weights is not None
         self.mask_rates: list[Tensor] = []
 
     def views(
@@ -187,9 +185,7 @@ class FixMatchModule(BestOnValidation):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x_lab, y, x_unl = batch
-        g = torch.Generator(device=x_lab.device)
-        g.manual_seed(mix_seed((self.cfg.trainer.seed, STEP_STRIDE), (int(self.global_step), 1)))
-        lab_w, unl_w, unl_s = self.views(x_lab, x_unl, g)
+        lab_w, unl_w, unl_s = self.views(x_lab, x_unl, self.step_generator(x_lab.device))
         b, u = lab_w.shape[0], unl_w.shape[0]
         logits = self.clf(torch.cat([lab_w, unl_w, unl_s])).float()
         loss, logs = self.criterion(
@@ -197,7 +193,7 @@ class FixMatchModule(BestOnValidation):
             y,
             logits[b : b + u],
             logits[b + u :],
-            class_weight=self.class_w if self.use_weights else None,
+            class_weight=self.loss_weight,
         )
         self.mask_rates.append(logs["mask_rate"])
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
@@ -230,7 +226,7 @@ def fit_fixmatch(
     optimiser and the schedule.
 
     Args:
-        clf: Encoder + ``nn.Linear`` head; ``clf.meta`` gives the preset and the dimensions.
+        clf: Encoder + ``nn.Linear`` head; ``clf.description`` gives the preset and the dimensions.
         labelled: Labelled training images (cache units).
         unlabelled: Unlabelled training images (their labels are ignored). May be empty: the
             unsupervised term is then 0 (supervised training on weak views). The paper also
@@ -279,8 +275,7 @@ def fit_fixmatch(
         _StepBatches(labelled, unlabelled, lab_idx, unl_idx), batch_size=None, shuffle=False
     )
     val_loader = DataLoader(val, batch_size=256)
-    labels = labelled.labels.numpy()
-    weights = class_weights(labels, n_classes) if ft.balance == "weights" else None
+    weights = loss_weights(cfg, labelled.labels.numpy(), n_classes)
     module = FixMatchModule(clf, cfg, weights, steps, threshold, lambda_u, pretrained)
     every = max(1, steps // 10)
     trainer = classifier_trainer(
@@ -289,9 +284,7 @@ def fit_fixmatch(
     trainer.fit(module, loader, val_loader)
     if steps % every:  # the last steps were not validated yet
         trainer.validate(module, val_loader, verbose=False)
-    if module.best_state is not None:
-        clf.load_state_dict(module.best_state)
-    clf.cpu().eval()
+    module.keep_best()
     recent = module.mask_rates[-every:]
     mask_rate = float(torch.stack(recent).float().mean()) if recent else 0.0
     return module.best_score, {
@@ -302,3 +295,29 @@ def fit_fixmatch(
         "lambda_u": lambda_u,
         "best_step": module.best_step,
     }
+
+
+def fit_fixmatch_mode(job: FitJob) -> tuple[float, dict[str, Any]]:
+    """``finetune.mode=fixmatch``: :func:`fit_fixmatch` on the labelled training images and the
+    unlabelled training rows of ``job.manifest``, for as many optimiser steps as full
+    fine-tuning (``finetune.epochs`` epochs of :func:`~medcl.evaluate.fitting.epoch_samples`),
+    with ``finetune.fixmatch_mu``, ``fixmatch_threshold`` and ``fixmatch_lambda_u``. FixMatch
+    does not log to the run folder (``job.out``).
+    """
+    m, ft = job.manifest, job.cfg.finetune
+    unlabelled = job.clf.images(m.subset((m.df["split"] == "train") & (m.df["label"] == "")))
+    steps = ft.epochs * (epoch_samples(ft, len(job.train)) // ft.batch_size)
+    return fit_fixmatch(
+        job.clf,
+        job.train,
+        unlabelled,  # type: ignore[arg-type]
+        job.val,
+        job.cfg,
+        job.n_classes,
+        steps,
+        mu=ft.fixmatch_mu,
+        threshold=ft.fixmatch_threshold,
+        lambda_u=ft.fixmatch_lambda_u,
+        progress=job.progress,
+        pretrained=job.pretrained,
+    )

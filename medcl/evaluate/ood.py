@@ -45,9 +45,11 @@ import torch
 import torch.nn.functional as F
 
 from medcl.data.manifest import Manifest
-from medcl.data.volumes import model_images
+from medcl.evaluate.classifier import Classifier
+from medcl.models.description import ModelDescription
 
 KEY = "training_distribution"
+"""The record's key in ``metadata.json`` (:attr:`ModelDescription.training_distribution`)."""
 BANK_FILE = "train_embeddings.npy"
 K = 5
 QUANTILE = 0.99
@@ -175,12 +177,12 @@ def _multi_row_volumes(df: pd.DataFrame) -> np.ndarray:
 
 
 def describe_training(
-    clf: Any, manifest: Manifest, seed: int = 0, path_map: dict[str, str] | None = None
+    clf: Classifier, manifest: Manifest, seed: int = 0, path_map: dict[str, str] | None = None
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """The training-distribution record and the embedding bank of a fitted classifier.
 
     Args:
-        clf: The :class:`~medcl.evaluate.model.Classifier` (its final weights).
+        clf: The :class:`~medcl.evaluate.classifier.Classifier` (its final weights).
         manifest: The split manifest it was trained on (``train`` rows describe the distribution,
             ``val`` rows calibrate the embedding threshold).
         seed: Seed of the bank's sample when there are more than :data:`BANK_CAP` training rows.
@@ -192,8 +194,7 @@ def describe_training(
         ``(record, bank)``: the record for ``metadata.json`` and the ``(n, F)`` float32 bank, or
         ``None`` when there are no training rows.
     """
-    meta = clf.meta
-    size, dims = int(meta["image_size"]), int(meta["spatial_dims"])
+    size, dims = clf.description.image_size, clf.description.spatial_dims
     df = manifest.df
     train = manifest.subset(df["split"] == "train")
     val = manifest.subset(df["split"] == "val")
@@ -230,11 +231,11 @@ def describe_training(
     if len(train) == 0:
         return record, None
     bank_rows = _sample(train, BANK_CAP, seed)
-    bank = normalised(clf.embed(model_images(bank_rows, meta).images))
+    bank = normalised(clf.embed(clf.images(bank_rows).images))
     threshold = None
     if len(val):
         val_rows = _sample(val, VAL_CAP, seed)
-        dist = knn_distance(normalised(clf.embed(model_images(val_rows, meta).images)), bank)
+        dist = knn_distance(normalised(clf.embed(clf.images(val_rows).images)), bank)
         threshold = float(np.quantile(dist, QUANTILE))
     record["embedding"] = {
         "file": BANK_FILE,
@@ -297,17 +298,17 @@ class Flags:
         return line
 
 
-def _legacy_record(meta: dict[str, Any]) -> dict[str, Any]:
-    modality = str(meta.get("modality") or "")
+def _legacy_record(description: ModelDescription) -> dict[str, Any]:
+    modality = description.modality
     return {
         "modality": [modality] if modality else [],
-        "spatial_dims": int(meta.get("spatial_dims", 2)),
+        "spatial_dims": description.spatial_dims,
         "intensity": ["hu"] if modality == "CT" else ["unit"] if modality else [],
     }
 
 
 def check_rows(
-    meta: dict[str, Any],
+    description: ModelDescription,
     df: pd.DataFrame,
     embeddings: torch.Tensor | np.ndarray | None,
     bank: np.ndarray | None,
@@ -317,7 +318,7 @@ def check_rows(
     """Compare every input row with the model's training distribution.
 
     Args:
-        meta: The model's metadata (``training_distribution`` when present).
+        description: The model's description (its ``training_distribution`` when present).
         df: The input rows (manifest columns ``modality``, ``intensity``, ``dims``, ``slices``,
             ``rows``, ``cols``, ``spacing_x``, ``spacing_y``).
         embeddings: Encoder features of the rows, ``(N, F)``.
@@ -328,10 +329,10 @@ def check_rows(
     Returns:
         The :class:`Flags`.
     """
-    rec = meta.get(KEY)
+    rec = description.training_distribution
     unchecked: list[str] = []
     if rec is None:
-        rec = _legacy_record(meta)
+        rec = _legacy_record(description)
         unchecked = ["pixel spacing", "colour", "embedding distance"]
     n = len(df)
     reasons: list[list[str]] = [[] for _ in range(n)]
@@ -344,7 +345,7 @@ def check_rows(
     mods = [str(m) for m in rec.get("modality") or []]
     shown_mod = "/".join(mods)
     intens = [str(v) for v in rec.get("intensity") or []]
-    model_dims = int(rec.get("spatial_dims", meta.get("spatial_dims", 2)))
+    model_dims = int(rec.get("spatial_dims", description.spatial_dims))
     pairs = zip(df["modality"].astype(str), df["intensity"].astype(str), strict=True)
     for i, (mod, inten) in enumerate(pairs):
         if mods and mod not in mods:
@@ -367,7 +368,7 @@ def check_rows(
             flag(i, "colour input", "colour input")
     sp_rec = rec.get("pixel_spacing_mm")
     if sp_rec:
-        size = int(sp_rec.get("at_image_size") or meta["image_size"])
+        size = int(sp_rec.get("at_image_size") or description.image_size)
         tol = float(sp_rec.get("tolerance", SPACING_TOLERANCE))
         lo, hi = float(sp_rec["min"]) * (1 - tol), float(sp_rec["max"]) * (1 + tol)
         sp = input_spacing(df, size)
@@ -393,7 +394,7 @@ def check_rows(
                     "embedding distance above threshold",
                     f"embedding distance {_fmt(dist[i])} > {_fmt(threshold)}",
                 )
-    elif KEY in meta and (threshold is None or bank is None):
+    elif description.training_distribution is not None and (threshold is None or bank is None):
         unchecked.append("embedding distance")
     flagged = np.array([bool(r) for r in reasons], dtype=bool)
     note = f"not checked: {', '.join(unchecked)}" if unchecked else ""
@@ -402,22 +403,23 @@ def check_rows(
 
 
 def check_inputs(
-    clf: Any, df: pd.DataFrame, images: torch.Tensor, path_map: dict[str, str] | None = None
+    clf: Classifier, df: pd.DataFrame, images: torch.Tensor, path_map: dict[str, str] | None = None
 ) -> Flags:
     """:func:`check_rows` of prediction inputs: embeds ``images`` and probes the files in ``path``.
 
     Args:
-        clf: The loaded :class:`~medcl.evaluate.model.Classifier` (``ood_bank`` may be ``None``).
+        clf: The loaded :class:`~medcl.evaluate.classifier.Classifier` (``ood_bank`` may be
+            ``None``).
         df: The rows' manifest columns.
         images: The rows' images in cache units, as the model reads them.
         path_map: ``source_id`` → real path (the private path map), for the header probes.
     """
     paths = source_paths(df, path_map)
     return check_rows(
-        clf.meta,
+        clf.description,
         df,
         clf.embed(images),
-        getattr(clf, "ood_bank", None),
+        clf.ood_bank,
         probe_sources(paths),
         paths,
     )

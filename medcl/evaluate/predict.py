@@ -11,23 +11,21 @@ import pandas as pd
 from medcl.data.ingest import ingest
 from medcl.data.manifest import read_manifest
 from medcl.data.pseudonym import PathMap, secret_path
-from medcl.data.volumes import patch_meta
 from medcl.errors import MedclError
 from medcl.evaluate import ood
 from medcl.evaluate.evaluation import predict_rows
 from medcl.evaluate.model import load_model
 from medcl.io import atomic_path
+from medcl.models.description import ModelDescription
 
 
-def ingest_size(meta: dict) -> int | None:
+def ingest_size(description: ModelDescription) -> int | None:
     """The in-plane size inputs are cached at: the model's ``image_size`` (whole images resized
     to it), or for a patch model the stored in-plane size of its training volumes (``None``: the
     source size), so that a patch covers as many millimetres as in training."""
-    vol = patch_meta(meta)
-    if vol is None:
-        return int(meta["image_size"])
-    size = vol.get("in_plane_size")
-    return None if size is None else int(size)
+    if description.volume is None:
+        return description.image_size
+    return description.volume.in_plane_size
 
 
 def predict_source(
@@ -68,16 +66,16 @@ def predict_source(
         report = ingest(
             src,
             manifest_path,
-            dims=clf.meta["spatial_dims"],
+            dims=clf.description.spatial_dims,
             workers=workers,
-            size=ingest_size(clf.meta),
+            size=ingest_size(clf.description),
             progress=True,
             secret=secret,
         )
         real = PathMap.beside(secret).load() if with_source_paths else {}
         m = read_manifest(manifest_path)
         m.df["label"] = ""
-        m.classes = list(clf.meta["classes"])
+        m.classes = list(clf.description.classes)
         out_path = Path(out)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         rejects = pd.read_csv(report.rejects) if report.rejected else None
@@ -92,7 +90,7 @@ def predict_source(
             return 0
         proba, ds = predict_rows(clf, m)
         flags = ood.check_inputs(clf, m.df, ds.images, PathMap.beside(secret).load())
-    classes = list(clf.meta["classes"])
+    classes = list(clf.description.classes)
     table = pd.DataFrame(
         {
             "image_id": m.df["image_id"].to_numpy(),

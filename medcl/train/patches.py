@@ -126,34 +126,3 @@ def collate_patches(items: Sequence[tuple[Tensor, int, int, int]]) -> list[Tenso
         groups.repeat_interleave(k),
         index.repeat_interleave(k),
     ]
-
-
-def volume_meta(
-    patch_size: int, overlap: float, patches_per_volume: int, shapes: Sequence[Sequence[int]]
-) -> dict[str, Any]:
-    """The ``volume`` entry of a patch model's ``encoder.pt`` meta and ``metadata.json``.
-
-    Args:
-        patch_size: ``data.patch_size``.
-        overlap: ``data.patch_overlap`` (the grid inference uses).
-        patches_per_volume: ``data.patches_per_volume`` (provenance).
-        shapes: Stored spatial shapes ``(D, H, W)`` of the training volumes.
-
-    Returns:
-        ``{"mode": "patches", "patch_size", "overlap", "patches_per_volume", "in_plane_size"}``;
-        ``in_plane_size`` is the stored in-plane edge shared by every training volume (the
-        ``medcl ingest --size`` they were cached at, which prediction re-uses so that a voxel
-        means the same), or ``None`` when they differ (prediction then keeps the source size).
-    """
-    planes = {(int(s[-2]), int(s[-1])) for s in shapes}
-    in_plane = None
-    if len(planes) == 1:
-        h, w = next(iter(planes))
-        in_plane = h if h == w else None
-    return {
-        "mode": "patches",
-        "patch_size": int(patch_size),
-        "overlap": float(overlap),
-        "patches_per_volume": int(patches_per_volume),
-        "in_plane_size": in_plane,
-    }

@@ -38,13 +38,13 @@ from medcl.data.manifest import Manifest, read_manifest
 from medcl.data.volumes import check_patches_fit, stored_shapes
 from medcl.errors import ConfigError, MedclError
 from medcl.io import write_json
+from medcl.models.description import EncoderDescription, EncoderPretraining, VolumeGeometry
 from medcl.models.export import save_encoder
 from medcl.train.callbacks import AugmentGridLogger, RNGStateCheckpoint, ThroughputMonitor
 from medcl.train.datamodule import PretrainData
 from medcl.train.loggers import build_loggers
 from medcl.train.module import PretrainModule
 from medcl.train.objectives import check_objective_options
-from medcl.train.patches import volume_meta
 from medcl.transforms import AugmentPreset, build_preset
 from medcl.transforms.presets import preset_for_modality
 
@@ -241,23 +241,25 @@ def pretrain(
         for k, v in trainer.callback_metrics.items()
         if torch.is_tensor(v) and v.numel() == 1
     }
-    meta = {
-        **model.encoder_spec.to_meta(),
-        "modality": modality,
-        "preset": preset.name,
-        "window": list(preset.window),
-        "method": cfg.method.name,
-        "lambda_sup": cfg.method.lambda_sup,
-        "lambda_ssl": cfg.method.lambda_ssl,
-        "classes": list(manifest.classes),
-    }
-    if dm.patches:  # grid inference needs the patch geometry (medcl.evaluate.model)
+    description = EncoderDescription(
+        spec=model.encoder_spec,
+        modality=modality,
+        preset=preset.name,
+        window=preset.window,
+        pretraining=EncoderPretraining(
+            cfg.method.name, cfg.method.lambda_sup, cfg.method.lambda_ssl
+        ),
+        classes=list(manifest.classes),
+    )
+    if dm.patches:  # grid inference needs the patch geometry (medcl.evaluate.classifier)
         d = cfg.data
         shapes = stored_shapes(manifest.subset(manifest.df["split"] == "train"))
-        meta["volume"] = volume_meta(d.patch_size, d.patch_overlap, d.patches_per_volume, shapes)
+        description.volume = VolumeGeometry.for_training(
+            d.patch_size, d.patch_overlap, d.patches_per_volume, shapes
+        )
     enc_path = out / "encoder.pt"
     if trainer.is_global_zero:
-        save_encoder(enc_path, model.encoder, model.encoder_spec, meta)
+        save_encoder(enc_path, model.encoder, description)
         write_json(
             {
                 "status": "complete",
@@ -268,7 +270,7 @@ def pretrain(
                 "resumed": resumed,
                 "warm_start": None if warm_start is None else str(warm_start),
                 "labelled_share": dm.labelled_share,
-                "meta": meta,
+                "meta": description.to_meta(),
             },
             run_json,
         )

@@ -133,8 +133,10 @@ def make_volume_run(root: Path, n_patients: int = 8, size: int = 16, depth: int 
     import torch
     from torch import nn
 
+    from medcl.evaluate.classifier import Classifier
     from medcl.evaluate.embed import embed_manifest, write_embeddings
-    from medcl.evaluate.model import Classifier, save_model
+    from medcl.evaluate.model import save_model
+    from medcl.models.description import ModelDescription
     from medcl.models.encoders import EncoderSpec, build_encoder, encoder_dim
 
     rng = np.random.default_rng(0)
@@ -184,8 +186,10 @@ def make_volume_run(root: Path, n_patients: int = 8, size: int = 16, depth: int 
         "window": [40.0, 400.0],
         "name": "3-D test model",
     }
-    clf = Classifier(enc, nn.Linear(encoder_dim("resnet10", 0.125), 2), meta).eval()
+    head = nn.Linear(encoder_dim("resnet10", 0.125), 2)
+    clf = Classifier(enc, head, ModelDescription.from_dict(meta)).eval()
     save_model(root / "model", clf)
+    (root / "model" / "metadata.json").write_text(json.dumps(meta))  # the file in that format
     write_embeddings(
         embed_manifest(clf, read_manifest(root / "data" / "split.csv")), root / "embeddings.parquet"
     )

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from medcl.app import formatting
+from medcl.models.description import ModelDescription
 
 
 def test_number_and_interval_help() -> None:
@@ -22,15 +23,17 @@ def test_number_and_interval_help() -> None:
 def test_model_facts() -> None:
     meta = {
         "name": "sscl resnet",
-        "architecture": {"encoder": "resnet18", "width": 0.5},
+        "architecture": {"encoder": "resnet18", "width": 0.5, "stem": "auto"},
         "pretraining": {"method": "simclr"},
         "head": "linear",
         "spatial_dims": 2,
         "image_size": 64,
         "modality": "MR",
         "preset": "mr",
+        "window": [40.0, 400.0],
+        "classes": ["a", "b"],
     }
-    facts = formatting.model_facts(meta, ["a", "b"], 0.05)
+    facts = formatting.model_facts(ModelDescription.from_dict(meta), ["a", "b"], 0.05)
     assert facts == {
         "model": "sscl resnet",
         "encoder": "resnet18 (width 0.5)",
@@ -40,9 +43,11 @@ def test_model_facts() -> None:
         "classes": "a, b",
         "label fraction": "5 %",
     }
-    bare = formatting.model_facts({}, [], None)
-    assert bare["encoder"] == "? (width ?)" and bare["pretraining"] == "?"
-    assert bare["input"] == "?-D, ? px, ? (preset ?)" and bare["label fraction"] == "?"
+    # an older metadata.json: no name, head, pretraining or modality
+    old = {k: v for k, v in meta.items() if k not in ("name", "head", "pretraining", "modality")}
+    bare = formatting.model_facts(ModelDescription.from_dict(old), [], None)
+    assert bare["model"] == bare["head"] == bare["pretraining"] == "?"
+    assert bare["input"] == "2-D, 64 px, ? (preset mr)" and bare["label fraction"] == "?"
 
 
 def test_case_texts() -> None:

@@ -14,25 +14,21 @@ from torch import nn
 from medcl.app import images
 from medcl.app.augment import augmentation_views, training_preset
 from medcl.app.gradcam import GradCamExplainer
-from medcl.evaluate.model import Classifier, KNNHead
+from medcl.evaluate.classifier import Classifier, KNNHead
+from medcl.models.description import ModelDescription
 from medcl.models.encoders import EncoderSpec, build_encoder, encoder_dim
 
 
 def _classifier(dims: int = 2, size: int = 32, knn: bool = False) -> Classifier:
     torch.manual_seed(0)
-    enc = build_encoder(EncoderSpec("resnet10", dims, size, width=0.125))
+    spec = EncoderSpec("resnet10", dims, size, width=0.125)
+    enc = build_encoder(spec)
     f = encoder_dim("resnet10", 0.125)
     head: nn.Module = (
         KNNHead(torch.randn(6, f), torch.tensor([0, 1, 2] * 2), 3, 3) if knn else nn.Linear(f, 3)
     )
-    meta = {
-        "classes": ["a", "b", "c"],
-        "preset": "ct",
-        "window": [40.0, 400.0],
-        "image_size": size,
-        "spatial_dims": dims,
-    }
-    return Classifier(enc, head, meta).eval()
+    description = ModelDescription(spec, ["a", "b", "c"], "ct", (40.0, 400.0))
+    return Classifier(enc, head, description).eval()
 
 
 def _blob(shape: tuple[int, ...]) -> np.ndarray:
@@ -62,7 +58,7 @@ def _reference_gradcam(clf: Classifier, x: np.ndarray, class_idx: int) -> np.nda
     """Grad-CAM by hand (Selvaraju et al. 2017) with hooks on ``encoder.layer4``: weights = spatial
     mean of d logit / d activation, map = ReLU(sum_k w_k A_k), upsampled (bi/trilinear) to the
     model input, then to the image, scaled to [0, 1] with the largest response at 1."""
-    dims = int(clf.meta["spatial_dims"])
+    dims = clf.description.spatial_dims
     saved: dict[str, torch.Tensor] = {}
 
     def keep(_module, _inputs, out: torch.Tensor) -> None:
@@ -71,7 +67,7 @@ def _reference_gradcam(clf: Classifier, x: np.ndarray, class_idx: int) -> np.nda
 
     handle = clf.encoder.layer4.register_forward_hook(keep)
     try:
-        inp = _ct_input(x, int(clf.meta["image_size"]), dims)
+        inp = _ct_input(x, clf.description.image_size, dims)
         clf.zero_grad()
         clf(inp)[0, class_idx].backward()
     finally:
@@ -146,8 +142,9 @@ def _two_maps_classifier() -> Classifier:
     head = nn.Linear(2, 2, bias=False)
     with torch.no_grad():
         head.weight.copy_(torch.eye(2))
-    meta = {"classes": ["bright", "dark"], "preset": "xr", "window": [40.0, 400.0]}
-    return Classifier(_TwoMaps(), head, {**meta, "image_size": 16, "spatial_dims": 2}).eval()
+    spec = EncoderSpec("resnet10", 2, 16)  # the input convention; the network is _TwoMaps
+    description = ModelDescription(spec, ["bright", "dark"], "xr", (40.0, 400.0))
+    return Classifier(_TwoMaps(), head, description).eval()
 
 
 def _square() -> np.ndarray:
@@ -215,12 +212,12 @@ def test_display_slices_thumbnails_overlay(tmp_path: Path) -> None:
 
 
 def test_augmentation_views_follow_the_training_preset() -> None:
-    meta = {"preset": "mr", "spatial_dims": 2, "image_size": 32}
-    preset = training_preset(meta, {"preset": "auto", "options": {}})
+    description = ModelDescription(EncoderSpec("resnet10", 2, 32), ["a"], "mr", (40.0, 400.0))
+    preset = training_preset(description, {"preset": "auto", "options": {}})
     assert preset.name == "mr"
-    assert training_preset(meta, {"preset": "xr"}).name == "xr"
+    assert training_preset(description, {"preset": "xr"}).name == "xr"
     imgs = [np.random.default_rng(i).random((1, 40, 40), dtype=np.float32) for i in range(2)]
-    views = augmentation_views(imgs, meta, {"preset": "auto", "options": {}}, 3, seed=1)
+    views = augmentation_views(imgs, description, {"preset": "auto", "options": {}}, 3, seed=1)
     assert views.shape == (2, 4, 32, 32)
     assert views.min() >= 0 and views.max() <= 1
     for img, row in zip(imgs, views, strict=True):  # index 0: resized as in training, clamped
@@ -228,7 +225,7 @@ def test_augmentation_views_follow_the_training_preset() -> None:
             torch.from_numpy(img)[None], size=(32, 32), mode="bilinear", antialias=True
         )
         np.testing.assert_allclose(row[0], small[0, 0].clamp(0, 1).numpy(), atol=1e-6)
-    np.testing.assert_array_equal(views, augmentation_views(imgs, meta, None, 3, seed=1))
+    np.testing.assert_array_equal(views, augmentation_views(imgs, description, None, 3, seed=1))
     assert not np.allclose(views[:, 1], views[:, 0]), "views differ from the original"
 
 

@@ -118,7 +118,7 @@ def test_read_embeddings_round_trip(tmp_path: Path) -> None:
     assert df["correct"].isna().sum() == (~t["labelled"]).sum()
     assert available_projections(df) == ["pca"]
     assert class_names(df) == ["a", "b"]
-    assert class_names(df, {"classes": ["b", "a"]}) == ["b", "a"]
+    assert class_names(df, ["b", "a"]) == ["b", "a"]
     assert probabilities(df, ["a", "b"]).shape == (6, 2)
     with pytest.raises(MedclError, match="prob_c"):
         probabilities(df, ["a", "c"])

@@ -22,11 +22,13 @@ from pydicom.data import get_testdata_file
 from medcl.config import load_config
 from medcl.data.manifest import read_manifest
 from medcl.errors import MedclError
-from medcl.evaluate.bundle import export_bundle, is_bundle, load_bundle
+from medcl.evaluate.bundle import export_bundle
 from medcl.evaluate.card import model_card
+from medcl.evaluate.classifier import Classifier
 from medcl.evaluate.finetune import finetune
-from medcl.evaluate.model import Classifier, load_model, save_model
+from medcl.evaluate.model import is_bundle, load_bundle, load_model, save_model
 from medcl.evaluate.predict import predict_source
+from medcl.models.description import ModelDescription
 from medcl.models.encoders import EncoderSpec, build_encoder
 from tests.conftest import TINY_OVERRIDES, make_manifest
 
@@ -101,8 +103,8 @@ def exported(tmp_path_factory):
     out = {}
     for mode in ("linear", "knn"):
         clf = _fit(manifest, mode)
-        clf.meta["name"] = f"{mode} on split.csv"
-        save_model(root / mode / "model", clf, card=model_card(clf.meta))
+        clf.description.name = f"{mode} on split.csv"
+        save_model(root / mode / "model", clf, card=model_card(clf.description))
         # MODEL may be the run folder that holds model/
         r = export_bundle(root / mode, root / f"{mode}_bundle")
         out[mode] = (root / mode / "model", r)
@@ -218,7 +220,7 @@ def test_ct_window_inside_the_network(tmp_path):
         "preset": "ct",
         "window": [40.0, 400.0],
     }
-    clf = Classifier(enc, torch.nn.Linear(enc.out_dim, 2), meta).eval()
+    clf = Classifier(enc, torch.nn.Linear(enc.out_dim, 2), ModelDescription.from_dict(meta)).eval()
     save_model(tmp_path / "model", clf)
     r = export_bundle(tmp_path / "model", tmp_path / "bundle", onnx=False)
     x = torch.empty(3, 1, 16, 16).uniform_(-1000.0, 1500.0)
@@ -250,7 +252,7 @@ def test_volume_models(tmp_path, patches):
     meta["window"] = [0.0, 1.0]
     if patches:
         meta["volume"] = {"mode": "patches", "patch_size": 8, "overlap": 0.5}
-    clf = Classifier(enc, torch.nn.Linear(enc.out_dim, 2), meta).eval()
+    clf = Classifier(enc, torch.nn.Linear(enc.out_dim, 2), ModelDescription.from_dict(meta)).eval()
     save_model(tmp_path / "model", clf)
     r = export_bundle(tmp_path / "model", tmp_path / "bundle", onnx=False)
     image = json.loads((r.out_dir / "configs" / "metadata.json").read_text())[

@@ -11,7 +11,8 @@ from sklearn.metrics import balanced_accuracy_score
 from medcl.config import load_config
 from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest, read_manifest
-from medcl.evaluate.finetune import class_weights, finetune
+from medcl.evaluate.finetune import finetune
+from medcl.evaluate.fitting import class_weights
 from medcl.evaluate.model import load_model, save_model
 from medcl.train.pretrain import pretrain
 from tests.conftest import TINY_OVERRIDES, make_manifest
@@ -65,7 +66,7 @@ def test_modes_fit_and_round_trip(pretrained, tmp_path, monkeypatch, mode):
     save_model(tmp_path / "model", res.model, card="# card\n")
     again = load_model(tmp_path / "model")
     assert torch.allclose(again.predict_proba(x), p, atol=1e-5)
-    assert again.meta["classes"] == ["c0", "c1", "c2"]
+    assert again.description.classes == ["c0", "c1", "c2"]
 
 
 def probe_reference(
@@ -139,5 +140,5 @@ def test_binary_probe_in_a_two_class_manifest(two_of_three, balance):
 def test_from_scratch_full(pretrained):
     manifest, _ = pretrained
     res = finetune(load_config(None, [*TINY, "finetune.mode=full"]), read_manifest(manifest))
-    assert res.model.meta["pretraining"] is None
+    assert res.model.description.pretraining is None
     assert res.details["steps"] > 0

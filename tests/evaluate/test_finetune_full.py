@@ -19,7 +19,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-import medcl.evaluate.finetune as ft
+import medcl.evaluate.fitting as fitting
 from medcl.config import load_config
 from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
@@ -51,14 +51,14 @@ def watch(monkeypatch: pytest.MonkeyPatch, scores: list[float] | None = None) ->
     seen = Seen()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # see CPU above
     scripted: Iterator[float] | None = iter(scores) if scores is not None else None
-    real_bacc = ft.balanced_accuracy_score
+    real_bacc = fitting.balanced_accuracy_score
 
     def bacc(y: Any, pred: Any) -> float:
         value = float(real_bacc(y, pred)) if scripted is None else next(scripted)
         seen.val_scores.append(value)
         return value
 
-    monkeypatch.setattr(ft, "balanced_accuracy_score", bacc)
+    monkeypatch.setattr(fitting, "balanced_accuracy_score", bacc)
 
     on_val_end = FinetuneModule.on_validation_epoch_end
 
@@ -270,7 +270,7 @@ def test_float32_when_asked_for_on_a_cuda_machine(manifest, monkeypatch, overrid
         raise StopError  # only the trainer's settings matter here
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(ft.L, "Trainer", trainer)
+    monkeypatch.setattr(fitting.L, "Trainer", trainer)
     with pytest.raises(StopError):
         finetune(load_config(None, [*CPU, *overrides]), manifest)
     assert str(asked["precision"]) in ("32-true", "32")

@@ -7,9 +7,10 @@ import pytest
 from torch import nn
 
 from medcl.config import Config, load_config
-from medcl.evaluate.finetune import BestOnValidation
-from medcl.evaluate.model import Classifier
+from medcl.evaluate.classifier import Classifier
+from medcl.evaluate.fitting import BestOnValidation
 from medcl.models import EncoderSpec, build_encoder
+from medcl.models.description import ModelDescription
 from medcl.optim.schedule import warmup_cosine
 
 
@@ -17,11 +18,12 @@ class _Fixed(BestOnValidation):
     """The shared optimiser set-up with a fixed number of steps (no trainer needed)."""
 
     def __init__(self, cfg: Config, steps: int, pretrained: bool = True) -> None:
-        super().__init__()
-        enc = build_encoder(EncoderSpec("resnet10", 2, 16, width=0.125))
-        self.clf = Classifier(enc, nn.Linear(enc.out_dim, 2), {})
-        self.cfg = cfg
-        self.pretrained = pretrained
+        spec = EncoderSpec("resnet10", 2, 16, width=0.125)
+        enc = build_encoder(spec)
+        description = ModelDescription(spec, ["a", "b"], "mr", (40.0, 400.0))
+        super().__init__(
+            Classifier(enc, nn.Linear(enc.out_dim, 2), description), cfg, None, pretrained
+        )
         self.steps = steps
 
     def total_steps(self) -> int:

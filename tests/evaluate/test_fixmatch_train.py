@@ -15,14 +15,14 @@ from torch import nn
 from medcl.config import Config, derive, load_config
 from medcl.data.dataset import CachedImages, manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest
-from medcl.evaluate.finetune import base_meta
+from medcl.evaluate.classifier import Classifier
+from medcl.evaluate.finetune import base_description
 from medcl.evaluate.fixmatch import (
     FixMatchModule,
     _step_indices,
     fit_fixmatch,
     fixmatch_presets,
 )
-from medcl.evaluate.model import Classifier
 from medcl.models.encoders import EncoderSpec, build_encoder
 from medcl.transforms import make_options
 from tests.conftest import TINY_OVERRIDES, make_manifest
@@ -53,7 +53,7 @@ def tiny(tmp_path_factory) -> Tiny:
     torch.manual_seed(0)
     spec = EncoderSpec.from_config(cfg, dims)
     enc = build_encoder(spec)
-    clf = Classifier(enc, nn.Linear(enc.out_dim, 3), base_meta(cfg, m, spec, modality))
+    clf = Classifier(enc, nn.Linear(enc.out_dim, 3), base_description(cfg, m, spec, modality))
     return Tiny(cfg, lab, unl, val, clf, m)
 
 

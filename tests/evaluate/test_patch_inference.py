@@ -3,6 +3,8 @@ the model folder, evaluation and the embeddings table."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,26 +13,22 @@ from torch import nn
 
 from medcl.config import load_config
 from medcl.data.manifest import read_manifest
-from medcl.data.volumes import StoredVolumes, model_images
+from medcl.data.volumes import StoredVolumes
 from medcl.errors import ConfigError, MedclError
+from medcl.evaluate.classifier import Classifier
 from medcl.evaluate.embed import embed_manifest
 from medcl.evaluate.evaluation import predict_rows
 from medcl.evaluate.finetune import finetune
-from medcl.evaluate.model import Classifier, load_model, save_model
+from medcl.evaluate.model import load_model, save_model
 from medcl.evaluate.predict import ingest_size
+from medcl.models.description import EncoderDescription, ModelDescription, VolumeGeometry
 from medcl.models.encoders import EncoderSpec, build_encoder
 from medcl.models.export import save_encoder
 from medcl.transforms import to_model_intensity
 from tests.conftest import TINY_OVERRIDES
 from tests.train.test_patch_pretrain import make_volumes
 
-VOLUME = {
-    "mode": "patches",
-    "patch_size": 8,
-    "overlap": 0.5,
-    "patches_per_volume": 2,
-    "in_plane_size": 16,
-}
+VOLUME = VolumeGeometry(patch_size=8, overlap=0.5, patches_per_volume=2, in_plane_size=16)
 
 
 def _encoder() -> nn.Module:
@@ -46,8 +44,15 @@ def _meta() -> dict:
         "classes": ["c0", "c1", "c2"],
         "preset": "mr",
         "window": [40.0, 400.0],
-        "volume": dict(VOLUME),
+        "volume": VOLUME.to_dict(),
     }
+
+
+def _description(volume: bool = True) -> ModelDescription:
+    meta = _meta()
+    if not volume:
+        del meta["volume"]
+    return ModelDescription.from_dict(meta)
 
 
 def _explicit_patch_inputs(vol: torch.Tensor) -> list[torch.Tensor]:
@@ -65,7 +70,7 @@ def _explicit_patch_inputs(vol: torch.Tensor) -> list[torch.Tensor]:
 def test_embed_and_predict_aggregate_over_the_grid():
     enc = _encoder()
     head = nn.Linear(enc.out_dim, 3)
-    clf = Classifier(enc, head, _meta()).eval()
+    clf = Classifier(enc, head, _description()).eval()
     g = torch.Generator().manual_seed(0)
     vols = [torch.rand(1, 16, 16, 12, generator=g) * 1.4 - 0.2 for _ in range(2)]
     with torch.no_grad():
@@ -84,20 +89,20 @@ def test_embed_and_predict_aggregate_over_the_grid():
 
 def test_whole_image_models_are_unchanged():
     enc = _encoder()
-    meta = {k: v for k, v in _meta().items() if k != "volume"}
-    clf = Classifier(enc, nn.Linear(enc.out_dim, 3), meta).eval()
+    whole = _description(volume=False)
+    clf = Classifier(enc, nn.Linear(enc.out_dim, 3), whole).eval()
     x = torch.rand(3, 1, 8, 8, 8)
     with torch.no_grad():
         ref = F.softmax(clf.head(enc(to_model_intensity(x, "mr"))), dim=1)
     torch.testing.assert_close(clf.predict_proba(x), ref)
-    assert ingest_size(meta) == 8 and ingest_size(_meta()) == 16
+    assert ingest_size(whole) == 8 and ingest_size(_description()) == 16
 
 
 @pytest.fixture
 def patch_encoder(tmp_path):
     enc = _encoder()
     meta = {**_meta(), "modality": "MR", "method": "simclr", "lambda_sup": 1.0, "lambda_ssl": 1.0}
-    return save_encoder(tmp_path / "encoder.pt", enc, enc.spec, meta)
+    return save_encoder(tmp_path / "encoder.pt", enc, EncoderDescription.from_meta(meta))
 
 
 def test_finetune_probe_model_folder_evaluation_and_embeddings(tmp_path, patch_encoder):
@@ -105,12 +110,12 @@ def test_finetune_probe_model_folder_evaluation_and_embeddings(tmp_path, patch_e
     man.df.loc[man.df["split"] == "train", "label"] = [f"c{p % 3}" for p in range(6)]
     cfg = load_config(None, [*TINY_OVERRIDES, "finetune.mode=linear"])
     res = finetune(cfg, man, pretrained=patch_encoder)
-    assert res.model.meta["volume"] == VOLUME
-    ds = model_images(man, res.model.meta)
+    assert res.model.description.volume == VOLUME
+    ds = res.model.images(man)
     assert isinstance(ds, StoredVolumes) and ds.images[0].shape == (1, 16, 16, 16)
     save_model(tmp_path / "model", res.model)
     clf = load_model(tmp_path / "model")
-    assert clf.meta["volume"] == VOLUME
+    assert clf.description.volume == VOLUME
     proba, _ = predict_rows(clf, man)
     assert proba.shape == (len(man), 3)
     torch.testing.assert_close(
@@ -131,7 +136,7 @@ def test_full_finetuning_of_a_patch_encoder_is_refused(tmp_path, patch_encoder):
 def test_a_volume_smaller_than_the_models_patches_is_refused(tmp_path):
     man = read_manifest(make_volumes(tmp_path / "data", small=4))
     enc = _encoder()
-    clf = Classifier(enc, nn.Linear(enc.out_dim, 3), _meta())
+    clf = Classifier(enc, nn.Linear(enc.out_dim, 3), _description())
     with pytest.raises(MedclError, match=r"volume\.patch_size=8 is larger than volume v4 \(stored"):
         predict_rows(clf, man)
 
@@ -152,8 +157,8 @@ def test_from_scratch_probe_reads_patches_and_full_training_is_refused(tmp_path)
     patches = ["data.volume_mode=patches", "data.patch_size=8", "data.patch_overlap=0.5"]
     cfg = load_config(None, [*TINY_OVERRIDES, *patches, "finetune.mode=knn"])
     res = finetune(cfg, man)
-    assert res.model.meta["image_size"] == 8
-    assert res.model.meta["volume"] == {**VOLUME, "patches_per_volume": 4}
+    assert res.model.description.image_size == 8
+    assert res.model.description.volume == dataclasses.replace(VOLUME, patches_per_volume=4)
     cfg = load_config(None, [*TINY_OVERRIDES, *patches, "finetune.mode=full"])
     with pytest.raises(ConfigError, match=r"finetune\.mode=full: the encoder reads 3-D patches"):
         finetune(cfg, man)

@@ -23,6 +23,7 @@ from medcl.evaluate.card import model_card
 from medcl.evaluate.finetune import finetune
 from medcl.evaluate.model import load_model, save_model
 from medcl.evaluate.predict import predict_source
+from medcl.models.description import ModelDescription
 from tests.conftest import TINY_OVERRIDES
 
 
@@ -72,7 +73,7 @@ def test_export_records_training_distribution(mr_model):
     assert np.allclose(np.linalg.norm(bank, axis=1), 1, atol=1e-5)
     assert rec["embedding"]["k"] == 5 and rec["embedding"]["threshold"] > 0
     assert "Inputs checked by `medcl predict` against the training data: modality MR" in (
-        model_card(meta)
+        model_card(ModelDescription.from_dict(meta))
     )
 
 
@@ -124,17 +125,17 @@ def test_ct_colour_us_and_phantom(mr_model, tmp_path):
 def test_spacing_and_embedding_checks(mr_model):
     root, split = mr_model
     clf = load_model(root / "model")
-    rec = clf.meta[ood.KEY]
+    rec = clf.description.training_distribution
     row = split.df[split.df["split"] == "test"].iloc[[0]].copy()
     row["spacing_x"] = row["spacing_y"] = rec["pixel_spacing_mm"]["max"] * 3 * 32 / row["cols"]
     far = -np.asarray(clf.ood_bank[:1])  # the opposite direction of a training embedding
-    flags = ood.check_rows(clf.meta, row, far, clf.ood_bank)
+    flags = ood.check_rows(clf.description, row, far, clf.ood_bank)
     assert not flags.in_distribution[0]
     assert "pixel spacing" in flags.reason[0] and "outside" in flags.reason[0]
     assert "embedding distance" in flags.reason[0]
     near = np.asarray(clf.ood_bank[:1])
     row["spacing_x"] = row["spacing_y"] = np.nan
-    assert ood.check_rows(clf.meta, row, near, clf.ood_bank).in_distribution[0]
+    assert ood.check_rows(clf.description, row, near, clf.ood_bank).in_distribution[0]
 
 
 def test_old_model_folder_still_predicts(mr_model, tmp_path):

@@ -11,8 +11,10 @@ from torch import nn
 
 from medcl.config import load_config
 from medcl.errors import MedclError
-from medcl.evaluate.model import Classifier, load_model, save_model
+from medcl.evaluate.classifier import Classifier
+from medcl.evaluate.model import load_model, save_model
 from medcl.models import EncoderSpec, build_encoder
+from medcl.models.description import EncoderDescription, EncoderPretraining, ModelDescription
 from medcl.models.export import load_encoder, save_encoder
 
 SPEC = EncoderSpec("resnet10", 2, 32, in_channels=1, stem="small", width=0.125, pool="avgmax")
@@ -27,11 +29,13 @@ def test_spec_round_trips_through_encoder_pt(tmp_path):
     torch.manual_seed(0)
     enc = build_encoder(SPEC)
     assert enc.spec == SPEC
-    path = save_encoder(tmp_path / "encoder.pt", enc, SPEC, {"preset": "mr", "method": "simclr"})
+    description = EncoderDescription(SPEC, preset="mr", pretraining=EncoderPretraining("simclr"))
+    path = save_encoder(tmp_path / "encoder.pt", enc, description)
     raw = torch.load(path, weights_only=True)["meta"]
     assert raw["architecture"] == SPEC.to_dict() and raw["preset"] == "mr"
-    again, meta = load_encoder(tmp_path)
-    assert EncoderSpec.from_meta(meta) == SPEC == again.spec
+    assert raw["method"] == "simclr"
+    again, back = load_encoder(tmp_path)
+    assert back == description and EncoderSpec.from_meta(raw) == SPEC == again.spec
     assert _same_weights(enc, again)
 
 
@@ -39,7 +43,8 @@ def test_spec_round_trips_through_metadata_json(tmp_path):
     torch.manual_seed(0)
     enc = build_encoder(SPEC)
     meta = {"classes": ["a", "b"], "preset": "mr", "window": [0.0, 1.0], **SPEC.to_meta()}
-    save_model(tmp_path / "model", Classifier(enc, nn.Linear(enc.out_dim, 2), meta))
+    description = ModelDescription.from_dict(meta)
+    save_model(tmp_path / "model", Classifier(enc, nn.Linear(enc.out_dim, 2), description))
     saved = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert EncoderSpec.from_dict(saved["architecture"]) == SPEC
     assert saved["spatial_dims"] == 2 and saved["image_size"] == 32
@@ -85,10 +90,11 @@ def test_a_previous_format_encoder_file_loads(tmp_path):
     flat = {"encoder": "resnet10", "width": 0.125, "pool": "avgmax", "stem": "small",
             "spatial_dims": 2, "image_size": 32, "modality": "MR", "preset": "mr"}  # fmt: skip
     torch.save({"state_dict": enc.state_dict(), "meta": flat}, tmp_path / "encoder.pt")
-    again, meta = load_encoder(tmp_path / "encoder.pt")
+    again, description = load_encoder(tmp_path / "encoder.pt")
     assert _same_weights(enc, again) and again.spec == SPEC
-    assert meta["architecture"] == SPEC.to_dict() and "encoder" not in meta
-    assert meta["preset"] == "mr" and meta["image_size"] == 32
+    assert description.spec == SPEC and description.extra == {}  # flat keys read, not kept
+    assert description.preset == "mr" and description.modality == "MR"
+    assert description.to_meta()["architecture"] == SPEC.to_dict()
 
 
 @pytest.mark.parametrize("field", ["encoder", "spatial_dims", "image_size", "stem", "pool"])

@@ -151,7 +151,9 @@ def test_tiny_patch_pretraining_end_to_end(tmp_path):
     r = pretrain(cfg, progress=False)
     assert r.steps == 2
     assert "val/knn_bacc" in r.metrics  # the monitor embedded volumes by grid patches
-    enc, meta = load_encoder(out)
+    enc, description = load_encoder(out)
+    assert description.volume is not None and description.volume.patch_size == 8
+    meta = torch.load(out / "encoder.pt", weights_only=True)["meta"]  # the keys on disk
     assert meta["image_size"] == 8 and meta["spatial_dims"] == 3
     assert meta["volume"] == {
         "mode": "patches",

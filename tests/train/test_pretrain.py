@@ -37,8 +37,8 @@ def test_simclr_sscl_run_folder(tiny_manifest, tmp_path):
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "complete" and info["steps"] == r.steps > 0
     assert "val/knn_bacc" in r.metrics
-    enc, meta = load_encoder(out)
-    assert meta["preset"] == "mr" and meta["image_size"] == 16
+    enc, description = load_encoder(out)
+    assert description.preset == "mr" and description.spec.image_size == 16
     assert enc(torch.rand(2, 1, 16, 16)).shape == (2, enc.out_dim)
     # a second call finds the run complete and does nothing
     again = pretrain(_cfg(tiny_manifest, out), progress=False)

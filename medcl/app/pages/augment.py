@@ -21,17 +21,18 @@ TILE = 128
 def render(ctx: Ctx) -> None:
     """The preset's augmented views of chosen images."""
     st.header(TITLE)
-    if not ctx.need("table", "meta"):
+    if not ctx.need("table", "description"):
         return
+    assert ctx.description is not None  # need() said so
     aug_cfg = (ctx.config or {}).get("augment") or {}
     try:
-        preset = training_preset(ctx.meta, aug_cfg)
+        preset = training_preset(ctx.description, aug_cfg)
     except MedclError as exc:
         st.error(f"Cannot build the augmentation preset: {exc}")
         return
     st.markdown(
         f"Preset **{preset.name}** ({preset.dims}-D, views as in training at "
-        f"{ctx.meta.get('image_size')} px). The model was taught that an image and these "
+        f"{ctx.description.image_size} px). The model was taught that an image and these "
         "views are the same: whatever differs between them is what it learned to ignore."
     )
     with st.expander("Preset options"):
@@ -61,7 +62,7 @@ def render(ctx: Ctx) -> None:
     labels = dict(zip(pool["image_id"], pool["label"], strict=True))
     grid = cached_views(
         tuple(paths[i] for i in ids),
-        json.dumps(ctx.meta, default=str),
+        json.dumps(ctx.description.to_dict(), default=str),
         json.dumps(aug_cfg, default=str),
         n_views,
         seed,

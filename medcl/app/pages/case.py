@@ -79,8 +79,8 @@ def _image_and_cam(ctx: Ctx, row: pd.Series, img: np.ndarray) -> None:
     depth = images.n_slices(img)
     model = ctx.run.existing("model")
     explainer, note = None, ""
-    if model is None or not ctx.meta:
-        note = ctx.problems.get("meta", "this run has no model: no Grad-CAM")
+    if model is None or ctx.description is None:
+        note = ctx.problems.get("description", "this run has no model: no Grad-CAM")
     else:
         explainer = cached_gradcam(str(model), file_stamp(model / "weights.pt"))
         if not explainer.available:

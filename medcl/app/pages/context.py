@@ -28,12 +28,20 @@ from medcl.app.run import (
     with_manifest_columns,
 )
 from medcl.errors import MedclError
+from medcl.evaluate.model import read_description
+from medcl.models.description import ModelDescription
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_json(path: str, stamp: int) -> dict[str, Any]:
     """:func:`medcl.app.run.read_json`, cached."""
     return read_json(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_description(model_dir: str, stamp: int) -> ModelDescription:
+    """:func:`medcl.evaluate.model.read_description` of a model folder, cached."""
+    return read_description(model_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -100,9 +108,9 @@ def cached_views(
     """The training views of cached images (arguments as JSON text, so that they hash)."""
     from medcl.data.cache import load_cached
 
-    images = [load_cached(p) for p in paths]
+    description = ModelDescription.from_dict(json.loads(meta_json))
     return augmentation_views(
-        images, json.loads(meta_json), json.loads(augment_json), n_views, seed
+        [load_cached(p) for p in paths], description, json.loads(augment_json), n_views, seed
     )
 
 
@@ -111,7 +119,7 @@ class Ctx:
     """Everything a page needs; ``problems[part]`` says why a part is missing."""
 
     run: RunFolder
-    meta: dict[str, Any] = field(default_factory=dict)
+    description: ModelDescription | None = None
     metrics: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     efficiency: dict[str, Any] | None = None
@@ -124,19 +132,18 @@ class Ctx:
     @property
     def preset(self) -> str:
         """The model's intensity preset (``xr`` when unknown)."""
-        return str(self.meta.get("preset", "xr"))
+        return self.description.preset if self.description is not None else "xr"
 
     @property
     def window(self) -> tuple[float, float]:
         """The model's CT window ``(level, width)``."""
-        w = self.meta.get("window") or (40.0, 400.0)
-        return (float(w[0]), float(w[1]))
+        return self.description.window if self.description is not None else (40.0, 400.0)
 
     def need(self, *parts: str) -> bool:
         """Show a warning for each missing part; ``True`` when all are there."""
         ok = True
         for part in parts:
-            if getattr(self, part) is None or (part == "meta" and not self.meta):
+            if getattr(self, part) is None:
                 st.warning(self.problems.get(part, f"this run has no {part}"))
                 ok = False
         return ok
@@ -162,12 +169,11 @@ def load_context(run: RunFolder) -> Ctx:
             ctx.problems[part] = str(exc)
             return None
 
-    model_meta = attempt(
-        "meta",
+    ctx.description = attempt(
+        "description",
         "model",
-        lambda p: cached_json(str(p / "metadata.json"), file_stamp(p / "metadata.json")),
+        lambda p: cached_description(str(p), file_stamp(p / "metadata.json")),
     )
-    ctx.meta = model_meta or {}
     ctx.metrics = attempt("metrics", "metrics", lambda p: cached_json(str(p), file_stamp(p)))
     ctx.config = attempt("config", "config", lambda p: cached_config(str(p), file_stamp(p)))
     ctx.efficiency = attempt(
@@ -193,8 +199,9 @@ def load_context(run: RunFolder) -> Ctx:
             ctx.problems["vectors"] = "the embeddings table has no embedding vectors"
     else:
         ctx.problems.setdefault("vectors", ctx.problems.get("table", "no embeddings"))
+    model_classes = ctx.description.classes if ctx.description is not None else []
     if ctx.table is not None:
-        ctx.classes = class_names(ctx.table, ctx.meta)
+        ctx.classes = class_names(ctx.table, model_classes)
     else:
-        ctx.classes = [str(c) for c in ctx.meta.get("classes", [])] or man_classes
+        ctx.classes = list(model_classes) or man_classes
     return ctx

@@ -72,8 +72,9 @@ def _data(ctx: Ctx) -> None:
 
 def _configuration(ctx: Ctx) -> None:
     st.subheader("Configuration")
-    if ctx.meta:
-        facts = formatting.model_facts(ctx.meta, ctx.classes, ctx.run.summary.get("label_fraction"))
+    if ctx.description is not None:
+        label_fraction = ctx.run.summary.get("label_fraction")
+        facts = formatting.model_facts(ctx.description, ctx.classes, label_fraction)
         st.dataframe(
             pd.DataFrame({"": list(facts), "value": list(facts.values())}), hide_index=True
         )

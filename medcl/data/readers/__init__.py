@@ -1,15 +1,16 @@
 """Readers: one module per source format, each turning a file into de-identified decoded images.
 
-=========== ===================================================================================
-module      reads
-=========== ===================================================================================
-``dicom``   DICOM files, any extension or none (``DICM`` prefix or a parseable raw data set)
-``series``  3-D mode: single-frame CT/MR DICOM slices stacked into series volumes
-``nifti``   NIfTI-1/-2 ``.nii`` and ``.nii.gz``
-``raster``  PNG, TIFF, JPEG
-``npz``     MedMNIST ``.npz``
-``codecs``  which DICOM decoder plug-in a transfer syntax needs
-=========== ===================================================================================
+============ ==================================================================================
+module       reads
+============ ==================================================================================
+``dicom``    DICOM files, any extension or none (``DICM`` prefix or a parseable raw data set)
+``series``   3-D mode: single-frame CT/MR DICOM slices stacked into series volumes
+``geometry`` slice order and regular-stack checks shared by ``series`` and ``dicom``
+``nifti``    NIfTI-1/-2 ``.nii`` and ``.nii.gz``
+``raster``   PNG, TIFF, JPEG
+``npz``      MedMNIST ``.npz``
+``codecs``   which DICOM decoder plug-in a transfer syntax needs
+============ ==================================================================================
 
 The format is decided from the file's content, never its name (:func:`sniff`). Every reader raises
 :class:`Unreadable` with a PHI-free reason for a file it cannot turn into rows.

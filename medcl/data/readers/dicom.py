@@ -46,6 +46,7 @@ from pydicom.pixels.utils import get_expected_length
 from medcl.data.readers.base import HU, UNIT, Decoded, ReadContext, Source, Unreadable, frame_suffix
 from medcl.data.readers.base import luma as _luma
 from medcl.data.readers.codecs import failed_decode_reason, missing_decoder_reason, syntax_name
+from medcl.data.readers.geometry import order_slices
 
 NOT_RECOGNISED = "not a recognised image file (not DICOM, NIfTI, PNG, TIFF, JPEG or MedMNIST .npz)"
 VOLUME_MODALITIES = ("CT", "MR")
@@ -476,6 +477,45 @@ def _intensity(modality: str, pi: str) -> str:
     return HU if modality == "CT" and pi.startswith("MONOCHROME") else UNIT
 
 
+@dataclass(frozen=True)
+class FileKeys:
+    """What every row of one DICOM file (or a series slice) carries from its header: modality,
+    photometric interpretation, the patient and study pseudonyms and the in-plane spacing."""
+
+    modality: str
+    photometric: str
+    patient_key: str
+    study_key: str
+    spacing: tuple[float | None, float | None]
+
+    @classmethod
+    def of(cls, ds: Dataset, src: Source, ctx: ReadContext) -> FileKeys:
+        """The keys of a parsed data set (:func:`identity` pseudonymises)."""
+        patient, study = identity(ds, src, ctx)
+        return cls(modality_code(ds), photometric(ds), patient, study, pixel_spacing(ds))
+
+    def row(
+        self, array: np.ndarray, order: int, suffix: str, key: str, dz: float | None, src: Source
+    ) -> Decoded:
+        """Row ``order`` of the file ``src``: image ``array`` with cache suffix ``suffix``,
+        image pseudonym ``key`` and slice spacing ``dz``."""
+        return Decoded(
+            array=array,
+            suffix=suffix,
+            order=order,
+            modality=self.modality,
+            intensity=_intensity(self.modality, self.photometric),
+            invert=self.photometric == "MONOCHROME1",
+            patient_key=self.patient_key,
+            study_key=self.study_key,
+            image_base=key,
+            spacing=(*self.spacing, dz),
+            family="dicom",
+            sha256=src.sha256,
+            path=src.rel,
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # the reader
 
@@ -495,15 +535,11 @@ def read(src: Source, ctx: ReadContext) -> list[Decoded]:
 
 def decode_dataset(ds: Dataset, src: Source, ctx: ReadContext) -> list[Decoded]:
     """:func:`read` for an already parsed data set."""
-    frames, invert = decode_frames(ds)
-    modality = modality_code(ds)
-    pi = photometric(ds)
-    patient, study = identity(ds, src, ctx)
-    sx, sy = pixel_spacing(ds)
-    intensity = _intensity(modality, pi)
+    frames, _ = decode_frames(ds)
+    keys = FileKeys.of(ds, src, ctx)
     n = frames.shape[0]
     if ctx.dims == 3:
-        volume, dz = _enhanced_volume(ds, frames, modality)
+        volume, dz = _enhanced_volume(ds, frames, keys.modality)
         images = [(volume, "", image_base(ds, src, ctx), dz)]
     else:
         several = n > 1  # frames of a multi-frame file are told apart by suffix and key
@@ -516,31 +552,12 @@ def decode_dataset(ds: Dataset, src: Source, ctx: ReadContext) -> list[Decoded]:
             )
             for i in range(n)
         ]
-    return [
-        Decoded(
-            array=array,
-            suffix=suffix,
-            order=order,
-            modality=modality,
-            intensity=intensity,
-            invert=invert,
-            patient_key=patient,
-            study_key=study,
-            image_base=key,
-            spacing=(sx, sy, dz),
-            family="dicom",
-            sha256=src.sha256,
-            path=src.rel,
-        )
-        for order, (array, suffix, key, dz) in enumerate(images)
-    ]
+    return [keys.row(array, order, *rest, src) for order, (array, *rest) in enumerate(images)]
 
 
 def _enhanced_volume(ds: Dataset, frames: np.ndarray, modality: str) -> tuple[np.ndarray, float]:
     """One multi-frame CT/MR file as a volume, frames sorted along the slice normal, and the
     slice spacing."""
-    from medcl.data.readers.series import order_slices  # local: series imports this module
-
     n = frames.shape[0]
     if modality not in VOLUME_MODALITIES:
         raise Unreadable(volume_refusal(modality))
@@ -597,21 +614,21 @@ def scan(src: Source, ctx: ReadContext) -> tuple[SliceInfo | None, list[Decoded]
             "CT/MR slice without a valid ImagePositionPatient/ImageOrientationPatient:"
             " cannot be placed in a volume (ingest it with --dims 2)"
         )
-    patient, study = identity(ds, src, ctx)
-    series, series_image = series_keys(ds, src, ctx, study)
-    sx, sy = pixel_spacing(ds)
+    keys = FileKeys.of(ds, src, ctx)
+    series, series_image = series_keys(ds, src, ctx, keys.study_key)
+    sx, sy = keys.spacing
     info = SliceInfo(
         series=series,
         image_base=series_image,
-        patient_key=patient,
-        study_key=study,
-        modality=modality,
+        patient_key=keys.patient_key,
+        study_key=keys.study_key,
+        modality=keys.modality,
         iop=iop,
         ipp=ipp,
         rows=_int(ds, "Rows"),
         cols=_int(ds, "Columns"),
         spacing=[sx, sy] if sx is not None else None,
-        invert=pi == "MONOCHROME1",
+        invert=keys.photometric == "MONOCHROME1",
     )
     return info, []
 

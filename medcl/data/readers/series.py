@@ -26,11 +26,7 @@ import numpy as np
 
 from medcl.data.readers.base import HU, UNIT, Decoded, Source, Unreadable
 from medcl.data.readers.dicom import SliceInfo, slice_pixels
-
-_ORIENTATION_TOL = 1e-3
-_SPACING_TOL = 1e-3
-_GAP_REL_TOL = 0.02
-_GAP_ABS_TOL = 0.01
+from medcl.data.readers.geometry import SPACING_TOL, order_slices
 
 
 @dataclass
@@ -61,62 +57,6 @@ class SeriesPlan:
 def series_digest(shas: Sequence[str]) -> str:
     """sha256 over the sorted slice digests (the manifest ``sha256`` of a 3-D series)."""
     return hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()
-
-
-def order_slices(
-    iops: Sequence[Sequence[float]], ipps: Sequence[Sequence[float]]
-) -> tuple[list[int], float]:
-    """Order slices along their normal and check that they form a regular stack.
-
-    Args:
-        iops: ImageOrientationPatient (6 direction cosines) per slice.
-        ipps: ImagePositionPatient (mm) per slice.
-
-    Returns:
-        ``(order, spacing_z)``: indices sorted by position along the normal, median gap in mm.
-
-    Raises:
-        Unreadable: Mixed orientations, shared positions, tilt/shift or uneven gaps.
-    """
-    iop = np.asarray(iops, dtype=np.float64)
-    if np.abs(iop - iop[0]).max() > _ORIENTATION_TOL:
-        raise Unreadable(
-            "series rejected: slices have different orientations (localizer or "
-            "mixed planes in one series)"
-        )
-    row, col = iop[0, :3], iop[0, 3:]
-    normal = np.cross(row, col)
-    norm = np.linalg.norm(normal)
-    if norm < 1e-6:
-        raise Unreadable("series rejected: ImageOrientationPatient is degenerate")
-    normal /= norm
-    pos = np.asarray(ipps, dtype=np.float64)
-    along = pos @ normal
-    order = [int(i) for i in np.argsort(along, kind="stable")]
-    sorted_along = along[order]
-    gaps = np.diff(sorted_along)
-    if len(gaps) == 0:
-        raise Unreadable("series rejected: a single slice is no volume (ingest it with --dims 2)")
-    if gaps.min() < _SPACING_TOL:
-        raise Unreadable(
-            "series rejected: two or more slices share one position (several echoes,"
-            " phases or duplicate files in one series)"
-        )
-    in_plane = pos[order] - pos[order[0]] - np.outer(sorted_along - sorted_along[0], normal)
-    drift = np.linalg.norm(in_plane, axis=1).max()
-    extent = sorted_along[-1] - sorted_along[0]
-    if drift > 0.05 + 0.01 * extent:
-        raise Unreadable(
-            "series rejected: slices do not stack along the slice normal (gantry "
-            "tilt or shifted slices)"
-        )
-    spacing = float(np.median(gaps))
-    if np.abs(gaps - spacing).max() > max(_GAP_ABS_TOL, _GAP_REL_TOL * spacing):
-        raise Unreadable(
-            f"series rejected: uneven slice spacing (gaps from {gaps.min():.3g} to "
-            f"{gaps.max():.3g} mm; missing or unreadable slice?)"
-        )
-    return order, spacing
 
 
 def plan_series(key: str, members: Sequence[tuple[str, str, SliceInfo]]) -> SeriesPlan:
@@ -151,7 +91,7 @@ def plan_series(key: str, members: Sequence[tuple[str, str, SliceInfo]]) -> Seri
         spacings = [i.spacing for i in infos]
         if any(s is None for s in spacings) != all(s is None for s in spacings) or (
             spacings[0] is not None
-            and np.abs(np.asarray(spacings) - spacings[0]).max() > _SPACING_TOL
+            and np.abs(np.asarray(spacings) - spacings[0]).max() > SPACING_TOL
         ):
             raise Unreadable("series rejected: slices have different pixel spacings")
         if len({i.invert for i in infos}) > 1:
