@@ -248,3 +248,47 @@ def test_an_arms_records_do_not_depend_on_the_other_arms(tmp_path):
     assert np.array_equal(a["proba"], b["proba"])
     weights = [json.loads((Path(runs[k]["pretrain_dir"]) / "run.json").read_text()) for k in runs]
     assert weights[0]["steps"] == weights[1]["steps"] and weights[1]["warm_start"] is None
+
+
+def test_adding_arms_seeds_and_budgets_reuses_finished_runs(tmp_path, monkeypatch):
+    manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
+    common = [
+        *TINY_OVERRIDES,
+        "finetune.epochs=1",
+        "efficiency.fractions=[0.5]",
+        "efficiency.n_boot=10",
+        "efficiency.linear_probe=false",
+    ]
+    out = tmp_path / "out"
+    first = load_config(None, [*common, "efficiency.seeds=[0]", "efficiency.methods=[supervised]"])
+    before = eff.run_efficiency(first, manifest, out, log=lambda s: None, progress=False).records
+    real_finetune = eff.finetune
+    fitted: list[str] = []
+
+    def finetune(c: Any, *args: Any, **kwargs: Any) -> Any:
+        fitted.append(f"{c.finetune.mode}/s{c.trainer.seed}")
+        return real_finetune(c, *args, **kwargs)
+
+    monkeypatch.setattr(eff, "finetune", finetune)
+    more = load_config(
+        None,
+        [
+            *common,
+            "efficiency.seeds=[0, 1]",
+            "efficiency.labels_per_class=[1]",
+            "efficiency.methods=[supervised, fixmatch]",
+        ],
+    )
+    res = eff.run_efficiency(more, manifest, out, log=lambda s: None, progress=False)
+    keys = sorted(r["run"] for r in res.records)
+    assert keys == sorted(
+        f"{m}_{b}_s{s}" for m in ("supervised", "fixmatch") for b in ("k1", "f0.5") for s in (0, 1)
+    )
+    assert len(fitted) == 7  # every run but the finished one
+    assert next(r for r in res.records if r["run"] == "supervised_f0.5_s0") == before[0]
+    k1 = [r for r in res.records if r["budget"] == "k1"]
+    assert all(r["labels_per_class"] == 1 and r["n_labelled_images"] == 3 for r in k1)
+    # a change to how runs are computed is still refused
+    changed = load_config(None, [*common, "efficiency.seeds=[0]", "finetune.lr=0.5"])
+    with pytest.raises(ConfigError, match="different config"):
+        eff.run_efficiency(changed, manifest, out, log=lambda s: None, progress=False)
