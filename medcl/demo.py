@@ -154,7 +154,9 @@ def run_demo(
     from medcl.evaluate.bundle import export_bundle
     from medcl.evaluate.efficiency import run_efficiency
     from medcl.evaluate.embed import embed_manifest, write_embeddings
+    from medcl.evaluate.label_budget import LabelBudget
     from medcl.evaluate.model import load_model
+    from medcl.evaluate.pick import picks_at
     from medcl.evaluate.report import headline as eff_headline
     from medcl.io import atomic_dir, atomic_path, write_json
 
@@ -177,21 +179,26 @@ def run_demo(
     eff = run_efficiency(
         cfg, split_full, out / "efficiency", log=lambda s: log("      " + s), progress=False
     )
-    log("[5/6] export the SSCL model, test metrics, embeddings")
-    tag = f"{fraction:g}"
-    main = out / "efficiency" / "runs" / f"sscl_f{tag}_s{seed}"
+    budget = LabelBudget(fraction=fraction)
+    first = cfg.efficiency.seeds[0]
+    pick = next(p for p in picks_at(eff.picks, budget) if p["seed"] == first)
+    log(
+        f"[5/6] export medcl's pick ({pick['method']}, chosen on validation), its test metrics "
+        "and embeddings"
+    )
+    main = out / "efficiency" / "runs" / pick["run"]
     with atomic_dir(out / "model") as tmp:
         shutil.copytree(main / "model", tmp, dirs_exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:
         shutil.copyfile(main / "metrics.json", tmp)
-    split = read_manifest(out / "efficiency" / "splits" / f"f{tag}_s{seed}.csv")
+    split = read_manifest(out / "efficiency" / "splits" / f"{budget.tag}_s{first}.csv")
     write_manifest(split, data / "split.csv")
     table = embed_manifest(load_model(out / "model"), split, seed=seed)
     write_embeddings(table, out / "embeddings.parquet")
     bundle = export_bundle(out / "model", out / "bundle").out_dir  # medcl.evaluate.bundle
     log(f"      MONAI bundle: {bundle} (python -m monai.bundle run, or medcl predict {bundle})")
     log("[6/6] report")
-    headline = eff_headline(eff.records, eff.paired, cfg.efficiency.metric, fraction)
+    headline = eff_headline(eff.records, eff.paired, cfg.efficiency.metric, budget, eff.picks)
     summary = {
         "kind": "medcl-run",
         "headline": headline,
@@ -204,6 +211,7 @@ def run_demo(
         "efficiency_plot": "efficiency/efficiency.png",
         "config": "config.yaml",
         "label_fraction": fraction,
+        "pick": pick["method"],
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(summary, out / "run_summary.json")

@@ -73,14 +73,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "efficiency",
-        help="label-efficiency experiment: supervised, FixMatch, SimCLR, SSCL over label fractions",
-        description="Runs efficiency.methods × efficiency.fractions × efficiency.seeds on "
-        "data.manifest (a split manifest with all training labels); writes results.json (with "
-        "paired SSCL − X differences over seeds × test patients), report.md and efficiency.png "
-        "into `out`. Re-running resumes.",
+        help="label-efficiency experiment: which arm wins with few labels, chosen on validation",
+        description="Runs efficiency.methods × label budgets (efficiency.fractions, "
+        "efficiency.labels_per_class) × efficiency.seeds on data.manifest (a split manifest with "
+        "all training labels); writes results.json (records, medcl's pick per budget and seed, "
+        "paired differences over seeds × test patients), report.md and efficiency.png into "
+        "`out`. Re-running resumes; adding arms, seeds or budgets runs only what is new.",
     )
     p.add_argument("--config", type=Path, help="YAML config (configs/efficiency.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th (0-based) of N disjoint shares of the runs (e.g. one SLURM array "
+        "task each: --shard $SLURM_ARRAY_TASK_ID/N); then --collect",
+    )
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: merge the shards' records into results.json and write the report",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run as this many shards in parallel processes on this machine (set "
+        "trainer.threads to each one's share of the CPU cores)",
+    )
     p.set_defaults(handler=_efficiency)
 
 
@@ -176,12 +195,28 @@ def _predict(args: argparse.Namespace) -> int:
 def _efficiency(args: argparse.Namespace) -> int:
     from medcl.config import load_config
     from medcl.errors import ConfigError
-    from medcl.evaluate.efficiency import run_efficiency
+    from medcl.evaluate.efficiency import Shard, run_efficiency, run_parallel
+    from medcl.evaluate.label_budget import budgets
+    from medcl.evaluate.report import headline
 
     cfg = load_config(args.config, args.overrides, base={"out": "runs/efficiency"})
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: required (a split manifest with all training labels)")
-    r = run_efficiency(cfg, cfg.data.manifest, cfg.out)
-    print(r.report.read_text())
+    if args.shard and (args.collect or args.workers > 1):
+        raise ConfigError("--shard: not with --collect or --workers")
+    if args.workers < 1:
+        raise ConfigError(f"--workers: at least 1, got {args.workers}")
+    if args.shard:
+        shard = Shard.parse(args.shard)
+        r = run_efficiency(cfg, cfg.data.manifest, cfg.out, shard=shard)
+        print(f"shard {args.shard}: {r.results} (then: medcl efficiency ... --collect)")
+        return 0
+    if args.workers > 1 and not args.collect:
+        r = run_parallel(cfg, cfg.data.manifest, cfg.out, args.workers)
+    else:
+        r = run_efficiency(cfg, cfg.data.manifest, cfg.out, collect=args.collect)
+    eff = cfg.efficiency
+    for b in budgets(list(eff.fractions), list(eff.labels_per_class)):
+        print(headline(r.records, r.paired, eff.metric, b, r.picks))
     print(f"results: {r.results}\nreport:  {r.report}\nplot:    {r.plot}")
     return 0

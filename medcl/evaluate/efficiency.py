@@ -294,12 +294,93 @@ class Pretrainings:
         return run
 
 
+@dataclass(frozen=True)
+class Shard:
+    """The ``index``-th (0-based) of ``count`` disjoint shares of an experiment's job plan.
+
+    A pretraining and every run that starts from it stay in one shard (:func:`work_units`);
+    units go to the shard with the least work so far, in plan order, so every process that
+    computes the split of the same plan gets the same one. On a cluster, shard ``K`` of ``N`` is
+    one array task (``medcl efficiency ... --shard $SLURM_ARRAY_TASK_ID/N``); a re-run without
+    ``--shard`` (or ``--collect``) merges the shards' records.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(f"--shard: K/N with 0 ≤ K < N, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"1/4"`` → ``Shard(1, 4)``.
+
+        Raises:
+            ConfigError: Naming ``--shard`` on anything else.
+        """
+        k, sep, n = text.partition("/")
+        if not sep or not k.strip().isdigit() or not n.strip().isdigit():
+            raise ConfigError(f"--shard: K/N with 0 ≤ K < N (e.g. 0/4), got {text!r}")
+        return cls(int(k), int(n))
+
+    @property
+    def name(self) -> str:
+        """``1of4``: the shard's file name under ``OUT/shards/``."""
+        return f"{self.index}of{self.count}"
+
+    def jobs(self, jobs: list[Job], share_label_free: bool) -> list[Job]:
+        """This shard's share of ``jobs``, in plan order."""
+        load = [0] * self.count
+        mine: list[Job] = []
+        for unit in work_units(jobs, share_label_free):
+            k = min(range(self.count), key=lambda i: (load[i], i))
+            load[k] += sum(1 + (j.arm.finetune == "fixmatch") for j in unit) + 2 * bool(
+                unit[0].arm.pretraining
+            )
+            if k == self.index:
+                mine += unit
+        order = {j.key: i for i, j in enumerate(jobs)}
+        return sorted(mine, key=lambda j: order[j.key])
+
+
+def work_units(jobs: list[Job], share_label_free: bool) -> list[list[Job]]:
+    """``jobs`` grouped by the pretraining they start from (one group per pretraining run; a
+    run from scratch is a group of its own), groups in the order of their first job."""
+    units: dict[tuple[Any, ...], list[Job]] = {}
+    for j in jobs:
+        spec = j.arm.pretraining
+        if spec is None:
+            key: tuple[Any, ...] = ("run", j.key)
+        elif spec.labelled:
+            key = ("pretraining", spec.tag, j.budget.tag, j.seed)
+        else:
+            key = ("pretraining", spec.tag, "", None if share_label_free else j.seed)
+        units.setdefault(key, []).append(j)
+    return list(units.values())
+
+
+def _finished(out: Path, jobs: list[Job]) -> list[dict[str, Any]]:
+    """The records of ``jobs`` already written to ``results.json`` or a shard's file, in plan
+    order (the first copy of a run wins)."""
+    order = {j.key: i for i, j in enumerate(jobs)}
+    found: dict[str, dict[str, Any]] = {}
+    for path in [out / "results.json", *sorted((out / "shards").glob("*.json"))]:
+        if path.is_file():
+            for r in json.loads(path.read_text()).get("records", []):
+                if r["run"] in order:
+                    found.setdefault(r["run"], r)
+    return sorted(found.values(), key=lambda r: order[r["run"]])
+
+
 def run_efficiency(
     cfg: Config,
     manifest: str | Path,
     out: str | Path,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    shard: Shard | None = None,
+    collect: bool = False,
 ) -> EfficiencyResult:
     """Run (or resume, or extend) the experiment described by ``cfg.efficiency``.
 
@@ -310,6 +391,15 @@ def run_efficiency(
         out: Output folder.
         log: Where progress lines go.
         progress: Show progress bars of pretraining.
+        shard: Run only this share of the plan (:class:`Shard`); its records go to
+            ``OUT/shards/<K>of<N>.json`` and the picks, paired differences and report wait for a
+            run without a shard.
+        collect: Run nothing: merge the finished records (``results.json`` and every shard's)
+            into ``results.json`` and write the picks, paired differences and report.
+
+    Returns:
+        The outputs; with ``shard``, ``report`` and ``plot`` are not written yet and the paired
+        differences and picks are empty.
     """
     cfg.trainer.check_hardware()  # before the manifest is read
     cfg = one_device(cfg, log)
@@ -318,20 +408,50 @@ def run_efficiency(
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     saved = out / "config.yaml"
-    if results_path.is_file():
+    if results_path.is_file() or (out / "shards").is_dir():
         _check_continuation(saved, cfg, out)
     save_config(cfg, saved)
     jobs = plan_jobs(cfg)
-    wanted = {j.key for j in jobs}
-    records: list[dict[str, Any]] = []
-    if results_path.is_file():  # the finished runs the plan still holds
-        saved_records = json.loads(results_path.read_text()).get("records", [])
-        records = [r for r in saved_records if r["run"] in wanted]
-    done = {r["run"] for r in records}
+    records = _finished(out, jobs)
+    mine = jobs if shard is None else shard.jobs(jobs, cfg.efficiency.share_simclr)
+    store = results_path if shard is None else out / "shards" / f"{shard.name}.json"
     header = {"manifest": str(Path(manifest).resolve()), "metric": cfg.efficiency.metric}
-    pre = Pretrainings(
-        cfg, base, out, log, progress, counter=lambda: f"[{len(records) + 1}/{len(jobs)}]"
+    if not collect:
+        _run_jobs(cfg, base, out, mine, records, store, header, log, progress)
+    if shard is not None:
+        return EfficiencyResult(out, store, out / "report.md", out / "efficiency.png", records, [])
+    missing = len(jobs) - len(records)
+    if missing:
+        log(f"{missing} of {len(jobs)} runs not finished yet (a shard still running?)")
+    eff = cfg.efficiency
+    picks = choose_picks(records)
+    paired = paired_comparisons(records, eff.metric, list(base.classes), eff.n_boot, picks)
+    write_json({**header, "records": records, "picks": picks, "paired": paired}, results_path)
+    rule = budget_rule(cfg, jobs[0].budget.subset(base, jobs[0].seed)) if jobs else None
+    report, png = write_report(
+        records, eff.metric, out, paired=paired, picks=picks, budget_rule=rule
     )
+    return EfficiencyResult(out, results_path, report, png, records, paired, picks)
+
+
+def _run_jobs(
+    cfg: Config,
+    base: Manifest,
+    out: Path,
+    jobs: list[Job],
+    records: list[dict[str, Any]],
+    store: Path,
+    header: dict[str, Any],
+    log: Callable[[str], None],
+    progress: bool,
+) -> None:
+    """Run the unfinished ``jobs``, appending each record to ``records`` and writing ``store``
+    (the records of ``jobs``) after each."""
+    done = {r["run"] for r in records}
+    keys = {j.key for j in jobs}
+    todo = sum(j.key not in done for j in jobs)
+    count = [0]
+    pre = Pretrainings(cfg, base, out, log, progress, counter=lambda: f"[{count[0] + 1}/{todo}]")
     for job in jobs:
         subset_path = out / "splits" / f"{job.budget.tag}_s{job.seed}.csv"
         subset = job.budget.subset(base, job.seed)
@@ -345,21 +465,61 @@ def run_efficiency(
         rec["seconds"] = time.perf_counter() - started
         records.append(rec)
         done.add(job.key)
-        write_json({**header, "records": records}, results_path)
+        count[0] += 1
+        write_json({**header, "records": [r for r in records if r["run"] in keys]}, store)
         log(
-            f"[{len(records)}/{len(jobs)}] {job.arm.name} @ {job.budget.text} labels, "
-            f"seed {job.seed}: val {rec['val_balanced_accuracy']:.3f}, test "
-            f"{cfg.efficiency.metric} {rec['metrics'].get(cfg.efficiency.metric, float('nan')):.3f}"
+            f"[{count[0]}/{todo}] {job.arm.name} @ {job.budget.text} labels, seed {job.seed}: "
+            f"val {rec['val_balanced_accuracy']:.3f}, test {cfg.efficiency.metric} "
+            f"{rec['metrics'].get(cfg.efficiency.metric, float('nan')):.3f}"
         )
-    eff = cfg.efficiency
-    picks = choose_picks(records)
-    paired = paired_comparisons(records, eff.metric, list(base.classes), eff.n_boot, picks)
-    write_json({**header, "records": records, "picks": picks, "paired": paired}, results_path)
-    rule = budget_rule(cfg, jobs[0].budget.subset(base, jobs[0].seed)) if jobs else None
-    report, png = write_report(
-        records, eff.metric, out, paired=paired, picks=picks, budget_rule=rule
+
+
+def run_parallel(
+    cfg: Config,
+    manifest: str | Path,
+    out: str | Path,
+    workers: int,
+    log: Callable[[str], None] = print,
+) -> EfficiencyResult:
+    """Run the experiment as ``workers`` shards in as many processes on this machine, then
+    collect: the wall time of the longest shard instead of the sum (each process uses
+    ``trainer.threads`` threads; on a CPU give each its share of the cores).
+
+    Raises:
+        MedclError: If a shard failed (its message; re-running resumes every shard).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers <= 1:
+        return run_efficiency(cfg, manifest, out, log=log, progress=False)
+    check_experiment(cfg, manifest)  # refused here, before any process starts
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        futures = [
+            pool.submit(_shard_main, cfg.to_dict(), str(manifest), str(out), k, workers)
+            for k in range(workers)
+        ]
+        errors = [f.exception() for f in futures]
+    failed = [e for e in errors if e is not None]
+    if failed:
+        raise MedclError(f"a shard of the experiment failed: {failed[0]} (run again to resume)")
+    return run_efficiency(cfg, manifest, out, log=log, progress=False, collect=True)
+
+
+def _shard_main(cfg: dict[str, Any], manifest: str, out: str, k: int, n: int) -> None:
+    """One shard in a worker process (the config travels as a plain dict)."""
+    from medcl.config import load_config as _load
+
+    config = _load(None, base=cfg)
+    run_efficiency(
+        config,
+        manifest,
+        out,
+        log=lambda s: print(f"[shard {k + 1}/{n}] {s}", flush=True),
+        progress=False,
+        shard=Shard(k, n),
     )
-    return EfficiencyResult(out, results_path, report, png, records, paired, picks)
 
 
 def run_job(
