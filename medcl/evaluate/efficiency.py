@@ -26,15 +26,16 @@ from-scratch cap of epochs, early-stopped on validation. An arm's runs depend on
 and seed only, never on which other arms run: arms share a pretraining only where it is the same
 run (SSCL's for ``sscl`` and ``sscl+fixmatch``).
 
-The experiment is a plan of jobs (:func:`plan_jobs`, one per arm, budget and seed), each run by
+The experiment is a plan of jobs (:func:`~medcl.evaluate.plan.plan_jobs`, one per arm, budget and
+seed), each run by
 ensuring its pretraining (:class:`Pretrainings`), fitting it (:func:`run_job`) and recording it.
 Each run is evaluated on the test split with patient-bootstrap intervals, its predictions saved, and
 appended to ``results.json`` as soon as it finishes; re-running the command skips finished runs
 (pretraining runs resume from their checkpoints), and adding arms, seeds or budgets to a finished
 experiment runs only what is new. At the end medcl's pick (:mod:`medcl.evaluate.pick`) is chosen
-on validation for every budget and seed, and :func:`paired_comparisons` adds the paired
-differences each arm asks for (``Arm.compare_with``) and the pick's against supervised, over seeds
-× test patients. Layout::
+on validation for every budget and seed, and the paired differences each arm asks for
+(``Arm.compare_with``) and the pick's against supervised are added, over seeds × test patients
+(:mod:`medcl.evaluate.comparisons`). Layout::
 
     OUT/splits/       label-subset manifests (f0.05_s0.csv, k2_s0.csv, unlabelled_s0.csv)
     OUT/pretrain/     simclr_s{seed}/ (dino_, vicreg_), sscl_{budget}_s{seed}/ (pretraining runs)
@@ -59,15 +60,17 @@ from medcl.data.dataset import manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.errors import ConfigError, MedclError
-from medcl.evaluate.arms import ARMS, Arm, Pretraining, resolve_arms
+from medcl.evaluate.arms import Pretraining, resolve_arms
 from medcl.evaluate.budget import budget_rule, stage_overrides
 from medcl.evaluate.card import model_card
+from medcl.evaluate.comparisons import paired_comparisons
 from medcl.evaluate.evaluation import evaluate_with_predictions
 from medcl.evaluate.finetune import finetune, one_device_note
-from medcl.evaluate.label_budget import LabelBudget, budgets
+from medcl.evaluate.label_budget import LabelBudget
 from medcl.evaluate.model import save_model
 from medcl.evaluate.pick import choose_picks
-from medcl.evaluate.report import PICK, write_report
+from medcl.evaluate.plan import Job, Shard, plan_jobs
+from medcl.evaluate.report import write_report
 from medcl.io import atomic_path, write_json
 from medcl.train.objectives import check_objective_options
 from medcl.train.pretrain import pretrain
@@ -86,39 +89,6 @@ class EfficiencyResult:
     records: list[dict[str, Any]]
     paired: list[dict[str, Any]]
     picks: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run of the experiment: an arm at a label budget and seed."""
-
-    arm: Arm
-    budget: LabelBudget
-    seed: int
-
-    @property
-    def key(self) -> str:
-        """The run's name in ``results.json`` and under ``OUT/runs/`` (``sscl_f0.05_s0``)."""
-        return f"{self.arm.name}_{self.budget.tag}_s{self.seed}"
-
-
-def plan_jobs(cfg: Config) -> list[Job]:
-    """Every run of ``cfg.efficiency``, in the order they run: seeds, then label budgets (per
-    class, then fractions), then arms.
-
-    With every label (fraction 1.0) only the first ``efficiency.full_label_seeds`` seeds run
-    (0 = all).
-    """
-    eff = cfg.efficiency
-    arms = resolve_arms(list(eff.methods), eff.linear_probe)
-    full_seeds = eff.seeds[: eff.full_label_seeds] if eff.full_label_seeds else eff.seeds
-    return [
-        Job(arm, budget, seed)
-        for seed in eff.seeds
-        for budget in budgets(list(eff.fractions), list(eff.labels_per_class))
-        if not budget.full or seed in full_seeds
-        for arm in arms
-    ]
 
 
 def _pretrain_cfg(
@@ -292,72 +262,6 @@ class Pretrainings:
         )
         self._runs[key] = run
         return run
-
-
-@dataclass(frozen=True)
-class Shard:
-    """The ``index``-th (0-based) of ``count`` disjoint shares of an experiment's job plan.
-
-    A pretraining and every run that starts from it stay in one shard (:func:`work_units`);
-    units go to the shard with the least work so far, in plan order, so every process that
-    computes the split of the same plan gets the same one. On a cluster, shard ``K`` of ``N`` is
-    one array task (``medcl efficiency ... --shard $SLURM_ARRAY_TASK_ID/N``); a re-run without
-    ``--shard`` (or ``--collect``) merges the shards' records.
-    """
-
-    index: int
-    count: int
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise ConfigError(f"--shard: K/N with 0 ≤ K < N, got {self.index}/{self.count}")
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        """``"1/4"`` → ``Shard(1, 4)``.
-
-        Raises:
-            ConfigError: Naming ``--shard`` on anything else.
-        """
-        k, sep, n = text.partition("/")
-        if not sep or not k.strip().isdigit() or not n.strip().isdigit():
-            raise ConfigError(f"--shard: K/N with 0 ≤ K < N (e.g. 0/4), got {text!r}")
-        return cls(int(k), int(n))
-
-    @property
-    def name(self) -> str:
-        """``1of4``: the shard's file name under ``OUT/shards/``."""
-        return f"{self.index}of{self.count}"
-
-    def jobs(self, jobs: list[Job], share_label_free: bool) -> list[Job]:
-        """This shard's share of ``jobs``, in plan order."""
-        load = [0] * self.count
-        mine: list[Job] = []
-        for unit in work_units(jobs, share_label_free):
-            k = min(range(self.count), key=lambda i: (load[i], i))
-            load[k] += sum(1 + (j.arm.finetune == "fixmatch") for j in unit) + 2 * bool(
-                unit[0].arm.pretraining
-            )
-            if k == self.index:
-                mine += unit
-        order = {j.key: i for i, j in enumerate(jobs)}
-        return sorted(mine, key=lambda j: order[j.key])
-
-
-def work_units(jobs: list[Job], share_label_free: bool) -> list[list[Job]]:
-    """``jobs`` grouped by the pretraining they start from (one group per pretraining run; a
-    run from scratch is a group of its own), groups in the order of their first job."""
-    units: dict[tuple[Any, ...], list[Job]] = {}
-    for j in jobs:
-        spec = j.arm.pretraining
-        if spec is None:
-            key: tuple[Any, ...] = ("run", j.key)
-        elif spec.labelled:
-            key = ("pretraining", spec.tag, j.budget.tag, j.seed)
-        else:
-            key = ("pretraining", spec.tag, "", None if share_label_free else j.seed)
-        units.setdefault(key, []).append(j)
-    return list(units.values())
 
 
 def _finished(out: Path, jobs: list[Job]) -> list[dict[str, Any]]:
@@ -576,93 +480,6 @@ def run_job(
         "finetune_seconds": fit_seconds,
         "metrics": metrics,
     }
-
-
-def paired_comparisons(
-    records: list[dict[str, Any]],
-    metric: str,
-    classes: list[str],
-    n_boot: int,
-    picks: list[dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """Paired differences ``A − B`` on the seeds both ran, per label budget.
-
-    A is every arm with rivals (``Arm.compare_with``, in the table's order) and B each of them
-    present at that budget; then, with ``picks``, medcl's pick (``a = "pick"``: per seed the run
-    chosen on validation) against ``supervised``. The interval is the seeds × test-patient
-    bootstrap of :func:`medcl.evaluate.paired.paired_difference`. Runs without saved predictions
-    are skipped.
-    """
-    runs: dict[tuple[str, LabelBudget, int], dict[str, np.ndarray]] = {}
-    for r in records:
-        path = r.get("predictions")
-        if path and Path(path).is_file():
-            with np.load(path) as z:
-                runs[(r["method"], LabelBudget.of_record(r), int(r["seed"]))] = dict(z)
-    rivals = {a.name: a.compare_with for a in resolve_arms(list(ARMS), True) if a.compare_with}
-    out: list[dict[str, Any]] = []
-    for budget in sorted({k[1] for k in runs}, key=LabelBudget.sort_key):
-        here = {(m, s): z for (m, b, s), z in runs.items() if b == budget}
-        methods = sorted({m for m, _ in here})
-        pairs = [(a, b) for a, against in rivals.items() if a in methods for b in against]
-        for a, b in pairs:
-            seeds = sorted({s for m, s in here if m == a} & {s for m, s in here if m == b})
-            chosen = {s: here[(a, s)] for s in seeds}
-            d = _paired(chosen, {s: here[(b, s)] for s in seeds}, classes, metric, n_boot)
-            if d is not None:
-                out.append({**_budget_fields(budget), "a": a, "b": b, "seeds": seeds, **d})
-        picked = {int(p["seed"]): p["method"] for p in picks or [] if p["budget"] == budget.tag}
-        seeds = sorted(s for s, m in picked.items() if (m, s) in here and ("supervised", s) in here)
-        if seeds:
-            d = _paired(
-                {s: here[(picked[s], s)] for s in seeds},
-                {s: here[("supervised", s)] for s in seeds},
-                classes,
-                metric,
-                n_boot,
-            )
-            if d is not None:
-                out.append(
-                    {**_budget_fields(budget), "a": PICK, "b": "supervised", "seeds": seeds, **d}
-                )
-    return out
-
-
-def _budget_fields(budget: LabelBudget) -> dict[str, Any]:
-    if budget.per_class:
-        return {"labels_per_class": budget.per_class, "budget": budget.tag}
-    return {"label_fraction": budget.fraction, "budget": budget.tag}
-
-
-def _paired(
-    a: dict[int, dict[str, np.ndarray]],
-    b: dict[int, dict[str, np.ndarray]],
-    classes: list[str],
-    metric: str,
-    n_boot: int,
-) -> dict[str, Any] | None:
-    """The paired difference of two runs per seed (same seeds), or ``None`` without seeds.
-
-    Raises:
-        MedclError: If the runs were tested on different images.
-    """
-    from medcl.evaluate.paired import paired_difference
-
-    seeds = sorted(a)
-    if not seeds:
-        return None
-    ref = a[seeds[0]]
-    if any(not np.array_equal(z["image_id"], ref["image_id"]) for z in [*a.values(), *b.values()]):
-        raise MedclError("runs of one label budget were tested on different images")
-    return paired_difference(
-        ref["y"],
-        ref["patient"] if "patient" in ref else ref["patient_key"],
-        [a[s]["proba"] for s in seeds],
-        [b[s]["proba"] for s in seeds],
-        classes,
-        metric,
-        n_boot=n_boot,
-    )
 
 
 def _data_summary(m: Manifest) -> dict[str, Any]:

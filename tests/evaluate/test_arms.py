@@ -11,7 +11,8 @@ from medcl.config import load_config
 from medcl.errors import ConfigError
 from medcl.evaluate import arms as arms_mod
 from medcl.evaluate.arms import ARMS, Arm, Pretraining, register_arm, report_order, resolve_arms
-from medcl.evaluate.efficiency import plan_jobs, run_efficiency
+from medcl.evaluate.efficiency import run_efficiency
+from medcl.evaluate.plan import plan_jobs
 from medcl.evaluate.report import headline
 from tests.conftest import TINY_OVERRIDES, make_manifest
 

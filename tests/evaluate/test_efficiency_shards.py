@@ -10,6 +10,7 @@ import pytest
 import medcl.evaluate.efficiency as eff
 from medcl.config import load_config
 from medcl.errors import ConfigError
+from medcl.evaluate.plan import Shard, plan_jobs
 from tests.conftest import TINY_OVERRIDES, make_manifest
 
 COMMON = [
@@ -34,8 +35,8 @@ def test_shards_are_disjoint_cover_the_plan_and_keep_a_pretraining_with_its_runs
         "efficiency.methods=[supervised, simclr, sscl, sscl+fixmatch]",
         "efficiency.share_simclr=true",
     )
-    jobs = eff.plan_jobs(cfg)
-    parts = [eff.Shard(k, n).jobs(jobs, share_label_free=True) for k in range(n)]
+    jobs = plan_jobs(cfg)
+    parts = [Shard(k, n).jobs(jobs, share_label_free=True) for k in range(n)]
     keys = [j.key for p in parts for j in p]
     assert sorted(keys) == sorted(j.key for j in jobs) and len(keys) == len(set(keys))
     owner = {j.key: k for k, p in enumerate(parts) for j in p}
@@ -49,7 +50,7 @@ def test_shards_are_disjoint_cover_the_plan_and_keep_a_pretraining_with_its_runs
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "-1/2", "0/0"])
 def test_a_bad_shard_is_refused_in_one_line(text):
     with pytest.raises(ConfigError, match="^--shard: K/N"):
-        eff.Shard.parse(text)
+        Shard.parse(text)
 
 
 def _comparable(recs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -79,7 +80,7 @@ def test_a_killed_shard_reruns_alone(tmp_path, monkeypatch):
     manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
     out = tmp_path / "out"
     quiet: dict[str, Any] = {"log": lambda s: None, "progress": False}
-    eff.run_efficiency(_cfg(), manifest, out, shard=eff.Shard(0, 2), **quiet)
+    eff.run_efficiency(_cfg(), manifest, out, shard=Shard(0, 2), **quiet)
     real = eff.finetune
     runs: list[str] = []
 
@@ -92,14 +93,14 @@ def test_a_killed_shard_reruns_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(eff, "finetune", finetune)
     kill = True
     with pytest.raises(KilledError):
-        eff.run_efficiency(_cfg(), manifest, out, shard=eff.Shard(1, 2), **quiet)
-    mine = [j.key for j in eff.Shard(1, 2).jobs(eff.plan_jobs(_cfg()), False)]
+        eff.run_efficiency(_cfg(), manifest, out, shard=Shard(1, 2), **quiet)
+    mine = [j.key for j in Shard(1, 2).jobs(plan_jobs(_cfg()), False)]
     runs.clear()
     kill = False
-    again = eff.run_efficiency(_cfg(), manifest, out, shard=eff.Shard(1, 2), **quiet)
+    again = eff.run_efficiency(_cfg(), manifest, out, shard=Shard(1, 2), **quiet)
     assert len(runs) == len(mine) - 1  # only what the killed shard had not finished
     assert sorted(r["run"] for r in again.records if r["run"] in mine) == sorted(mine)
     runs.clear()
     done = eff.run_efficiency(_cfg(), manifest, out, collect=True, **quiet)
-    assert not runs and len(done.records) == len(eff.plan_jobs(_cfg()))
+    assert not runs and len(done.records) == len(plan_jobs(_cfg()))
     assert (out / "report.md").is_file()

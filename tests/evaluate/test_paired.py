@@ -105,7 +105,7 @@ def test_seeds_are_resampled():
 def test_paired_comparisons_do_not_depend_on_the_pseudonymous_keys(tmp_path):
     # The same predictions under another project secret (other patient keys, other key order)
     # must give the same paired intervals: the bootstrap groups by the secret-free "patient".
-    from medcl.evaluate.efficiency import paired_comparisons
+    from medcl.evaluate.comparisons import paired_comparisons
 
     rng = np.random.default_rng(0)
     n_pat, per = 30, 3
