@@ -40,7 +40,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", type=Path, help="folder (walked recursively) or a single file")
     p.add_argument("--out", required=True, type=Path, help="manifest CSV to write")
     p.add_argument(
-        "--labels", type=Path, help="CSV with columns path,label (path relative to SOURCE)"
+        "--labels",
+        type=Path,
+        help="CSV with a key column and a label column; the key is path (relative to SOURCE), "
+        "AccessionNumber, StudyInstanceUID, SeriesInstanceUID or PatientID (matched against the "
+        "DICOM headers; a study or patient label applies to all its images; key values are "
+        "never written anywhere)",
+    )
+    p.add_argument(
+        "--series-labels-may-differ",
+        action="store_true",
+        help="with SeriesInstanceUID keys: series of one study may carry different labels "
+        "(a series-level task); by default they must agree",
     )
     p.add_argument("--classes", help="comma-separated class list in index order (default: sorted)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2-D slices or 3-D volumes")
@@ -118,7 +129,10 @@ def _ingest(args: argparse.Namespace) -> int:
         size=args.size,
         secret=args.secret,
         paths=args.paths,
+        series_may_differ=args.series_labels_may_differ,
     )
+    for line in r.label_warnings:
+        print(f"warning: {line}")
     print(
         f"{r.files_seen} files seen: {r.rows} manifest rows, {r.rejected} rejected, "
         f"{r.skipped_unchanged} unchanged"

@@ -198,8 +198,10 @@ def _efficiency(args: argparse.Namespace) -> int:
     from medcl.evaluate.efficiency import Shard, run_efficiency, run_parallel
     from medcl.evaluate.label_budget import budgets
     from medcl.evaluate.report import headline
+    from medcl.models.init import check_init
 
     cfg = load_config(args.config, args.overrides, base={"out": "runs/efficiency"})
+    check_init(cfg)  # model.init names weights on disk, before any run
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: required (a split manifest with all training labels)")
     if args.shard and (args.collect or args.workers > 1):

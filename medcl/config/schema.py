@@ -118,6 +118,11 @@ class ModelConfig:
             which keeps findings of a few pixels).
         proj_dim: Output size of the projection head (the contrastive space).
         proj_hidden: Hidden width of the projection and predictor heads.
+        init: Weights on disk the encoder starts from, for pretraining and for fine-tuning from
+            scratch (a fine-tuning from a pretraining run starts from that run's encoder): a
+            torchvision/timm ResNet state dict, a MedicalNet 3-D ResNet, a MONAI bundle (or its
+            ``models/model.pt``), or a medcl run or model folder (:mod:`medcl.models.init`).
+            Relative paths are taken from the current folder; ``null`` = random start.
     """
 
     encoder: Encoder = "resnet18"
@@ -126,8 +131,11 @@ class ModelConfig:
     pool: Literal["avg", "avgmax"] = "avg"
     proj_dim: int = 128
     proj_hidden: int = 512
+    init: str | None = None
 
     def check(self, where: str) -> None:
+        if self.init is not None and not self.init.strip():
+            raise ConfigError(f"{where}.init: a path to weights, or null (got an empty string)")
         positive(self.proj_dim, f"{where}.proj_dim")
         in_range(self.width, "(0, 4]", f"{where}.width")
         positive(self.proj_hidden, f"{where}.proj_hidden")

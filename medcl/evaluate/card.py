@@ -41,7 +41,9 @@ def model_card(description: ModelDescription, metrics: dict[str, Any] | None = N
         f"{spec.stem} stem), input {d.image_size} px, one channel.",
         "- Pretraining: "
         + (
-            "none (trained from scratch)"
+            f"none; the encoder started from the weights in {d.init} (model.init)"
+            if pre is None and d.init
+            else "none (trained from scratch)"
             if pre is None
             else f"{pre.method} with λ_sup={pre.lambda_sup}, λ_ssl={pre.lambda_ssl}"
         ),

@@ -63,6 +63,7 @@ from medcl.models.description import (
 )
 from medcl.models.encoders import EncoderSpec, build_encoder
 from medcl.models.export import load_encoder
+from medcl.models.init import check_init, init_file, load_init
 from medcl.models.knn import knn_predict
 from medcl.transforms import MultiViewAugment, build_preset
 from medcl.transforms.presets import preset_for_modality
@@ -296,6 +297,8 @@ def finetune(
             ``medcl efficiency``, where hundreds of short fits would each leave a log).
     """
     cfg.trainer.check_hardware()  # before any image is read
+    if pretrained is None:
+        check_init(cfg)  # model.init names weights on disk
     note = one_device_note(cfg, "fine-tuning")
     if note is not None:
         log.warning(note)
@@ -324,7 +327,11 @@ def finetune(
                 d.patch_size, d.patch_overlap, d.patches_per_volume, shapes
             )
         encoder = build_encoder(spec)
+        if cfg.model.init:
+            load_init(encoder, cfg.model.init)
     description = base_description(cfg, manifest, spec, modality, enc_desc)
+    if enc_desc is None and cfg.model.init:
+        description.init = init_file(cfg.model.init).name
     mode = cfg.finetune.mode
     if volume is not None:
         if mode not in PROBES:

@@ -253,6 +253,8 @@ class ModelDescription:
         intensity: A sentence saying the same for a reader of the file.
         pretraining: How the encoder was pretrained; ``None``: trained from scratch (or a random
             encoder probed).
+        init: The name of the weights file the encoder started from when it was not pretrained
+            here (``model.init``, :mod:`medcl.models.init`); ``None``: a random start.
         volume: A 3-D patch model's grid geometry; ``None`` for whole-image models.
         head: ``linear``, ``knn`` or ``linear (<mode> fine-tuning)``.
         finetune: How it was fitted.
@@ -272,6 +274,7 @@ class ModelDescription:
     modality: str = ""
     intensity: str = ""
     pretraining: EncoderPretraining | None = None
+    init: str | None = None
     volume: VolumeGeometry | None = None
     head: str | None = None
     finetune: FinetuneSummary | None = None
@@ -309,6 +312,7 @@ class ModelDescription:
             "pretraining": None if self.pretraining is None else self.pretraining.to_dict(),
         }
         optional = {
+            "init": self.init,
             "volume": None if self.volume is None else self.volume.to_dict(),
             "head": self.head,
             "finetune": None if self.finetune is None else self.finetune.to_dict(),
@@ -337,8 +341,8 @@ class ModelDescription:
         names = ("training_distribution", "test_metrics", "training_data", "versions")
         maps = {k: _mapping(data.get(k)) for k in names}
         known = {*_SPEC_KEYS, *maps, "classes", "preset", "window", "modality", "intensity"}
-        known |= {"pretraining", "volume", "head", "finetune", "name"}
-        name, head = data.get("name"), data.get("head")
+        known |= {"pretraining", "init", "volume", "head", "finetune", "name"}
+        name, head, init = data.get("name"), data.get("head"), data.get("init")
         return cls(
             spec=EncoderSpec.from_meta(data),
             classes=[str(c) for c in data["classes"]],
@@ -347,6 +351,7 @@ class ModelDescription:
             modality=str(data.get("modality") or ""),
             intensity=str(data.get("intensity") or ""),
             pretraining=EncoderPretraining.from_dict(data.get("pretraining")),
+            init=None if init is None else str(init),
             volume=VolumeGeometry.from_dict(data.get("volume")),
             head=None if head is None else str(head),
             finetune=FinetuneSummary.from_dict(data.get("finetune")),

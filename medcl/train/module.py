@@ -26,6 +26,7 @@ from torch import nn
 
 from medcl.config import Config
 from medcl.models import EncoderSpec, build_encoder
+from medcl.models.init import load_init
 from medcl.models.knn import knn_predict
 from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import RANK_STRIDE, SEED_STRIDE, STEP_STRIDE, mix_seed
@@ -78,6 +79,8 @@ class PretrainModule(L.LightningModule):
                 self.encoder_spec, image_size=cfg.data.patch_size
             )
         self.encoder = build_encoder(self.encoder_spec)
+        if cfg.model.init:  # before the objective copies the encoder into its targets
+            load_init(self.encoder, cfg.model.init)
         self.augment = MultiViewAugment(preset, cfg.augment.views)
         self.preset = preset
         self.method = build_objective(cfg, self.encoder)

@@ -40,6 +40,7 @@ from medcl.errors import ConfigError, MedclError
 from medcl.io import write_json
 from medcl.models.description import EncoderDescription, EncoderPretraining, VolumeGeometry
 from medcl.models.export import save_encoder
+from medcl.models.init import check_init
 from medcl.train.callbacks import AugmentGridLogger, RNGStateCheckpoint, ThroughputMonitor
 from medcl.train.datamodule import PretrainData
 from medcl.train.loggers import build_loggers
@@ -81,6 +82,7 @@ def prefix_checkpoint(run_dir: str | Path, epochs: int) -> Path:
 def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
     """Read the manifest and build the preset; all refusals happen here, before training."""
     cfg.trainer.check_hardware()  # CUDA, device count and SyncBN asked for must exist here
+    check_init(cfg)  # model.init names weights on disk
     if not cfg.data.manifest:
         raise ConfigError("data.manifest: required (a split manifest from `medcl split`)")
     check_objective_options(cfg, [cfg.method.name])  # an unknown name or a bad option: here

@@ -21,10 +21,10 @@ from medcl.data.cache import cache_dir, load_cached
 from medcl.data.ingest import ingest, log_path, rejects_path
 from medcl.data.manifest import read_manifest
 from medcl.data.pseudonym import PATH_MAP_NAME, PathMap
+from medcl.data.readers.codecs import INSTALL_HINT
 from medcl.errors import MedclError
 
 CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
-INSTALL_HINT = "pip install 'medcl[codecs]'"
 
 
 def _all_files(folder: Path) -> set[Path]:
@@ -79,8 +79,10 @@ def corpus_run(tmp_path_factory):
 # the corpus, file by file ------------------------------------------------------------------------
 #
 # A fixed list of pydicom test files (all in pydicom 3.0's test files) with what ingest must make of
-# each. Files in a compressed transfer syntax name the optional decoder that reads them; where it
-# is not installed, the test checks the rejection reason names it, then skips the manifest check.
+# each. Files in a compressed transfer syntax name the decoder that reads them: medcl's default
+# install has them all (pylibjpeg and its back ends are dependencies), so none is skipped; a missing
+# one fails the test with what to install. (Decoded pixels against uncompressed twins:
+# tests/data/test_readers_codecs.py.)
 
 
 @dataclass(frozen=True)
@@ -94,14 +96,14 @@ class CorpusImage:
     frames: int = 1
     intensity: str = "unit"
     spacing: float | None = None  # PixelSpacing (column spacing), when the file has one
-    # compressed files: (transfer syntax, decoder(s) that read it, a name the rejection must quote)
-    codec: tuple[str, str, str] | None = None
+    # compressed files: (transfer syntax, decoder(s) that read it)
+    codec: tuple[str, str] | None = None
     pillow_enough: bool = True  # False: Pillow is installed but cannot read these samples
 
 
 PILLOW_JPEG = "Pillow (built in), pylibjpeg-libjpeg or gdcm"
 PILLOW_J2K = "Pillow with OpenJPEG, pylibjpeg-openjpeg or gdcm"
-LIBJPEG = "pylibjpeg-libjpeg or gdcm (pip install 'medcl[codecs]')"
+LIBJPEG = "pylibjpeg-libjpeg or gdcm"
 
 IMAGES = [
     CorpusImage("CT_small.dcm", "CT", 128, 128, intensity="hu", spacing=0.661468),
@@ -122,7 +124,7 @@ IMAGES = [
         100,
         100,
         spacing=1.0,
-        codec=(uid.JPEGBaseline8Bit, PILLOW_JPEG, "pylibjpeg-libjpeg"),
+        codec=(uid.JPEGBaseline8Bit, PILLOW_JPEG),
     ),
     CorpusImage(
         "examples_ybr_color.dcm",
@@ -130,7 +132,7 @@ IMAGES = [
         240,
         320,
         frames=30,
-        codec=(uid.JPEGBaseline8Bit, PILLOW_JPEG, "pylibjpeg-libjpeg"),
+        codec=(uid.JPEGBaseline8Bit, PILLOW_JPEG),
     ),
     CorpusImage(
         "MR_small_jp2klossless.dcm",
@@ -138,7 +140,7 @@ IMAGES = [
         64,
         64,
         spacing=0.3125,
-        codec=(uid.JPEG2000Lossless, PILLOW_J2K, "pylibjpeg-openjpeg"),
+        codec=(uid.JPEG2000Lossless, PILLOW_J2K),
     ),
     CorpusImage(
         "693_J2KI.dcm",
@@ -147,7 +149,7 @@ IMAGES = [
         512,
         intensity="hu",
         spacing=0.478516,
-        codec=(uid.JPEG2000, PILLOW_J2K, "pylibjpeg-openjpeg"),
+        codec=(uid.JPEG2000, PILLOW_J2K),
     ),
     CorpusImage(
         "MR_small_jpeg_ls_lossless.dcm",
@@ -155,7 +157,7 @@ IMAGES = [
         64,
         64,
         spacing=0.3125,
-        codec=(uid.JPEGLSLossless, "pylibjpeg-libjpeg, pyjpegls or gdcm", "pylibjpeg-libjpeg"),
+        codec=(uid.JPEGLSLossless, "pylibjpeg-libjpeg, pyjpegls or gdcm"),
     ),
     CorpusImage(
         "SC_rgb_jpeg_gdcm.dcm",
@@ -163,22 +165,22 @@ IMAGES = [
         100,
         100,
         spacing=1.0,
-        codec=(uid.JPEGLosslessSV1, LIBJPEG, "pylibjpeg-libjpeg"),
+        codec=(uid.JPEGLosslessSV1, LIBJPEG),
     ),
     CorpusImage(
-        "JPEG-lossy.dcm",  # 12-bit JPEG extended: Pillow reads 8-bit JPEG only
+        "JPGExtended.dcm",  # 12-bit JPEG extended: Pillow reads 8-bit JPEG only
         "NM",
         1024,
         256,
         spacing=2.26,
-        codec=(uid.JPEGExtended12Bit, LIBJPEG, "pylibjpeg-libjpeg"),
+        codec=(uid.JPEGExtended12Bit, LIBJPEG),
         pillow_enough=False,
     ),
 ]
 
 #: Native (uncompressed) copies of one picture: MR_small in other encodings decodes identically.
 MR_TWINS = ("MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm")
-#: Lossless compressed twins of MR_small, checked when their decoder is installed.
+#: Lossless compressed twins of MR_small.
 MR_LOSSLESS_TWINS = ("MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm")
 
 NOT_RECOGNISED = "not a recognised image file (not DICOM, NIfTI, PNG, TIFF, JPEG or MedMNIST .npz)"
@@ -195,6 +197,9 @@ REJECTED = {
     "MR_truncated.dcm": "pixel data truncated: 8130 of 8192 bytes",
     "badVR.dcm": "image attribute(s) with an invalid value: NumberOfFrames",
     "zipMR.gz": "gzip-compressed file that is not a NIfTI image (decompress it first)",
+    # its scan header is malformed (the corpus' JPGExtended.dcm is the repaired file)
+    "JPEG-lossy.dcm": "JPEG Extended (Process 2 and 4): compressed pixel data failed to decode "
+    "with pillow, pylibjpeg (corrupt stream?); gdcm (pip install python-gdcm) may read it",
     "README.txt": NOT_RECOGNISED,
     "crayons.icc": NOT_RECOGNISED,
     "test1.json": NOT_RECOGNISED,
@@ -205,7 +210,7 @@ def _missing_decoder(image: CorpusImage) -> str | None:
     """Why ``image``'s decoder is absent here (None when it can be decoded)."""
     if image.codec is None:
         return None
-    ts, decoders, _ = image.codec
+    ts, decoders = image.codec
     plugins = set(get_decoder(ts).available_plugins)
     if not image.pillow_enough:
         plugins.discard("pillow")
@@ -232,14 +237,7 @@ def test_pydicom_corpus_image_in_manifest(corpus_run, image: CorpusImage):
     out, _ = corpus_run
     assert (CORPUS / image.name).is_file(), f"{image.name} is not in this pydicom's test files"
     missing = _missing_decoder(image)
-    if missing is not None:
-        # without the decoder the file must be rejected with a reason that says what to install
-        reason = _reason_of(out, image.name)
-        syntax = uid.UID(image.codec[0]).name
-        assert reason is not None and reason.startswith(f"{syntax}:"), reason
-        assert image.codec[2] in reason and INSTALL_HINT in reason, reason
-        assert _rows_of(out, image.name).empty
-        pytest.skip(f"manifest check skipped: {missing} (its rejection reason was checked)")
+    assert missing is None, f"{missing}: medcl's dependencies must decode it"
     rows = _rows_of(out, image.name)
     assert _reason_of(out, image.name) is None
     assert len(rows) == image.frames, f"{image.name}: one row per frame"
@@ -275,11 +273,7 @@ def test_pydicom_corpus_cached_values_match_an_independent_decode(corpus_run):
     for twin in MR_TWINS:  # the same picture in another encoding gives the same cached array
         np.testing.assert_allclose(_cached(out, twin), mr, atol=1e-6, err_msg=twin)
     for twin in MR_LOSSLESS_TWINS:
-        image = next(i for i in IMAGES if i.name == twin)
-        if _missing_decoder(image) is None:
-            np.testing.assert_allclose(_cached(out, twin), mr, atol=1e-6, err_msg=twin)
-        else:
-            print(f"\n{twin}: lossless-twin check skipped: {_missing_decoder(image)}")
+        np.testing.assert_allclose(_cached(out, twin), mr, atol=1e-6, err_msg=twin)
     cr = "dicomdirtests/77654033/CR1/6154"  # MONOCHROME1: the lowest stored value is brightest
     ref = 1.0 - _unit(pydicom.dcmread(CORPUS / cr).pixel_array)
     np.testing.assert_allclose(_cached(out, cr), ref, atol=1e-6)

@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom import uid
-from pydicom.pixels import apply_color_lut, get_decoder
+from pydicom.pixels import apply_color_lut
 
 from medcl.data.cache import load_cached, to_cache_intensity
 from medcl.data.ingest import ingest
@@ -127,24 +127,6 @@ def test_reasons_for_non_images_and_broken_files(tmp_path, dicom_writer):
     assert _reason(cut).startswith("no pixel data: ")
     cut.write_bytes(good.read_bytes()[:-10])  # inside the 32 x 32 x 2 bytes of pixel data
     assert _reason(cut) == "pixel data truncated: 2038 of 2048 bytes"
-
-
-@pytest.mark.skipif(
-    get_decoder(uid.JPEGLSLossless).is_available, reason="a JPEG-LS plug-in is installed"
-)
-def test_missing_codec_reason_names_the_plug_in():
-    reason = _reason(CORPUS / "MR_small_jpeg_ls_lossless.dcm")
-    assert reason.startswith("JPEG-LS Lossless Image Compression: needs ")
-    assert "pylibjpeg-libjpeg" in reason and "pip install 'medcl[codecs]'" in reason
-
-
-@pytest.mark.skipif(
-    get_decoder(uid.JPEGExtended12Bit).available_plugins != ("pillow",),
-    reason="a 12-bit JPEG plug-in is installed",
-)
-def test_12_bit_jpeg_reason_explains_pillow_limit():
-    reason = _reason(CORPUS / "JPEG-lossy.dcm")
-    assert "12-bit" in reason and "pylibjpeg-libjpeg" in reason
 
 
 def _series(folder: Path, writer, positions, orientation=(1, 0, 0, 0, 1, 0), shuffle=True):

@@ -26,9 +26,13 @@ values (:mod:`.phi`) and the hits are counted. ``paths="relative"`` writes the p
 Labels, in order of precedence:
 
 1. MedMNIST ``.npz`` rows carry their own labels (and splits).
-2. ``labels`` CSV with columns ``path,label`` (optional ``patient``), ``path`` relative to SOURCE.
-   A 3-D series row takes the label of its folder, else the common label of its slice files.
-   ``patient`` (if present) replaces the path-based patient key of non-DICOM images.
+2. ``labels`` CSV with a key column and ``label`` (:mod:`.labels`). Keyed by ``path`` (relative
+   to SOURCE; optional ``patient``): a 3-D series row takes the label of its folder, else the
+   common label of its slice files; ``patient`` replaces the path-based patient key of non-DICOM
+   images. Keyed by ``AccessionNumber``, ``StudyInstanceUID``, ``SeriesInstanceUID`` or
+   ``PatientID``: matched against the DICOM headers through keyed pseudonyms, the label applies to
+   every image of that study, series or patient; problems are reported by CSV row number, never
+   by value.
 3. Without a labels CSV, PNG/TIFF/JPEG images are labelled by class folder when **every** such
    image sits directly in a first-level folder (``SOURCE/<class>/<image>``); otherwise they stay
    unlabelled.

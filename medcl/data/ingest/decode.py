@@ -84,6 +84,7 @@ def _row(d: Decoded, cfg: WorkerConfig) -> dict:
         "label": d.label,
         "family": d.family,
         "members": list(d.members),
+        "label_keys": dict(d.label_keys),  # matched by the labels CSV, never in the manifest
     }
 
 

@@ -48,6 +48,9 @@ class IngestReport:
         reasons: Rejected files per reason.
         phi_paths: Source files whose path repeats one of their identifying header values.
         paths: The ``--paths`` mode the outputs were written with.
+        labels: How the rows were labelled (the sidecar's and the log's line).
+        label_warnings: Problems of the labels CSV that did not stop the ingest (rows that
+            matched no image, by row number).
     """
 
     manifest: Path
@@ -59,6 +62,8 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)
     phi_paths: int = 0
     paths: str = "pseudonymise"
+    labels: str = ""
+    label_warnings: list[str] = field(default_factory=list)
 
 
 PATH_MODES = ("pseudonymise", "relative", "keep")
@@ -223,7 +228,6 @@ def write_log(
     dims: int,
     workers: int,
     size: int | None,
-    how_labelled: str,
     elapsed: float,
 ) -> None:
     """The ingest log: settings, counts, reasons and captured warnings. No paths, no values."""
@@ -239,7 +243,9 @@ def write_log(
         "rows by reader: " + (", ".join(f"{k} {v}" for k, v in sorted(families.items())) or "-"),
         "rows by intensity rule: "
         + (", ".join(f"{k} {v}" for k, v in sorted(intensities.items())) or "-"),
-        f"labels: {how_labelled}",
+        f"labels: {report.labels}",
+        *[f"  warning: {w}" for w in report.label_warnings],
+        f"labelled rows: {sum(1 for r in rows if r['label'])} of {len(rows)}",
         f"paths: {report.paths}; {report.phi_paths} path(s) carried header PHI",
         "rejected files by reason:",
         *[f"  {n:6d}  {reason}" for reason, n in report.reasons.items()],

@@ -39,13 +39,16 @@ def ingest(
     secret: Path | None = None,
     progress: bool = True,
     paths: str = "pseudonymise",
+    series_may_differ: bool = False,
 ) -> IngestReport:
     """Build (or incrementally update) a manifest and its training cache from SOURCE.
 
     Args:
         source: A folder (walked recursively, every regular file) or a single file.
         out: Manifest CSV to write; rejects, log, sidecar and cache go next to it.
-        labels: CSV ``path,label[,patient]`` with paths relative to ``source``.
+        labels: Labels CSV: a key column (``path`` relative to ``source``, or the DICOM
+            ``AccessionNumber``, ``StudyInstanceUID``, ``SeriesInstanceUID`` or ``PatientID``)
+            and ``label`` (rules, errors and warnings: :mod:`medcl.data.ingest.labels`).
         classes: Declared class names (order = class index).
         dims: 2 (a row per image, frame or slice) or 3 (a row per volume / CT-MR series).
         workers: Processes decoding in parallel; results are identical for any number.
@@ -59,13 +62,15 @@ def ingest(
             values (non-DICOM files: always); ``keep`` the path. The real paths are kept in the
             private path map next to the secret (:class:`medcl.data.pseudonym.PathMap`), whatever
             the mode; the incremental state holds ``source_id`` only.
+        series_may_differ: Labels keyed by ``SeriesInstanceUID``: series of one study may carry
+            different labels (a series-level task); by default that is refused.
 
     Returns:
         The report; the rejects file lists every file that gave no row.
 
     Raises:
-        MedclError: Bad arguments, an unusable labels CSV, labels outside ``classes``, or a
-            multi-label MedMNIST file.
+        MedclError: Bad arguments, an unusable labels CSV (by row number, never a key's value),
+            labels outside ``classes``, or a multi-label MedMNIST file.
     """
     started = time.monotonic()
     source, out = Path(source), Path(out)
@@ -78,7 +83,7 @@ def ingest(
     files, skipped_own = walk(source, own_outputs(out, secret), cache_root.resolve())
     if not files:
         raise MedclError(f"{source}: no files to ingest")
-    table = read_labels(Path(labels), root) if labels is not None else None
+    table = read_labels(Path(labels), root, pz) if labels is not None else None
 
     state_file = cache_root / cache.STATE_NAME
     fingerprint = _fingerprint(dims, size, pz)
@@ -97,13 +102,13 @@ def ingest(
         r["phi_path"] = r["path"] in phi or any(m in phi for m in r.get("members", ()))
         if r["path"] not in sids:
             sids[r["path"]] = source_id(pz, r["path"])
-    how_labelled = apply_labels(rows, table, pz)
+    labelling = apply_labels(rows, table, pz, series_may_differ)
     declared = resolve_classes(rows, classes)  # before the frame: MedMNIST indices become names
     counts = Counter(reasons.values())
     manifest = Manifest(
         manifest_frame(rows, root, cache_root, paths, sids),
         declared,
-        sidecar(rows, dims, size, how_labelled, counts, paths),
+        sidecar(rows, dims, size, labelling.how, counts, paths),
     )
     used = {r["path"] for r in rows} | set(reasons)
     PathMap.beside(secret).update({sids[rel]: str(root / rel) for rel in used})
@@ -122,9 +127,11 @@ def ingest(
         reasons=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         phi_paths=len(phi),
         paths=paths,
+        labels=labelling.how,
+        label_warnings=list(labelling.warnings),
     )
     elapsed = time.monotonic() - started
-    write_log(report, rows, caught, skipped_own, dims, workers, size, how_labelled, elapsed)
+    write_log(report, rows, caught, skipped_own, dims, workers, size, elapsed)
     return report
 
 
@@ -178,10 +185,16 @@ def _from_disk(state: cache.IngestState, sids: dict[str, str]) -> cache.IngestSt
     return cache.IngestState(state.fingerprint, files, _map_series(state.series, rel_of))
 
 
+STATE_VERSION = 2
+"""Version of what the incremental state records per row (2: the labels-CSV key pseudonyms); a
+state of another version is not reused."""
+
+
 def _fingerprint(dims: int, size: int | None, pz: Pseudonymizer) -> dict:
     """The settings cached results depend on; a saved state with another one is not reused."""
     return {
         "version": RULES_VERSION,
+        "state": STATE_VERSION,
         "dims": dims,
         "size": size,
         "secret_check": pz("medcl-state", "fingerprint"),

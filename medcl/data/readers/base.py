@@ -136,6 +136,9 @@ class Decoded:
         family: Reader that produced it: ``dicom``, ``nifti``, ``raster`` or ``npz``.
         sha256: Digest recorded in the manifest (file digest; series digest for 3-D DICOM).
         path: Row path relative to the ingest root (file, or series folder for 3-D DICOM).
+        members: The slice files of a 3-D DICOM series row.
+        label_keys: DICOM: keyed pseudonyms of the header keys a labels CSV may name
+            (:func:`medcl.data.readers.dicom.label_keys`); never written to the manifest.
     """
 
     array: np.ndarray
@@ -154,6 +157,7 @@ class Decoded:
     sha256: str = ""
     path: str = ""
     members: list[str] = field(default_factory=list)
+    label_keys: dict[str, str] = field(default_factory=dict)
 
 
 def frame_suffix(kind: str, index: int) -> str:

@@ -1,10 +1,11 @@
 """Which decoder a DICOM transfer syntax needs, and a precise reason when it is not installed.
 
 pydicom decodes uncompressed and RLE data itself and, through Pillow, JPEG baseline, 8-bit JPEG
-extended and JPEG 2000. Everything else needs a plug-in; medcl's optional extra ``medcl[codecs]``
-installs pylibjpeg with its libjpeg (JPEG lossless, 12-bit JPEG, JPEG-LS) and OpenJPEG (JPEG 2000,
-HTJ2K) back ends. The reasons produced here name the transfer syntax (from the DICOM dictionary,
-never a private UID), what would decode it, and the install command.
+extended and JPEG 2000. Everything else a PACS export holds needs a plug-in: medcl depends on
+pylibjpeg with its libjpeg (JPEG lossless, 12-bit JPEG, JPEG-LS), OpenJPEG (JPEG 2000, HTJ2K) and
+RLE back ends, so a default install decodes them all. The reasons produced here (for an install
+that lacks a plug-in, or a stream every decoder failed on) name the transfer syntax (from the DICOM
+dictionary, never a private UID), what would decode it, and the install command.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pydicom import uid
 from pydicom.pixels import get_decoder
 
-INSTALL_HINT = "pip install 'medcl[codecs]'"
+INSTALL_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, installed with medcl"
 
 _LIBJPEG = "pylibjpeg-libjpeg or gdcm"
 _OPENJPEG = "pylibjpeg-openjpeg or gdcm"
@@ -98,18 +99,19 @@ def failed_decode_reason(ts: str | None, bits_stored: int | None) -> str:
     name = syntax_name(t)
     if t is None or not t.is_compressed:
         return f"{name}: pixel data is corrupt or inconsistent with the image attributes"
-    plugins = "an installed plug-in"
     try:
-        available = get_decoder(t).available_plugins
-        if available:
-            plugins = ", ".join(available)
+        available = tuple(get_decoder(t).available_plugins)
     except NotImplementedError:
-        pass
-    if str(t) == uid.JPEGExtended12Bit and (bits_stored or 0) > 8:
+        available = ()
+    plugins = ", ".join(available) or "an installed plug-in"
+    if str(t) == uid.JPEGExtended12Bit and (bits_stored or 0) > 8 and available == ("pillow",):
         return (
             f"{name}: {bits_stored}-bit samples; Pillow reads 8-bit JPEG only, needs "
             f"{_LIBJPEG} ({INSTALL_HINT})"
         )
-    other = ALTERNATIVES.get(str(t))
-    alt = f"; another decoder ({other}, {INSTALL_HINT}) may read it" if other else ""
+    if "pylibjpeg" in available:  # pylibjpeg failed too: only gdcm is left to try
+        alt = "; gdcm (pip install python-gdcm) may read it"
+    else:
+        other = ALTERNATIVES.get(str(t))
+        alt = f"; another decoder ({other}, {INSTALL_HINT}) may read it" if other else ""
     return f"{name}: compressed pixel data failed to decode with {plugins} (corrupt stream?){alt}"

@@ -27,14 +27,16 @@ Rules, in the order they are applied to every frame:
 
 Identity (pseudonymised here, never written in clear): patient from PatientID, else PatientName +
 PatientBirthDate, else the file's folder; study from StudyInstanceUID; image from SOPInstanceUID
-(+ frame number); series from SeriesInstanceUID.
+(+ frame number); series from SeriesInstanceUID. The keys a labels CSV may name
+(:data:`LABEL_KEYS`) leave the reader only as keyed pseudonyms (:func:`label_keys`), which the
+ingest matches against the CSV's keys pseudonymised the same way (:mod:`medcl.data.ingest.labels`).
 """
 
 from __future__ import annotations
 
 import io
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pydicom
@@ -43,6 +45,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.pixels.utils import get_expected_length
 
+from medcl.data.pseudonym import Pseudonymizer
 from medcl.data.readers.base import HU, UNIT, Decoded, ReadContext, Source, Unreadable, frame_suffix
 from medcl.data.readers.base import luma as _luma
 from medcl.data.readers.codecs import failed_decode_reason, missing_decoder_reason, syntax_name
@@ -99,6 +102,7 @@ class SliceInfo:
     cols: int
     spacing: list[float] | None
     invert: bool
+    label_keys: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-able form."""
@@ -290,6 +294,28 @@ def _assume_read_encoding(ds: Dataset) -> None:
 # --------------------------------------------------------------------------------------------------
 # identity
 
+LABEL_KEYS = ("AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID", "PatientID")
+"""Header attributes a labels CSV may be keyed by (every one sensitive: accession and patient ids
+are PHI, the UIDs can be linked to it)."""
+
+
+def label_key(pseudonymize: Pseudonymizer, keyword: str, value: str) -> str:
+    """The keyed pseudonym of a header ``value`` of the attribute ``keyword`` (one of
+    :data:`LABEL_KEYS`), in a namespace of its own: a labels CSV's key is pseudonymised with this
+    function and compared, so the clear value never leaves the reader or the CSV reader."""
+    return pseudonymize("label-key", f"{keyword}\x00{value.strip()}")
+
+
+def label_keys(ds: Dataset, ctx: ReadContext) -> dict[str, str]:
+    """:func:`label_key` of every :data:`LABEL_KEYS` attribute the header has (absent or empty
+    ones left out)."""
+    out = {}
+    for keyword in LABEL_KEYS:
+        value = _text(ds, keyword)
+        if value:
+            out[keyword] = label_key(ctx.pseudonymize, keyword, value)
+    return out
+
 
 def identity(ds: Dataset, src: Source, ctx: ReadContext) -> tuple[str, str]:
     """``(patient_key, study_key)`` pseudonyms; see the module docstring for the fall-backs."""
@@ -480,19 +506,28 @@ def _intensity(modality: str, pi: str) -> str:
 @dataclass(frozen=True)
 class FileKeys:
     """What every row of one DICOM file (or a series slice) carries from its header: modality,
-    photometric interpretation, the patient and study pseudonyms and the in-plane spacing."""
+    photometric interpretation, the patient and study pseudonyms, the in-plane spacing and the
+    pseudonyms of the keys a labels CSV may name."""
 
     modality: str
     photometric: str
     patient_key: str
     study_key: str
     spacing: tuple[float | None, float | None]
+    label_keys: dict[str, str]
 
     @classmethod
     def of(cls, ds: Dataset, src: Source, ctx: ReadContext) -> FileKeys:
-        """The keys of a parsed data set (:func:`identity` pseudonymises)."""
+        """The keys of a parsed data set (:func:`identity` and :func:`label_keys` pseudonymise)."""
         patient, study = identity(ds, src, ctx)
-        return cls(modality_code(ds), photometric(ds), patient, study, pixel_spacing(ds))
+        return cls(
+            modality_code(ds),
+            photometric(ds),
+            patient,
+            study,
+            pixel_spacing(ds),
+            label_keys(ds, ctx),
+        )
 
     def row(
         self, array: np.ndarray, order: int, suffix: str, key: str, dz: float | None, src: Source
@@ -513,6 +548,7 @@ class FileKeys:
             family="dicom",
             sha256=src.sha256,
             path=src.rel,
+            label_keys=dict(self.label_keys),
         )
 
 
@@ -629,6 +665,7 @@ def scan(src: Source, ctx: ReadContext) -> tuple[SliceInfo | None, list[Decoded]
         cols=_int(ds, "Columns"),
         spacing=[sx, sy] if sx is not None else None,
         invert=keys.photometric == "MONOCHROME1",
+        label_keys=dict(keys.label_keys),
     )
     return info, []
 

@@ -41,6 +41,8 @@ class SeriesPlan:
         spacing_z: Median distance between slices in mm.
         path: Row path: the folder holding the slices (their common folder).
         sha256: Digest of the sorted slice digests.
+        label_keys: The labels-CSV key pseudonyms every slice shares (a key whose value differs
+            between slices is left out: such a series matches no CSV row by it).
     """
 
     key: str
@@ -52,6 +54,7 @@ class SeriesPlan:
     sha256: str = ""
     reason: str | None = None
     rejected: list[str] = field(default_factory=list)
+    label_keys: dict[str, str] = field(default_factory=dict)
 
 
 def series_digest(shas: Sequence[str]) -> str:
@@ -79,6 +82,11 @@ def plan_series(key: str, members: Sequence[tuple[str, str, SliceInfo]]) -> Seri
         spacing_z=0.0,
         path=path,
         sha256=series_digest(shas),
+        label_keys={
+            k: v
+            for k, v in first.label_keys.items()
+            if all(i.label_keys.get(k) == v for i in infos)
+        },
     )
     try:
         if len({(i.rows, i.cols) for i in infos}) > 1:
@@ -146,6 +154,7 @@ def decode_series(plan: SeriesPlan, root: str) -> Decoded:
         sha256=plan.sha256,
         path=plan.path,
         members=list(plan.members),
+        label_keys=plan.label_keys,
     )
 
 
