@@ -72,6 +72,7 @@ from medcl.evaluate.pick import choose_picks
 from medcl.evaluate.plan import Job, Shard, plan_jobs
 from medcl.evaluate.report import write_report
 from medcl.io import atomic_path, write_json
+from medcl.models.init import check_init
 from medcl.train.objectives import check_objective_options
 from medcl.train.pretrain import pretrain
 from medcl.transforms.options import make_options
@@ -139,7 +140,8 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
     """Every refusal of the experiment, before any run; returns the split manifest.
 
     Refused: 3-D patch mode, unknown arms (``efficiency.methods``), bad options of an arm's
-    pretraining objective (``method.options``), a bad ``efficiency.scratch_augment``, a manifest
+    pretraining objective (``method.options``), a ``model.init`` that names no weights, a bad
+    ``efficiency.scratch_augment``, a manifest
     without splits or without labelled training rows.
     """
     if cfg.data.volume_mode == "patches":  # the arms fine-tune encoders end to end
@@ -151,6 +153,7 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
     arms = resolve_arms(list(eff.methods), eff.linear_probe)  # an unknown arm is refused here
     # every arm's pretraining objective and its options (method.options.<name>)
     check_objective_options(cfg, [a.pretraining.objective for a in arms if a.pretraining])
+    check_init(cfg)  # model.init names weights that exist
     base = read_manifest(manifest)
     if (base.df["split"] == "").any():
         raise MedclError(f"{manifest}: rows without a split; run `medcl split` first")
