@@ -338,8 +338,11 @@ class FinetuneConfig:
     """Few-label fine-tuning.
 
     Attributes:
-        mode: ``linear`` (logistic regression on frozen embeddings), ``knn``, ``full``, or
-            ``fixmatch`` (full fine-tuning with FixMatch on the unlabelled training rows too).
+        mode: ``linear`` (logistic regression on frozen embeddings), ``knn``, ``full``,
+            ``fixmatch`` (full fine-tuning with FixMatch on the unlabelled training rows too), or
+            ``selftrain`` (a full fine-tuning teacher pseudo-labels the unlabelled training rows,
+            pooled by patient; a student is then fitted on labelled ∪ pseudo-labelled rows;
+            :mod:`medcl.evaluate.selftrain`).
         epochs: Full fine-tuning epochs (early stopping on val balanced accuracy); FixMatch runs
             as many optimiser steps as full fine-tuning would.
         lr: Head learning rate; a pretrained encoder gets ``lr * encoder_lr_mult``, one trained
@@ -359,9 +362,14 @@ class FinetuneConfig:
         fixmatch_mu: FixMatch: unlabelled images per labelled image in a step (μ).
         fixmatch_threshold: FixMatch: confidence threshold τ of the pseudo-labels.
         fixmatch_lambda_u: FixMatch: weight λ_u of the unlabelled term.
+        selftrain_threshold: Self-training: an unlabelled row gets the teacher's (pooled) label
+            when its top probability is at least this.
+        selftrain_pool: Self-training: ``patient`` (the teacher's mean prediction over a
+            patient's unlabelled rows; a patient's true label covers its other rows) or
+            ``image`` (each row's own).
     """
 
-    mode: Literal["linear", "knn", "full", "fixmatch"] = "full"
+    mode: Literal["linear", "knn", "full", "fixmatch", "selftrain"] = "full"
     epochs: int = 30
     lr: float = 1e-3
     encoder_lr_mult: float = 0.1
@@ -375,6 +383,8 @@ class FinetuneConfig:
     fixmatch_mu: int = 3
     fixmatch_threshold: float = 0.95
     fixmatch_lambda_u: float = 1.0
+    selftrain_threshold: float = 0.8
+    selftrain_pool: Literal["patient", "image"] = "patient"
 
     def check(self, where: str) -> None:
         positive(self.epochs, f"{where}.epochs")
@@ -387,6 +397,7 @@ class FinetuneConfig:
         in_range(self.fixmatch_threshold, "[0, 1]", f"{where}.fixmatch_threshold")
         if self.fixmatch_lambda_u < 0:
             raise ConfigError(f"{where}.fixmatch_lambda_u: must be ≥ 0")
+        in_range(self.selftrain_threshold, "[0, 1]", f"{where}.selftrain_threshold")
 
 
 @dataclass

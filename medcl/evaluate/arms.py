@@ -62,6 +62,9 @@ class Arm:
             with like: fine-tuned arms with fine-tuned arms).
         probe_compare_with: The same for its linear probe.
         headline: Whether the one-line headline lists it.
+        teacher: Another arm whose fitted model this arm's fitting learns from (self-training's
+            teacher); the experiment runs the two together and hands the teacher's model over
+            (the same fit the arm would otherwise repeat).
     """
 
     name: str
@@ -72,6 +75,7 @@ class Arm:
     compare_with: tuple[str, ...] = ()
     probe_compare_with: tuple[str, ...] = ()
     headline: bool = True
+    teacher: str | None = None
 
     def linear_probe(self) -> Arm:
         """The arm's linear probe on the same pretrained encoder."""
@@ -111,6 +115,13 @@ ARMS: dict[str, Arm] = {
             probe=True,
             compare_with=("supervised", "fixmatch", "simclr", "dino", "vicreg"),
             probe_compare_with=("simclr+linear", "dino+linear", "vicreg+linear"),
+        ),
+        Arm(
+            "selftrain",
+            "Self-training",
+            finetune="selftrain",
+            teacher="supervised",
+            compare_with=("supervised", "fixmatch"),
         ),
         Arm(
             "sscl+fixmatch",

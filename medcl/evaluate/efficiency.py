@@ -60,14 +60,14 @@ from medcl.data.dataset import manifest_geometry
 from medcl.data.manifest import Manifest, read_manifest, write_manifest
 from medcl.data.split import apply_label_fraction
 from medcl.errors import ConfigError, MedclError
-from medcl.evaluate.arms import Pretraining, resolve_arms
+from medcl.evaluate.arms import ARMS, Pretraining, resolve_arms
 from medcl.evaluate.budget import budget_rule, stage_overrides
 from medcl.evaluate.card import model_card
 from medcl.evaluate.comparisons import paired_comparisons
 from medcl.evaluate.evaluation import evaluate_with_predictions
 from medcl.evaluate.finetune import finetune, one_device_note
 from medcl.evaluate.label_budget import LabelBudget
-from medcl.evaluate.model import save_model
+from medcl.evaluate.model import load_model, save_model
 from medcl.evaluate.pick import choose_picks
 from medcl.evaluate.plan import Job, Shard, plan_jobs
 from medcl.evaluate.report import write_report
@@ -368,7 +368,14 @@ def _run_jobs(
         started = time.perf_counter()
         spec = job.arm.pretraining
         pre_dir = None if spec is None else pre.ensure(spec, job.budget, job.seed, subset_path)
-        rec = run_job(cfg, subset, job, pre_dir, out / "runs" / job.key)
+        rec = run_job(
+            cfg,
+            subset,
+            job,
+            pre_dir,
+            out / "runs" / job.key,
+            _teacher(job, done, out, cfg.finetune.mode),
+        )
         rec["seconds"] = time.perf_counter() - started
         records.append(rec)
         done.add(job.key)
@@ -379,6 +386,20 @@ def _run_jobs(
             f"val {rec['val_balanced_accuracy']:.3f}, test {cfg.efficiency.metric} "
             f"{rec['metrics'].get(cfg.efficiency.metric, float('nan')):.3f}"
         )
+
+
+def _teacher(job: Job, done: set[str], out: Path, mode: str) -> Path | None:
+    """The finished teacher run's model folder of ``job``'s arm, if it has one: the teacher arm
+    must start from scratch with full fine-tuning (``mode``: its fitting mode in this
+    experiment), the fit the student's mode would repeat."""
+    name = job.arm.teacher
+    if name is None or ARMS[name].pretraining is not None:
+        return None
+    if ARMS[name].finetune_mode(mode) != "full":
+        return None
+    key = f"{name}_{job.budget.tag}_s{job.seed}"
+    model = out / "runs" / key / "model"
+    return model if key in done and model.is_dir() else None
 
 
 def run_parallel(
@@ -430,7 +451,12 @@ def _shard_main(cfg: dict[str, Any], manifest: str, out: str, k: int, n: int) ->
 
 
 def run_job(
-    cfg: Config, subset: Manifest, job: Job, pre_dir: Path | None, run_dir: Path
+    cfg: Config,
+    subset: Manifest,
+    job: Job,
+    pre_dir: Path | None,
+    run_dir: Path,
+    teacher_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Fit ``job``'s arm on ``subset``, test it, save its model and predictions; its record.
 
@@ -440,6 +466,8 @@ def run_job(
         job: The job.
         pre_dir: Its pretraining run (``None`` for an arm from scratch).
         run_dir: Where the model, metrics and predictions go.
+        teacher_dir: The saved model of the arm's teacher at this budget and seed, when that
+            run is finished (the fit the arm would repeat); ``None`` fits it inside.
     """
     seed = job.seed
     mode = job.arm.finetune_mode(cfg.finetune.mode)
@@ -450,7 +478,8 @@ def run_job(
         info = json.loads((pre_dir / "run.json").read_text())
         pre_steps, pre_seconds = int(info.get("steps", 0)), float(info.get("seconds", 0.0))
     started = time.perf_counter()
-    res = finetune(derive(cfg, **fields), subset, pretrained=pre_dir)
+    teacher = None if teacher_dir is None else load_model(teacher_dir)
+    res = finetune(derive(cfg, **fields), subset, pretrained=pre_dir, teacher=teacher)
     fit_seconds = time.perf_counter() - started
     metrics, preds = evaluate_with_predictions(
         res.model, subset, "test", n_boot=cfg.efficiency.n_boot, seed=seed

@@ -11,6 +11,10 @@
   epoch's weights kept. Without a pretrained encoder this is the supervised-from-scratch baseline.
 - ``fixmatch``: like ``full`` for as many optimiser steps, with FixMatch's pseudo-labelled term on
   the unlabelled training rows (:func:`medcl.evaluate.fixmatch.fit_fixmatch`).
+- ``selftrain``: a ``full`` teacher pseudo-labels the unlabelled training rows (its predictions
+  pooled over each patient's images, kept where confident), then a ``full`` student that starts
+  where the teacher did is fitted on labelled ∪ pseudo-labelled rows
+  (:mod:`medcl.evaluate.selftrain`).
 
 :data:`MODES` maps ``finetune.mode`` to its function (one signature,
 :data:`~medcl.evaluate.fitting.FitMode`); what the modes that train the network share is
@@ -54,6 +58,7 @@ from medcl.evaluate.fitting import (
 )
 from medcl.evaluate.fixmatch import fit_fixmatch_mode
 from medcl.evaluate.ood import describe_training
+from medcl.evaluate.selftrain import selftrain_mode
 from medcl.models.description import (
     INTENSITY,
     EncoderDescription,
@@ -269,6 +274,7 @@ MODES: dict[str, FitMode] = {
     "knn": fit_knn,
     "full": fit_full,
     "fixmatch": fit_fixmatch_mode,
+    "selftrain": selftrain_mode(fit_full),
 }
 """``finetune.mode`` → the function that fits a classifier in that mode (one signature,
 :data:`~medcl.evaluate.fitting.FitMode`)."""
@@ -283,6 +289,7 @@ def finetune(
     pretrained: str | Path | None = None,
     progress: bool = False,
     out: str | Path | None = None,
+    teacher: Classifier | None = None,
 ) -> FinetuneResult:
     """Fit a classifier on the labelled training rows, selecting on validation.
 
@@ -295,6 +302,8 @@ def finetune(
         out: The run folder: full fine-tuning then logs to ``out/logs/finetune``
             (``trainer.logger``; :mod:`medcl.train.loggers`). ``None``: no logs (as inside
             ``medcl efficiency``, where hundreds of short fits would each leave a log).
+        teacher: For ``selftrain``, an already fitted teacher (the same full fine-tuning of the
+            same data and seed); ``None`` fits it here.
     """
     cfg.trainer.check_hardware()  # before any image is read
     if pretrained is None:
@@ -343,7 +352,7 @@ def finetune(
     n_classes = len(manifest.classes)
     clf = Classifier(encoder, nn.Linear(encoder.out_dim, n_classes), description)
     train, val = _datasets(manifest, clf)
-    job = FitJob(clf, cfg, manifest, train, val, enc_desc is not None, progress, out)
+    job = FitJob(clf, cfg, manifest, train, val, enc_desc is not None, progress, out, teacher)
     score, details = MODES[mode](job)
     labels = train.labels.numpy()
     description.head = mode if mode in PROBES else f"linear ({mode} fine-tuning)"

@@ -57,6 +57,8 @@ class FitJob:
         pretrained: Whether ``clf.encoder`` is pretrained.
         progress: Show Lightning's progress bar.
         out: A run folder to log to, or ``None``.
+        teacher: A fitted classifier a mode may learn from (self-training's teacher), or
+            ``None``.
     """
 
     clf: Classifier
@@ -67,6 +69,7 @@ class FitJob:
     pretrained: bool
     progress: bool = False
     out: str | Path | None = None
+    teacher: Classifier | None = None
 
     @property
     def n_classes(self) -> int:

@@ -99,12 +99,15 @@ class Shard:
 
 def work_units(jobs: list[Job], share_label_free: bool) -> list[list[Job]]:
     """``jobs`` grouped by the pretraining they start from (one group per pretraining run; a
-    run from scratch is a group of its own), groups in the order of their first job."""
+    run from scratch is a group of its own, joined by the runs it is the teacher of), groups in
+    the order of their first job."""
     units: dict[tuple[Any, ...], list[Job]] = {}
     for j in jobs:
         spec = j.arm.pretraining
-        if spec is None:
-            key: tuple[Any, ...] = ("run", j.key)
+        if spec is None and j.arm.teacher:  # a student runs beside its teacher
+            key: tuple[Any, ...] = ("run", f"{j.arm.teacher}_{j.budget.tag}_s{j.seed}")
+        elif spec is None:
+            key = ("run", j.key)
         elif spec.labelled:
             key = ("pretraining", spec.tag, j.budget.tag, j.seed)
         else:
