@@ -124,6 +124,14 @@ ARMS: dict[str, Arm] = {
             compare_with=("supervised", "fixmatch"),
         ),
         Arm(
+            "sscl+selftrain",
+            "SSCL+self-training",
+            SSCL,
+            finetune="selftrain",
+            teacher="sscl",
+            compare_with=("supervised", "selftrain", "sscl"),
+        ),
+        Arm(
             "sscl+fixmatch",
             "SSCL+FixMatch",
             SSCL,

@@ -390,10 +390,10 @@ def _run_jobs(
 
 def _teacher(job: Job, done: set[str], out: Path, mode: str) -> Path | None:
     """The finished teacher run's model folder of ``job``'s arm, if it has one: the teacher arm
-    must start from scratch with full fine-tuning (``mode``: its fitting mode in this
-    experiment), the fit the student's mode would repeat."""
+    must start where this arm starts (the same pretraining, or none) and fit by full
+    fine-tuning (``mode``: the config's fitting mode), the fit the student's mode would repeat."""
     name = job.arm.teacher
-    if name is None or ARMS[name].pretraining is not None:
+    if name is None or ARMS[name].pretraining != job.arm.pretraining:
         return None
     if ARMS[name].finetune_mode(mode) != "full":
         return None

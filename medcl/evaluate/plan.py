@@ -30,13 +30,16 @@ class Job:
 
 def plan_jobs(cfg: Config) -> list[Job]:
     """Every run of ``cfg.efficiency``, in the order they run: seeds, then label budgets (per
-    class, then fractions), then arms.
+    class, then fractions), then arms (in ``efficiency.methods``' order, except that an arm's
+    teacher runs before it, so its fitted model can be handed over).
 
     With every label (fraction 1.0) only the first ``efficiency.full_label_seeds`` seeds run
     (0 = all).
     """
     eff = cfg.efficiency
     arms = resolve_arms(list(eff.methods), eff.linear_probe)
+    names = {a.name for a in arms}
+    arms.sort(key=lambda a: a.teacher in names)  # stable: students after the arms they learn from
     full_seeds = eff.seeds[: eff.full_label_seeds] if eff.full_label_seeds else eff.seeds
     return [
         Job(arm, budget, seed)

@@ -110,3 +110,18 @@ def test_a_toy_arm_is_one_record(tmp_path: Path, monkeypatch) -> None:
     line = headline(res.records, res.paired, "balanced_accuracy", 0.5)
     assert "Toy " in line and "supervised " in line
     assert "| toy |" in res.report.read_text()
+
+
+def test_a_teacher_runs_before_the_arms_that_learn_from_it() -> None:
+    cfg = load_config(
+        None,
+        [
+            "efficiency.fractions=[0.1]",
+            "efficiency.seeds=[0]",
+            "efficiency.methods=[sscl+selftrain, selftrain, sscl, supervised]",
+            "efficiency.linear_probe=false",
+        ],
+    )
+    order = [j.arm.name for j in plan_jobs(cfg)]
+    assert order.index("supervised") < order.index("selftrain")
+    assert order.index("sscl") < order.index("sscl+selftrain")
