@@ -132,7 +132,8 @@ def fit_selftrain(
 
     Returns:
         The student's validation score and details: the teacher's and student's scores and
-        steps, ``steps`` (both), and the pseudo-label counts of :func:`pseudo_label`.
+        steps, ``steps`` (both), and the pseudo-label counts of :func:`pseudo_label`. Without
+        unlabelled training rows (every label kept) the teacher is the result.
 
     Raises:
         MedclError: If the teacher labels no unlabelled image at all (nothing to self-train on
@@ -148,17 +149,21 @@ def fit_selftrain(
         t_score = float(teacher.description.finetune.val_balanced_accuracy)  # type: ignore[union-attr]
         t_details = dict(teacher.description.finetune.details)  # type: ignore[union-attr]
     manifest, stats = pseudo_label(teacher, job.manifest, ft.selftrain_threshold, ft.selftrain_pool)
+    t_steps = int(t_details.get("steps", 0))
+    if stats["pool_size"] == 0:  # every training image labelled: the student would be the teacher
+        job.clf.load_state_dict(teacher.state_dict())
+        job.clf.eval()
+        return t_score, {**t_details, "steps": t_steps, "teacher_steps": t_steps, **stats}
     job.clf.load_state_dict(start)  # the student starts where the teacher did,
     job.clf.train()  # in training mode (fitting the teacher left it in eval mode)
     labelled = manifest.subset((manifest.df["split"] == "train") & (manifest.df["label"] != ""))
-    if stats["pseudo_labelled"] == 0 and stats["pool_size"] > 0:
+    if stats["pseudo_labelled"] == 0:
         raise MedclError(
             f"self-training: no unlabelled image reached finetune.selftrain_threshold = "
             f"{ft.selftrain_threshold} (teacher validation score {t_score:.3f}); lower it"
         )
     student = dataclasses.replace(job, manifest=manifest, train=job.clf.images(labelled))
     score, details = fit(student)
-    t_steps = int(t_details.get("steps", 0))
     s_steps = int(details.get("steps", 0))
     return score, {
         **details,

@@ -175,3 +175,23 @@ def test_the_experiment_hands_the_supervised_model_over_as_the_teacher(tmp_path:
     meta = json.loads((Path(recs["beside"]["model_dir"]) / "metadata.json").read_text())
     details = meta["finetune"]
     assert details["pseudo_labelled"] > 0 and details["teacher_steps"] > 0
+
+
+def test_without_unlabelled_rows_the_teacher_is_the_result(monkeypatch):
+    from medcl.evaluate.fitting import FitJob
+
+    m = _manifest()
+    m.df.loc[m.df["split"] == "train", "label"] = "a"  # every training label kept
+    calls: list[int] = []
+
+    def fit(job: FitJob) -> tuple[float, dict[str, Any]]:
+        calls.append(1)
+        with torch.no_grad():
+            job.clf.w += 2.0
+        return 0.9, {"steps": 7}
+
+    _fake_teacher(monkeypatch, {i: [1.0, 0.0, 0.0] for i in m.df["image_id"]})
+    clf = _Clf()
+    score, details = st.fit_selftrain(FitJob(clf, load_config(None, []), m, [], [], False), fit)  # type: ignore[arg-type]
+    assert calls == [1] and score == 0.9 and details["steps"] == 7
+    assert clf.w.tolist() == [2.0, 2.0, 2.0] and not clf.training  # the teacher's weights
