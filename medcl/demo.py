@@ -20,6 +20,7 @@ from typing import Any
 from medcl.config import Config, derive, load_config, save_config
 from medcl.data.manifest import read_manifest, write_manifest
 from medcl.data.split import split_manifest
+from medcl.errors import MedclError
 
 FULL = {
     "patients": 600,
@@ -162,6 +163,10 @@ def run_demo(
 
     started = time.perf_counter()
     out = Path(out)
+    try:  # refuse an unusable run folder before minutes of work
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedclError(f"{out}: cannot create the run folder ({exc.strerror})") from None
     preset = QUICK if quick else FULL
     # two shards of the experiment in two processes of one thread each: on two cores that is
     # faster than one process with two threads (small networks use a second thread poorly)
