@@ -31,6 +31,7 @@ from medcl.models.init import load_init
 from medcl.models.knn import knn_predict
 from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import RANK_STRIDE, SEED_STRIDE, STEP_STRIDE, mix_seed
+from medcl.train.migrate import migrate_state_dict
 from medcl.train.objectives import (
     ObjectiveOutput,
     ViewBatch,
@@ -96,6 +97,12 @@ class PretrainModule(L.LightningModule):
         self.total_steps = 1
 
     # ----------------------------------------------------------------- set-up
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rename the keys of a checkpoint written before the objective classes (resume or warm
+        start; :mod:`medcl.train.migrate`), before Lightning loads its state dict."""
+        if "state_dict" in checkpoint:
+            checkpoint["state_dict"] = migrate_state_dict(checkpoint["state_dict"])
+
     def on_fit_start(self) -> None:
         self.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         for net in (self.encoder, self.method):  # the method: its target encoders, if any
