@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from medcl.config import Config, derive, load_config, save_config
+from medcl.data.leaks import find_leaks, write_leak_report
 from medcl.data.manifest import read_manifest, write_manifest
 from medcl.data.split import split_manifest
+from medcl.errors import MedclError
 
 FULL = {
     "patients": 600,
@@ -162,6 +164,10 @@ def run_demo(
 
     started = time.perf_counter()
     out = Path(out)
+    try:  # refuse an unusable run folder before minutes of work
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedclError(f"{out}: cannot create the run folder ({exc.strerror})") from None
     preset = QUICK if quick else FULL
     # two shards of the experiment in two processes of one thread each: on two cores that is
     # faster than one process with two threads (small networks use a second thread poorly)
@@ -196,6 +202,9 @@ def run_demo(
         shutil.copyfile(main / "metrics.json", tmp)
     split = read_manifest(out / "efficiency" / "splits" / f"{budget.tag}_s{first}.csv")
     write_manifest(split, data / "split.csv")
+    leaks = find_leaks(split)  # near-duplicates across the splits, for the dashboard
+    write_leak_report(leaks, data / "split.csv")
+    log(f"      {leaks.summary()}")
     table = embed_manifest(load_model(out / "model"), split, seed=seed)
     write_embeddings(table, out / "embeddings.parquet")
     bundle = export_bundle(out / "model", out / "bundle").out_dir  # medcl.evaluate.bundle

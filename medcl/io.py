@@ -35,6 +35,19 @@ from typing import Any
 import numpy as np
 
 
+def temporary_name(path: str | os.PathLike[str], pid: int | None = None) -> str:
+    """The name of this process's temporary file for the target ``path``: ``.NAME.PID.tmp``."""
+    return f".{Path(path).name}.{os.getpid() if pid is None else pid}.tmp"
+
+
+def is_temporary_of(name: str, target: str | os.PathLike[str]) -> bool:
+    """Whether the file name ``name`` is a temporary of ``target`` (any process's, e.g. one a
+    killed writer left behind)."""
+    head = f".{Path(target).name}."
+    pid = name[len(head) : -len(".tmp")] if name.startswith(head) else ""
+    return name.endswith(".tmp") and pid.isdigit()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path to write to; it replaces ``path`` when the block ends without error.
@@ -50,7 +63,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp = p.with_name(temporary_name(p))
     try:
         yield tmp
         os.replace(tmp, p)

@@ -43,9 +43,11 @@ def make_manifest(
     labelled_patients: int = 4,
     seed: int = 0,
     test_patients: int = 0,
+    held_out_unlabelled: int = 0,
 ) -> Path:
     """Class = number of bright squares (0, 1, 2); the last 3 + ``test_patients`` patients are
-    val (3) and test, the others train (the first ``labelled_patients`` of them labelled)."""
+    val (3) and test, the others train (the first ``labelled_patients`` of them labelled). The
+    first ``held_out_unlabelled`` images of every val and test patient carry no label."""
     rng = np.random.default_rng(seed)
     rows = []
     cache = root / "cache"
@@ -61,7 +63,9 @@ def make_manifest(
                 img[0, y : y + 4, x : x + 4] += 0.5
             f = cache / f"p{p}_{k}.npy"
             np.save(f, np.clip(img, 0, 1))
-            labelled = split != "train" or p < labelled_patients
+            labelled = (split != "train" and k >= held_out_unlabelled) or (
+                split == "train" and p < labelled_patients
+            )
             rows.append(
                 {
                     "image_id": f"p{p}i{k}",

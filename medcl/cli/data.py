@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medcl.errors import MedclError
+
+if TYPE_CHECKING:
+    from medcl.data.manifest import Manifest
 
 
 def _fraction(text: str) -> float:
@@ -87,6 +91,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="share of labelled training images that keep their label (default 1)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--no-leak-check",
+        action="store_true",
+        help="skip the check for near-duplicate images across the splits",
+    )
+    p.add_argument(
+        "--leak-model",
+        type=Path,
+        help="model folder whose encoder embeddings confirm the hash pass and add close pairs",
+    )
+    p.add_argument(
+        "--leak-max-bits",
+        type=int,
+        default=None,
+        help="largest perceptual-hash distance of a suspected pair (bits of 255; default 12)",
+    )
+    p.add_argument(
+        "--drop-leaks",
+        action="store_true",
+        help="remove each suspected pair's copy in the later split (train < val < test) from "
+        "the split manifest; the sidecar lists what was removed",
+    )
     p.set_defaults(handler=_split)
 
 
@@ -161,11 +187,43 @@ def _split(args: argparse.Namespace) -> int:
     from medcl.data.manifest import read_manifest, write_manifest
     from medcl.data.split import split_manifest, split_summary
 
+    if args.no_leak_check and (args.drop_leaks or args.leak_model):
+        raise MedclError("--no-leak-check: not with --drop-leaks or --leak-model")
     m = read_manifest(args.manifest)
     out = split_manifest(
         m, val=args.val, test=args.test, label_fraction=args.label_fraction, seed=args.seed
     )
+    if not args.no_leak_check:
+        out = _leak_check(out, args)
     write_manifest(out, args.out)
     print(split_summary(out).to_string())
     print(f"split manifest: {args.out}")
     return 0
+
+
+def _leak_check(manifest: Manifest, args: argparse.Namespace) -> Manifest:
+    """Report suspected cross-split near-duplicates (and drop them with --drop-leaks)."""
+    from medcl.data.leaks import MAX_BITS, drop_leaks, find_leaks, write_leak_report
+
+    embed = None
+    if args.leak_model is not None:
+        from medcl.evaluate.model import load_model
+
+        clf = load_model(args.leak_model)
+        embed = lambda rows: clf.embed(clf.images(rows).images).numpy()  # noqa: E731
+    bits = MAX_BITS if args.leak_max_bits is None else args.leak_max_bits
+    if bits < 0:
+        raise MedclError(f"--leak-max-bits: at least 0, got {bits}")
+    report = find_leaks(manifest, max_bits=bits, embed=embed)
+    print(report.summary())
+    if len(report.pairs):
+        shown = report.pairs.head(20)
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        if len(report.pairs) > len(shown):
+            print(f"... {len(report.pairs) - len(shown)} more")
+    where = write_leak_report(report, args.out)
+    print(f"leak report: {where}")
+    if args.drop_leaks and len(report.pairs):
+        manifest, dropped = drop_leaks(manifest, report)
+        print(f"--drop-leaks: removed {len(dropped)} later-split copies from the split manifest")
+    return manifest

@@ -388,6 +388,8 @@ class FinetuneConfig:
 
     def check(self, where: str) -> None:
         positive(self.epochs, f"{where}.epochs")
+        in_range(self.lr, "(0, 10)", f"{where}.lr")
+        at_least(self.encoder_lr_mult, 0, f"{where}.encoder_lr_mult")
         positive(self.knn_k, f"{where}.knn_k")
         positive(self.batch_size, f"{where}.batch_size")
         positive(self.fixmatch_mu, f"{where}.fixmatch_mu")

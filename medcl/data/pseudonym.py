@@ -14,9 +14,17 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from medcl.errors import MedclError
+from medcl.io import temporary_name
+
+try:  # POSIX advisory locks; without them (Windows) concurrent updates are not serialised
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 DEFAULT_SECRET_PATH = Path(".medcl") / "secret.key"
 SECRET_ENV = "MEDCL_SECRET_FILE"
@@ -87,6 +95,8 @@ class Pseudonymizer:
 
 PATH_MAP_NAME = "paths.json"
 """The private path map's file name, next to the secret (see :class:`PathMap`)."""
+PATH_MAP_LOCK = f".{PATH_MAP_NAME}.lock"
+"""The lock file that serialises updates of the path map (see :meth:`PathMap.update`)."""
 
 
 def source_id(pz: Pseudonymizer, rel: str) -> str:
@@ -129,21 +139,38 @@ class PathMap:
             raise MedclError(f"{self.path}: not a medcl path map (expected a JSON object)")
         return {str(k): str(v) for k, v in data.items()}
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the map's exclusive lock (:data:`PATH_MAP_LOCK`, beside it) for the block."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(PATH_MAP_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def update(self, entries: dict[str, str]) -> None:
-        """Add or replace entries and write the map atomically, owner-only (mode 0600)."""
+        """Add or replace entries and write the map atomically, owner-only (mode 0600).
+
+        Read, merge and replace happen under an exclusive lock, so that two processes sharing a
+        secret (two concurrent ingests) never drop each other's entries: without it, both read
+        the old map and the later replace loses the earlier one's additions.
+        """
         if not entries:
             return
-        merged = self.load()
-        if all(merged.get(k) == v for k, v in entries.items()):
-            return
-        merged.update(entries)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        gitignore = self.path.parent / ".gitignore"
-        if not gitignore.exists():
-            gitignore.write_text("*\n")
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(dict(sorted(merged.items())), fh, indent=0)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        with self._locked():
+            merged = self.load()
+            if all(merged.get(k) == v for k, v in entries.items()):
+                return
+            merged.update(entries)
+            gitignore = self.path.parent / ".gitignore"
+            if not gitignore.exists():
+                gitignore.write_text("*\n")
+            tmp = self.path.with_name(temporary_name(self.path))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(dict(sorted(merged.items())), fh, indent=0)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)

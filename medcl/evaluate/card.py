@@ -68,6 +68,11 @@ def model_card(description: ModelDescription, metrics: dict[str, Any] | None = N
             f"intensity {'/'.join(ood.get('intensity') or []) or '?'}, colour "
             f"{ood.get('colour')}, pixel spacing "
             + (f"{sp['min']:.3g}–{sp['max']:.3g} mm at {sp['at_image_size']} px" if sp else "?")
+            + (
+                f", slice spacing {zs['min']:.3g}–{zs['max']:.3g} mm"
+                if (zs := ood.get("slice_spacing_mm"))
+                else ""
+            )
             + ", embedding distance threshold "
             + _fmt(emb.get("threshold"))
             + "; inputs outside are flagged (`in_distribution`, `reason`)."

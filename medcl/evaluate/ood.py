@@ -13,6 +13,9 @@ under ``training_distribution`` and returns an embedding bank saved as
   ``spacing × cols / image_size`` (images are resized to ``image_size`` before the encoder, so this
   is the millimetres one model pixel covers); a relative tolerance of
   :data:`SPACING_TOLERANCE` is allowed on either side;
+- ``slice_spacing_mm`` (3-D models only): the same for the slice axis, ``spacing_z × slices /
+  image_size`` (volumes are resized to ``image_size`` along every axis), with the same tolerance;
+  a volume sampled much more coarsely or finely along z than the training volumes is flagged;
 - ``colour``: whether any training source was colour (RGB, YBR, palette; medcl feeds luma), from
   the sources' headers when their paths are known, else ``false`` for modalities whose DICOM IODs
   allow only monochrome (CT, MR, PET, CR, DX, MG), else unknown (``null``, check skipped);
@@ -132,6 +135,31 @@ def normalised(emb: torch.Tensor | np.ndarray) -> np.ndarray:
     return F.normalize(t, dim=1).numpy()
 
 
+def slice_spacing(df: pd.DataFrame, image_size: int) -> np.ndarray:
+    """Slice spacing (mm) at the model's input size, ``spacing_z × slices / image_size``, ``(N,)``;
+    NaN where unknown or for single-slice rows."""
+    nan = pd.Series(np.nan, index=df.index)
+    sz = pd.to_numeric(df.get("spacing_z", nan), errors="coerce").to_numpy(dtype=float)
+    slices = pd.to_numeric(df.get("slices", nan), errors="coerce").to_numpy(dtype=float)
+    out = sz * slices / image_size
+    out[~(slices > 1) | ~(sz > 0)] = np.nan
+    return out
+
+
+def _spacing_range(values: np.ndarray, image_size: int) -> dict[str, Any] | None:
+    """The record of a spacing range (``min``, ``max``, ``at_image_size``, ``tolerance``), or
+    ``None`` when no value is known."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "at_image_size": image_size,
+        "tolerance": SPACING_TOLERANCE,
+    }
+
+
 def knn_distance(emb: np.ndarray, bank: np.ndarray, k: int = K) -> np.ndarray:
     """``1 − cos`` of each (normalised) row of ``emb`` to its ``k``-th nearest bank row."""
     if len(emb) == 0 or len(bank) == 0:
@@ -202,20 +230,13 @@ def describe_training(
         "modality": sorted({str(v) for v in train.df["modality"] if str(v)}),
         "spatial_dims": dims,
         "intensity": sorted({str(v) for v in train.df["intensity"] if str(v)}),
-        "pixel_spacing_mm": None,
+        "pixel_spacing_mm": _spacing_range(input_spacing(train.df, size), size),
         "colour": None,
         "volume_sources": None,
         "embedding": None,
     }
-    sp = input_spacing(train.df, size)
-    sp = sp[np.isfinite(sp)]
-    if sp.size:
-        record["pixel_spacing_mm"] = {
-            "min": float(sp.min()),
-            "max": float(sp.max()),
-            "at_image_size": size,
-            "tolerance": SPACING_TOLERANCE,
-        }
+    if dims == 3:
+        record["slice_spacing_mm"] = _spacing_range(slice_spacing(train.df, size), size)
     paths = [p for p in dict.fromkeys(source_paths(train.df, path_map)) if p]
     if len(paths) > PROBE_CAP:
         keep = np.random.default_rng(seed).choice(len(paths), PROBE_CAP, replace=False)
@@ -320,7 +341,7 @@ def check_rows(
     Args:
         description: The model's description (its ``training_distribution`` when present).
         df: The input rows (manifest columns ``modality``, ``intensity``, ``dims``, ``slices``,
-            ``rows``, ``cols``, ``spacing_x``, ``spacing_y``).
+            ``rows``, ``cols``, ``spacing_x``, ``spacing_y``, ``spacing_z``).
         embeddings: Encoder features of the rows, ``(N, F)``.
         bank: The training embedding bank (:func:`load_bank`).
         sources: :func:`probe_sources` of the rows' source files.
@@ -366,12 +387,17 @@ def check_rows(
             flag(i, "3-D input, model is 2-D", "3-D input, model is 2-D")
         if info[i].colour and rec.get("colour") is False:
             flag(i, "colour input", "colour input")
-    sp_rec = rec.get("pixel_spacing_mm")
-    if sp_rec:
+    checks = [("pixel_spacing_mm", "pixel spacing", input_spacing)]
+    if model_dims == 3:
+        checks.append(("slice_spacing_mm", "slice spacing", slice_spacing))
+    for key, what, measure in checks:
+        sp_rec = rec.get(key)
+        if not sp_rec:
+            continue
         size = int(sp_rec.get("at_image_size") or description.image_size)
         tol = float(sp_rec.get("tolerance", SPACING_TOLERANCE))
         lo, hi = float(sp_rec["min"]) * (1 - tol), float(sp_rec["max"]) * (1 + tol)
-        sp = input_spacing(df, size)
+        sp = measure(df, size).reshape(n, -1)
         for i in range(n):
             vals = sp[i][np.isfinite(sp[i])]
             out = [v for v in vals if v < lo or v > hi]
@@ -379,9 +405,8 @@ def check_rows(
                 worst = max(out, key=lambda v: max(lo - v, v - hi))
                 flag(
                     i,
-                    "pixel spacing outside the training range",
-                    f"pixel spacing {_fmt(worst)} mm outside [{_fmt(lo)}, {_fmt(hi)}] mm "
-                    f"(at {size} px)",
+                    f"{what} outside the training range",
+                    f"{what} {_fmt(worst)} mm outside [{_fmt(lo)}, {_fmt(hi)}] mm (at {size} px)",
                 )
     emb_rec = rec.get("embedding") or {}
     threshold = emb_rec.get("threshold")

@@ -82,11 +82,13 @@ def predict_source(
         if rejects is not None:
             if with_source_paths:
                 rejects["path"] = rejects["source_id"].map(lambda s: real.get(s, ""))
-            rejects.to_csv(out_path.with_name(out_path.stem + ".rejects.csv"), index=False)
+            with atomic_path(out_path.with_name(out_path.stem + ".rejects.csv")) as tmp:
+                rejects.to_csv(tmp, index=False)
         if len(m) == 0:
             cols = ["image_id", "source_id", "prediction", "confidence", "in_distribution"]
             cols += ["reason", *(["path"] if with_source_paths else [])]
-            pd.DataFrame(columns=cols).to_csv(out_path, index=False)
+            with atomic_path(out_path) as tmp:
+                pd.DataFrame(columns=cols).to_csv(tmp, index=False)
             return 0
         proba, ds = predict_rows(clf, m)
         flags = ood.check_inputs(clf, m.df, ds.images, PathMap.beside(secret).load())

@@ -25,6 +25,7 @@ from medcl.data.sampler import MixedBatchSampler, auto_labelled_share
 from medcl.data.volumes import StoredVolumes
 from medcl.errors import MedclError
 from medcl.train.patches import PatchViews, collate_patches
+from medcl.train.resume import ResumableLoader
 from medcl.transforms import AugmentPreset
 
 
@@ -59,6 +60,20 @@ class PretrainData(L.LightningDataModule):
         self.bank_set: ImageSet | StoredVolumes | None = None
         self.patches = cfg.data.volume_mode == "patches" and dims == 3
         self.labelled_share = 0.0
+        self._train_loader: ResumableLoader | None = None
+        self._loader_state: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        """Saved in every checkpoint: the training loader's position in its epoch."""
+        if self._train_loader is None:
+            return {}
+        return {"train_loader": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, dict[str, int]]) -> None:
+        """Restored on resume, before the training loader is created (or into it)."""
+        self._loader_state = state_dict.get("train_loader")
+        if self._train_loader is not None and self._loader_state is not None:
+            self._train_loader.load_state_dict(self._loader_state)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -108,7 +123,9 @@ class PretrainData(L.LightningDataModule):
             progress=progress,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
+        """Mixed batches of the training rows; its position in the epoch is saved in every
+        checkpoint (:class:`~medcl.train.resume.ResumableLoader`)."""
         assert self.train_set is not None
         labels = self.train_set.labels.numpy()
         trainer = self.trainer
@@ -128,14 +145,17 @@ class PretrainData(L.LightningDataModule):
         workers = self.cfg.data.num_workers
         if workers == "auto":
             workers = min(2, os.cpu_count() or 1) if self.preset.per_sample is not None else 0
-        return DataLoader(
+        self._train_loader = ResumableLoader(
             self.train_set,
-            batch_sampler=sampler,
+            sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=False,
             collate_fn=collate_patches if self.patches else None,
         )
+        if self._loader_state is not None:
+            self._train_loader.load_state_dict(self._loader_state)
+        return self._train_loader
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:

@@ -11,7 +11,8 @@ images of one patient are never negatives of each other.
 Augmentation runs batched on the training device (:class:`~medcl.transforms.MultiViewAugment`) from
 a generator seeded by ``(seed, global step, rank)``, so a resumed run draws the same views (the
 global generators travel in the checkpoint: :class:`~medcl.train.callbacks.RNGStateCheckpoint`). On
-CUDA the encoder runs channels-last under bf16 autocast (precision ``auto``).
+CUDA a 2-D encoder runs channels-last under bf16 autocast (precision ``auto``); a 3-D one stays
+contiguous (:func:`~medcl.train.objectives.channels_last_applies`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from medcl.models.init import load_init
 from medcl.models.knn import knn_predict
 from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import RANK_STRIDE, SEED_STRIDE, STEP_STRIDE, mix_seed
-from medcl.train.objectives import ObjectiveOutput, ViewBatch, build_objective, channels_last
+from medcl.train.migrate import migrate_state_dict
+from medcl.train.objectives import (
+    ObjectiveOutput,
+    ViewBatch,
+    build_objective,
+    channels_last,
+    to_channels_last,
+)
 from medcl.transforms import AugmentPreset, MultiViewAugment
 from medcl.transforms.patches import aggregate_patches
 
@@ -89,11 +97,16 @@ class PretrainModule(L.LightningModule):
         self.total_steps = 1
 
     # ----------------------------------------------------------------- set-up
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rename the keys of a checkpoint written before the objective classes (resume or warm
+        start; :mod:`medcl.train.migrate`), before Lightning loads its state dict."""
+        if "state_dict" in checkpoint:
+            checkpoint["state_dict"] = migrate_state_dict(checkpoint["state_dict"])
+
     def on_fit_start(self) -> None:
         self.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        if self.device.type == "cuda":
-            self.encoder.to(memory_format=torch.channels_last)
-            self.method.to(memory_format=torch.channels_last)  # target encoders, if any
+        for net in (self.encoder, self.method):  # the method: its target encoders, if any
+            to_channels_last(net, self.device, self.spatial_dims)
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.cfg.optim

@@ -3,7 +3,9 @@
 Run folder layout::
 
     OUT/config.yaml          the resolved config (refused on resume if it changed)
-    OUT/checkpoints/last.ckpt  full state: weights, optimiser, LR schedule, MoCo queue, RNG
+    OUT/checkpoints/last.ckpt  full state: weights, optimiser, LR schedule, MoCo queue, RNG, the
+                             position in the epoch; written atomically at every epoch end and
+                             every trainer.checkpoint_every_n_steps steps (medcl.train.resume)
     OUT/logs/metrics.csv     per-step and per-epoch metrics (Lightning CSV logger)
     OUT/logs/events.out.*    the same for TensorBoard (trainer.logger, medcl.train.loggers)
     OUT/logs/augment_grid.png  training images and their augmented views, at the end
@@ -46,6 +48,7 @@ from medcl.train.datamodule import PretrainData
 from medcl.train.loggers import build_loggers
 from medcl.train.module import PretrainModule
 from medcl.train.objectives import check_objective_options
+from medcl.train.resume import AtomicCheckpointIO, remove_stale_temporaries
 from medcl.transforms import AugmentPreset, build_preset
 from medcl.transforms.presets import preset_for_modality
 
@@ -112,7 +115,7 @@ def build_trainer(
         save_on_train_epoch_end=True,
     )
     callbacks: list[Callback] = [ckpt, RNGStateCheckpoint(), ThroughputMonitor(cfg.augment.views)]
-    if t.checkpoint_every_n_steps > 0:
+    if t.checkpoint_every_n_steps > 0:  # also moves last.ckpt: a kill resumes from that step
         callbacks.append(
             ModelCheckpoint(
                 dirpath=out / "checkpoints",
@@ -121,6 +124,7 @@ def build_trainer(
                 save_top_k=1,
                 monitor="step",
                 mode="max",
+                save_last=True,
             )
         )
     if progress:
@@ -140,6 +144,7 @@ def build_trainer(
         use_distributed_sampler=False,
         logger=build_loggers(cfg, out) or False,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -210,6 +215,7 @@ def pretrain(
                 False,
             )
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out / "checkpoints")  # a kill during a checkpoint write left them
     save_config(cfg, saved_cfg)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.trainer.threads > 0:

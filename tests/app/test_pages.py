@@ -65,6 +65,39 @@ def test_overview(demo_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert list(data["split"]) == ["train", "val", "test", "all"]
     assert at.get("plotly_chart"), "label-efficiency chart"
     assert at.radio[0].value == "overview"
+    # the demo's split was checked for near-duplicates across splits (phantoms: none)
+    assert (demo_run / "data" / "split.leaks.csv").is_file()
+    assert any("No suspected near-duplicate" in c.value for c in at.caption)
+
+
+def test_overview_lists_suspected_leaks(demo_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leak report with a pair: a warning and the pair by pseudonymous ids and distance."""
+    import streamlit as st
+
+    import medcl.data.leaks
+
+    pair = pd.DataFrame(
+        [["aaaa1111", "train", "bbbb2222", "test", 3, float("nan"), "hash"]],
+        columns=[
+            "image_id_a",
+            "split_a",
+            "image_id_b",
+            "split_b",
+            "hash_bits",
+            "cosine",
+            "found_by",
+        ],
+    )
+    monkeypatch.setattr(medcl.data.leaks, "read_leak_report", lambda path: pair)
+    st.cache_resource.clear()
+    try:
+        at = open_app(monkeypatch, demo_run, "overview")
+        assert_clean(at)
+        assert any("1 suspected near-duplicate image pair" in w.value for w in at.warning)
+        shown = next(d.value for d in at.dataframe if "image_id_b" in d.value.columns)
+        assert list(shown["image_id_b"]) == ["bbbb2222"] and list(shown["hash_bits"]) == [3]
+    finally:
+        st.cache_resource.clear()
 
 
 def test_embedding_explorer_colour_and_selection(

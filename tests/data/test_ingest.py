@@ -581,3 +581,19 @@ def test_array_file_cached_in_shards_with_the_per_image_rule(
     np.savez(f, train_images=np.zeros((2, 12, 10), np.uint8))
     ingest(f, out, workers=workers, size=8, secret=ingest_secret, progress=False)
     assert len(list(cache_dir(out).glob("*/*.npy"))) == 1
+
+
+def test_outputs_and_temporaries_inside_the_source_are_not_ingested(tmp_path):
+    """A manifest written inside its source folder: a rerun sees neither the outputs nor the
+    temporaries an interrupted write left (``.NAME.PID.tmp``), nor the path map's lock."""
+    src = tmp_path / "src"
+    synth.generate_cohort(src, patients=2, size=16, progress=False)
+    out = src / "m.csv"
+    first = ingest(src, out, secret=src / ".medcl" / "secret.key", progress=False)
+    for stale in (".m.csv.99999.tmp", ".m.meta.json.4242.tmp", ".m.rejects.csv.7.tmp"):
+        (src / stale).write_text("half-written")
+    again = ingest(src, out, secret=src / ".medcl" / "secret.key", progress=False)
+    assert again.files_seen == first.files_seen and again.rejected == first.rejected
+    assert (src / ".medcl" / ".paths.json.lock").is_file()  # seen by the rerun, left out
+    rejects = pd.read_csv(rejects_path(out), dtype=str, keep_default_na=False)
+    assert not rejects["reason"].str.contains("tmp").any()

@@ -3,8 +3,8 @@
 DICOM files carry unique marker strings in every protected attribute; some files are broken in ways
 that make libraries complain (invalid values, truncated pixel data, a header cut short, an object
 without pixels). After 2-D and 3-D ingests, every byte ingest wrote (manifest, sidecar, rejects,
-log, cache arrays, incremental state) and the captured console output are searched for each
-marker.
+log, cache arrays, incremental state), every file and folder name it made and the captured
+console output are searched for each marker.
 """
 
 from __future__ import annotations
@@ -148,6 +148,10 @@ def test_no_marker_in_any_output(tmp_path, phi_source, capfd, dims, workers):
     assert any(p.suffix == ".npy" for p in written)
     console = capfd.readouterr()
     haystacks = [(str(p), p.read_bytes().lower()) for p in written]
+    # file and folder names too
+    haystacks += [
+        (f"name {p}", str(p.relative_to(out_dir)).encode().lower()) for p in out_dir.rglob("*")
+    ]
     haystacks.append(("console", (console.out + console.err).encode().lower()))
     for needle in _needles():
         for where, data in haystacks:

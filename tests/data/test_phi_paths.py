@@ -5,8 +5,9 @@ exports name them (``<FAMILY>_<GIVEN>_<PatientID>/…``, with ``^``, spaces, bir
 ``19750214`` and ``1975-02-14``, accession numbers); a NIfTI and a PNG file sit in a folder named
 after a fake patient. Ingest (2-D and 3-D), split, pretrain, finetune, evaluate, embed, efficiency
 and predict run with their default flags (tiny sizes); then every byte of every file they wrote is
-searched for the names, IDs and dates in all their spellings. The private path map (next to the
-secret) is the only place the real paths may appear. Not covered: the dashboard's served pages.
+searched for the names, IDs and dates in all their spellings, and so is every file and folder
+name they made (MLflow's, TensorBoard's and the CSV logger's outputs included). The private
+path map (next to the secret) is the only place the real paths may appear.
 """
 
 from __future__ import annotations
@@ -112,15 +113,20 @@ def cohort(tmp_path_factory):
 
 
 def _hits(folder: Path, needles: set[str]) -> dict[str, int]:
-    """Needle occurrences per file under ``folder`` (every byte, every file)."""
+    """Needle occurrences per file or folder under ``folder``: in every byte of every file and
+    in every file and folder name (the path below ``folder``)."""
     blobs = [n.encode() for n in needles]
     out: dict[str, int] = defaultdict(int)
     for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        named = sum(rel.count(n) for n in needles)
+        if named:
+            out[f"name: {rel}"] = named
         if p.is_file():
             data = p.read_bytes()
             n = sum(data.count(b) for b in blobs)
             if n:
-                out[p.relative_to(folder).as_posix()] = n
+                out[rel] = n
     return dict(out)
 
 
@@ -139,11 +145,14 @@ def test_phi_named_folders_leave_no_trace(cohort, monkeypatch, capsys):
     assert main(["ingest", str(src3), "--out", str(out / "m3.csv"), "--dims", "3"]) == 0
     assert main(["split", str(m), "--out", str(s), "--val", "0.3", "--test", "0.3"]) == 0
     pre = out / "pre"
-    assert main(["pretrain", *tiny, f"data.manifest={s}", f"out={pre}"]) == 0
+    logged = [*tiny, "trainer.logger=[csv,tensorboard,mlflow]"]  # every logger's files
+    assert main(["pretrain", *logged, f"data.manifest={s}", f"out={pre}"]) == 0
     ft = out / "ft"
     assert (
-        main(["finetune", "--pretrained", str(pre), *tiny, f"data.manifest={s}", f"out={ft}"]) == 0
+        main(["finetune", "--pretrained", str(pre), *logged, f"data.manifest={s}", f"out={ft}"])
+        == 0
     )
+    assert any((pre / "mlruns").rglob("meta.yaml")) and any((ft / "mlruns").rglob("meta.yaml"))
     model = ft / "model"
     assert main(["evaluate", str(model), "--manifest", str(s), "--n-boot", "10"]) == 0
     assert main(["embed", str(model), "--manifest", str(s), "--out", str(out / "e.parquet")]) == 0

@@ -1,4 +1,5 @@
-"""A Lightning callback that simulates a pretraining killed between epochs (for resume tests)."""
+"""Lightning callbacks that simulate a pretraining killed between epochs or mid-epoch (for resume
+tests)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,19 @@ class StopAtEpoch(Callback):
             raise SimulatedKillError(
                 f"interrupted at the start of epoch {self.epoch} (simulated kill)"
             )
+
+
+class StopAtStep(Callback):
+    """Raise :class:`SimulatedKillError` after optimiser step ``step``, once the checkpoint
+    callbacks (registered before this one) have handled that step.
+
+    Args:
+        step: The last optimiser step that completes.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step >= self.step:
+            raise SimulatedKillError(f"interrupted after step {self.step} (simulated kill)")

@@ -60,6 +60,29 @@ def cached_manifest(path: str, stamp: int) -> tuple[pd.DataFrame, list[str]]:
     return m.df[list(dict.fromkeys(cols))].copy(), list(m.classes)
 
 
+LEAK_CHECK_CAP = 5000
+"""Largest manifest the dashboard checks for near-duplicates itself (without a leak report)."""
+
+
+@st.cache_resource(show_spinner="Checking the splits for near-duplicates…", max_entries=4)
+def cached_leaks(path: str, stamp: int) -> pd.DataFrame:
+    """Suspected cross-split near-duplicates of a split manifest: the report ``medcl split``
+    wrote beside it, else a perceptual-hash check run here (:mod:`medcl.data.leaks`)."""
+    from medcl.data.leaks import find_leaks, read_leak_report
+    from medcl.data.manifest import read_manifest
+
+    written = read_leak_report(path)
+    if written is not None:
+        return written
+    m = read_manifest(path)
+    if len(m) > LEAK_CHECK_CAP:
+        raise MedclError(
+            f"no leak report beside the manifest, and {len(m)} images are too many to check "
+            "here; `medcl split` writes one"
+        )
+    return find_leaks(m).pairs
+
+
 @st.cache_resource(show_spinner="Reading the embeddings…", max_entries=4)
 def cached_table(
     emb_path: str, emb_stamp: int, man_path: str, man_stamp: int
@@ -124,6 +147,7 @@ class Ctx:
     config: dict[str, Any] | None = None
     efficiency: dict[str, Any] | None = None
     manifest: pd.DataFrame | None = None
+    leaks: pd.DataFrame | None = None
     table: pd.DataFrame | None = None
     vectors: np.ndarray | None = None
     classes: list[str] = field(default_factory=list)
@@ -188,6 +212,11 @@ def load_context(run: RunFolder) -> Ctx:
         except MedclError as exc:
             ctx.problems["manifest"] = str(exc)
             man_path, man_stamp = "", 0
+    if man_path:
+        try:
+            ctx.leaks = cached_leaks(man_path, man_stamp)
+        except (MedclError, OSError, ValueError) as exc:
+            ctx.problems["leaks"] = f"near-duplicates across splits not checked: {exc}"
     emb = attempt(
         "table",
         "embeddings",

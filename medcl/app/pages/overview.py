@@ -68,6 +68,24 @@ def _data(ctx: Ctx) -> None:
     if ctx.classes:
         st.caption("Labelled images per class and split")
         st.dataframe(summary.class_counts(ctx.manifest, ctx.classes))
+    _leaks(ctx)
+
+
+def _leaks(ctx: Ctx) -> None:
+    """Suspected near-duplicate images across the splits (:mod:`medcl.data.leaks`)."""
+    if ctx.leaks is None:
+        if "leaks" in ctx.problems:
+            st.caption(ctx.problems["leaks"])
+        return
+    if not len(ctx.leaks):
+        st.caption("No suspected near-duplicate images across the splits (perceptual hash).")
+        return
+    st.warning(
+        f"{len(ctx.leaks)} suspected near-duplicate image pair(s) across the splits (the same "
+        "image under two patient ids, re-windowed or resized): check them before trusting a "
+        "test score; `medcl split --drop-leaks` removes the later split's copies."
+    )
+    st.dataframe(ctx.leaks, hide_index=True)
 
 
 def _configuration(ctx: Ctx) -> None:

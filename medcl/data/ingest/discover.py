@@ -10,8 +10,9 @@ from pathlib import Path
 from medcl.data import cache
 from medcl.data.ingest.outputs import log_path, rejects_path
 from medcl.data.manifest import meta_path
-from medcl.data.pseudonym import PATH_MAP_NAME, secret_path
+from medcl.data.pseudonym import PATH_MAP_LOCK, PATH_MAP_NAME, secret_path
 from medcl.errors import MedclError
+from medcl.io import is_temporary_of
 
 LABELS_REASON = "the labels CSV given with --labels (not an image)"
 """The reject reason of the labels CSV when it lies inside SOURCE."""
@@ -53,7 +54,8 @@ def check_arguments(
 
 
 def own_outputs(out: Path, secret: str | os.PathLike[str] | None) -> set[Path]:
-    """Resolved paths of ingest's own outputs, the project secret and path map, never ingested."""
+    """Resolved paths of ingest's own outputs, the project secret and path map, never ingested
+    (nor their temporaries, :func:`walk`)."""
     key_file = secret_path(secret)
     return {
         p.resolve()
@@ -62,16 +64,18 @@ def own_outputs(out: Path, secret: str | os.PathLike[str] | None) -> set[Path]:
             meta_path(out),
             rejects_path(out),
             log_path(out),
-            out.with_name(out.name + ".tmp"),
             key_file,
             key_file.parent / ".gitignore",
             key_file.parent / PATH_MAP_NAME,
+            key_file.parent / PATH_MAP_LOCK,
         )
     }
 
 
 def walk(source: Path, exclude: set[Path], cache_root: Path) -> tuple[list[str], int]:
-    """Relative POSIX paths of all regular files, sorted; ingest's own outputs left out."""
+    """Relative POSIX paths of all regular files, sorted; ingest's own outputs and their
+    temporaries (``.NAME.PID.tmp``, :func:`medcl.io.atomic_path`, also one a killed ingest left)
+    left out. Also returns how many files were left out."""
     if source.is_file():
         return [source.name], 0
     found: list[str] = []
@@ -89,6 +93,11 @@ def walk(source: Path, exclude: set[Path], cache_root: Path) -> tuple[list[str],
             if not p.is_file():
                 continue
             if name in names and p.resolve() in exclude:
+                own += 1
+                continue
+            if name.endswith(".tmp") and any(
+                is_temporary_of(name, t) and p.resolve().parent == t.parent for t in exclude
+            ):
                 own += 1
                 continue
             found.append(p.relative_to(source).as_posix())

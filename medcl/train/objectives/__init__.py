@@ -60,6 +60,8 @@ from medcl.train.objectives.base import (
     ObjectiveOutput,
     ViewBatch,
     channels_last,
+    channels_last_applies,
+    to_channels_last,
 )
 from medcl.train.objectives.byol import BYOL
 from medcl.train.objectives.dino import DINO, DINOOptions
@@ -206,6 +208,8 @@ __all__ = [
     "ViewBatch",
     "build_objective",
     "channels_last",
+    "channels_last_applies",
+    "to_channels_last",
     "check_objective_options",
     "objective_class",
     "register",

@@ -51,6 +51,35 @@ def channels_last(x: Tensor) -> Tensor:
     return x
 
 
+def channels_last_applies(device: torch.device, spatial_dims: int) -> bool:
+    """Whether networks on ``device`` for ``spatial_dims``-D images run channels-last: 2-D on
+    CUDA only. ``torch.channels_last`` needs 4-D tensors; a 3-D network's 5-D convolution
+    weights (and its 5-D inputs) stay contiguous, since converting them raises at fit start.
+
+    Args:
+        device: The training device.
+        spatial_dims: 2 or 3.
+    """
+    return torch.device(device).type == "cuda" and spatial_dims == 2
+
+
+def to_channels_last(module: nn.Module, device: torch.device, spatial_dims: int) -> bool:
+    """Lay out the 4-D weights of ``module`` channels-last when :func:`channels_last_applies`.
+
+    Args:
+        module: An encoder (or an objective holding target encoders).
+        device: The training device.
+        spatial_dims: 2 or 3.
+
+    Returns:
+        Whether the layout was changed.
+    """
+    if not channels_last_applies(device, spatial_dims):
+        return False
+    module.to(memory_format=torch.channels_last)
+    return True
+
+
 @dataclass(frozen=True)
 class ViewBatch:
     """One training step's augmented views, as every objective sees them.
