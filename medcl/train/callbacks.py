@@ -3,6 +3,9 @@
 - :class:`RNGStateCheckpoint`: the global random generators (torch CPU, NumPy, Python) travel in the
   checkpoint, so that a resumed or warm-started run continues with the generator states it stopped
   with (together with the per-step augmentation generator of the module, a bit-identical resume).
+- :class:`SamplerEpoch`: the training batch sampler draws each epoch's own batches (Lightning sets
+  the epoch only on a loader's ``sampler`` or its batch sampler's ``sampler``, never on a batch
+  sampler itself).
 - :class:`ThroughputMonitor`: ``train/views_per_s``, augmented views per second of wall time.
 - :class:`AugmentGridLogger`: at the end of training, a contact sheet of training images and their
   augmented views (:func:`medcl.transforms.preview_grid`) as ``OUT/logs/augment_grid.png``, an
@@ -65,6 +68,21 @@ class RNGStateCheckpoint(Callback):
             name, keys, pos, has_gauss, cached = state["numpy"]
             np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
             random.setstate(state["python"])
+
+
+class SamplerEpoch(Callback):
+    """Hand the epoch to the training loader's batch sampler at the start of every epoch.
+
+    :class:`~medcl.data.sampler.MixedBatchSampler` draws an epoch's batches from
+    ``(seed, epoch)``; without this every epoch would repeat epoch 0's batches (the same images
+    side by side, the same patients paired, in the same order).
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        set_epoch = getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(trainer.current_epoch)
 
 
 class ThroughputMonitor(Callback):

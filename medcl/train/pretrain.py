@@ -43,7 +43,12 @@ from medcl.io import write_json
 from medcl.models.description import EncoderDescription, EncoderPretraining, VolumeGeometry
 from medcl.models.export import save_encoder
 from medcl.models.init import check_init
-from medcl.train.callbacks import AugmentGridLogger, RNGStateCheckpoint, ThroughputMonitor
+from medcl.train.callbacks import (
+    AugmentGridLogger,
+    RNGStateCheckpoint,
+    SamplerEpoch,
+    ThroughputMonitor,
+)
 from medcl.train.datamodule import PretrainData
 from medcl.train.loggers import build_loggers
 from medcl.train.module import PretrainModule
@@ -114,7 +119,12 @@ def build_trainer(
         every_n_epochs=1,
         save_on_train_epoch_end=True,
     )
-    callbacks: list[Callback] = [ckpt, RNGStateCheckpoint(), ThroughputMonitor(cfg.augment.views)]
+    callbacks: list[Callback] = [
+        ckpt,
+        RNGStateCheckpoint(),
+        SamplerEpoch(),
+        ThroughputMonitor(cfg.augment.views),
+    ]
     if t.checkpoint_every_n_steps > 0:  # also moves last.ckpt: a kill resumes from that step
         callbacks.append(
             ModelCheckpoint(

@@ -34,3 +34,37 @@ def test_unlabelled_val_and_test_rows_stay_out_of_pretraining(tmp_path):
     assert seen & set(train[train["label"] == ""]["image_id"])
     assert not seen & set(held_out_unl["image_id"])
     assert np.all(dm.train_set.labels.numpy()[train["label"].to_numpy() == ""] == -1)
+
+
+def test_every_epoch_of_a_pretraining_draws_its_own_batches(tmp_path):
+    """A real 3-epoch pretraining: the batch sampler gets each epoch, so the epochs' batches
+    differ (the same images in the same batches every epoch was the behaviour before)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
+    from medcl.train.pretrain import pretrain
+
+    seen: dict[int, list[list[int]]] = {}
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, module, batch, batch_idx) -> None:
+            sampler = trainer.train_dataloader.batch_sampler
+            seen.setdefault(trainer.current_epoch, [])
+            seen[trainer.current_epoch].append(sampler.inner.epoch)
+
+    path = make_manifest(tmp_path / "data", n_patients=12)
+    cfg = load_config(
+        None,
+        [*TINY_OVERRIDES, f"data.manifest={path}", f"out={tmp_path / 'run'}", "optim.epochs=3"],
+    )
+    pretrain(cfg, progress=False, callbacks=[Record()])
+    assert {e: set(v) for e, v in seen.items()} == {0: {0}, 1: {1}, 2: {2}}
+    m = read_manifest(path)
+    dm = PretrainData(cfg, m, build_preset("mr", {}, dims=2), 2, progress=False)
+    dm.setup("fit")
+    sampler = dm.train_dataloader().batch_sampler
+    batches = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        batches.append([list(b) for b in sampler])
+    assert batches[0] != batches[1]
