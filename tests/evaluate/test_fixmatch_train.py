@@ -375,21 +375,32 @@ def test_patients_must_divide_the_unlabelled_batch() -> None:
 # ---- the training step against an independent computation ------------------------------------
 
 
+def _linear(n_in: int, n_out: int, g: torch.Generator) -> nn.Linear:
+    """``nn.Linear`` with standard normal weights from ``g`` and no bias."""
+    layer = nn.Linear(n_in, n_out)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(n_out, n_in, generator=g))
+        layer.bias.zero_()
+    return layer
+
+
 class _Pooled(nn.Module):
-    """A deterministic encoder without batch statistics: 4×4 average pooling, then linear."""
+    """A deterministic encoder without batch statistics: 4×4 average pooling, centred and
+    scaled so that predictions vary between images, then linear."""
 
     out_dim = 5
 
-    def __init__(self) -> None:
+    def __init__(self, g: torch.Generator) -> None:
         super().__init__()
-        g = torch.Generator().manual_seed(7)
-        self.fc = nn.Linear(16, self.out_dim)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.randn(self.out_dim, 16, generator=g) * 6)
-            self.fc.bias.copy_(torch.randn(self.out_dim, generator=g))
+        self.fc = _linear(16, self.out_dim, g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.adaptive_avg_pool2d(x, 4).flatten(1))
+        return self.fc((F.adaptive_avg_pool2d(x, 4).flatten(1) - 0.3) * 5)
+
+
+def _weak_probs(clf: nn.Module, x: torch.Tensor) -> list[list[float]]:
+    with torch.no_grad():
+        return torch.softmax(clf(x), 1).tolist()
 
 
 def _log_softmax(row: list[float]) -> list[float]:
@@ -461,7 +472,8 @@ def test_training_step_loss_against_a_reference(
         "finetune.fixmatch_patients": patients,
         "finetune.fixmatch_weak_nograd": nograd,
     }
-    clf = Classifier(_Pooled(), nn.Linear(5, 3), tiny.clf.description)
+    g = torch.Generator().manual_seed(7)
+    clf = Classifier(_Pooled(g), _linear(5, 3, g), tiny.clf.description)
     prior = torch.tensor([0.5, 0.3, 0.2])
     x_lab, y = tiny.lab.images[:6], tiny.lab.labels[:6]
     x_unl, groups = tiny.unl.images[:9], tiny.unl.groups[:9]  # 3 patients × 3 images
@@ -484,6 +496,7 @@ def test_training_step_loss_against_a_reference(
     tau = (low + high) / 2
     ref, kept = reference(tau)
     assert 0 < kept < 1, "the batch must have both masked and kept pseudo-labels"
+    assert len({max(range(3), key=row.__getitem__) for row in _weak_probs(clf, views[1])}) > 1
     cfg = derive(tiny.cfg, **over, **{"finetune.fixmatch_threshold": tau})
     module = FixMatchModule(clf, cfg, None, False, class_prior=prior)
     with warnings.catch_warnings():
