@@ -343,8 +343,8 @@ class FinetuneConfig:
             ``selftrain`` (a full fine-tuning teacher pseudo-labels the unlabelled training rows,
             pooled by patient; a student is then fitted on labelled ∪ pseudo-labelled rows;
             :mod:`medcl.evaluate.selftrain`).
-        epochs: Full fine-tuning epochs (early stopping on val balanced accuracy); FixMatch runs
-            as many optimiser steps as full fine-tuning would.
+        epochs: Full fine-tuning and FixMatch: at most this many epochs, stopped early when the
+            validation balanced accuracy has not improved for ``patience`` epochs.
         lr: Head learning rate; a pretrained encoder gets ``lr * encoder_lr_mult``, one trained
             from scratch the full ``lr``.
         encoder_lr_mult: Encoder learning-rate factor for fine-tuning a pretrained encoder.
@@ -367,6 +367,19 @@ class FinetuneConfig:
         selftrain_pool: Self-training: ``patient`` (the teacher's mean prediction over a
             patient's unlabelled rows; a patient's true label covers its other rows) or
             ``image`` (each row's own).
+        fixmatch_strong: FixMatch: augmentation option overrides of the strong view, merged over
+            ``augment.options`` (checked against the preset before any work).
+        fixmatch_weak: FixMatch: augmentation option overrides of the weak view, merged over the
+            weak options derived from the strong view (geometry only).
+        fixmatch_align: FixMatch: distribution alignment of the pseudo-label targets (ReMixMatch)
+            to the labelled class frequencies.
+        fixmatch_patients: FixMatch: unlabelled images come in runs of this many images of one
+            patient, and each image's target is the mean weak prediction of its patient's images
+            in the step (1 = single images, no pooling); ``fixmatch_mu × batch_size`` must be a
+            multiple.
+        fixmatch_weak_nograd: FixMatch: compute the weak views of the unlabelled images in a
+            separate forward pass without gradient (cheaper; their batch-norm statistics are then
+            their own instead of the whole step's).
     """
 
     mode: Literal["linear", "knn", "full", "fixmatch", "selftrain"] = "full"
@@ -385,6 +398,11 @@ class FinetuneConfig:
     fixmatch_lambda_u: float = 1.0
     selftrain_threshold: float = 0.8
     selftrain_pool: Literal["patient", "image"] = "patient"
+    fixmatch_strong: dict = field(default_factory=dict)
+    fixmatch_weak: dict = field(default_factory=dict)
+    fixmatch_align: bool = False
+    fixmatch_patients: int = 1
+    fixmatch_weak_nograd: bool = False
 
     def check(self, where: str) -> None:
         positive(self.epochs, f"{where}.epochs")
@@ -400,6 +418,13 @@ class FinetuneConfig:
         if self.fixmatch_lambda_u < 0:
             raise ConfigError(f"{where}.fixmatch_lambda_u: must be ≥ 0")
         in_range(self.selftrain_threshold, "[0, 1]", f"{where}.selftrain_threshold")
+        positive(self.fixmatch_patients, f"{where}.fixmatch_patients")
+        if (self.fixmatch_mu * self.batch_size) % self.fixmatch_patients:
+            raise ConfigError(
+                f"{where}.fixmatch_patients: must divide the unlabelled images of a step, "
+                f"fixmatch_mu × batch_size = {self.fixmatch_mu * self.batch_size}; got "
+                f"{self.fixmatch_patients}"
+            )
 
 
 @dataclass

@@ -105,25 +105,8 @@ class MixedBatchSampler(Sampler[list[int]]):
         self, pool: np.ndarray, count: int, rng: np.random.Generator
     ) -> np.ndarray:
         """``count`` rows of ``pool`` in runs of ``k`` images of one patient (patients shuffled)."""
-        if count == 0:
-            return np.zeros(0, dtype=np.int64)
         assert self.groups is not None
-        pool_groups = self.groups[pool]
-        order = np.argsort(pool_groups, kind="stable")
-        ids, starts = np.unique(pool_groups[order], return_index=True)
-        members = np.split(pool[order], starts[1:])
-        units = count // self.k
-        out: list[np.ndarray] = []
-        while len(out) < units:
-            for g in rng.permutation(len(ids)):
-                rows = members[g]
-                pick = rng.permutation(rows)[: self.k]
-                if len(pick) < self.k:  # a patient with fewer images than k repeats them
-                    pick = np.resize(pick, self.k)
-                out.append(pick)
-                if len(out) == units:
-                    break
-        return np.concatenate(out)
+        return patient_runs(pool, self.groups, self.k, count, rng)
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -135,6 +118,45 @@ class MixedBatchSampler(Sampler[list[int]]):
         batches = np.concatenate([lab, unl], axis=1)
         for b in range(self.rank, n_batches, self.num_replicas):
             yield batches[b].tolist()
+
+
+def patient_runs(
+    pool: np.ndarray, groups: np.ndarray, k: int, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``count`` rows of ``pool`` in runs of ``k`` images of one patient.
+
+    Patients come in successive random permutations (every patient once before any twice); each
+    run is ``k`` distinct images of its patient drawn at random, or, for a patient with fewer than
+    ``k`` images, all of them repeated in a random order to fill the run.
+
+    Args:
+        pool: Dataset indices to draw from.
+        groups: Patient group of every dataset index (indexed by the values of ``pool``).
+        k: Images per patient in a run.
+        count: Rows to return (a multiple of ``k``; the remainder is dropped).
+        rng: The random generator.
+
+    Returns:
+        ``(count // k · k,)`` dataset indices, run after run.
+    """
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    pool_groups = groups[pool]
+    order = np.argsort(pool_groups, kind="stable")
+    ids, starts = np.unique(pool_groups[order], return_index=True)
+    members = np.split(pool[order], starts[1:])
+    units = count // k
+    out: list[np.ndarray] = []
+    while len(out) < units:
+        for g in rng.permutation(len(ids)):
+            rows = members[g]
+            pick = rng.permutation(rows)[:k]
+            if len(pick) < k:  # a patient with fewer images than k repeats them
+                pick = np.resize(pick, k)
+            out.append(pick)
+            if len(out) == units:
+                break
+    return np.concatenate(out)
 
 
 def auto_labelled_share(n_labelled: int, n_unlabelled: int) -> float:

@@ -9,8 +9,9 @@
   warm-up and cosine decay (``finetune.weight_decay``, ``finetune.warmup_fraction``), the preset's
   augmentations (one view), early stopping on validation balanced accuracy, and the best validation
   epoch's weights kept. Without a pretrained encoder this is the supervised-from-scratch baseline.
-- ``fixmatch``: like ``full`` for as many optimiser steps, with FixMatch's pseudo-labelled term on
-  the unlabelled training rows (:func:`medcl.evaluate.fixmatch.fit_fixmatch`).
+- ``fixmatch``: like ``full`` (the same epochs, early stopping and best weights), with FixMatch's
+  pseudo-labelled term on the unlabelled training rows
+  (:func:`medcl.evaluate.fixmatch.fit_fixmatch`).
 - ``selftrain``: a ``full`` teacher pseudo-labels the unlabelled training rows (its predictions
   pooled over each patient's images, kept where confident), then a ``full`` student that starts
   where the teacher did is fitted on labelled ∪ pseudo-labelled rows
@@ -56,7 +57,7 @@ from medcl.evaluate.fitting import (
     epoch_samples,
     loss_weights,
 )
-from medcl.evaluate.fixmatch import fit_fixmatch_mode
+from medcl.evaluate.fixmatch import check_fixmatch_views, fit_fixmatch_mode
 from medcl.evaluate.ood import describe_training
 from medcl.evaluate.selftrain import selftrain_mode
 from medcl.models.description import (
@@ -349,6 +350,9 @@ def finetune(
                 "finetune.mode=linear or knn (probes on grid-averaged patch embeddings)"
             )
         description.volume = volume
+    ft = cfg.finetune
+    if mode == "fixmatch" or ft.fixmatch_strong or ft.fixmatch_weak:  # before any image is read
+        check_fixmatch_views(cfg, description.preset, dims)
     n_classes = len(manifest.classes)
     clf = Classifier(encoder, nn.Linear(encoder.out_dim, n_classes), description)
     train, val = _datasets(manifest, clf)

@@ -11,6 +11,15 @@ The unsupervised term is averaged over **all** ``μB`` unlabelled images, the ma
 as 0 (the paper's Eq. 4), so its weight shrinks when few pseudo-labels are confident. The optional
 class weights apply to the supervised term only, with PyTorch's weighted mean
 ``Σ w_{y_b} CE_b / Σ w_{y_b}``; pseudo-labels are not re-weighted.
+
+Two optional changes of the target ``q_b``, in this order (both off by default):
+
+- **distribution alignment** (ReMixMatch, :class:`~medcl.losses.alignment.DistributionAlignment`):
+  ``q_b ← Normalize(q_b · p_target / p̃)``;
+- **pooling over a group** (e.g. the images of one patient, whose finding is the same in each):
+  ``q_b ← (1/|G(b)|) Σ_{j ∈ G(b)} q_j`` over the images ``G(b)`` of the batch in ``b``'s group;
+  the mask and the pseudo-label are then read from the pooled target, so every image of a group
+  gets the same pseudo-label.
 """
 
 from __future__ import annotations
@@ -18,6 +27,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from medcl.losses.alignment import DistributionAlignment
+
+
+def pool_by_group(q: Tensor, groups: Tensor) -> Tensor:
+    """Each row replaced by the mean of the rows of its group: ``q_b ← mean_{j: g_j = g_b} q_j``.
+
+    Args:
+        q: ``(U, C)`` values (class probabilities).
+        groups: ``(U,)`` integer group of each row.
+
+    Returns:
+        ``(U, C)`` pooled rows (a row alone in its group is unchanged).
+    """
+    if groups.shape != q.shape[:1]:
+        raise ValueError(f"groups must be ({q.shape[0]},); got {tuple(groups.shape)}")
+    _, inverse = torch.unique(groups, return_inverse=True)
+    n = int(inverse.max()) + 1 if len(inverse) else 0
+    sums = q.new_zeros(n, q.shape[1]).index_add_(0, inverse, q)
+    counts = torch.bincount(inverse, minlength=n).to(q.dtype)
+    return (sums / counts[:, None])[inverse]
 
 
 class FixMatchLoss(nn.Module):
@@ -28,9 +58,17 @@ class FixMatchLoss(nn.Module):
             is kept when ``max q_u ≥ τ``, so ``τ = 0`` keeps every unlabelled image.
         lambda_u: Weight ``λ_u`` of the unsupervised term (the paper uses 1); 0 gives plain
             supervised cross-entropy.
+        alignment: Distribution alignment of the targets (ReMixMatch), or ``None``. It keeps a
+            running mean of the predictions it sees, updated at every call with unlabelled
+            images.
     """
 
-    def __init__(self, threshold: float = 0.95, lambda_u: float = 1.0) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.95,
+        lambda_u: float = 1.0,
+        alignment: DistributionAlignment | None = None,
+    ) -> None:
         super().__init__()
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1]; got {threshold}")
@@ -38,6 +76,7 @@ class FixMatchLoss(nn.Module):
             raise ValueError(f"lambda_u must be >= 0; got {lambda_u}")
         self.threshold = float(threshold)
         self.lambda_u = float(lambda_u)
+        self.alignment = alignment
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, lambda_u={self.lambda_u}"
@@ -49,6 +88,7 @@ class FixMatchLoss(nn.Module):
         logits_weak: Tensor,
         logits_strong: Tensor,
         class_weight: Tensor | None = None,
+        groups: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Compute the FixMatch loss.
 
@@ -59,6 +99,8 @@ class FixMatchLoss(nn.Module):
                 as a detached target (no gradient flows into them).
             logits_strong: ``(U, C)`` logits of the strong views of the same unlabelled images.
             class_weight: Optional ``(C,)`` weights of the supervised cross-entropy.
+            groups: Optional ``(U,)`` group of each unlabelled image (e.g. its patient): the
+                targets are pooled over each group (:func:`pool_by_group`); ``None`` = no pooling.
 
         Returns:
             ``(loss, logs)``: the scalar loss and detached scalars ``sup`` (supervised CE),
@@ -92,6 +134,10 @@ class FixMatchLoss(nn.Module):
         else:
             with torch.no_grad():
                 q = F.softmax(logits_weak.detach().float(), dim=1)
+                if self.alignment is not None:
+                    q = self.alignment(q)
+                if groups is not None:
+                    q = pool_by_group(q, groups)
                 conf, pseudo = q.max(dim=1)
                 mask = (conf >= self.threshold).float()
             ce = F.cross_entropy(logits_strong.float(), pseudo, reduction="none")

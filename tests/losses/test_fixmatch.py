@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from medcl.losses import FixMatchLoss
+from medcl.losses.alignment import DistributionAlignment
+from medcl.losses.fixmatch import pool_by_group
 
 
 def _log_softmax(row: list[float]) -> list[float]:
@@ -145,3 +147,63 @@ def test_rejects_bad_arguments() -> None:
             torch.zeros(4, 3),
             torch.zeros(5, 3),
         )
+
+
+def _pooled_reference(weak, strong, groups, tau):
+    """Pooled targets by an explicit loop: ``q_i`` = mean of ``softmax(weak_j)`` over the ``j``
+    with ``groups[j] == groups[i]``; masked CE of the strong views against ``argmax q_i``."""
+    q = [[math.exp(v) for v in _log_softmax(row)] for row in weak.tolist()]
+    g = groups.tolist()
+    total, kept = 0.0, 0
+    for i, sr in enumerate(strong.tolist()):
+        mates = [j for j in range(len(g)) if g[j] == g[i]]
+        pooled = [sum(q[j][c] for j in mates) / len(mates) for c in range(len(q[0]))]
+        if max(pooled) >= tau:
+            kept += 1
+            total += -_log_softmax(sr)[pooled.index(max(pooled))]
+    return total / len(g), kept / len(g)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_targets_pooled_over_groups_match_a_loop(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    u, c = 12, 3
+    weak = torch.randn(u, c, generator=g) * 3
+    strong = torch.randn(u, c, generator=g) * 2
+    groups = torch.tensor([7, 7, 2, 2, 2, 9, 4, 4, 9, 1, 5, 5])  # sizes 1 to 3, not contiguous
+    lab, y = torch.zeros(1, c), torch.tensor([0])
+    tau = 0.55
+    _, logs = FixMatchLoss(tau, 1.0)(lab, y, weak, strong, groups=groups)
+    ref_unsup, ref_rate = _pooled_reference(weak, strong, groups, tau)
+    assert 0 < ref_rate < 1, "the draw must have both masked and kept pseudo-labels"
+    assert float(logs["unsup"]) == pytest.approx(ref_unsup, abs=1e-6)
+    assert float(logs["mask_rate"]) == pytest.approx(ref_rate, abs=1e-7)
+    # one image per group is no pooling at all
+    _, plain = FixMatchLoss(tau, 1.0)(lab, y, weak, strong)
+    _, single = FixMatchLoss(tau, 1.0)(lab, y, weak, strong, groups=torch.arange(u))
+    assert float(single["unsup"]) == pytest.approx(float(plain["unsup"]), abs=1e-7)
+
+
+def test_pool_by_group_is_a_mean_per_group() -> None:
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.8]])
+    pooled = pool_by_group(q, torch.tensor([3, 3, 0, 3]))
+    torch.testing.assert_close(
+        pooled, torch.tensor([[0.4, 0.6], [0.4, 0.6], [0.5, 0.5], [0.4, 0.6]])
+    )
+
+
+def test_alignment_is_applied_to_the_targets() -> None:
+    """With alignment the pseudo-labels come from the aligned targets (the loss updates the
+    running marginal once per call)."""
+    weak = torch.tensor([[2.0, 1.6, 0.0], [2.0, 0.0, 1.9], [3.0, 0.0, 0.0]])
+    strong = torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
+    lab, y = torch.zeros(1, 3), torch.tensor([0])
+    target = torch.tensor([0.2, 0.4, 0.4])
+    align = DistributionAlignment(target, window=4)
+    _, logs = FixMatchLoss(0.0, 1.0, align)(lab, y, weak, strong)
+    q = torch.softmax(weak, 1)
+    aligned = q * target / q.mean(0)
+    pseudo = (aligned / aligned.sum(1, keepdim=True)).argmax(1)
+    assert pseudo.tolist() == [1, 2, 0]  # the first two flip away from the over-predicted class
+    assert float(logs["unsup"]) == pytest.approx(float(F.cross_entropy(strong, pseudo)), abs=1e-6)
+    assert align.seen == 1
