@@ -66,6 +66,7 @@ from medcl.evaluate.card import model_card
 from medcl.evaluate.comparisons import paired_comparisons
 from medcl.evaluate.evaluation import evaluate_with_predictions
 from medcl.evaluate.finetune import finetune, one_device_note
+from medcl.evaluate.fixmatch import check_fixmatch_views
 from medcl.evaluate.label_budget import LabelBudget
 from medcl.evaluate.model import load_model, save_model
 from medcl.evaluate.pick import choose_picks
@@ -141,7 +142,7 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
 
     Refused: 3-D patch mode, unknown arms (``efficiency.methods``), bad options of an arm's
     pretraining objective (``method.options``), a ``model.init`` that names no weights, a bad
-    ``efficiency.scratch_augment``, a manifest
+    ``efficiency.scratch_augment`` or FixMatch view option, a manifest
     without splits or without labelled training rows.
     """
     if cfg.data.volume_mode == "patches":  # the arms fine-tune encoders end to end
@@ -157,14 +158,17 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
     base = read_manifest(manifest)
     if (base.df["split"] == "").any():
         raise MedclError(f"{manifest}: rows without a split; run `medcl split` first")
+    dims, modality = manifest_geometry(base)
+    preset = cfg.augment.preset if cfg.augment.preset != "auto" else preset_for_modality(modality)
     if eff.scratch_augment:  # a bad option name or value is refused before any run
-        preset = cfg.augment.preset
-        if preset == "auto":
-            preset = preset_for_modality(manifest_geometry(base)[1])
         try:
             make_options(preset, {**cfg.augment.options, **eff.scratch_augment})
         except ConfigError as exc:
             raise ConfigError(f"efficiency.scratch_augment: {exc}") from None
+    for arm in arms:  # FixMatch's view options, with the options its arm fine-tunes with
+        if arm.finetune_mode(cfg.finetune.mode) == "fixmatch":
+            scratch = eff.scratch_augment if arm.pretraining is None else {}
+            check_fixmatch_views(derive(cfg, **{"augment.options": dict(scratch)}), preset, dims)
     if not ((base.df["split"] == "train") & (base.df["label"] != "")).any():
         raise MedclError(f"{manifest}: no labelled training rows")
     return base

@@ -292,3 +292,24 @@ def test_adding_arms_seeds_and_budgets_reuses_finished_runs(tmp_path, monkeypatc
     changed = load_config(None, [*common, "efficiency.seeds=[0]", "finetune.lr=0.5"])
     with pytest.raises(ConfigError, match="different config"):
         eff.run_efficiency(changed, manifest, out, log=lambda s: None, progress=False)
+
+
+def test_a_bad_fixmatch_view_option_is_refused_before_any_run(tmp_path, monkeypatch):
+    manifest = make_manifest(tmp_path / "data", n_patients=8, labelled_patients=4)
+    cfg = load_config(
+        None,
+        [
+            *TINY_OVERRIDES,
+            "efficiency.fractions=[0.5]",
+            "efficiency.seeds=[0]",
+            "efficiency.methods=[supervised, fixmatch]",
+            "finetune.fixmatch_strong={p_blurr: 0.0}",
+        ],
+    )
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(eff, "finetune", never)
+    with pytest.raises(ConfigError, match=r"fixmatch_strong.*p_blurr"):
+        eff.run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
