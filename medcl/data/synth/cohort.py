@@ -23,8 +23,8 @@ from medcl.data.synth.folder import (
     check_out_dir,
     is_int,
     prepare_out_dir,
-    run_patients,
     write_labels,
+    write_patients,
     write_record,
 )
 from medcl.data.synth.geometry import pixel_grid
@@ -110,15 +110,7 @@ def generate_cohort(
     job = partial(
         _generate_patient, out, width=width, seed=seed, modality=modality, size=size, dims=dims
     )
-    n_proc = (os.cpu_count() or 1) if workers <= 0 else int(workers)
-    n_proc = max(1, min(n_proc, patients))
-    counts = dict.fromkeys(CLASSES, 0)
-    image_counts = dict.fromkeys(CLASSES, 0)
-    rows: list[tuple[str, str]] = []
-    for label, images, patient_rows in run_patients(job, patients, n_proc, progress):
-        counts[CLASSES[label]] += 1
-        image_counts[CLASSES[label]] += images
-        rows.extend(patient_rows)
+    counts, image_counts, rows = write_patients(job, patients, workers, progress, CLASSES)
     n_images = sum(image_counts.values())
 
     write_labels(out / LABELS_FILE, rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterable
@@ -131,6 +132,31 @@ def run_patients(
                 bar.update(1)
                 yield result
     bar.close()
+
+
+def write_patients(
+    job: Callable[[int], PatientResult],
+    patients: int,
+    workers: int,
+    progress: bool,
+    classes: tuple[str, ...],
+) -> tuple[dict[str, int], dict[str, int], list[tuple[str, str]]]:
+    """Run ``job`` for every patient on ``workers`` processes (0: one per CPU core).
+
+    Returns:
+        Patients per class, images per class (every class a key, in order) and every
+        ``(relative path, label)`` row, in patient order.
+    """
+    n_proc = (os.cpu_count() or 1) if workers <= 0 else int(workers)
+    n_proc = max(1, min(n_proc, patients))
+    counts = dict.fromkeys(classes, 0)
+    image_counts = dict.fromkeys(classes, 0)
+    rows: list[tuple[str, str]] = []
+    for label, images, patient_rows in run_patients(job, patients, n_proc, progress):
+        counts[classes[label]] += 1
+        image_counts[classes[label]] += images
+        rows.extend(patient_rows)
+    return counts, image_counts, rows
 
 
 def write_labels(path: Path, rows: list[tuple[str, str]]) -> None:

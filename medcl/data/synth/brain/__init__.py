@@ -23,21 +23,20 @@ from the installed wheel and medcl distributes no image derived from it.
 nilearn is an optional dependency (``pip install 'medcl[brain]'``); importing this package does
 not need it, generating a cohort does.
 
-Modules: :mod:`.spec` (grades, names), :mod:`.template` (the template's maps),
-:mod:`.anatomy` (a patient's brain and its atrophy), :mod:`.acquire` (one MR slice),
-:mod:`.cohort` (:func:`generate_brain_cohort`).
+Modules: :mod:`.template` (the template's maps), :mod:`.anatomy` (a patient's brain, its grade
+and atrophy), :mod:`.acquire` (one MR slice), :mod:`.cohort` (:func:`generate_brain_cohort`).
 """
 
 from __future__ import annotations
 
-from medcl.data.synth.brain.cohort import generate_brain_cohort, patient_brain
-from medcl.data.synth.brain.spec import (
-    CLASS_PRIORS,
-    CLASSES,
+from medcl.data.synth.brain.anatomy import CLASS_PRIORS, CLASSES
+from medcl.data.synth.brain.cohort import (
     GENERATOR,
     GENERATOR_VERSION,
-    NILEARN_MISSING,
+    generate_brain_cohort,
+    patient_brain,
 )
+from medcl.data.synth.brain.template import NILEARN_MISSING
 
 __all__ = [
     "CLASSES",

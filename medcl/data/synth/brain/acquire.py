@@ -3,7 +3,7 @@
 What changes between a patient's studies (the anatomy and the grade do not):
 
 * **Slice**: an axial slice through the bodies of the lateral ventricles, at MNI z
-  :data:`~.spec.SLICE_Z_MM` moved by up to 6 mm, through a head tilted by a few degrees (pitch
+  :data:`SLICE_Z_MM` moved by up to 6 mm, through a head tilted by a few degrees (pitch
   about 4, roll about 2), with a slice thickness of 3 to 6 mm (partial volume: three samples
   through the thickness).
 * **Pose and field of view**: an in-plane rotation (about 7 degrees, at most 15), a shift of up to
@@ -27,14 +27,16 @@ import numpy as np
 
 from medcl.data.synth.acquire import bias_field, rician_magnitude
 from medcl.data.synth.brain.anatomy import BRAIN_CENTRE_MM, BrainAnatomy, tissue_fractions
-from medcl.data.synth.brain.spec import GENERATOR_VERSION, SLICE_Z_MM
 from medcl.data.synth.brain.template import TemplateMaps
 
 SUPERSAMPLE = 2
 """In-plane samples per pixel along each axis."""
 
+SLICE_Z_MM = 18.0
+"""MNI z (mm) of the reference axial slice: through the bodies of the lateral ventricles."""
+
 SLICE_JITTER_MM = 6.0
-"""The slice's height varies uniformly by up to this much around :data:`~.spec.SLICE_Z_MM`."""
+"""The slice's height varies uniformly by up to this much around :data:`SLICE_Z_MM`."""
 
 THROUGH_PLANE = (-1.0 / 3.0, 0.0, 1.0 / 3.0)
 """Sample offsets through the slice, in units of its thickness."""
@@ -42,7 +44,6 @@ THROUGH_PLANE = (-1.0 / 3.0, 0.0, 1.0 / 3.0)
 HEADER_TEXT = {
     "weighting": "T1",
     "manufacturer": "MEDCL SYNTH",
-    "model_name": f"medcl-synth-brain v{GENERATOR_VERSION}",
     "study_description": "SYNTHETIC BRAIN MR",
     "series_prefix": "BRAIN AXIAL",
     "body_part": "HEAD",

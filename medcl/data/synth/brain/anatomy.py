@@ -38,8 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from medcl.data.synth.brain.spec import CLASS_PRIORS
 from medcl.data.synth.brain.template import TemplateMaps
+
+CLASSES: tuple[str, ...] = ("no_atrophy", "mild_atrophy", "moderate_atrophy")
+"""The grades of simulated global atrophy (the labels), in label-index order."""
+
+CLASS_PRIORS: tuple[float, ...] = (0.40, 0.35, 0.25)
+"""How often each grade of :data:`CLASSES` is drawn for a patient."""
 
 BRAIN_CENTRE_MM = np.array([0.0, -18.0, 18.0])
 """The centre of head-size scaling (MNI mm): the middle of the brain at the reference slice."""
@@ -72,7 +77,7 @@ class BrainAnatomy:
     """One patient's brain, fixed across all of the patient's studies.
 
     Attributes:
-        grade: The label, an index into :data:`~.spec.CLASSES`.
+        grade: The label, an index into :data:`CLASSES`.
         z_severity: Standard normal draw of the latent severity around the grade.
         z_cortex: Standard normal draw of the cortical depth's own variation.
         z_ventricle: Standard normal draw of the periventricular depth's own variation.

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from medcl.data.synth.brain.acquire import acquire_slice
-from medcl.data.synth.brain.anatomy import BrainAnatomy, sample_brain_anatomy
-from medcl.data.synth.brain.spec import CLASSES, GENERATOR, GENERATOR_VERSION, TEMPLATE
-from medcl.data.synth.brain.template import load_template
+from medcl.data.synth.brain.anatomy import CLASSES, BrainAnatomy, sample_brain_anatomy
+from medcl.data.synth.brain.template import TEMPLATE, load_template
 from medcl.data.synth.cohort import SynthSummary
 from medcl.data.synth.dicom import dicom_uid, write_instance
 from medcl.data.synth.folder import (
@@ -25,12 +24,18 @@ from medcl.data.synth.folder import (
     check_common_args,
     check_out_dir,
     prepare_out_dir,
-    run_patients,
     write_labels,
+    write_patients,
     write_record,
 )
 from medcl.data.synth.phi import sample_phi
 from medcl.data.synth.spec import COHORT_FILE, LABELS_FILE
+
+GENERATOR = "medcl.synth.brain"
+"""The ``generator`` recorded in ``cohort.json``."""
+
+GENERATOR_VERSION = 1
+"""Changes whenever the same arguments (and the same template) would give different files."""
 
 STREAM = 21
 """Appended to ``(seed, index)`` in the patients' seed sequence: a brain patient's draws are not a
@@ -53,15 +58,13 @@ def generate_brain_cohort(
     """Write a labelled brain-atrophy cohort of 2-D MR DICOM studies (model: :mod:`..brain`).
 
     Args:
-        out_dir: Folder to write into. It is created if missing; it must be empty or hold a cohort
-            written by ``medcl synth`` (which is then replaced).
-        patients: Number of patients (at least 1).
-        seed: Non-negative seed; the same arguments (and the same nilearn template) give
-            byte-identical files.
-        size: Rows and columns of every image (16 to 1024).
-        progress: Show a tqdm progress bar on stderr.
-        workers: Processes writing patients in parallel (0 = one per CPU core); each computes the
-            template's maps once (a few seconds). The files do not depend on the number.
+        out_dir: A new or empty folder, or one holding a cohort from ``medcl synth`` (replaced).
+        patients: How many patients (>= 1), each with 3-5 studies of one image.
+        seed: Seed (>= 0). Equal arguments and the same nilearn template give equal bytes.
+        size: Image rows and columns, from 16 to 1024.
+        progress: Whether to show a progress bar (stderr).
+        workers: Parallel processes, 0 for one per CPU core; each derives the template's maps
+            once (a few seconds). The files are the same for any number.
 
     Returns:
         A :class:`~medcl.data.synth.SynthSummary` (modality ``"mr"``, dims 2); the same
@@ -79,15 +82,7 @@ def generate_brain_cohort(
 
     width = max(4, len(str(patients)))
     job = partial(_generate_patient, out, width=width, seed=seed, size=size)
-    n_proc = (os.cpu_count() or 1) if workers <= 0 else int(workers)
-    n_proc = max(1, min(n_proc, patients))
-    counts = dict.fromkeys(CLASSES, 0)
-    image_counts = dict.fromkeys(CLASSES, 0)
-    rows: list[tuple[str, str]] = []
-    for label, images, patient_rows in run_patients(job, patients, n_proc, progress):
-        counts[CLASSES[label]] += 1
-        image_counts[CLASSES[label]] += images
-        rows.extend(patient_rows)
+    counts, image_counts, rows = write_patients(job, patients, workers, progress, CLASSES)
     write_labels(out / LABELS_FILE, rows)
     summary = SynthSummary(
         out_dir=out,
@@ -154,6 +149,7 @@ def _generate_patient(
     rows: list[tuple[str, str]] = []
     for study in range(n_studies):
         pixels, info = acquire_slice(maps, anat, size, acq_rng)
+        info["model_name"] = f"medcl-synth-brain v{GENERATOR_VERSION}"
         folder = out_dir / pid / f"ST{study + 1:02d}" / "SE01"
         folder.mkdir(parents=True, exist_ok=True)
         uids = {

@@ -28,8 +28,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from medcl.data.synth.brain.spec import NILEARN_MISSING
 from medcl.errors import MedclError
+
+NILEARN_MISSING = "the brain cohort needs nilearn: pip install 'medcl[brain]'"
+"""The one-line message when nilearn (which holds the template) is not installed."""
+
+TEMPLATE = "MNI152 ICBM 2009a nonlinear symmetric, 1 mm (nilearn's bundled copy)"
+"""What the anatomy is drawn from; its licence is unknown, so no derived image is kept."""
 
 SLAB_MM = (-20.0, 60.0)
 """MNI z range (mm) of the axial slab kept from the template."""
@@ -69,7 +74,7 @@ def load_template() -> TemplateMaps:
     """The template maps (computed on first use in a process, then cached).
 
     Raises:
-        MedclError: nilearn is not installed (:data:`~.spec.NILEARN_MISSING`), or its template
+        MedclError: nilearn is not installed (:data:`NILEARN_MISSING`), or its template
             no longer shows two lateral ventricles where the MNI152 template has them.
     """
     return _load_template()
