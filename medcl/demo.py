@@ -173,9 +173,10 @@ def _generate(folder: Path, cohort: str, patients: int, size: int, seed: int) ->
     """Write ``cohort`` into ``folder`` unless it is there; returns its classes in label order."""
     from medcl.data import synth
     from medcl.data.synth import brain
+    from medcl.data.synth.spec import GENERATOR
 
     record = folder / "cohort.json"
-    generator = {"phantom": synth.GENERATOR, "brain": brain.GENERATOR}[cohort]
+    generator = {"phantom": GENERATOR, "brain": brain.GENERATOR}[cohort]
     if record.is_file():
         found = json.loads(record.read_text(encoding="utf-8")).get("generator")
         if found != generator:

@@ -30,19 +30,13 @@ and atrophy), :mod:`.acquire` (one MR slice), :mod:`.cohort` (:func:`generate_br
 from __future__ import annotations
 
 from medcl.data.synth.brain.anatomy import CLASS_PRIORS, CLASSES
-from medcl.data.synth.brain.cohort import (
-    GENERATOR,
-    GENERATOR_VERSION,
-    generate_brain_cohort,
-    patient_brain,
-)
+from medcl.data.synth.brain.cohort import GENERATOR, generate_brain_cohort, patient_brain
 from medcl.data.synth.brain.template import NILEARN_MISSING
 
 __all__ = [
     "CLASSES",
     "CLASS_PRIORS",
     "GENERATOR",
-    "GENERATOR_VERSION",
     "NILEARN_MISSING",
     "generate_brain_cohort",
     "patient_brain",
