@@ -1,9 +1,11 @@
 """Choose the CPU recipe on the **validation** split: a sweep of pretraining/fine-tuning settings.
 
-Builds the demo's phantom cohort once (synth → ingest → patient split → label-fraction subset, all
-cached under ``--work``), then for every named setting runs the arms asked for and prints one row
-per arm: optimiser steps, wall time, validation kNN / linear-probe / fine-tune balanced accuracy.
-The test split is never read here: a recipe chosen on it would flatter the demo.
+Builds the demo's phantom cohort, or with ``--cohort brain`` the brain-atrophy cohort (a global
+question, :mod:`medcl.data.synth.brain`), once (synth → ingest → patient split → label-fraction
+subset, all cached under ``--work``, the brain cohort under ``--work/brain``), then for every
+named setting runs the arms asked for and prints one row per arm: optimiser steps, wall time,
+validation kNN / linear-probe / fine-tune balanced accuracy. The test split is never read here: a
+recipe chosen on it would flatter the demo.
 
 Arms: ``supervised`` (from scratch on the labelled subset), ``simclr`` (NT-Xent on every training
 image, no label), ``sscl`` (λ1·SupCon(labelled subset) + λ2·NT-Xent(all)); each pretrained arm is
@@ -16,6 +18,7 @@ Usage::
     python benchmarks/recipe_sweep.py --only demo e40 e80 --arms simclr --seeds 0 1 2
     python benchmarks/recipe_sweep.py --set "mine: optim.epochs=40 method.temperature=0.2"
     python benchmarks/recipe_sweep.py --only demo --set "mine: ..."   # mine next to the demo
+    python benchmarks/recipe_sweep.py --cohort brain --only demo --arms supervised --fraction 0.01
 
 Each setting is a list of ``medcl`` config overrides on top of the demo's recipe
 (:data:`medcl.demo.FULL`). Runs on the CPU; a setting costs about as much as one demo arm.
@@ -194,7 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds", type=int, nargs="*", default=[0], help="label subsets to score (e.g. 0 1 2)"
     )
     ap.add_argument("--patients", type=int, default=FULL["patients"])
+    ap.add_argument(
+        "--cohort",
+        choices=("phantom", "brain"),
+        default="phantom",
+        help="the demo's lesion-count phantom (default) or the brain-atrophy cohort (a global "
+        "question; needs nilearn), built under --work/brain",
+    )
     args = ap.parse_args(argv)
+    if args.cohort == "brain":
+        args.work = args.work / "brain"
     if args.only is None:
         args.only = [] if args.set else list(SWEEP)
     settings = {k: v for k, v in SWEEP.items() if k in args.only}
@@ -202,10 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         name, _, rest = item.partition(":")
         settings[name.strip()] = rest.split()
     build_demo_data(
-        args.work, patients=args.patients, size=FULL["size"], seed=0, log=lambda s: None
+        args.work,
+        patients=args.patients,
+        size=FULL["size"],
+        seed=0,
+        log=lambda s: None,
+        cohort=args.cohort,
     )
     seeds = ", ".join(map(str, args.seeds))
-    print(f"validation balanced accuracy at {100 * args.fraction:g} % labels, seeds {seeds}")
+    print(
+        f"{args.cohort} cohort: validation balanced accuracy at {100 * args.fraction:g} % labels, "
+        f"seeds {seeds}"
+    )
     print("| setting | arm | steps | seconds | val kNN | val linear | val fine-tune |")
     print("|---|---|---|---|---|---|---|")
     rows = []

@@ -10,6 +10,7 @@ its output is already there, so an interrupted demo continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -89,6 +90,9 @@ QUICK = {
 }
 
 
+COHORTS = {"phantom": "phantom cohort", "brain": "brain cohort (MNI152 template, atrophy grades)"}
+"""The cohorts :func:`build_demo_data` can build, with the name its log line gives them."""
+
 SPLIT = (0.2, 0.3)
 """Validation and test shares of the patients: large held-out splits, so that the patient-bootstrap
 intervals can separate methods (docs/comparing.md)."""
@@ -111,30 +115,47 @@ def demo_config(quick: bool, out: Path, threads: int = 0) -> Config:
 
 
 def build_demo_data(
-    out: Path, patients: int, size: int = 64, seed: int = 0, log: Any = print
+    out: Path,
+    patients: int,
+    size: int = 64,
+    seed: int = 0,
+    log: Any = print,
+    cohort: str = "phantom",
 ) -> Path:
-    """Phantom cohort → de-identified manifest → patient split, under ``out/data``.
+    """A generated cohort → de-identified manifest → patient split, under ``out/data``.
 
-    Returns the split manifest (every training label kept). Each step is skipped when its output
-    is there. The split is a function of the files and ``seed`` only (not of the secret).
+    Args:
+        out: Work folder; everything is written under ``out/data``.
+        patients: Number of patients to generate.
+        size: Rows and columns of the generated images.
+        seed: Seed of the cohort and of the split.
+        log: Called with each progress line.
+        cohort: ``"phantom"`` (the demo's lesion-count phantom, :mod:`medcl.data.synth`) or
+            ``"brain"`` (grades of atrophy on the MNI152 template, :mod:`medcl.data.synth.brain`;
+            needs nilearn).
+
+    Returns:
+        The split manifest (every training label kept). Each step is skipped when its output is
+        there. The split is a function of the files and ``seed`` only (not of the secret).
+
+    Raises:
+        MedclError: ``cohort`` is unknown, or ``out/data`` already holds the other cohort.
     """
     from medcl.data.ingest import ingest
-    from medcl.data.synth import CLASSES, generate_cohort
 
+    if cohort not in COHORTS:
+        raise MedclError(f"cohort must be one of {', '.join(COHORTS)}, got {cohort!r}")
     data = Path(out) / "data"
-    cohort = data / "cohort"
-    log(f"[1/6] phantom cohort: {patients} patients, {size} px MR")
-    if not (cohort / "cohort.json").is_file():
-        generate_cohort(
-            cohort, patients=patients, seed=seed, modality="mr", size=size, dims=2, workers=0
-        )
+    folder = data / "cohort"
+    log(f"[1/6] {COHORTS[cohort]}: {patients} patients, {size} px MR")
+    classes = _generate(folder, cohort, patients, size, seed)
     log("[2/6] ingest → de-identified manifest + training cache")
     manifest = data / "manifest.csv"
     rep = ingest(
-        cohort,
+        folder,
         manifest,
-        labels=cohort / "labels.csv",
-        classes=list(CLASSES),
+        labels=folder / "labels.csv",
+        classes=classes,
         workers=min(2, os.cpu_count() or 1),
         secret=data / "secret.key",
     )
@@ -147,6 +168,30 @@ def build_demo_data(
         full = split_manifest(read_manifest(manifest), val=val, test=test, seed=seed)
         write_manifest(full, split_full)
     return split_full
+
+
+def _generate(folder: Path, cohort: str, patients: int, size: int, seed: int) -> list[str]:
+    """Write ``cohort`` into ``folder`` unless it is there; returns its classes in label order."""
+    from medcl.data import synth
+    from medcl.data.synth import brain
+    from medcl.data.synth.spec import GENERATOR
+
+    record = folder / "cohort.json"
+    generator = {"phantom": GENERATOR, "brain": brain.GENERATOR}[cohort]
+    if record.is_file():
+        found = json.loads(record.read_text(encoding="utf-8")).get("generator")
+        if found != generator:
+            raise MedclError(
+                f"{folder} holds a cohort from {found!r}, not the {cohort} cohort; "
+                "use another output folder for each cohort"
+            )
+    elif cohort == "phantom":
+        synth.generate_cohort(
+            folder, patients=patients, seed=seed, modality="mr", size=size, dims=2, workers=0
+        )
+    else:
+        brain.generate_brain_cohort(folder, patients=patients, seed=seed, size=size, workers=0)
+    return list(synth.CLASSES if cohort == "phantom" else brain.CLASSES)
 
 
 def run_demo(

@@ -24,10 +24,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``synth``, ``ingest`` and ``split``."""
     p = sub.add_parser(
         "synth",
-        help="generate the phantom DICOM cohort (the embedded default data)",
-        description="Write a synthetic cohort of DICOM studies with fake PHI and DIR/labels.csv.",
+        help="generate a DICOM cohort: the phantom (the embedded default data) or the brain cohort",
+        description="Write a synthetic cohort of DICOM studies with fake PHI and DIR/labels.csv: "
+        "the phantom (lesion counts, a small finding) or, with --cohort brain, grades of atrophy "
+        "on the MNI152 template (a global question; MR 2-D only; needs nilearn).",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (new or empty)")
+    p.add_argument(
+        "--cohort",
+        choices=("phantom", "brain"),
+        default="phantom",
+        help="phantom (default) or brain (atrophy grades; pip install 'medcl[brain]')",
+    )
     p.add_argument("--patients", type=int, default=300, help="number of patients (default 300)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--modality", choices=("mr", "ct", "xr"), default="mr", help="default mr")
@@ -117,16 +125,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from medcl.data.synth import generate_cohort
+    if args.cohort == "brain":
+        from medcl.data.synth.brain import generate_brain_cohort
 
-    s = generate_cohort(
-        args.out,
-        patients=args.patients,
-        seed=args.seed,
-        modality=args.modality,
-        size=args.size,
-        dims=args.dims,
-    )
+        if args.modality != "mr":
+            raise MedclError("the brain cohort is MR only: drop --modality or use --modality mr")
+        if args.dims != 2:
+            raise MedclError("the brain cohort is 2-D (axial slices): drop --dims or use --dims 2")
+        s = generate_brain_cohort(args.out, patients=args.patients, seed=args.seed, size=args.size)
+    else:
+        from medcl.data.synth import generate_cohort
+
+        s = generate_cohort(
+            args.out,
+            patients=args.patients,
+            seed=args.seed,
+            modality=args.modality,
+            size=args.size,
+            dims=args.dims,
+        )
     counts = ", ".join(f"{k} {v}" for k, v in s.class_counts.items())
     print(
         f"wrote {s.files} DICOM files ({s.patients} patients, {s.images} images; {counts}) "

@@ -68,14 +68,10 @@ def _acquire_mr(
         texture_salt=salt,
     )
     signal = render_tomographic(anat, pts, px, t)
-    signal *= _bias_field(grid, rng, 0.2)
+    signal *= bias_field(grid, rng, 0.2)
     gain = rng.uniform(1200.0, 3200.0)
     sigma = rng.uniform(0.02, 0.045) * t["organ"]
-    real = signal + sigma * rng.standard_normal(signal.shape)
-    imag = sigma * rng.standard_normal(signal.shape)
-    mag = np.hypot(real, imag) * gain
-    stored = np.clip(np.rint(mag), 0, 4095).astype("<u2")
-    return stored, {"weighting": "T1" if t1 else "T2"}
+    return rician_magnitude(signal, sigma, gain, rng), {"weighting": "T1" if t1 else "T2"}
 
 
 def _acquire_ct(
@@ -131,6 +127,21 @@ def _acquire_xr(
     return stored, {}
 
 
+def rician_magnitude(
+    signal: np.ndarray, sigma: float, gain: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A magnitude MR image with Rician noise, stored as 12-bit unsigned integers.
+
+    ``|signal + n_re + i n_im| * gain`` with ``n_re, n_im ~ N(0, sigma^2)`` drawn in that order
+    (the magnitude of a complex signal with Gaussian noise in both channels, Gudbjartsson & Patz
+    1995), rounded and clipped to ``[0, 4095]``; little-endian uint16.
+    """
+    real = signal + sigma * rng.standard_normal(signal.shape)
+    imag = sigma * rng.standard_normal(signal.shape)
+    mag = np.hypot(real, imag) * gain
+    return np.clip(np.rint(mag), 0, 4095).astype("<u2")
+
+
 def _pose_points(grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Map scanner coordinates to anatomical ones through a random small rigid pose and scale."""
     dim = grid.shape[1]
@@ -147,8 +158,17 @@ def _pose_points(grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _bias_field(grid: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Smooth multiplicative field: exp of a random quadratic polynomial in scanner coordinates."""
+def bias_field(grid: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Smooth multiplicative MR bias field: exp of a random quadratic polynomial.
+
+    Args:
+        grid: Scanner coordinates ``(N, D)``, about ``[-1, 1]`` across the field of view.
+        rng: Draws the ``D + D(D+1)/2`` coefficients, each uniform in ``[-strength, strength]``.
+        strength: Bound of every coefficient.
+
+    Returns:
+        The field ``(N,)``, ``exp(sum_i a_i x_i + sum_{i<=j} b_ij x_i x_j)``.
+    """
     dim = grid.shape[1]
     terms = [grid[:, i] for i in range(dim)]
     terms += [grid[:, i] * grid[:, j] for i in range(dim) for j in range(i, dim)]

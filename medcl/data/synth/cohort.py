@@ -7,16 +7,9 @@ same bytes.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import re
-import shutil
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +17,16 @@ import numpy as np
 from medcl.data.synth.acquire import acquire
 from medcl.data.synth.anatomy import Anatomy, redraw_distractors, sample_anatomy
 from medcl.data.synth.dicom import dicom_uid, write_instance
+from medcl.data.synth.folder import (
+    PatientResult,
+    check_common_args,
+    check_out_dir,
+    is_int,
+    prepare_out_dir,
+    write_labels,
+    write_patients,
+    write_record,
+)
 from medcl.data.synth.geometry import pixel_grid
 from medcl.data.synth.phi import sample_phi
 from medcl.data.synth.spec import (
@@ -35,12 +38,6 @@ from medcl.data.synth.spec import (
     MODALITIES,
 )
 from medcl.errors import MedclError
-
-_MIN_SIZE = 16
-_PATIENT_DIR = re.compile(r"^P\d{4,}$")
-
-#: One patient's result: label index, images, ``(relative path, label)`` per file written.
-PatientResult = tuple[int, int, list[tuple[str, str]]]
 
 
 @dataclass
@@ -107,27 +104,16 @@ def generate_cohort(
     out = Path(out_dir)
     _check_args(out, patients, seed, modality, size, dims)
     patients, seed, size, dims = int(patients), int(seed), int(size), int(dims)
-    _prepare_out_dir(out)
+    prepare_out_dir(out)
 
     width = max(4, len(str(patients)))
     job = partial(
         _generate_patient, out, width=width, seed=seed, modality=modality, size=size, dims=dims
     )
-    n_proc = (os.cpu_count() or 1) if workers <= 0 else int(workers)
-    n_proc = max(1, min(n_proc, patients))
-    counts = dict.fromkeys(CLASSES, 0)
-    image_counts = dict.fromkeys(CLASSES, 0)
-    rows: list[tuple[str, str]] = []
-    for label, images, patient_rows in _run_patients(job, patients, n_proc, progress):
-        counts[CLASSES[label]] += 1
-        image_counts[CLASSES[label]] += images
-        rows.extend(patient_rows)
+    counts, image_counts, rows = write_patients(job, patients, workers, progress, CLASSES)
     n_images = sum(image_counts.values())
 
-    with open(out / LABELS_FILE, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
+    write_labels(out / LABELS_FILE, rows)
 
     summary = SynthSummary(
         out_dir=out,
@@ -159,26 +145,6 @@ def patient_rngs(seed: int, index: int) -> tuple[np.random.Generator, ...]:
     return tuple(np.random.default_rng(c) for c in children)
 
 
-def _run_patients(
-    job: Callable[[int], PatientResult], patients: int, n_proc: int, progress: bool
-) -> Iterable[PatientResult]:
-    """``job`` over every patient index, in patient order whatever the number of processes."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=patients, desc="synth", unit="patient", disable=not progress)
-    if n_proc == 1:
-        for result in map(job, range(patients)):
-            bar.update(1)
-            yield result
-    else:
-        with ProcessPoolExecutor(n_proc, mp_context=get_context("spawn")) as pool:
-            chunk = max(1, patients // (8 * n_proc))
-            for result in pool.map(job, range(patients), chunksize=chunk):
-                bar.update(1)
-                yield result
-    bar.close()
-
-
 def _write_record(path: Path, summary: SynthSummary, image_counts: dict[str, int]) -> None:
     """``cohort.json``: what was generated, with which arguments (no PHI)."""
     record = {
@@ -197,7 +163,7 @@ def _write_record(path: Path, summary: SynthSummary, image_counts: dict[str, int
         "labels": LABELS_FILE,
         "layout": "P<patient>/ST<study>/SE<series>/IM<instance>.dcm",
     }
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_record(path, record)
 
 
 def _generate_patient(
@@ -277,61 +243,13 @@ def _slice_geometry(
 def _check_args(
     out_dir: Path, patients: int, seed: int, modality: str, size: int, dims: int
 ) -> None:
-    def is_int(v: object) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    if not is_int(patients) or patients < 1:
-        raise MedclError(f"synth: patients must be an integer >= 1, got {patients!r}")
-    if not is_int(seed) or seed < 0:
-        raise MedclError(f"synth: seed must be an integer >= 0, got {seed!r}")
+    check_common_args(out_dir, patients, seed, size)
     if modality not in MODALITIES:
         raise MedclError(
             f"synth: unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}"
         )
-    if not is_int(size) or size < _MIN_SIZE:
-        raise MedclError(f"synth: size must be an integer >= {_MIN_SIZE}, got {size!r}")
-    if size > 1024:
-        raise MedclError(f"synth: size must be <= 1024, got {size!r}")
     if dims not in (2, 3) or not is_int(dims):
         raise MedclError(f"synth: dims must be 2 or 3, got {dims!r}")
     if dims == 3 and modality == "xr":
         raise MedclError("synth: xr is a projection modality; use dims 2 (volumes need mr or ct)")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MedclError(f"synth: {out_dir} exists and is not a folder")
-
-
-def _prepare_out_dir(out_dir: Path) -> None:
-    """Refuse a non-empty folder that is not a phantom cohort; clear a previous phantom cohort."""
-    if not out_dir.exists():
-        out_dir.mkdir(parents=True)
-        return
-    entries = list(out_dir.iterdir())
-    if not entries:
-        return
-    marker = out_dir / COHORT_FILE
-    try:
-        previous = json.loads(marker.read_text(encoding="utf-8"))
-        ours = isinstance(previous, dict) and previous.get("generator") == GENERATOR
-    except (OSError, ValueError):
-        ours = False
-    if not ours:
-        raise MedclError(
-            f"synth: {out_dir} is not empty and holds no {COHORT_FILE} from "
-            "'medcl synth'; choose an empty or new folder"
-        )
-    foreign = [
-        e.name
-        for e in entries
-        if e.name not in (COHORT_FILE, LABELS_FILE)
-        and not (e.is_dir() and _PATIENT_DIR.match(e.name))
-    ]
-    if foreign:
-        raise MedclError(
-            f"synth: {out_dir} holds a phantom cohort and other files "
-            f"({', '.join(sorted(foreign)[:3])}); refusing to mix them"
-        )
-    for e in entries:
-        if e.is_dir():
-            shutil.rmtree(e)
-        else:
-            e.unlink()
+    check_out_dir(out_dir)

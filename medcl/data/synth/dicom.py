@@ -68,7 +68,9 @@ def write_instance(
         instance: Instance index (0-based) within the series.
         geometry: ``spacing`` and ``thickness`` (mm), ``position`` (x, y, z) and ``orientation``
             (six direction cosines).
-        info: From the acquisition: ``weighting`` (``"T1"`` or ``"T2"``) for MR.
+        info: From the acquisition: ``weighting`` (``"T1"`` or ``"T2"``) for MR; optionally the
+            cohort's descriptive text: ``manufacturer``, ``model_name``, ``study_description``,
+            ``series_prefix`` and ``body_part`` (the phantom's when absent).
     """
     sop_class = _SOP_CLASS[modality]
     meta = FileMetaDataset()
@@ -100,21 +102,22 @@ def _set_study_and_patient(
     ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = phi.study_times[study]
     ds.AccessionNumber = phi.accessions[study]
     ds.Modality = _MODALITY_CODE[modality]
-    ds.Manufacturer = "MEDCL PHANTOM"
+    ds.Manufacturer = info.get("manufacturer", "MEDCL PHANTOM")
     ds.InstitutionName = phi.institutions[study]
     ds.ReferringPhysicianName = phi.referrers[study]
     ds.StationName = f"SYN{study + 1:02d}"
-    ds.StudyDescription = "SYNTHETIC PHANTOM"
-    ds.SeriesDescription = f"PHANTOM {ds.Modality} {info.get('weighting', '')}".strip()
+    ds.StudyDescription = info.get("study_description", "SYNTHETIC PHANTOM")
+    series = info.get("series_prefix", "PHANTOM")
+    ds.SeriesDescription = f"{series} {ds.Modality} {info.get('weighting', '')}".strip()
     ds.OperatorsName = phi.operators[study]
-    ds.ManufacturerModelName = f"medcl-synth v{GENERATOR_VERSION}"
+    ds.ManufacturerModelName = info.get("model_name", f"medcl-synth v{GENERATOR_VERSION}")
     ds.PatientName = phi.name
     ds.PatientID = phi.patient_id
     ds.PatientBirthDate = phi.birth.strftime("%Y%m%d")
     ds.PatientSex = phi.sex
     ds.PatientAge = _age(phi.birth, phi.study_dates[study])
     ds.PatientAddress = phi.address
-    ds.BodyPartExamined = "ABDOMEN"
+    ds.BodyPartExamined = info.get("body_part", "ABDOMEN")
 
 
 def _set_acquisition(
