@@ -95,6 +95,13 @@ SIMCLR = Pretraining("simclr", "simclr", labelled=False, title="SimCLR")
 DINO = Pretraining("dino", "dino", labelled=False, title="DINO")
 VICREG = Pretraining("vicreg", "vicreg", labelled=False, title="VICReg")
 SSCL = Pretraining("sscl", "simclr", labelled=True, title="SSCL")
+SSCL_PSEUDO = Pretraining(
+    "ssclpl",
+    "simclr",
+    labelled=True,
+    title="SSCL+pseudo",
+    overrides={"method.pseudo.enabled": True},
+)
 
 ARMS: dict[str, Arm] = {
     a.name: a
@@ -111,6 +118,12 @@ ARMS: dict[str, Arm] = {
             probe=True,
             compare_with=("supervised", "fixmatch", "simclr", "dino", "vicreg"),
             probe_compare_with=("simclr+linear", "dino+linear", "vicreg+linear"),
+        ),
+        Arm(
+            "sscl+pseudo",
+            "SSCL+pseudo",
+            SSCL_PSEUDO,
+            compare_with=("supervised", "fixmatch", "sscl"),
         ),
         Arm(
             "sscl+fixmatch",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from medcl.config import load_config
@@ -109,3 +110,37 @@ def test_a_toy_arm_is_one_record(tmp_path: Path, monkeypatch) -> None:
     line = headline(res.records, res.paired, "balanced_accuracy", 0.5)
     assert "Toy " in line and "supervised " in line
     assert "| toy |" in res.report.read_text()
+
+
+def test_the_pseudo_label_sscl_arm_runs_in_the_experiment(tmp_path: Path) -> None:
+    """``sscl+pseudo``: an SSCL pretraining of its own with ``method.pseudo.enabled`` (its run
+    logs the pseudo-labels' figures), fine-tuned like SSCL and compared with supervised."""
+    manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
+    cfg = load_config(
+        None,
+        [
+            *TINY_OVERRIDES,
+            "optim.epochs=2",
+            "finetune.epochs=1",
+            "efficiency.fractions=[0.5]",
+            "efficiency.seeds=[0]",
+            "efficiency.n_boot=10",
+            "efficiency.methods=[supervised, sscl+pseudo]",
+            "method.pseudo.start=0",
+            "method.pseudo.threshold=0.34",
+        ],
+    )
+    assert not cfg.method.pseudo.enabled  # the arm, not the config, switches it on
+    res = run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
+    assert [r["method"] for r in res.records] == ["supervised", "sscl+pseudo"]
+    rec = res.records[1]
+    assert rec["finetune"] == "full"
+    pre = Path(rec["pretrain_dir"])
+    assert pre.name == "ssclpl_f0.5_s0"
+    saved = load_config(pre / "config.yaml")
+    assert saved.method.pseudo.enabled and saved.method.name == "simclr"
+    assert saved.method.lambda_sup == cfg.method.lambda_sup
+    log = pd.read_csv(pre / "logs" / "metrics.csv")
+    assert log["train/pseudo_rate"].notna().any() and log["train/pseudo_head_acc"].notna().any()
+    assert ("sscl+pseudo", "supervised") in [(d["a"], d["b"]) for d in res.paired]
+    assert "SSCL+pseudo" in headline(res.records, res.paired, "balanced_accuracy", 0.5)
