@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medcl.config import load_config
+from medcl.config import Config, load_config
 from medcl.errors import ConfigError
 from medcl.evaluate import arms as arms_mod
 from medcl.evaluate.arms import ARMS, Arm, Pretraining, register_arm, report_order, resolve_arms
-from medcl.evaluate.efficiency import plan_jobs, run_efficiency
+from medcl.evaluate.efficiency import EfficiencyResult, plan_jobs, run_efficiency
 from medcl.evaluate.report import headline
 from tests.conftest import TINY_OVERRIDES, make_manifest
 
@@ -73,6 +73,27 @@ def test_registering_refuses_a_taken_name_and_probe_names(monkeypatch) -> None:
         register_arm(Arm("x+linear", "x"))
 
 
+def tiny_experiment(
+    tmp_path: Path, methods: str, *overrides: str
+) -> tuple[Config, EfficiencyResult]:
+    """A one-seed experiment at half the labels of a 15-patient cohort: its config and results."""
+    manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
+    cfg = load_config(
+        None,
+        [
+            *TINY_OVERRIDES,
+            "finetune.epochs=1",
+            "efficiency.fractions=[0.5]",
+            "efficiency.seeds=[0]",
+            "efficiency.n_boot=10",
+            f"efficiency.methods={methods}",
+            *overrides,
+        ],
+    )
+    res = run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
+    return cfg, res
+
+
 def test_a_toy_arm_is_one_record(tmp_path: Path, monkeypatch) -> None:
     """A new arm (BYOL pretraining on the labelled subset, then a linear probe, compared with
     supervised) added as one record runs, is recorded, compared and reported."""
@@ -84,21 +105,9 @@ def test_a_toy_arm_is_one_record(tmp_path: Path, monkeypatch) -> None:
         compare_with=("supervised",),
     )
     monkeypatch.setitem(ARMS, "toy", toy)
-    manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
-    cfg = load_config(
-        None,
-        [
-            *TINY_OVERRIDES,
-            "optim.epochs=1",
-            "finetune.epochs=1",
-            "efficiency.fractions=[0.5]",
-            "efficiency.seeds=[0]",
-            "efficiency.n_boot=10",
-            "method.lambda_sup=0.5",
-            "efficiency.methods=[supervised, toy]",
-        ],
+    _, res = tiny_experiment(
+        tmp_path, "[supervised, toy]", "optim.epochs=1", "method.lambda_sup=0.5"
     )
-    res = run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
     assert [r["method"] for r in res.records] == ["supervised", "toy"]
     toy_rec = res.records[1]
     assert toy_rec["finetune"] == "linear"
@@ -115,23 +124,14 @@ def test_a_toy_arm_is_one_record(tmp_path: Path, monkeypatch) -> None:
 def test_the_pseudo_label_sscl_arm_runs_in_the_experiment(tmp_path: Path) -> None:
     """``sscl+pseudo``: an SSCL pretraining of its own with ``method.pseudo.enabled`` (its run
     logs the pseudo-labels' figures), fine-tuned like SSCL and compared with supervised."""
-    manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
-    cfg = load_config(
-        None,
-        [
-            *TINY_OVERRIDES,
-            "optim.epochs=2",
-            "finetune.epochs=1",
-            "efficiency.fractions=[0.5]",
-            "efficiency.seeds=[0]",
-            "efficiency.n_boot=10",
-            "efficiency.methods=[supervised, sscl+pseudo]",
-            "method.pseudo.start=0",
-            "method.pseudo.threshold=0.34",
-        ],
+    cfg, res = tiny_experiment(
+        tmp_path,
+        "[supervised, sscl+pseudo]",
+        "optim.epochs=2",
+        "method.pseudo.start=0",
+        "method.pseudo.threshold=0.34",
     )
     assert not cfg.method.pseudo.enabled  # the arm, not the config, switches it on
-    res = run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
     assert [r["method"] for r in res.records] == ["supervised", "sscl+pseudo"]
     rec = res.records[1]
     assert rec["finetune"] == "full"
