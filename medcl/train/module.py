@@ -64,7 +64,8 @@ class PretrainModule(L.LightningModule):
         augment: The batched multi-view augmentation.
         method: The objective of ``method.name`` with its heads, targets and queue.
         pseudo: The pseudo-labelling head (``method.pseudo.enabled``), else ``None``; built after
-            the other networks, so that they start from the same weights either way.
+            the other networks and without drawing from the global random stream, so that they
+            start from the same weights and see the same views either way.
 
     Raises:
         ConfigError: If ``method.name`` names no registered objective.
@@ -89,7 +90,12 @@ class PretrainModule(L.LightningModule):
         self.method = build_objective(cfg, self.encoder)
         self.pseudo: PseudoLabeller | None = None
         if cfg.method.pseudo.enabled:
-            self.pseudo = PseudoLabeller(int(self.encoder.out_dim), n_classes, cfg.method.pseudo)
+            # initialised without moving the global random stream: what is drawn after (the
+            # loaders' seeds, hence the views) is what the same run without pseudo-labels draws
+            with torch.random.fork_rng(devices=[]):
+                self.pseudo = PseudoLabeller(
+                    int(self.encoder.out_dim), n_classes, cfg.method.pseudo
+                )
         self._val_feats: list[torch.Tensor] = []
         self._val_pseudo: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []

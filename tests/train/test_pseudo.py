@@ -213,27 +213,31 @@ def test_the_ramp_allows_no_pseudo_label_before_start_then_grows_linearly(start,
         assert module.pseudo_ramp() == pytest.approx(reference_ramp(step, start, ramp))
 
 
-def built(*overrides: str) -> PretrainModule:
-    """A double-precision module as built from its config, at seed 0, stepping at step 5."""
+def built(*overrides: str) -> tuple[PretrainModule, Tensor]:
+    """A double-precision module as built from its config at seed 0, stepping at step 5, and the
+    global random state after it was built."""
     cfg = load_config(
         None,
         [*TINY_OVERRIDES, f"method.temperature={TEMPERATURE}", "method.lambda_sup=0.7", *overrides],
     )
     torch.manual_seed(0)
     module = PretrainModule(cfg, build_preset("mr", {}, dims=2), spatial_dims=2, n_classes=3)
+    rng_after = torch.get_rng_state()
     module = module.double()
     module.augment = PassThroughViews()
     attach_fake_trainer(module, 5, TOTAL)
-    return module
+    return module, rng_after
 
 
 def test_the_option_off_changes_nothing() -> None:
     """Off (the default, whatever its other settings): no head, the same weights and the same
-    loss bit for bit. On but before its start: the same SupCon and SSL terms bit for bit (the
-    head is built after the other networks, so it shifts no initialisation)."""
-    default = built()
-    off = built("method.pseudo.threshold=0.1", "method.pseudo.start=0")
-    on = built(*PSEUDO, "method.pseudo.threshold=0.34")
+    loss bit for bit. On but before its start: the same SupCon and SSL terms bit for bit, and the
+    same global random state after the module is built (the head shifts no initialisation and no
+    later draw, such as the loaders' seeds)."""
+    default, rng_default = built()
+    off, _ = built("method.pseudo.threshold=0.1", "method.pseudo.start=0")
+    on, rng_on = built(*PSEUDO, "method.pseudo.threshold=0.34")
+    assert torch.equal(rng_default, rng_on)
     assert default.pseudo is None and off.pseudo is None
     state = default.state_dict()
     assert state.keys() == off.state_dict().keys()
