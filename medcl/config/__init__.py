@@ -35,6 +35,7 @@ from medcl.config.schema import (
     MethodConfig,
     ModelConfig,
     OptimConfig,
+    PseudoLabelConfig,
     TrainerConfig,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "MethodConfig",
     "ModelConfig",
     "OptimConfig",
+    "PseudoLabelConfig",
     "TrainerConfig",
     "check_resume",
     "derive",

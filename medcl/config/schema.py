@@ -163,6 +163,47 @@ class AugmentConfig:
 
 
 @dataclass
+class PseudoLabelConfig:
+    """Pseudo-labels in the SupCon term (``method.pseudo``; docs/objectives.md): an online linear
+    head on the encoder features labels the confident unlabelled images of each batch, which then
+    join SupCon as anchors and positives of their pseudo-class (off by default).
+
+    Attributes:
+        enabled: Pseudo-label the unlabelled images of each pretraining batch.
+        threshold: Confidence ``τ_p``: an image is a candidate when the largest class probability
+            of the head (averaged over its views) is at least this.
+        start: Share of the optimiser steps without pseudo-labels.
+        ramp: Share of the steps over which the share of the confident candidates that may be
+            pseudo-labelled then grows linearly from 0 to 1 (0 = all at once).
+        balance: Per-class cap: at most ``⌊n_c / N · M⌋`` pseudo-labels of class ``c`` per batch
+            (``n_c / N`` its share of the labelled training images, ``M`` the allowed candidates),
+            the most confident first; off: the ``M`` most confident, whatever their class.
+        pool_patients: Average an image's prediction with those of the batch's other images of
+            the same patient (needs ``method.group_positives``: a patient's images share a label).
+        head_weight: Weight of the head's class-weighted cross-entropy on the labelled images in
+            the loss.
+        detach: The head reads detached encoder features, so its cross-entropy trains the head
+            only and the representation is shaped by the contrastive terms alone; false lets it
+            train the encoder too (supervised cross-entropy in the pretraining).
+    """
+
+    enabled: bool = False
+    threshold: float = 0.9
+    start: float = 0.2
+    ramp: float = 0.3
+    balance: bool = True
+    pool_patients: bool = False
+    head_weight: float = 1.0
+    detach: bool = True
+
+    def check(self, where: str) -> None:
+        in_range(self.threshold, "[0, 1]", f"{where}.threshold")
+        in_range(self.start, "[0, 1)", f"{where}.start")
+        in_range(self.ramp, "[0, 1]", f"{where}.ramp")
+        positive(self.head_weight, f"{where}.head_weight")
+
+
+@dataclass
 class MethodConfig:
     """The objective ``L = λ1·SupCon(labelled) + λ2·SSL(all)``; the SSL term's own options sit
     under ``options``, keyed by objective name.
@@ -191,6 +232,8 @@ class MethodConfig:
             resolved, before any work (:func:`medcl.train.objectives.check_objective_options`).
             Configs written before options moved here (``method.queue_size``, ``ema_base``,
             ``dino_*``, ``vicreg_*``) are read into them (:mod:`medcl.config.legacy`).
+        pseudo: Pseudo-labels of confident unlabelled images in the SupCon term, for every
+            objective (:class:`PseudoLabelConfig`; off by default).
     """
 
     name: str = "simclr"
@@ -201,6 +244,7 @@ class MethodConfig:
     temperature: float = 0.1
     group_positives: bool = False
     options: dict = field(default_factory=dict)
+    pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
 
     def check(self, where: str) -> None:
         if not self.name.isidentifier():
@@ -224,6 +268,12 @@ class MethodConfig:
                 raise ConfigError(
                     f"{where}.options.{name}: expected a mapping of {name}'s options, got {opts!r}"
                 )
+        self.pseudo.check(f"{where}.pseudo")
+        if self.pseudo.pool_patients and not self.group_positives:
+            raise ConfigError(
+                f"{where}.pseudo.pool_patients: pools the predictions of a patient's images, "
+                f"which needs {where}.group_positives: true (a patient's images share a label)"
+            )
 
 
 @dataclass
@@ -440,9 +490,10 @@ class EfficiencyConfig:
         methods: ``supervised`` (from scratch), ``fixmatch`` (FixMatch from scratch on the
             labelled subset + the unlabelled pool), ``simclr`` (SSL only, λ1 = 0), ``dino`` and
             ``vicreg`` (SSL only with that pretraining objective, its ``method.options.dino`` /
-            ``method.options.vicreg``), ``sscl`` (SupCon on the labelled subset + SSL), each
-            fine-tuned with ``finetune.mode``, and ``sscl+fixmatch`` (SSCL pretraining, then
-            FixMatch fine-tuning).
+            ``method.options.vicreg``), ``sscl`` (SupCon on the labelled subset + SSL),
+            ``sscl+pseudo`` (SSCL with pseudo-labels, ``method.pseudo``), each fine-tuned with
+            ``finetune.mode``, and ``sscl+fixmatch`` (SSCL pretraining, then FixMatch
+            fine-tuning).
         linear_probe: Also fit a linear probe on each pretrained encoder.
         n_boot: Patient-bootstrap replicates for the test intervals.
         metric: Headline metric of the report and plot.

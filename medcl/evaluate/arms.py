@@ -99,6 +99,13 @@ SIMCLR = Pretraining("simclr", "simclr", labelled=False, title="SimCLR")
 DINO = Pretraining("dino", "dino", labelled=False, title="DINO")
 VICREG = Pretraining("vicreg", "vicreg", labelled=False, title="VICReg")
 SSCL = Pretraining("sscl", "simclr", labelled=True, title="SSCL")
+SSCL_PSEUDO = Pretraining(
+    "ssclpl",
+    "simclr",
+    labelled=True,
+    title="SSCL+pseudo",
+    overrides={"method.pseudo.enabled": True},
+)
 
 ARMS: dict[str, Arm] = {
     a.name: a
@@ -130,6 +137,12 @@ ARMS: dict[str, Arm] = {
             finetune="selftrain",
             teacher="sscl",
             compare_with=("supervised", "selftrain", "sscl"),
+        ),
+        Arm(
+            "sscl+pseudo",
+            "SSCL+pseudo",
+            SSCL_PSEUDO,
+            compare_with=("supervised", "fixmatch", "sscl"),
         ),
         Arm(
             "sscl+fixmatch",

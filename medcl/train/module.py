@@ -6,7 +6,10 @@ Objective (docs/objectives.md): ``L = λ1 · SupCon(labelled anchors) + λ2 · S
 objective owns its heads, target networks, queue and EMA, and weights its terms; this module only
 augments, encodes, hands the objective λ1 after its ramp, calls the objective's EMA hook once per
 optimiser step, and monitors a kNN classifier. Patient ids are passed to every contrastive term:
-images of one patient are never negatives of each other.
+images of one patient are never negatives of each other. With ``method.pseudo.enabled`` an online
+linear head (:class:`~medcl.train.pseudo.PseudoLabeller`) also pseudo-labels the confident
+unlabelled images of each batch for the SupCon term, and its balanced accuracy on the validation
+images is monitored beside the kNN classifier's.
 
 Augmentation runs batched on the training device (:class:`~medcl.transforms.MultiViewAugment`) from
 a generator seeded by ``(seed, global step, rank)``, so a resumed run draws the same views (the
@@ -39,6 +42,7 @@ from medcl.train.objectives import (
     channels_last,
     to_channels_last,
 )
+from medcl.train.pseudo import PseudoLabeller, pseudo_share
 from medcl.transforms import AugmentPreset, MultiViewAugment
 from medcl.transforms.patches import aggregate_patches
 
@@ -68,6 +72,9 @@ class PretrainModule(L.LightningModule):
         encoder_spec: Its architecture (``model`` section, ``data.image_size``, the dimensions).
         augment: The batched multi-view augmentation.
         method: The objective of ``method.name`` with its heads, targets and queue.
+        pseudo: The pseudo-labelling head (``method.pseudo.enabled``), else ``None``; built after
+            the other networks and without drawing from the global random stream, so that they
+            start from the same weights and see the same views either way.
 
     Raises:
         ConfigError: If ``method.name`` names no registered objective.
@@ -92,7 +99,16 @@ class PretrainModule(L.LightningModule):
         self.augment = MultiViewAugment(preset, cfg.augment.views)
         self.preset = preset
         self.method = build_objective(cfg, self.encoder)
+        self.pseudo: PseudoLabeller | None = None
+        if cfg.method.pseudo.enabled:
+            # initialised without moving the global random stream: what is drawn after (the
+            # loaders' seeds, hence the views) is what the same run without pseudo-labels draws
+            with torch.random.fork_rng(devices=[]):
+                self.pseudo = PseudoLabeller(
+                    int(self.encoder.out_dim), n_classes, cfg.method.pseudo
+                )
         self._val_feats: list[torch.Tensor] = []
+        self._val_pseudo: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         self.total_steps = 1
 
@@ -105,6 +121,10 @@ class PretrainModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.pseudo is not None:  # the head's class weights and per-class caps
+            train_set = getattr(self.trainer.datamodule, "train_set", None)
+            if train_set is not None:
+                self.pseudo.set_class_counts(train_set.labels.to(self.device))
         for net in (self.encoder, self.method):  # the method: its target encoders, if any
             to_channels_last(net, self.device, self.spatial_dims)
 
@@ -165,7 +185,8 @@ class PretrainModule(L.LightningModule):
         b = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
         for k, val in logs.items():
-            self.log(f"train/{k}", val, on_step=False, on_epoch=True, batch_size=b)
+            per_step = k.startswith("pseudo_")  # the pseudo-labels' figures, logged every step
+            self.log(f"train/{k}", val, on_step=per_step, on_epoch=not per_step, batch_size=b)
         self.log(
             "train/lr",
             self.trainer.optimizers[0].param_groups[0]["lr"],
@@ -191,14 +212,22 @@ class PretrainModule(L.LightningModule):
             generator: Randomness of the augmentations.
 
         Returns:
-            The loss and its detached parts for logging.
+            The loss and its detached parts for logging; with pseudo-labels, the loss adds
+            ``method.pseudo.head_weight`` × the head's cross-entropy, and the logs its figures
+            (:class:`~medcl.train.pseudo.PseudoStep`).
         """
         views = self.augment(x, generator=generator)  # (B, V, 1, ...)
         b, v = views.shape[:2]
         flat = views.flatten(0, 1)
         batch = ViewBatch(flat, self.embed(flat), labels, groups, b, v)
         mc = self.cfg.method
-        return self.method(batch, mc.lambda_sup * self.sup_ramp(), mc.lambda_ssl)
+        if self.pseudo is None:
+            return self.method(batch, mc.lambda_sup * self.sup_ramp(), mc.lambda_ssl)
+        step = self.pseudo(batch.features, labels, groups, v, self.pseudo_ramp())
+        batch = dataclasses.replace(batch, sup_labels=step.labels)
+        out = self.method(batch, mc.lambda_sup * self.sup_ramp(), mc.lambda_ssl)
+        loss = out.loss + mc.pseudo.head_weight * step.head_loss
+        return ObjectiveOutput(loss, {**out.logs, **step.logs})
 
     def sup_ramp(self) -> float:
         """Factor on λ1 at this optimiser step ``k`` of ``T``.
@@ -220,6 +249,13 @@ class PretrainModule(L.LightningModule):
             return 1.0
         return min(1.0, (k - start) / max(1.0, mc.lambda_sup_warmup * self.total_steps))
 
+    def pseudo_ramp(self) -> float:
+        """The share of the confident unlabelled images that may be pseudo-labelled at this
+        optimiser step: :func:`~medcl.train.pseudo.pseudo_share` of ``method.pseudo.start`` and
+        ``method.pseudo.ramp``."""
+        p = self.cfg.method.pseudo
+        return pseudo_share(int(self.global_step), self.total_steps, p.start, p.ramp)
+
     _ema_at_step = 0  # the optimiser step the EMA target last followed
 
     def on_train_start(self) -> None:
@@ -239,6 +275,8 @@ class PretrainModule(L.LightningModule):
         feats = self.embed_eval(x)
         self._val_feats.append(feats.float())
         self._val_labels.append(labels)
+        if self.pseudo is not None:
+            self._val_pseudo.append(self.pseudo.logits(feats).argmax(dim=1))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_feats:
@@ -247,6 +285,11 @@ class PretrainModule(L.LightningModule):
         ql = torch.cat(self._val_labels)
         self._val_feats.clear()
         self._val_labels.clear()
+        if self._val_pseudo:  # the pseudo-labelling head on images whose labels we have
+            guess = torch.cat(self._val_pseudo).cpu().numpy()
+            self._val_pseudo.clear()
+            bacc = balanced_accuracy_score(ql.cpu().numpy(), guess)
+            self.log("val/pseudo_head_bacc", float(bacc), sync_dist=False)
         dm = self.trainer.datamodule
         loader = dm.bank_dataloader() if dm is not None else None
         if loader is None:

@@ -55,6 +55,13 @@ def test_int_accepted_for_float():
         ("method.options=3", "method.options: expected dict, got 3"),
         ("method.options.dino=3", "method.options.dino: expected a mapping of dino's options"),
         ("method.options={1: {}}", "method.options: keys are objective names"),
+        ("method.pseudo.threshold=1.5", "method.pseudo.threshold: must be in [0, 1], got 1.5"),
+        ("method.pseudo.start=1", "method.pseudo.start: must be in [0, 1), got 1.0"),
+        ("method.pseudo.ramp=-0.1", "method.pseudo.ramp: must be in [0, 1], got -0.1"),
+        ("method.pseudo.head_weight=0", "method.pseudo.head_weight: must be positive, got 0.0"),
+        ("method.pseudo.pool_patients=true", "needs method.group_positives: true"),
+        ("method.pseudo.treshold=0.5", "'method.pseudo.treshold' (did you mean 'threshold'?)"),
+        ("method.pseudo=3", "method.pseudo: expected a mapping"),
     ],
 )
 def test_bad_values_refused(override, message):
@@ -178,3 +185,18 @@ def test_reading_a_config_does_not_import_torch(tmp_path):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pseudo_labels_are_a_nested_section_off_by_default(tmp_path):
+    """``method.pseudo``: off by default; a dotted override or a derive changes one field and
+    keeps the others; it is saved and read back."""
+    cfg = load_config(None)
+    assert not cfg.method.pseudo.enabled and cfg.method.pseudo.threshold == 0.9
+    on = derive(cfg, **{"method.pseudo.enabled": True})
+    assert on.method.pseudo.enabled and on.method.pseudo.threshold == 0.9
+    again = load_config(None, ["method.pseudo.threshold=0.8", "method.pseudo.enabled=true"])
+    assert again.method.pseudo == derive(on, **{"method.pseudo.threshold": 0.8}).method.pseudo
+    pooled = load_config(None, ["method.group_positives=true", "method.pseudo.pool_patients=true"])
+    assert pooled.method.pseudo.pool_patients
+    path = save_config(again, tmp_path / "c.yaml")
+    assert load_config(path).method.pseudo == again.method.pseudo

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from medcl.config import load_config
+from medcl.config import Config, load_config
 from medcl.errors import ConfigError
 from medcl.evaluate import arms as arms_mod
 from medcl.evaluate.arms import ARMS, Arm, Pretraining, register_arm, report_order, resolve_arms
-from medcl.evaluate.efficiency import run_efficiency
+from medcl.evaluate.efficiency import EfficiencyResult, run_efficiency
 from medcl.evaluate.plan import plan_jobs
 from medcl.evaluate.report import headline
 from tests.conftest import TINY_OVERRIDES, make_manifest
@@ -73,6 +74,27 @@ def test_registering_refuses_a_taken_name_and_probe_names(monkeypatch) -> None:
         register_arm(Arm("x+linear", "x"))
 
 
+def tiny_experiment(
+    tmp_path: Path, methods: str, *overrides: str
+) -> tuple[Config, EfficiencyResult]:
+    """A one-seed experiment at half the labels of a 15-patient cohort: its config and results."""
+    manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
+    cfg = load_config(
+        None,
+        [
+            *TINY_OVERRIDES,
+            "finetune.epochs=1",
+            "efficiency.fractions=[0.5]",
+            "efficiency.seeds=[0]",
+            "efficiency.n_boot=10",
+            f"efficiency.methods={methods}",
+            *overrides,
+        ],
+    )
+    res = run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
+    return cfg, res
+
+
 def test_a_toy_arm_is_one_record(tmp_path: Path, monkeypatch) -> None:
     """A new arm (BYOL pretraining on the labelled subset, then a linear probe, compared with
     supervised) added as one record runs, is recorded, compared and reported."""
@@ -84,21 +106,9 @@ def test_a_toy_arm_is_one_record(tmp_path: Path, monkeypatch) -> None:
         compare_with=("supervised",),
     )
     monkeypatch.setitem(ARMS, "toy", toy)
-    manifest = make_manifest(tmp_path / "data", n_patients=15, labelled_patients=9, test_patients=3)
-    cfg = load_config(
-        None,
-        [
-            *TINY_OVERRIDES,
-            "optim.epochs=1",
-            "finetune.epochs=1",
-            "efficiency.fractions=[0.5]",
-            "efficiency.seeds=[0]",
-            "efficiency.n_boot=10",
-            "method.lambda_sup=0.5",
-            "efficiency.methods=[supervised, toy]",
-        ],
+    _, res = tiny_experiment(
+        tmp_path, "[supervised, toy]", "optim.epochs=1", "method.lambda_sup=0.5"
     )
-    res = run_efficiency(cfg, manifest, tmp_path / "out", log=lambda s: None, progress=False)
     assert [r["method"] for r in res.records] == ["supervised", "toy"]
     toy_rec = res.records[1]
     assert toy_rec["finetune"] == "linear"
@@ -125,3 +135,28 @@ def test_a_teacher_runs_before_the_arms_that_learn_from_it() -> None:
     order = [j.arm.name for j in plan_jobs(cfg)]
     assert order.index("supervised") < order.index("selftrain")
     assert order.index("sscl") < order.index("sscl+selftrain")
+
+
+def test_the_pseudo_label_sscl_arm_runs_in_the_experiment(tmp_path: Path) -> None:
+    """``sscl+pseudo``: an SSCL pretraining of its own with ``method.pseudo.enabled`` (its run
+    logs the pseudo-labels' figures), fine-tuned like SSCL and compared with supervised."""
+    cfg, res = tiny_experiment(
+        tmp_path,
+        "[supervised, sscl+pseudo]",
+        "optim.epochs=2",
+        "method.pseudo.start=0",
+        "method.pseudo.threshold=0.34",
+    )
+    assert not cfg.method.pseudo.enabled  # the arm, not the config, switches it on
+    assert [r["method"] for r in res.records] == ["supervised", "sscl+pseudo"]
+    rec = res.records[1]
+    assert rec["finetune"] == "full"
+    pre = Path(rec["pretrain_dir"])
+    assert pre.name == "ssclpl_f0.5_s0"
+    saved = load_config(pre / "config.yaml")
+    assert saved.method.pseudo.enabled and saved.method.name == "simclr"
+    assert saved.method.lambda_sup == cfg.method.lambda_sup
+    log = pd.read_csv(pre / "logs" / "metrics.csv")
+    assert log["train/pseudo_rate"].notna().any() and log["train/pseudo_head_acc"].notna().any()
+    assert ("sscl+pseudo", "supervised") in [(d["a"], d["b"]) for d in res.paired]
+    assert "SSCL+pseudo" in headline(res.records, res.paired, "balanced_accuracy", 0.5)

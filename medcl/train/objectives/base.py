@@ -9,7 +9,9 @@ parts. With ``z = g(f(x))`` the online projections of the ``V`` views of each im
     L = λ1 · SupCon(z; labelled anchors) + λ2 · L_ssl(z, ...)
 
 where SupCon is the :class:`~medcl.train.objectives.supcon.SupCon` component, computed only while
-λ1 > 0 (λ1 ramps: :meth:`~medcl.train.module.PretrainModule.sup_ramp`), and ``L_ssl`` is
+λ1 > 0 (λ1 ramps: :meth:`~medcl.train.module.PretrainModule.sup_ramp`) over the true labels, or
+with ``method.pseudo`` the true labels plus confident pseudo-labels (:attr:`ViewBatch.sup_labels`,
+:mod:`medcl.train.pseudo`), and ``L_ssl`` is
 :meth:`Objective.ssl_loss`, the one method each subclass writes. :class:`MomentumObjective` adds
 EMA copies ``f_ξ``, ``g_ξ`` of the encoder and projector, moved after every optimiser step by
 ``ξ ← m·ξ + (1 − m)·θ`` with the cosine schedule of :func:`~medcl.models.ema.momentum_schedule`
@@ -92,6 +94,9 @@ class ViewBatch:
         groups: ``(B,)`` patient ids; images of one patient are never negatives.
         n_samples: ``B``.
         n_views: ``V`` (at least 2).
+        sup_labels: ``(B,)`` the labels of the SupCon term when they differ from ``labels``: the
+            true ones plus the pseudo-labels of confident unlabelled images
+            (:mod:`medcl.train.pseudo`); ``None``: ``labels``.
     """
 
     views: Tensor
@@ -100,6 +105,12 @@ class ViewBatch:
     groups: Tensor
     n_samples: int
     n_views: int
+    sup_labels: Tensor | None = None
+
+    @property
+    def supcon_labels(self) -> Tensor:
+        """The labels SupCon reads: ``sup_labels`` when given, else ``labels``."""
+        return self.labels if self.sup_labels is None else self.sup_labels
 
 
 @dataclass
@@ -267,7 +278,7 @@ class Objective(nn.Module, ABC):
         Returns:
             The parts; ``sup`` is ``None`` when not computed.
         """
-        sup = self.supcon(z, batch.labels, batch.groups) if with_sup else None
+        sup = self.supcon(z, batch.supcon_labels, batch.groups) if with_sup else None
         return LossParts(sup, self.ssl_loss(batch, z))
 
     @abstractmethod

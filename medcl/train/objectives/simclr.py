@@ -38,6 +38,6 @@ class SimCLR(Objective):
 
     def loss_parts(self, batch: ViewBatch, z: Tensor, with_sup: bool) -> LossParts:
         """SupCon and NT-Xent from one logit matrix, SupCon whatever ``with_sup`` (for its log)."""
-        parts = self.supcon.parts(z, batch.labels, batch.groups, sup=True, ssl=True)
+        parts = self.supcon.parts(z, batch.supcon_labels, batch.groups, sup=True, ssl=True)
         assert parts.sup is not None and parts.ssl is not None
         return LossParts(parts.sup, parts.ssl)
