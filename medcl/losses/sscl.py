@@ -32,14 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from medcl.losses._contrastive import (
-    ContrastiveBatch,
-    anchor_losses,
-    build_batch,
-    finalise,
-    log_denominator,
-)
-from medcl.losses._masks import pair_masks
+from medcl.losses._contrastive import build_batch, contrastive_shares, finalise
 
 
 class SSCLParts(NamedTuple):
@@ -113,44 +106,16 @@ class SSCLLoss(nn.Module):
         """
         if not (sup or ssl):
             raise ValueError("SSCLLoss: ask for at least one part (sup=True or ssl=True)")
-        local: dict[str, Tensor] = {}
         with torch.autocast(device_type=features.device.type, enabled=False):
-            batch = build_batch(
-                features, labels, groups, temperature=self.temperature, gather=self.gather
+            batch = build_batch(features, labels, groups, gather=self.gather)
+            local = contrastive_shares(
+                batch,
+                temperature=self.temperature,
+                group_positives=self.group_positives,
+                sup=sup,
+                ssl=ssl,
             )
-            ssl_denominator = None
-            if ssl:
-                masks = pair_masks(
-                    batch.relations, label_positives=False, group_positives=self.group_positives
-                )
-                ssl_denominator = log_denominator(batch.logits, masks)
-                terms = anchor_losses(batch.logits, masks, ssl_denominator)
-                local["ssl"] = terms.sum() / batch.n_candidates
-            if sup:
-                local["sup"] = self._supcon_share(batch, ssl_denominator)
             names = [name for name in ("sup", "ssl") if name in local]
             values = finalise([local[name] for name in names], batch.world_size)
             parts = dict(zip(names, values, strict=True))
         return SSCLParts(sup=parts.get("sup"), ssl=parts.get("ssl"))
-
-    def _supcon_share(self, batch: ContrastiveBatch, ssl_denominator: Tensor | None) -> Tensor:
-        """This rank's share of SupCon, ``(1/|L|) sum_{i in L on this rank} l_i``.
-
-        Reuses NT-Xent's log-denominator when it was computed and ``A(i)`` is the same for both
-        parts (no patient ids, or same-patient views are positives).
-        """
-        if batch.anchor_labels is None or batch.n_labelled is None:
-            return batch.logits.new_zeros(())
-        masks = pair_masks(
-            batch.relations, label_positives=True, group_positives=self.group_positives
-        )
-        same_valid = batch.relations.same_group is None or self.group_positives
-        if ssl_denominator is None or not same_valid:
-            denominator = log_denominator(batch.logits, masks)
-        else:
-            denominator = ssl_denominator
-        terms = anchor_losses(batch.logits, masks, denominator)
-        labelled = batch.anchor_labels >= 0
-        # no labelled view anywhere: the sum is 0 and so is the part
-        labelled_sum = torch.where(labelled, terms, 0.0).sum()
-        return labelled_sum / batch.n_labelled.clamp_min(1)
