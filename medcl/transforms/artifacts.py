@@ -40,68 +40,53 @@ class PerSampleAugment:
 
     def __init__(self, options: AugmentOptions, dims: int) -> None:
         self.dims = dims
-        self.transforms: tuple[str, ...] = ()
-        self._compose: Any = None
+        self._options: Any = options
         o: Any = options
-        if not any(getattr(o, f"p_{k}", 0) > 0 for k in _KINDS):
-            return
-        import torchio as tio  # heavy import, deferred until an artifact pipeline is needed
-
-        axes = (1, 2) if dims == 2 else (0, 1, 2)  # 2-D: after the singleton first axis
-        steps: list[tuple[str, Any]] = []
-        if getattr(o, "p_motion", 0) > 0:
-            steps.append(
-                (
-                    "motion",
-                    tio.RandomMotion(
-                        degrees=o.motion_deg,
-                        translation=o.motion_translate_px,
-                        num_transforms=2,
-                        p=1.0,
-                    ),
-                )
-            )
-        if getattr(o, "p_ghosting", 0) > 0:
-            steps.append(
-                (
-                    "ghosting",
-                    tio.RandomGhosting(
-                        num_ghosts=o.ghost_count_range,
-                        axes=axes,
-                        intensity=o.ghost_intensity_range,
-                        p=1.0,
-                    ),
-                )
-            )
-        if getattr(o, "p_spike", 0) > 0:
-            steps.append(
-                (
-                    "spike",
-                    tio.RandomSpike(
-                        num_spikes=(1, 1),  # an int n would draw 0..n spikes
-                        intensity=o.spike_intensity_range,
-                        p=1.0,
-                    ),
-                )
-            )
-        if getattr(o, "p_anisotropy", 0) > 0:
-            steps.append(
-                (
-                    "anisotropy",
-                    tio.RandomAnisotropy(axes=axes, downsampling=o.anisotropy_factor_range, p=1.0),
-                )
-            )
-        self.transforms = tuple(name for name, _ in steps)
+        self.transforms: tuple[str, ...] = tuple(k for k in _KINDS if getattr(o, f"p_{k}", 0) > 0)
         # each transform is built with p=1 (a p of its own would gate it a second time, firing with
         # p²); whether it fires is drawn in _apply, so that the (costly) torchio subject machinery
         # only runs for the few images that get an artifact
-        self._probs = tuple(float(getattr(o, f"p_{name}")) for name, _ in steps)
-        self._steps = tuple(t for _, t in steps)
-        self._compose = tio.Compose(list(self._steps))
+        self._probs = tuple(float(getattr(o, f"p_{name}")) for name in self.transforms)
+        # torchio (which imports SimpleITK) is imported, and the transforms built, when the first
+        # image gets an artifact: building a preset (e.g. for its intensity window) needs neither
+        self._steps: tuple[Any, ...] | None = None
+
+    def _torchio_steps(self) -> tuple[Any, ...]:
+        """The torchio transforms of :attr:`transforms`, in order (built once)."""
+        if self._steps is not None:
+            return self._steps
+        import torchio as tio  # heavy import, deferred until an artifact is applied
+
+        o = self._options
+        axes = (1, 2) if self.dims == 2 else (0, 1, 2)  # 2-D: after the singleton first axis
+        build = {
+            "motion": lambda: tio.RandomMotion(
+                degrees=o.motion_deg,
+                translation=o.motion_translate_px,
+                num_transforms=2,
+                p=1.0,
+            ),
+            "ghosting": lambda: tio.RandomGhosting(
+                num_ghosts=o.ghost_count_range,
+                axes=axes,
+                intensity=o.ghost_intensity_range,
+                p=1.0,
+            ),
+            "spike": lambda: tio.RandomSpike(
+                num_spikes=(1, 1),  # an int n would draw 0..n spikes
+                intensity=o.spike_intensity_range,
+                p=1.0,
+            ),
+            "anisotropy": lambda: tio.RandomAnisotropy(
+                axes=axes, downsampling=o.anisotropy_factor_range, p=1.0
+            ),
+        }
+        self._steps = tuple(build[name]() for name in self.transforms)
+        return self._steps
 
     def __bool__(self) -> bool:
         """Whether any transform is enabled."""
-        return self._compose is not None
+        return bool(self.transforms)
 
     def __call__(self, x: Tensor, seed: int | None = None) -> Tensor:
         """Apply the enabled artifacts to one image.
@@ -122,7 +107,7 @@ class PerSampleAugment:
                 f"got {tuple(x.shape)}"
             )
         x = x.detach().to("cpu", torch.float32)
-        if self._compose is None:
+        if not self.transforms:
             return x.clone()
         if seed is None:
             return self._apply(x)
@@ -132,11 +117,12 @@ class PerSampleAugment:
 
     def _apply(self, x: Tensor) -> Tensor:
         fire = torch.rand(len(self._probs)).tolist()
-        chosen = [t for t, p, u in zip(self._steps, self._probs, fire, strict=True) if u < p]
-        if not chosen:
+        picked = [u < p for p, u in zip(self._probs, fire, strict=True)]
+        if not any(picked):
             return x.clone()
         import torchio as tio
 
+        chosen = [t for t, on in zip(self._torchio_steps(), picked, strict=True) if on]
         # torchio resamples with 0 outside the image: shift so that 0 is the image minimum
         # (air in HU, background in MR) instead of, say, water in HU.
         offset = x.min()
