@@ -29,6 +29,26 @@ from medcl.train.resume import ResumableLoader
 from medcl.transforms import AugmentPreset
 
 
+class LoaderViews:
+    """The preset's loader-side views of one image (``AugmentPreset.sample_views``), as a
+    picklable callable: DataLoader workers started by ``spawn`` or ``forkserver`` (the default
+    inside a process started by ``spawn``, as ``medcl efficiency --workers`` does, and on macOS)
+    pickle the dataset with its transform, which a lambda defeats.
+
+    Args:
+        preset: The modality preset.
+        views: Views per image.
+        single: Return the one view without its view axis (3-D patches).
+    """
+
+    def __init__(self, preset: AugmentPreset, views: int, single: bool = False) -> None:
+        self.preset, self.views, self.single = preset, views, single
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.preset.sample_views(x, self.views)
+        return out[0] if self.single else out
+
+
 class PretrainData(L.LightningDataModule):
     """Train/val loaders for :class:`~medcl.train.module.PretrainModule`.
 
@@ -91,12 +111,12 @@ class PretrainData(L.LightningDataModule):
                 d.patch_size,
                 d.patches_per_volume,
                 views,
-                None if preset.per_sample is None else lambda v: preset.sample_views(v, 1)[0],
+                None if preset.per_sample is None else LoaderViews(preset, 1, single=True),
             )
         else:
             self.train_set = self._images(train, progress=self.progress)
             if self.preset.per_sample is not None:
-                self.train_set.transform = lambda x: preset.sample_views(x, views)
+                self.train_set.transform = LoaderViews(preset, views)
         val = self.manifest.subset((df["split"] == "val") & (df["label"] != ""))
         bank = train.subset(train.df["label"] != "")
         if len(val) and len(bank) and self.patches:

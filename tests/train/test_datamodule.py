@@ -68,3 +68,20 @@ def test_every_epoch_of_a_pretraining_draws_its_own_batches(tmp_path):
         sampler.set_epoch(epoch)
         batches.append([list(b) for b in sampler])
     assert batches[0] != batches[1]
+
+
+def test_the_training_set_pickles_for_spawned_loader_workers(tmp_path):
+    """DataLoader workers started by ``spawn``/``forkserver`` (inside ``medcl efficiency
+    --workers``' processes, on macOS) pickle the dataset with its transform: the MR preset's
+    loader-side views must survive the trip (a lambda did not: the demo's shards failed)."""
+    import pickle
+
+    path = make_manifest(tmp_path)
+    cfg = load_config(None, [*TINY_OVERRIDES, f"data.manifest={path}"])
+    preset = build_preset("mr", {}, dims=2)
+    assert preset.per_sample is not None  # the case under test: views made in the loader
+    dm = PretrainData(cfg, read_manifest(path), preset, 2, progress=False)
+    dm.setup("fit")
+    copy = pickle.loads(pickle.dumps(dm.train_set))
+    item, original = copy[0], dm.train_set[0]
+    assert item[0].shape == original[0].shape == (cfg.augment.views, *original[0].shape[1:])
