@@ -163,6 +163,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"(95 % CI {fmt(iv.get('low'))}–{fmt(iv.get('high'))}), "
         f"accuracy {fmt(metrics['accuracy'])}, macro AUROC {fmt(metrics.get('macro_auroc'))}"
     )
+
+    def ci_text(ci: list[float] | None) -> str:
+        return "" if not ci else f"(95 % CI {fmt(ci[0])}–{fmt(ci[1])})"
+
     if "auroc" in metrics:  # a binary task
         ci = metrics.get("auroc_ci") or [None, None]
         op = metrics["operating_point"]
@@ -170,7 +174,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{args.split}: AUROC of {op['positive_class']} {fmt(metrics['auroc'])} "
             f"(95 % CI {fmt(ci[0])}–{fmt(ci[1])}); at the validation threshold "
             f"{metrics['threshold']:.3f} ({op['rule']}): sensitivity "
-            f"{fmt(metrics['sensitivity'])}, specificity {fmt(metrics['specificity'])}"
+            f"{fmt(metrics['sensitivity'])} {ci_text(metrics.get('sensitivity_ci'))}, "
+            f"specificity {fmt(metrics['specificity'])} {ci_text(metrics.get('specificity_ci'))}"
         )
     print(f"metrics: {out}")
     return 0

@@ -93,8 +93,8 @@ def model_card(description: ModelDescription, metrics: dict[str, Any] | None = N
             lines += [
                 f"| auroc ({op['positive_class']}) | {_interval(metrics, 'auroc')} |",
                 f"| sensitivity at threshold {_fmt(metrics.get('threshold'))} ({op['rule']}, "
-                f"chosen on validation) | {_fmt(metrics.get('sensitivity'))} |",
-                f"| specificity at that threshold | {_fmt(metrics.get('specificity'))} |",
+                f"chosen on validation) | {_interval(metrics, 'sensitivity')} |",
+                f"| specificity at that threshold | {_interval(metrics, 'specificity')} |",
             ]
         lines += ["", "| class | sensitivity | specificity | support |", "|---|---|---|---|"]
         for c, pc in (metrics.get("per_class") or {}).items():

@@ -8,7 +8,8 @@ patient are correlated, so an image-level bootstrap would understate the uncerta
 A binary task (two classes; the positive class is the second) also gets ``auroc`` (the positive
 class's AUROC) with its patient-bootstrap interval ``auroc_ci`` = ``[low, high]``, and
 ``threshold``, ``sensitivity`` and ``specificity``: the test rates at the threshold chosen on the
-**validation** predictions (:mod:`medcl.evaluate.operating_point`). The threshold is the model's
+**validation** predictions (:mod:`medcl.evaluate.operating_point`), with their patient-bootstrap
+intervals ``sensitivity_ci`` and ``specificity_ci``. The threshold is the model's
 own (chosen when it was fitted, ``finetune.operating_point``); a model saved without one gets
 Youden's threshold on the manifest's validation rows.
 """
@@ -100,7 +101,10 @@ def evaluate_with_predictions(
     if binary:
         iv = out.get("intervals", {}).get("auroc")
         out["auroc_ci"] = None if iv is None or iv["low"] is None else [iv["low"], iv["high"]]
-        out.update(rates_on_test(y, proba, operating_point(clf, manifest)))
+        point = operating_point(clf, manifest)
+        rates = rates_on_test(y, proba, point, groups, n_boot, seed, alpha=0.05)
+        out.setdefault("intervals", {}).update(rates.pop("intervals", {}))
+        out.update(rates)
     out["split"] = split
     return out, preds
 

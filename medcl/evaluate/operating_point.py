@@ -18,7 +18,8 @@ validation images positive as one of them, or none). The rules (``finetune.opera
   threshold that reaches the target on validation). Needs a positive on validation.
 
 Without what a rule needs, the threshold is 0.5 (the argmax rule of two classes) and the rule says
-so. The threshold is chosen on the validation predictions only; the test split is read at it.
+so. The threshold is chosen on the validation predictions only; the test split is read at it, and
+the test sensitivity and specificity get patient-bootstrap intervals (:func:`rates_on_test`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from medcl.config import OperatingPoint
+from medcl.evaluate.bootstrap import bootstrap_replicates
 from medcl.evaluate.metrics import BINARY_POSITIVE
 
 DEFAULT_THRESHOLD = 0.5
@@ -140,20 +142,60 @@ def threshold_record(threshold: Threshold, positive_class: str, val_auroc: float
     }
 
 
-def rates_on_test(y_true: np.ndarray, proba: np.ndarray, record: dict[str, Any]) -> dict[str, Any]:
-    """Test sensitivity and specificity of a binary model at its validation threshold.
+def rates_on_test(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    record: dict[str, Any],
+    groups: np.ndarray | None = None,
+    n_boot: int = 0,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Test sensitivity and specificity of a binary model at its validation threshold, with
+    patient-bootstrap intervals.
+
+    The intervals resample the test patients as every other test interval does
+    (:func:`medcl.evaluate.bootstrap.bootstrap_replicates`, the same ``seed`` drawing the same
+    patients): the thresholded calls are the argmax of one-hot rows, so sensitivity is the
+    positive class's recall and specificity the negative class's.
 
     Args:
         y_true: Test class indices (0 or 1), shape ``(N,)``.
         proba: Test probabilities, shape ``(N, 2)``.
         record: The model's ``operating_point`` (:func:`threshold_record`).
+        groups: Patient id of each test image (for the intervals).
+        n_boot: Bootstrap replicates (0 or no ``groups``: no intervals).
+        seed: Seed of the bootstrap.
+        alpha: Miscoverage of the intervals.
 
     Returns:
-        ``{"threshold", "sensitivity", "specificity", "operating_point"}`` (``None`` where a
-        class is absent from the test rows); ``operating_point`` is ``record``.
+        ``{"threshold", "sensitivity", "specificity", "sensitivity_ci", "specificity_ci",
+        "operating_point"}`` (``None`` where a class is absent from the test rows or no interval
+        was asked; ``operating_point`` is ``record``), and with intervals ``intervals`` =
+        ``{"sensitivity", "specificity": {"value", "low", "high", "n_boot_valid"}}`` as
+        :func:`~medcl.evaluate.bootstrap.metrics_with_intervals` gives them.
     """
+    y = np.asarray(y_true)
+    p = np.asarray(proba, dtype=np.float64)
     t = float(record["threshold"])
-    sens, spec = rates_at(
-        np.asarray(y_true) == BINARY_POSITIVE, np.asarray(proba)[:, BINARY_POSITIVE], t
+    sens, spec = rates_at(y == BINARY_POSITIVE, p[:, BINARY_POSITIVE], t)
+    out = {"threshold": t, "sensitivity": sens, "specificity": spec}
+    out |= {"sensitivity_ci": None, "specificity_ci": None, "operating_point": record}
+    if groups is None or n_boot <= 0:
+        return out
+    called = (p[:, BINARY_POSITIVE] >= t).astype(np.int64)
+    names = ["negative", "positive"]  # placeholders: column order is what counts
+    metric = {"sensitivity": "sensitivity:positive", "specificity": "sensitivity:negative"}
+    reps = bootstrap_replicates(
+        y, np.eye(2)[called], groups, names, list(metric.values()), n_boot, seed
     )
-    return {"threshold": t, "sensitivity": sens, "specificity": spec, "operating_point": record}
+    out["intervals"] = {}
+    for key, name in metric.items():
+        valid = reps[name][~np.isnan(reps[name])]
+        low = high = None
+        if valid.size:
+            low, high = (float(q) for q in np.quantile(valid, [alpha / 2, 1 - alpha / 2]))
+            out[f"{key}_ci"] = [low, high]
+        iv = {"value": out[key], "low": low, "high": high, "n_boot_valid": int(valid.size)}
+        out["intervals"][key] = iv
+    return out

@@ -36,6 +36,7 @@ TEST_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece
 """The test metrics a classifier's metadata records (:meth:`ModelDescription.record_test`)."""
 
 BINARY_TEST_METRICS = ("auroc", "auroc_ci", "threshold", "sensitivity", "specificity")
+BINARY_TEST_METRICS += ("sensitivity_ci", "specificity_ci")
 """Also recorded for a binary classifier, when the evaluation has them."""
 
 _SPEC_KEYS = ("architecture", "spatial_dims", "image_size")

@@ -227,6 +227,9 @@ def test_a_binary_experiment_reports_auroc_and_a_validation_operating_point(
         assert m["sensitivity"] == pytest.approx(np.mean(p[y == 1, 1] >= t), abs=1e-12)
         assert m["specificity"] == pytest.approx(np.mean(p[y == 0, 1] < t), abs=1e-12)
         assert m["operating_point"]["positive_class"] == "c1"
+        for key in ("sensitivity", "specificity"):  # patient-bootstrap intervals at the threshold
+            iv = m["intervals"][key]
+            assert m[f"{key}_ci"] == ([iv["low"], iv["high"]] if iv["n_boot_valid"] else None)
     assert 0 < min(aurocs.values()) and max(aurocs.values()) < 1  # not a degenerate check
     d = next(d for d in res.paired if (d["a"], d["b"]) == ("fixmatch", "supervised"))
     want = [aurocs[("fixmatch", s)] - aurocs[("supervised", s)] for s in (0, 1)]

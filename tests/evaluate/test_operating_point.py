@@ -137,6 +137,30 @@ def test_test_rates_are_read_at_the_validation_threshold() -> None:
     assert got["specificity"] == pytest.approx(spec, abs=1e-12)
 
 
+def test_test_rates_have_patient_bootstrap_intervals() -> None:
+    """Against materialised resampling: draw patients, count the rates at the fixed threshold."""
+    y, s = binary_cohort(90, 13, ties=True)
+    groups = np.random.default_rng(1).integers(0, 20, 90)
+    t = 0.5
+    got = rates_on_test(y, np.c_[1 - s, s], {"threshold": t}, groups, n_boot=80, seed=4)
+    ids = np.unique(groups)
+    images_of = [np.flatnonzero(groups == g) for g in ids]
+    draws = np.random.default_rng(4)
+    sens, spec = [], []
+    for _ in range(80):
+        idx = np.concatenate([images_of[d] for d in draws.integers(0, len(ids), len(ids))])
+        yy, ss = y[idx], s[idx]
+        if (yy == 1).any():
+            sens.append(np.mean(ss[yy == 1] >= t))
+        if (yy == 0).any():
+            spec.append(np.mean(ss[yy == 0] < t))
+    assert got["sensitivity_ci"] == pytest.approx(np.quantile(sens, [0.025, 0.975]), abs=1e-12)
+    assert got["specificity_ci"] == pytest.approx(np.quantile(spec, [0.025, 0.975]), abs=1e-12)
+    assert got["intervals"]["sensitivity"]["n_boot_valid"] == len(sens)
+    assert got["intervals"]["specificity"]["value"] == got["specificity"]
+    assert rates_on_test(y, np.c_[1 - s, s], {"threshold": t})["sensitivity_ci"] is None
+
+
 @pytest.mark.parametrize(
     ("text", "want"),
     [
