@@ -165,7 +165,7 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
     pretraining objective (``method.options``), a ``model.init`` that names no weights, a bad
     ``efficiency.scratch_augment`` or FixMatch view option, a manifest
     without splits or without labelled training rows, ``efficiency.metric: auroc`` for more than
-    two classes.
+    two classes or for a test split without both classes.
     """
     if cfg.data.volume_mode == "patches":  # the arms fine-tune encoders end to end
         raise ConfigError(
@@ -193,7 +193,14 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
             check_fixmatch_views(derive(cfg, **{"augment.options": dict(scratch)}), preset, dims)
     if not ((base.df["split"] == "train") & (base.df["label"] != "")).any():
         raise MedclError(f"{manifest}: no labelled training rows")
-    headline_metric(eff.metric, list(base.classes))
+    if headline_metric(eff.metric, list(base.classes)) == "auroc":
+        test = base.df.loc[(base.df["split"] == "test") & (base.df["label"] != ""), "label"]
+        if test.nunique() < 2:
+            raise ConfigError(
+                f"efficiency.metric: AUROC needs both classes among the labelled test rows of "
+                f"{manifest} (found {sorted(test.unique())}); set efficiency.metric: "
+                "balanced_accuracy"
+            )
     return base
 
 

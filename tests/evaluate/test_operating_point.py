@@ -271,3 +271,19 @@ def test_the_headline_metric_follows_the_number_of_classes() -> None:
     assert headline_metric("macro_f1", ["a", "b"]) == "macro_f1"
     with pytest.raises(ConfigError, match=r"^efficiency\.metric: auroc is for binary tasks"):
         headline_metric("auroc", ["a", "b", "c"])
+
+
+def test_an_auroc_headline_needs_both_classes_in_the_test_split(tmp_path) -> None:
+    from medcl.data.manifest import read_manifest, write_manifest
+    from medcl.evaluate.efficiency import check_experiment
+    from tests.conftest import make_manifest
+
+    path = make_manifest(tmp_path, n_patients=15, labelled_patients=9, test_patients=3, n_classes=2)
+    cfg = load_config(None, ["efficiency.methods=[supervised]"])
+    check_experiment(cfg, path)  # both classes in the test split
+    m = read_manifest(path)
+    m.df.loc[(m.df["split"] == "test") & (m.df["label"] == "c1"), "label"] = ""
+    write_manifest(m, path)
+    with pytest.raises(ConfigError, match=r"^efficiency\.metric: AUROC needs both classes"):
+        check_experiment(cfg, path)
+    check_experiment(load_config(None, ["efficiency.metric=balanced_accuracy"]), path)
