@@ -259,7 +259,7 @@ def run_demo(
     bundle = export_bundle(out / "model", out / "bundle").out_dir  # medcl.evaluate.bundle
     log(f"      MONAI bundle: {bundle} (python -m monai.bundle run, or medcl predict {bundle})")
     log("[6/6] report")
-    headline = eff_headline(eff.records, eff.paired, cfg.efficiency.metric, budget, eff.picks)
+    headline = eff_headline(eff.records, eff.paired, eff.metric, budget, eff.picks)
     summary = {
         "kind": "medcl-run",
         "headline": headline,

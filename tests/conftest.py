@@ -44,8 +44,10 @@ def make_manifest(
     seed: int = 0,
     test_patients: int = 0,
     held_out_unlabelled: int = 0,
+    n_classes: int = 3,
 ) -> Path:
-    """Class = number of bright squares (0, 1, 2); the last 3 + ``test_patients`` patients are
+    """Class = number of bright squares (0, 1, 2; patient ``p`` has class ``p % n_classes``,
+    ``n_classes = 2``: a binary task c0 / c1); the last 3 + ``test_patients`` patients are
     val (3) and test, the others train (the first ``labelled_patients`` of them labelled). The
     first ``held_out_unlabelled`` images of every val and test patient carry no label."""
     rng = np.random.default_rng(seed)
@@ -53,7 +55,7 @@ def make_manifest(
     cache = root / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     for p in range(n_patients):
-        cls = p % 3
+        cls = p % n_classes
         first_held_out = n_patients - 3 - test_patients
         split = "train" if p < first_held_out else "val" if p < first_held_out + 3 else "test"
         for k in range(per_patient):
@@ -84,7 +86,8 @@ def make_manifest(
                     "intensity": "unit",
                 }
             )
-    return write_manifest(Manifest(new_frame(rows), ["c0", "c1", "c2"]), root / "split.csv")
+    classes = [f"c{k}" for k in range(n_classes)]
+    return write_manifest(Manifest(new_frame(rows), classes), root / "split.csv")
 
 
 @pytest.fixture

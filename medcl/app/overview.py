@@ -9,9 +9,12 @@ import pandas as pd
 
 from medcl.data.manifest import SPLITS
 
-#: Headline metrics in display order: key -> title.
+#: Headline metrics in display order: key -> title (the binary-task rows only where present).
 METRICS = {
     "balanced_accuracy": "Balanced accuracy",
+    "auroc": "AUROC (positive class)",
+    "sensitivity": "Sensitivity at the validation threshold",
+    "specificity": "Specificity at the validation threshold",
     "macro_auroc": "Macro AUROC",
     "macro_f1": "Macro F1",
     "accuracy": "Accuracy",

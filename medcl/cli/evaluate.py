@@ -120,6 +120,13 @@ def _finetune(args: argparse.Namespace) -> int:
     save_config(cfg, out / "config.yaml")
     res.model.description.name = f"{cfg.finetune.mode} on {Path(cfg.data.manifest).name}"
     save_model(out / "model", res.model, card=model_card(res.model.description))
+    op = res.model.description.operating_point
+    if op is not None:  # a binary task
+        auroc = "n/a" if op["val_auroc"] is None else f"{op['val_auroc']:.3f}"
+        print(
+            f"validation AUROC of {op['positive_class']} {auroc}; threshold "
+            f"{op['threshold']:.3f} ({op['rule']})"
+        )
     print(
         f"fine-tuned ({res.mode}): validation balanced accuracy "
         f"{res.val_balanced_accuracy:.3f}\nmodel: {out / 'model'}\n"
@@ -154,9 +161,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(
         f"{args.split}: balanced accuracy {fmt(metrics['balanced_accuracy'])} "
         f"(95 % CI {fmt(iv.get('low'))}–{fmt(iv.get('high'))}), "
-        f"accuracy {fmt(metrics['accuracy'])}, macro AUROC {fmt(metrics.get('macro_auroc'))}\n"
-        f"metrics: {out}"
+        f"accuracy {fmt(metrics['accuracy'])}, macro AUROC {fmt(metrics.get('macro_auroc'))}"
     )
+
+    def ci_text(ci: list[float] | None) -> str:
+        return "" if not ci else f"(95 % CI {fmt(ci[0])}–{fmt(ci[1])})"
+
+    if "auroc" in metrics:  # a binary task
+        ci = metrics.get("auroc_ci") or [None, None]
+        op = metrics["operating_point"]
+        print(
+            f"{args.split}: AUROC of {op['positive_class']} {fmt(metrics['auroc'])} "
+            f"(95 % CI {fmt(ci[0])}–{fmt(ci[1])}); at the validation threshold "
+            f"{metrics['threshold']:.3f} ({op['rule']}): sensitivity "
+            f"{fmt(metrics['sensitivity'])} {ci_text(metrics.get('sensitivity_ci'))}, "
+            f"specificity {fmt(metrics['specificity'])} {ci_text(metrics.get('specificity_ci'))}"
+        )
+    print(f"metrics: {out}")
     return 0
 
 
@@ -219,6 +240,6 @@ def _efficiency(args: argparse.Namespace) -> int:
         r = run_efficiency(cfg, cfg.data.manifest, cfg.out, collect=args.collect)
     eff = cfg.efficiency
     for b in budgets(list(eff.fractions), list(eff.labels_per_class)):
-        print(headline(r.records, r.paired, eff.metric, b, r.picks))
+        print(headline(r.records, r.paired, r.metric, b, r.picks))
     print(f"results: {r.results}\nreport:  {r.report}\nplot:    {r.plot}")
     return 0

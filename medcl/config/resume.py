@@ -25,8 +25,14 @@ from medcl.config.loading import from_mapping
 from medcl.config.schema import Config
 from medcl.errors import ConfigError
 
-RESUMABLE_FIELDS = ("out", "data.num_workers", "trainer.monitor_every_n_epochs")
-"""Fields that may differ between a run and its resumption."""
+RESUMABLE_FIELDS = (
+    "out",
+    "data.num_workers",
+    "trainer.monitor_every_n_epochs",
+    "efficiency.metric",
+)
+"""Fields that may differ between a run and its resumption (``efficiency.metric`` heads the
+experiment's report and comparisons, no run depends on it; its default became ``auto``)."""
 
 OptionDefaults = Callable[[str], Mapping[str, Any] | None]
 """Objective name → its options' defaults (None for a name that is no objective)."""

@@ -383,6 +383,50 @@ class TrainerConfig(HardwareRules):
         self.device_request(where)
 
 
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How a binary classifier's decision threshold is chosen on validation
+    (``finetune.operating_point``; :mod:`medcl.evaluate.operating_point`).
+
+    Written ``youden`` (maximise Youden's J = sensitivity + specificity − 1) or
+    ``sensitivity=<s>`` (the highest threshold whose validation sensitivity is at least ``s``,
+    ``0 < s ≤ 1``).
+
+    Attributes:
+        rule: ``youden`` or ``sensitivity``.
+        target: The target sensitivity of ``sensitivity``; ``None`` for ``youden``.
+    """
+
+    rule: Literal["youden", "sensitivity"]
+    target: float | None = None
+
+    @classmethod
+    def parse(cls, text: str, where: str = "finetune.operating_point") -> OperatingPoint:
+        """The operating point written as ``text``.
+
+        Raises:
+            ConfigError: One line naming ``where`` when ``text`` is neither form.
+        """
+        spec = str(text).strip().replace(" ", "")
+        if spec == "youden":
+            return cls("youden")
+        name, eq, value = spec.partition("=")
+        target = None
+        if name == "sensitivity" and eq:
+            try:
+                target = float(value)
+            except ValueError:
+                target = None
+        if target is None or not 0.0 < target <= 1.0:
+            raise ConfigError(
+                f"{where}: 'youden' or 'sensitivity=<s>' with s in (0, 1], got {text!r}"
+            )
+        return cls("sensitivity", target)
+
+    def __str__(self) -> str:
+        return "youden" if self.rule == "youden" else f"sensitivity={self.target:g}"
+
+
 @dataclass
 class FinetuneConfig:
     """Few-label fine-tuning.
@@ -430,6 +474,10 @@ class FinetuneConfig:
         fixmatch_weak_nograd: FixMatch: compute the weak views of the unlabelled images in a
             separate forward pass without gradient (cheaper; their batch-norm statistics are then
             their own instead of the whole step's).
+        operating_point: Binary tasks: how the decision threshold on the positive class's
+            probability (the second declared class) is chosen on the validation predictions,
+            ``youden`` or ``sensitivity=<s>`` (:class:`OperatingPoint`); test sensitivity and
+            specificity are read at that threshold. Ignored for more than two classes.
     """
 
     mode: Literal["linear", "knn", "full", "fixmatch", "selftrain"] = "full"
@@ -453,8 +501,15 @@ class FinetuneConfig:
     fixmatch_align: bool = False
     fixmatch_patients: int = 1
     fixmatch_weak_nograd: bool = False
+    operating_point: str = "youden"
+
+    @property
+    def point(self) -> OperatingPoint:
+        """The parsed :attr:`operating_point`."""
+        return OperatingPoint.parse(self.operating_point)
 
     def check(self, where: str) -> None:
+        OperatingPoint.parse(self.operating_point, f"{where}.operating_point")
         positive(self.epochs, f"{where}.epochs")
         in_range(self.lr, "(0, 10)", f"{where}.lr")
         at_least(self.encoder_lr_mult, 0, f"{where}.encoder_lr_mult")
@@ -496,7 +551,9 @@ class EfficiencyConfig:
             fine-tuning).
         linear_probe: Also fit a linear probe on each pretrained encoder.
         n_boot: Patient-bootstrap replicates for the test intervals.
-        metric: Headline metric of the report and plot.
+        metric: Headline metric of the report, the plot and the paired differences: ``auto``
+            is ``auroc`` (the positive class's AUROC) for a binary task and
+            ``balanced_accuracy`` otherwise; ``auroc`` needs a binary task.
         share_simclr: One SimCLR pretraining (the first seed's) for every seed: it sees no label,
             so only its initialisation would differ between seeds (likewise DINO's and VICReg's).
         full_label_seeds: Seeds run at label fraction 1.0 (the first ones of ``seeds``; 0 = all):
@@ -519,8 +576,8 @@ class EfficiencyConfig:
     methods: list = field(default_factory=lambda: ["supervised", "simclr", "sscl"])
     linear_probe: bool = True
     n_boot: int = 1000
-    metric: Literal["balanced_accuracy", "accuracy", "macro_auroc", "macro_f1"] = (
-        "balanced_accuracy"
+    metric: Literal["auto", "auroc", "balanced_accuracy", "accuracy", "macro_auroc", "macro_f1"] = (
+        "auto"
     )
     share_simclr: bool = False
     full_label_seeds: int = 0

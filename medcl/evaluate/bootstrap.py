@@ -40,6 +40,7 @@ import pandas as pd
 
 from medcl.evaluate.calibration import _as_predictions, confidence_bins, top_label
 from medcl.evaluate.metrics import (
+    BINARY_POSITIVE,
     ECE_BINS,
     OvrAuroc,
     _check_classes,
@@ -50,7 +51,9 @@ from medcl.evaluate.metrics import (
 )
 
 DEFAULT_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece")
-SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece")
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece", "auroc")
+BINARY_METRICS = ("auroc",)
+"""Summary metrics of a binary task only (``auroc``: the positive, second class's AUROC)."""
 PER_CLASS_METRICS = ("sensitivity", "specificity", "precision", "f1", "auroc")
 
 # Upper bound on the elements of one (replicates x images) weight block used for the AUROC.
@@ -77,6 +80,11 @@ def _parse_metrics(metric_names: Sequence[str], names: list[str]) -> list[tuple[
         metric_names = (metric_names,)
     parsed = []
     for full in metric_names:
+        if full in BINARY_METRICS and len(names) != 2:
+            raise ValueError(
+                f"unknown metric {full!r} for {len(names)} classes: it is a binary task's "
+                "(use macro_auroc)"
+            )
         if full in SUMMARY_METRICS:
             parsed.append((full, full, -1))
             continue
@@ -122,8 +130,9 @@ def bootstrap_replicates(
         groups: Patient id of each image, shape ``(N,)`` (strings or integers).
         classes: The ``C`` class names.
         metric_names: Any of ``accuracy``, ``balanced_accuracy``, ``macro_auroc``, ``macro_f1``,
-            ``ece`` (15 bins), or a per-class ``"<metric>:<class name>"`` with ``<metric>`` one of
-            ``sensitivity``, ``specificity``, ``precision``, ``f1``, ``auroc``.
+            ``ece`` (15 bins), ``auroc`` (binary tasks only: the second class's AUROC), or a
+            per-class ``"<metric>:<class name>"`` with ``<metric>`` one of ``sensitivity``,
+            ``specificity``, ``precision``, ``f1``, ``auroc``.
         n_boot: Number of replicates.
         seed: Seed of ``numpy.random.default_rng``.
 
@@ -174,9 +183,9 @@ def bootstrap_replicates(
                 value = np.abs(mult @ gaps).sum(axis=1) / (mult @ images_per_patient)
             elif metric == "macro_auroc":
                 value = nan_mean(auc)
-            elif metric == "auroc":
-                value = auc[:, k]
-            elif k >= 0:
+            elif metric == "auroc":  # per class, or a binary task's positive class
+                value = auc[:, BINARY_POSITIVE if k < 0 else k]
+            elif k >= 0:  # a per-class rate
                 value = rates[metric][:, k]
             else:
                 value = rates[metric]

@@ -88,6 +88,14 @@ def model_card(description: ModelDescription, metrics: dict[str, Any] | None = N
         ]
         for name in ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece"):
             lines.append(f"| {name} | {_interval(metrics, name)} |")
+        op = metrics.get("operating_point")
+        if "auroc" in metrics and op:  # a binary task: its AUROC and validation operating point
+            lines += [
+                f"| auroc ({op['positive_class']}) | {_interval(metrics, 'auroc')} |",
+                f"| sensitivity at threshold {_fmt(metrics.get('threshold'))} ({op['rule']}, "
+                f"chosen on validation) | {_interval(metrics, 'sensitivity')} |",
+                f"| specificity at that threshold | {_interval(metrics, 'specificity')} |",
+            ]
         lines += ["", "| class | sensitivity | specificity | support |", "|---|---|---|---|"]
         for c, pc in (metrics.get("per_class") or {}).items():
             lines.append(

@@ -35,7 +35,9 @@ appended to ``results.json`` as soon as it finishes; re-running the command skip
 experiment runs only what is new. At the end medcl's pick (:mod:`medcl.evaluate.pick`) is chosen
 on validation for every budget and seed, and the paired differences each arm asks for
 (``Arm.compare_with``) and the pick's against supervised are added, over seeds × test patients
-(:mod:`medcl.evaluate.comparisons`). Layout::
+(:mod:`medcl.evaluate.comparisons`). A binary task's headline metric is the positive class's
+AUROC (``efficiency.metric: auto``), its paired differences are differences of AUROC, and its
+pick is chosen on validation AUROC; a multi-class task's are balanced accuracy. Layout::
 
     OUT/splits/       label-subset manifests (f0.05_s0.csv, k2_s0.csv, unlabelled_s0.csv)
     OUT/pretrain/     simclr_s{seed}/ (dino_, vicreg_), sscl_{budget}_s{seed}/ (pretraining runs)
@@ -69,7 +71,7 @@ from medcl.evaluate.finetune import finetune, one_device_note
 from medcl.evaluate.fixmatch import check_fixmatch_views
 from medcl.evaluate.label_budget import LabelBudget
 from medcl.evaluate.model import load_model, save_model
-from medcl.evaluate.pick import choose_picks
+from medcl.evaluate.pick import BINARY_VAL_KEY, VAL_KEY, choose_picks
 from medcl.evaluate.plan import Job, Shard, plan_jobs
 from medcl.evaluate.report import write_report
 from medcl.io import atomic_path, write_json
@@ -91,6 +93,7 @@ class EfficiencyResult:
     records: list[dict[str, Any]]
     paired: list[dict[str, Any]]
     picks: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = "balanced_accuracy"
 
 
 def _pretrain_cfg(
@@ -137,13 +140,32 @@ def one_device(cfg: Config, log: Callable[[str], None] = print) -> Config:
     )
 
 
+def headline_metric(metric: str, classes: list[str]) -> str:
+    """The metric ``efficiency.metric`` means for a task with these classes: ``auto`` is
+    ``auroc`` with two classes, else ``balanced_accuracy``.
+
+    Raises:
+        ConfigError: ``auroc`` for a task of more than two classes.
+    """
+    binary = len(classes) == 2
+    if metric == "auto":
+        return "auroc" if binary else "balanced_accuracy"
+    if metric == "auroc" and not binary:
+        raise ConfigError(
+            f"efficiency.metric: auroc is for binary tasks, the manifest has {len(classes)} "
+            "classes (macro_auroc, or auto: balanced_accuracy)"
+        )
+    return metric
+
+
 def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
     """Every refusal of the experiment, before any run; returns the split manifest.
 
     Refused: 3-D patch mode, unknown arms (``efficiency.methods``), bad options of an arm's
     pretraining objective (``method.options``), a ``model.init`` that names no weights, a bad
     ``efficiency.scratch_augment`` or FixMatch view option, a manifest
-    without splits or without labelled training rows.
+    without splits or without labelled training rows, ``efficiency.metric: auroc`` for more than
+    two classes or for a test split without both classes.
     """
     if cfg.data.volume_mode == "patches":  # the arms fine-tune encoders end to end
         raise ConfigError(
@@ -171,6 +193,14 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
             check_fixmatch_views(derive(cfg, **{"augment.options": dict(scratch)}), preset, dims)
     if not ((base.df["split"] == "train") & (base.df["label"] != "")).any():
         raise MedclError(f"{manifest}: no labelled training rows")
+    if headline_metric(eff.metric, list(base.classes)) == "auroc":
+        test = base.df.loc[(base.df["split"] == "test") & (base.df["label"] != ""), "label"]
+        if test.nunique() < 2:
+            raise ConfigError(
+                f"efficiency.metric: AUROC needs both classes among the labelled test rows of "
+                f"{manifest} (found {sorted(test.unique())}); set efficiency.metric: "
+                "balanced_accuracy"
+            )
     return base
 
 
@@ -183,7 +213,8 @@ PLAN_FIELDS = (
     "efficiency.linear_probe",
 )
 """What may change between an experiment and its continuation: which runs it holds, not how any
-run is computed. Adding arms, seeds or budgets re-uses the finished runs."""
+run is computed (nor ``efficiency.metric``, a :data:`~medcl.config.RESUMABLE_FIELDS`). Adding
+arms, seeds or budgets re-uses the finished runs."""
 
 
 def _check_continuation(saved: Path, cfg: Config, out: Path) -> None:
@@ -201,8 +232,8 @@ def _check_continuation(saved: Path, cfg: Config, out: Path) -> None:
         saved,
         current,
         f"{out} holds results of a different config (only efficiency.methods, seeds, fractions, "
-        "labels_per_class, full_label_seeds and linear_probe may change); choose another output "
-        "folder",
+        "labels_per_class, full_label_seeds, linear_probe and metric may change); choose another "
+        "output folder",
     )
 
 
@@ -326,23 +357,25 @@ def run_efficiency(
     records = _finished(out, jobs)
     mine = jobs if shard is None else shard.jobs(jobs, cfg.efficiency.share_simclr)
     store = results_path if shard is None else out / "shards" / f"{shard.name}.json"
-    header = {"manifest": str(Path(manifest).resolve()), "metric": cfg.efficiency.metric}
+    metric = headline_metric(cfg.efficiency.metric, list(base.classes))
+    header = {"manifest": str(Path(manifest).resolve()), "metric": metric}
     if not collect:
         _run_jobs(cfg, base, out, mine, records, store, header, log, progress)
     if shard is not None:
-        return EfficiencyResult(out, store, out / "report.md", out / "efficiency.png", records, [])
+        return EfficiencyResult(
+            out, store, out / "report.md", out / "efficiency.png", records, [], metric=metric
+        )
     missing = len(jobs) - len(records)
     if missing:
         log(f"{missing} of {len(jobs)} runs not finished yet (a shard still running?)")
     eff = cfg.efficiency
-    picks = choose_picks(records)
-    paired = paired_comparisons(records, eff.metric, list(base.classes), eff.n_boot, picks)
+    by = BINARY_VAL_KEY if len(base.classes) == 2 else VAL_KEY
+    picks = choose_picks(records, by)
+    paired = paired_comparisons(records, metric, list(base.classes), eff.n_boot, picks)
     write_json({**header, "records": records, "picks": picks, "paired": paired}, results_path)
     rule = budget_rule(cfg, jobs[0].budget.subset(base, jobs[0].seed)) if jobs else None
-    report, png = write_report(
-        records, eff.metric, out, paired=paired, picks=picks, budget_rule=rule
-    )
-    return EfficiencyResult(out, results_path, report, png, records, paired, picks)
+    report, png = write_report(records, metric, out, paired=paired, picks=picks, budget_rule=rule)
+    return EfficiencyResult(out, results_path, report, png, records, paired, picks, metric)
 
 
 def _run_jobs(
@@ -385,10 +418,11 @@ def _run_jobs(
         done.add(job.key)
         count[0] += 1
         write_json({**header, "records": [r for r in records if r["run"] in keys]}, store)
+        test = rec["metrics"].get(header["metric"])
         log(
             f"[{count[0]}/{todo}] {job.arm.name} @ {job.budget.text} labels, seed {job.seed}: "
-            f"val {rec['val_balanced_accuracy']:.3f}, test {cfg.efficiency.metric} "
-            f"{rec['metrics'].get(cfg.efficiency.metric, float('nan')):.3f}"
+            f"val balanced accuracy {rec['val_balanced_accuracy']:.3f}, test "
+            f"{header['metric']} {float('nan') if test is None else test:.3f}"
         )
 
 
@@ -505,6 +539,7 @@ def run_job(
         "seed": seed,
         "finetune": mode,
         "val_balanced_accuracy": res.val_balanced_accuracy,
+        **({} if len(subset.classes) != 2 else {BINARY_VAL_KEY: res.val_auroc}),
         "n_labelled_images": desc.finetune.train_labelled_images,  # type: ignore[union-attr]
         "n_labelled_patients": desc.finetune.train_labelled_patients,  # type: ignore[union-attr]
         "pretrain_dir": None if pre_dir is None else str(pre_dir),

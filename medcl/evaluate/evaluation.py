@@ -4,6 +4,14 @@
 sensitivity / specificity / precision / F1 / AUROC, expected calibration error, the confusion
 matrix, and 95 % percentile intervals from resampling **test patients** (not images): images of one
 patient are correlated, so an image-level bootstrap would understate the uncertainty.
+
+A binary task (two classes; the positive class is the second) also gets ``auroc`` (the positive
+class's AUROC) with its patient-bootstrap interval ``auroc_ci`` = ``[low, high]``, and
+``threshold``, ``sensitivity`` and ``specificity``: the test rates at the threshold chosen on the
+**validation** predictions (:mod:`medcl.evaluate.operating_point`), with their patient-bootstrap
+intervals ``sensitivity_ci`` and ``specificity_ci``. The threshold is the model's
+own (chosen when it was fitted, ``finetune.operating_point``); a model saved without one gets
+Youden's threshold on the manifest's validation rows.
 """
 
 from __future__ import annotations
@@ -12,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from medcl.config import OperatingPoint
 from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
 from medcl.data.volumes import StoredVolumes, check_patches_fit
 from medcl.errors import MedclError
-from medcl.evaluate.bootstrap import metrics_with_intervals
+from medcl.evaluate.bootstrap import DEFAULT_METRICS, metrics_with_intervals
 from medcl.evaluate.classifier import Classifier
-from medcl.evaluate.metrics import classification_metrics
+from medcl.evaluate.metrics import BINARY_POSITIVE, classification_metrics
+from medcl.evaluate.operating_point import choose_threshold, rates_on_test, threshold_record
 
 
 def predict_rows(
@@ -78,12 +88,42 @@ def evaluate_with_predictions(
         "y": y,
         "proba": proba,
     }
+    classes = list(manifest.classes)
+    binary = len(classes) == 2
     if n_boot > 0:
+        names = (*DEFAULT_METRICS, "auroc") if binary else DEFAULT_METRICS
         out = metrics_with_intervals(
-            y, proba, groups, list(manifest.classes), n_boot=n_boot, seed=seed
+            y, proba, groups, classes, n_boot=n_boot, seed=seed, metric_names=names
         )
     else:  # no intervals requested
-        out = classification_metrics(y, proba, list(manifest.classes))
+        out = classification_metrics(y, proba, classes)
         out["n_patients"] = int(len(np.unique(groups)))
+    if binary:
+        iv = out.get("intervals", {}).get("auroc")
+        out["auroc_ci"] = None if iv is None or iv["low"] is None else [iv["low"], iv["high"]]
+        point = operating_point(clf, manifest)
+        rates = rates_on_test(y, proba, point, groups, n_boot, seed, alpha=0.05)
+        out.setdefault("intervals", {}).update(rates.pop("intervals", {}))
+        out.update(rates)
     out["split"] = split
     return out, preds
+
+
+def operating_point(clf: Classifier, manifest: Manifest) -> dict[str, Any]:
+    """The binary model's validation operating point: its own (``description.operating_point``),
+    or, for a model saved without one, Youden's threshold on the manifest's labelled validation
+    rows (the default 0.5 when there are none)."""
+    own = clf.description.operating_point
+    if own is not None:
+        return own
+    val = manifest.subset((manifest.df["split"] == "val") & (manifest.df["label"] != ""))
+    youden = OperatingPoint("youden")
+    if len(val) == 0:
+        t, auroc = choose_threshold(np.zeros(0, dtype=bool), np.zeros(0), youden), None
+    else:
+        p_val, ds = predict_rows(clf, val)
+        y_val = ds.labels.numpy()
+        t = choose_threshold(y_val == BINARY_POSITIVE, p_val[:, BINARY_POSITIVE], youden)
+        auroc = classification_metrics(y_val, p_val, list(manifest.classes))["auroc"]
+    record = threshold_record(t, str(manifest.classes[BINARY_POSITIVE]), auroc)
+    return {**record, "chosen": "at evaluation, on the manifest's validation rows"}

@@ -21,6 +21,10 @@
 :data:`~medcl.evaluate.fitting.FitMode`); what the modes that train the network share is
 :mod:`medcl.evaluate.fitting`.
 
+A binary classifier (two classes, the second positive) also gets its operating point on the
+validation predictions of the fitted model: its validation AUROC and a decision threshold
+(``finetune.operating_point``, :mod:`medcl.evaluate.operating_point`), kept in its description.
+
 Hyper-parameters are chosen on validation only; the test split is never read here.
 """
 
@@ -58,7 +62,9 @@ from medcl.evaluate.fitting import (
     loss_weights,
 )
 from medcl.evaluate.fixmatch import check_fixmatch_views, fit_fixmatch_mode
+from medcl.evaluate.metrics import BINARY_POSITIVE, classification_metrics
 from medcl.evaluate.ood import describe_training
+from medcl.evaluate.operating_point import choose_threshold, threshold_record
 from medcl.evaluate.selftrain import selftrain_mode
 from medcl.models.description import (
     INTENSITY,
@@ -98,12 +104,14 @@ def one_device_note(cfg: Config, what: str) -> str | None:
 
 @dataclass
 class FinetuneResult:
-    """A fitted classifier and its validation figures."""
+    """A fitted classifier and its validation figures (``val_auroc``: a binary task's validation
+    AUROC of the positive class, ``None`` otherwise or when undefined)."""
 
     model: Classifier
     val_balanced_accuracy: float
     mode: str
     details: dict[str, Any]
+    val_auroc: float | None = None
 
 
 def _labelled(m: Manifest, split: str) -> Manifest:
@@ -368,10 +376,26 @@ def finetune(
         train_labelled_patients=int(len(set(train.groups.tolist()))),
         class_counts={c: int((labels == i).sum()) for i, c in enumerate(manifest.classes)},
     )
+    if n_classes == 2:
+        description.operating_point = validation_operating_point(clf, val, cfg)
     # what the model was trained for, checked by `medcl predict` (medcl.evaluate.ood)
     description.training_distribution, clf.ood_bank = describe_training(
         clf, manifest, cfg.trainer.seed
     )
     if not math.isfinite(score):
         score = 0.0
-    return FinetuneResult(clf, score, mode, details)
+    val_auroc = (
+        None if description.operating_point is None else description.operating_point["val_auroc"]
+    )
+    return FinetuneResult(clf, score, mode, details, val_auroc)
+
+
+def validation_operating_point(clf: Classifier, val: CachedImages, cfg: Config) -> dict[str, Any]:
+    """A fitted binary classifier's validation AUROC and the threshold that
+    ``finetune.operating_point`` chooses on its validation predictions
+    (:func:`~medcl.evaluate.operating_point.threshold_record`)."""
+    proba = clf.predict_proba(val.images).numpy()
+    y = val.labels.numpy()
+    t = choose_threshold(y == BINARY_POSITIVE, proba[:, BINARY_POSITIVE], cfg.finetune.point)
+    auroc = classification_metrics(y, proba, list(clf.description.classes))["auroc"]
+    return threshold_record(t, clf.description.classes[BINARY_POSITIVE], auroc)

@@ -25,6 +25,9 @@ order). For class ``k``, one-vs-rest: ``TP = M[k, k]``, ``support = P = sum_q M[
   ``roc_auc_score(multi_class="ovr", average="macro")``) over the classes whose AUROC is defined;
   ``None`` when none is (a single class in ``y_true``). When some classes are absent this averages
   fewer classes than scikit-learn, which refuses such input.
+- AUROC of a binary task (two classes): the AUROC of the positive class, the second declared class
+  (:data:`BINARY_POSITIVE`), scikit-learn's ``roc_auc_score(y, p[:, 1])``. It equals the macro
+  AUROC (the first class's curve is the second's mirrored), but is named for what it is.
 - ECE: :func:`medcl.evaluate.calibration.expected_calibration_error` with 15 bins.
 
 The helpers :func:`confusion_rates` and :class:`OvrAuroc` work on batches of *weighted* data (a
@@ -39,6 +42,9 @@ import numpy as np
 from medcl.evaluate.calibration import _as_predictions, expected_calibration_error
 
 ECE_BINS = 15
+
+BINARY_POSITIVE = 1
+"""The positive class of a binary task: the second declared class (column 1)."""
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -180,7 +186,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[
         when no class has both positives and negatives), ``macro_f1``, ``ece`` (15 bins),
         ``per_class`` = ``{name: {"sensitivity", "specificity", "precision", "f1", "auroc",
         "support"}}`` (``None`` for undefined values, ``support`` an int), ``confusion_matrix``
-        (list of ``C`` lists of ``C`` ints, rows true, columns predicted) and ``n``.
+        (list of ``C`` lists of ``C`` ints, rows true, columns predicted) and ``n``; with two
+        classes also ``auroc``, the positive (second) class's AUROC (``None`` when undefined).
 
     Raises:
         ValueError: On ``N = 0``, mismatched shapes, labels outside ``[0, C)``, invalid
@@ -203,7 +210,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[
         }
         for k, name in enumerate(names)
     }
-    return {
+    out = {
         "accuracy": float(rates["accuracy"]),
         "balanced_accuracy": float(rates["balanced_accuracy"]),
         "macro_auroc": _num(nan_mean(auroc)),
@@ -213,3 +220,6 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[
         "confusion_matrix": cm.astype(int).tolist(),
         "n": int(y.shape[0]),
     }
+    if n_classes == 2:
+        out["auroc"] = _num(auroc[BINARY_POSITIVE])
+    return out

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from medcl.evaluate.bootstrap import bootstrap_replicates
-from medcl.evaluate.metrics import classification_metrics
+from medcl.evaluate.metrics import classification_metrics, nan_mean
 
 
 def paired_difference(
@@ -83,7 +83,9 @@ def paired_difference(
     )  # (S, n_boot): the same patient draw r for every seed and both methods
     rng = np.random.default_rng([seed, 1])
     pick = rng.integers(0, len(per_seed), size=(n_boot, len(per_seed)))
-    reps = np.nanmean(diffs[pick, np.arange(n_boot)[:, None]], axis=1)
+    # replicates where the metric is undefined for every drawn seed (e.g. AUROC when the drawn
+    # patients carry one class) are dropped
+    reps = nan_mean(diffs[pick, np.arange(n_boot)[:, None]], axis=1)
     reps = reps[~np.isnan(reps)]
     if reps.size:
         out["low"] = float(np.quantile(reps, alpha / 2))

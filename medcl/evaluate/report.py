@@ -32,6 +32,11 @@ PICK = "pick"
 """The ``a`` of a paired record comparing medcl's pick with another arm."""
 
 
+def metric_name(metric: str) -> str:
+    """A metric's name in prose: ``balanced accuracy``, ``AUROC``, ``macro AUROC``."""
+    return metric.replace("_", " ").replace("auroc", "AUROC")
+
+
 def summarise(
     records: list[dict[str, Any]], metric: str
 ) -> dict[str, dict[LabelBudget, dict[str, Any]]]:
@@ -107,8 +112,7 @@ def headline(
         d = _paired_at(paired, budget, m, "supervised")
         parts.append(f"{title(m)} {s['mean']:.2f}" + (f" ({_points(d, False)})" if d else ""))
     text = (
-        f"{metric.replace('_', ' ')} at {budget.text} labels "
-        f"({seeds} seed{'s' if seeds != 1 else ''}): "
+        f"{metric_name(metric)} at {budget.text} labels ({seeds} seed{'s' if seeds != 1 else ''}): "
     )
     chosen = picks_at(picks or [], budget)
     d = _paired_at(paired, budget, PICK, "supervised")
@@ -152,7 +156,7 @@ def write_report(
     lines = [
         f"# {title_text}",
         "",
-        f"Test {metric.replace('_', ' ')} by label budget (mean over seeds, 95 % interval; "
+        f"Test {metric_name(metric)} by label budget (mean over seeds, 95 % interval; "
         "one seed: patient-bootstrap interval). Every choice (recipe, epoch, medcl's pick) was "
         "made on the validation split; each arm's test split was read once.",
         "",
@@ -214,9 +218,9 @@ def _pick_lines(
     lines = [
         "## medcl's pick",
         "",
-        "For each label budget and seed, the arm with the best validation balanced accuracy "
-        "(ties: the simpler arm, earlier in the arm table); its test score was not looked at "
-        "to choose it.",
+        "For each label budget and seed, the arm with the best validation "
+        f"{_val_name(picks)} (ties: the simpler arm, earlier in the arm table); its test score "
+        "was not looked at to choose it.",
         "",
         "| labels | seed | pick | val | test | vs supervised (paired, all seeds) |",
         "|---|---|---|---|---|---|",
@@ -226,10 +230,18 @@ def _pick_lines(
         for p in picks_at(picks, b):
             t = test.get(p["run"])
             lines.append(
-                f"| {b.text} | {p['seed']} | {p['method']} | {float(p[VAL_KEY] or 0):.3f} | "
+                f"| {b.text} | {p['seed']} | {p['method']} | "
+                f"{float(p.get('val_score', p[VAL_KEY]) or 0):.3f} | "
                 f"{'–' if t is None else f'{t:.3f}'} | {_points(d) if d else '–'} |"
             )
     return [*lines, ""]
+
+
+def _val_name(picks: list[dict[str, Any]]) -> str:
+    """What the picks were chosen by, in words (``AUROC`` in a binary task)."""
+    keys = {p.get("val_metric", VAL_KEY) for p in picks}
+    names = {"val_auroc": "AUROC", VAL_KEY: "balanced accuracy"}
+    return " or ".join(names.get(k, k) for k in sorted(keys, reverse=True))
 
 
 def _per_seed_lines(
@@ -319,7 +331,7 @@ def _plot(
         bs = [b for b in budgets if b in summary[m]]
         style = "--" if m.endswith("+linear") else "-"
         ax.plot([x[b] for b in bs], [summary[m][b]["mean"] for b in bs], style, marker="o", label=m)
-    ax.set_ylabel(f"test {metric.replace('_', ' ')} (mean over seeds)")
+    ax.set_ylabel(f"test {metric_name(metric)} (mean over seeds)")
     ax.set_title(title_text)
     rivals = [m for m in [PICK, *order] if m != "supervised"]
     width = 0.8 / max(1, len(rivals))

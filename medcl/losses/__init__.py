@@ -5,6 +5,8 @@
   returned unweighted as :class:`SSCLParts`: features ``(N, V, D)``, labels ``(N,)`` with ``-1``
   for unlabelled, patient ids ``(N,)``; same-patient images are never negatives, and with
   ``group_positives`` they are positives.
+- :class:`MultiLabelSupConLoss`: SupCon for multi-label findings (present / absent / unknown),
+  positives weighted by the Jaccard overlap of their findings; one-hot findings give SupCon.
 - :class:`MoCoLoss` with a persistent FIFO key queue (its key encoder's EMA is in
   :mod:`medcl.models.ema`).
 - :class:`NegativeCosineLoss` for BYOL and SimSiam.
@@ -18,12 +20,14 @@ from medcl.losses.dino import dino_center_update, dino_loss, teacher_temperature
 from medcl.losses.distributed import gather_no_grad, gather_with_grad
 from medcl.losses.fixmatch import FixMatchLoss
 from medcl.losses.moco import MoCoLoss
+from medcl.losses.multilabel_supcon import MultiLabelSupConLoss
 from medcl.losses.sscl import SSCLLoss, SSCLParts
 from medcl.losses.vicreg import VICRegParts, vicreg_loss
 
 __all__ = [
     "FixMatchLoss",
     "MoCoLoss",
+    "MultiLabelSupConLoss",
     "NegativeCosineLoss",
     "SSCLLoss",
     "SSCLParts",

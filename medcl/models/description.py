@@ -35,6 +35,10 @@ INTENSITY = (
 TEST_METRICS = ("accuracy", "balanced_accuracy", "macro_auroc", "macro_f1", "ece", "intervals")
 """The test metrics a classifier's metadata records (:meth:`ModelDescription.record_test`)."""
 
+BINARY_TEST_METRICS = ("auroc", "auroc_ci", "threshold", "sensitivity", "specificity")
+BINARY_TEST_METRICS += ("sensitivity_ci", "specificity_ci")
+"""Also recorded for a binary classifier, when the evaluation has them."""
+
 _SPEC_KEYS = ("architecture", "spatial_dims", "image_size")
 _SPEC_KEYS += ("encoder", "stem", "width", "pool", "in_channels")
 """Keys :meth:`EncoderSpec.from_meta` reads (the last five: the previous, flat layout)."""
@@ -258,6 +262,10 @@ class ModelDescription:
         volume: A 3-D patch model's grid geometry; ``None`` for whole-image models.
         head: ``linear``, ``knn`` or ``linear (<mode> fine-tuning)``.
         finetune: How it was fitted.
+        operating_point: A binary classifier's decision threshold, chosen on validation
+            (:func:`medcl.evaluate.operating_point.threshold_record`: ``positive_class``,
+            ``rule``, ``threshold``, ``val_sensitivity``, ``val_specificity``, ``val_auroc``);
+            ``None`` for more classes or a model saved before it existed.
         training_distribution: What it was trained on, checked at prediction (the record of
             :func:`medcl.evaluate.ood.describe_training`).
         name: A display name.
@@ -278,6 +286,7 @@ class ModelDescription:
     volume: VolumeGeometry | None = None
     head: str | None = None
     finetune: FinetuneSummary | None = None
+    operating_point: dict[str, Any] | None = None
     training_distribution: dict[str, Any] | None = None
     name: str | None = None
     test_metrics: dict[str, Any] | None = None
@@ -296,8 +305,10 @@ class ModelDescription:
         return self.spec.image_size
 
     def record_test(self, metrics: Mapping[str, Any]) -> None:
-        """Keep the :data:`TEST_METRICS` of a test-split evaluation in ``test_metrics``."""
+        """Keep the :data:`TEST_METRICS` (and a binary model's :data:`BINARY_TEST_METRICS`) of a
+        test-split evaluation in ``test_metrics``."""
         self.test_metrics = {k: metrics.get(k) for k in TEST_METRICS}
+        self.test_metrics.update({k: metrics[k] for k in BINARY_TEST_METRICS if k in metrics})
 
     def to_dict(self) -> dict[str, Any]:
         """The ``metadata.json`` object (optional entries only when set; ``pretraining`` always,
@@ -316,6 +327,7 @@ class ModelDescription:
             "volume": None if self.volume is None else self.volume.to_dict(),
             "head": self.head,
             "finetune": None if self.finetune is None else self.finetune.to_dict(),
+            "operating_point": self.operating_point,
             "training_distribution": self.training_distribution,
             "name": self.name,
             "test_metrics": self.test_metrics,
@@ -338,7 +350,8 @@ class ModelDescription:
         for key in ("classes", "preset", "window"):
             if key not in data:
                 raise ValueError(f"model metadata field {key!r}: missing")
-        names = ("training_distribution", "test_metrics", "training_data", "versions")
+        names = ("operating_point", "training_distribution", "test_metrics", "training_data")
+        names += ("versions",)
         maps = {k: _mapping(data.get(k)) for k in names}
         known = {*_SPEC_KEYS, *maps, "classes", "preset", "window", "modality", "intensity"}
         known |= {"pretraining", "init", "volume", "head", "finetune", "name"}

@@ -54,6 +54,32 @@ def test_metrics_tables() -> None:
     assert pc.loc[0, "class"] == "a" and pc.loc[0, "precision"] is None
 
 
+def test_a_binary_run_shows_auroc_and_its_operating_point() -> None:
+    binary = {
+        **METRICS,
+        "auroc": 0.83,
+        "auroc_ci": [0.7, 0.93],
+        "threshold": 0.4,
+        "sensitivity": 0.9,
+        "specificity": 0.5,
+        "intervals": {
+            **METRICS["intervals"],
+            "auroc": {"value": 0.83, "low": 0.7, "high": 0.93, "n_boot_valid": 98},
+        },
+    }
+    t = overview.metrics_table(binary).set_index("metric")
+    row = t.loc["AUROC (positive class)"]
+    assert (row["value"], row["low"], row["high"]) == (0.83, 0.7, 0.93)
+    assert t.loc["Sensitivity at the validation threshold", "value"] == 0.9
+    assert t.loc["Specificity at the validation threshold", "value"] == 0.5
+    assert list(t.index[:4]) == [
+        "Balanced accuracy",
+        "AUROC (positive class)",
+        "Sensitivity at the validation threshold",
+        "Specificity at the validation threshold",
+    ]
+
+
 def test_data_summary_counts_patients_images_labels() -> None:
     df = pd.DataFrame(
         {
