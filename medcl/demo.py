@@ -1,9 +1,10 @@
 """``medcl demo``: the whole pipeline on the embedded phantom cohort, end to end.
 
 synth cohort → ingest (de-identified manifest + cache) → patient-level split (50/20/30) →
-label-efficiency experiment (supervised from scratch vs SimCLR vs SSCL pretraining + fine-tuning, at
-5 % of the training labels with 3 seeds and at 100 % with one) → the headline with the paired
-difference SSCL − supervised → the SSCL model of seed 0 at 5 % labels exported with its test
+label-efficiency experiment (supervised from scratch, FixMatch, SSCL pretraining + fine-tuning,
+self-training and SSCL + self-training, at 5 % of the training labels with 3 seeds and at 100 %
+with one) → the headline: medcl's pick (chosen on validation) against supervised as a paired
+difference, then each arm → the pick's model of seed 0 at 5 % labels exported with its test
 metrics, embeddings and model card → a run folder the dashboard opens. Every step is skipped when
 its output is already there, so an interrupted demo continues where it stopped.
 """

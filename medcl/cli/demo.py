@@ -10,9 +10,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``demo``."""
     p = sub.add_parser(
         "demo",
-        help="end-to-end run on the generated phantom cohort (≈10 min on 2 CPU cores)",
-        description="synth → ingest → split → supervised vs SimCLR vs SSCL at 5 %% labels (3 "
-        "seeds, paired differences) and 100 %% (1 seed) → model, metrics, embeddings, report. "
+        help="end-to-end run on the generated phantom cohort (≈13 min on 2 CPU cores)",
+        description="synth → ingest → split → supervised, FixMatch, SSCL, self-training and SSCL + "
+        "self-training at 5 %% labels (3 seeds, paired differences) and 100 %% (1 seed) → medcl's "
+        "pick (chosen on validation) vs supervised → model, metrics, embeddings, report. "
         "Re-running continues an interrupted demo.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
