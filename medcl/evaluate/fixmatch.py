@@ -346,7 +346,8 @@ def fit_fixmatch(
         ``(best validation balanced accuracy, details)`` with details ``steps`` (optimiser steps
         run), ``epochs_run``, ``best_step`` (the step count at the selected validation),
         ``mask_rate`` (mean share of confident pseudo-labels over the last epoch's steps),
-        ``mu``, ``threshold`` and ``lambda_u``.
+        ``mu``, ``threshold``, ``lambda_u``, and the kept model's ``pseudo_val_coverage`` and
+        ``pseudo_val_accuracy`` at τ on the validation images (:func:`confident_on`).
 
     Raises:
         MedclError: No labelled training or validation images.
@@ -396,6 +397,7 @@ def fit_fixmatch(
     module.keep_best()
     recent = module.mask_rates[-per_epoch:]
     mask_rate = float(torch.stack(recent).float().mean()) if recent else 0.0
+    coverage, accuracy = confident_on(clf, val_loader, ft.fixmatch_threshold)
     return module.best_score, {
         "steps": int(trainer.global_step),
         "epochs_run": int(trainer.current_epoch),
@@ -404,7 +406,34 @@ def fit_fixmatch(
         "mu": mu,
         "threshold": ft.fixmatch_threshold,
         "lambda_u": ft.fixmatch_lambda_u,
+        "pseudo_val_coverage": coverage,
+        "pseudo_val_accuracy": accuracy,
     }
+
+
+@torch.no_grad()
+def confident_on(clf: Classifier, loader: DataLoader, threshold: float) -> tuple[float, float]:
+    """What FixMatch's pseudo-labels are worth, measured where labels exist: the share of
+    ``loader``'s labelled images whose prediction ``max softmax(f(x)) ≥ τ`` (coverage) and the
+    accuracy of ``argmax`` on those (``nan`` when none is confident).
+
+    The images are not augmented (the weak view without its small geometry); ``clf`` is put in
+    evaluation mode and left there.
+    """
+    clf.eval()
+    device = next(clf.parameters()).device
+    sure, right = [], []
+    for x, y, *_ in loader:
+        p = torch.softmax(clf(clf.normalize(x.to(device))).float(), 1)
+        conf, pred = p.max(1)
+        keep = conf >= threshold
+        sure.append(keep.cpu())
+        right.append((pred.cpu() == y) & keep.cpu())
+    if not sure:
+        return 0.0, float("nan")
+    n_sure = int(torch.cat(sure).sum())
+    coverage = n_sure / int(torch.cat(sure).numel())
+    return coverage, (int(torch.cat(right).sum()) / n_sure if n_sure else float("nan"))
 
 
 def fit_fixmatch_mode(job: FitJob) -> tuple[float, dict[str, Any]]:

@@ -506,3 +506,46 @@ def test_training_step_loss_against_a_reference(
     assert float(module.mask_rates[-1]) == pytest.approx(kept)
     loss.backward()
     assert clf.head.weight.grad is not None and bool(clf.head.weight.grad.abs().sum() > 0)
+
+
+def test_confidence_on_validation_matches_an_explicit_loop() -> None:
+    """FixMatch's pseudo-label coverage and accuracy on labelled validation images at τ, against
+    a loop over the images one by one."""
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from medcl.evaluate.fixmatch import confident_on
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(4, 3)
+
+        def normalize(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * x
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x)
+
+    gen = torch.Generator().manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        net.head.weight.copy_(3 * torch.randn(3, 4, generator=gen))
+    x = torch.randn(50, 4, generator=gen)
+    y = torch.randint(0, 3, (50,), generator=gen)
+    dummy = torch.zeros(50)
+    loader = DataLoader(TensorDataset(x, y, dummy, dummy), batch_size=16)
+    for tau in (0.5, 0.9, 1.01):
+        sure = right = 0
+        for i in range(50):
+            p = torch.softmax(net.head(2 * x[i]), 0)
+            if float(p.max()) >= tau:
+                sure += 1
+                right += int(int(p.argmax()) == int(y[i]))
+        coverage, accuracy = confident_on(net, loader, tau)
+        assert coverage == pytest.approx(sure / 50)
+        if sure:
+            assert 0 < sure < 50 or tau == 0.5
+            assert accuracy == pytest.approx(right / sure)
+        else:
+            assert math.isnan(accuracy)
