@@ -13,6 +13,10 @@ With several workers, the main process decodes the file once, writes each split'
 to a temporary ``.npy`` under the cache folder, and the chunks run in the worker pool, each
 worker reading its rows from that file (memory-mapped): a single large file uses every worker.
 With one worker (or a small file) the chunks run inline on the arrays already in memory.
+
+A chunk hands back its rows by column (:class:`~medcl.data.ingest.rowblock.RowBlock`), the
+pseudonyms already computed: the main process concatenates columns instead of building, pickling
+and copying a dict per row, so the second worker is not spent waiting on it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from medcl.data import cache
+from medcl.data.ingest.rowblock import RowBlock
 from medcl.data.ingest.workers import Pool, WorkerConfig, capture_warnings, worker_config
 from medcl.data.readers import Source, Unreadable
 from medcl.data.readers import npz as npz_reader
@@ -105,7 +110,7 @@ def chunks_of(rel: str, sha: str, splits: list[npz_reader.SplitPlan]) -> Iterato
             )
 
 
-def file_rows(src: Source, cfg: WorkerConfig) -> list[dict]:
+def file_rows(src: Source, cfg: WorkerConfig) -> RowBlock | list[dict]:
     """Every row of an array file, converted and cached chunk by chunk in this process.
 
     Raises:
@@ -114,10 +119,11 @@ def file_rows(src: Source, cfg: WorkerConfig) -> list[dict]:
     """
     splits = npz_reader.plan(src, cfg.dims)
     images = {sp.split: sp.images for sp in splits}
-    rows: list[dict] = []
-    for ch in chunks_of(src.rel, src.sha256, splits):
-        rows.extend(chunk_rows(ch, images[ch.split][ch.start : ch.stop], cfg))
-    return rows
+    blocks = [
+        chunk_rows(ch, images[ch.split][ch.start : ch.stop], cfg)
+        for ch in chunks_of(src.rel, src.sha256, splits)
+    ]
+    return RowBlock.concat(blocks) if blocks else []
 
 
 def unit_scale(block: np.ndarray) -> np.ndarray:
@@ -155,8 +161,38 @@ def unit_scale(block: np.ndarray) -> np.ndarray:
     return out.reshape(block.shape)
 
 
-def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> list[dict]:
-    """Convert one chunk's images, write its shard and return its rows' metadata."""
+ROW_FIELDS = (
+    "image_base",
+    "order",
+    "path",
+    "patient_key",
+    "study_key",
+    "modality",
+    "sha256",
+    "dims",
+    "rows",
+    "cols",
+    "slices",
+    "spacing_x",
+    "spacing_y",
+    "spacing_z",
+    "cache_key",
+    "intensity",
+    "split",
+    "label",
+    "family",
+    "members",
+    "patient_ids",
+)
+"""The fields of an array file's row, in the order its dict (and the state file) lists them."""
+
+
+def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> RowBlock:
+    """Convert one chunk's images, write its shard and return its rows' metadata by column.
+
+    The pseudonyms are computed here, in the worker, from the same texts as image by image; the
+    patient ids and item texts never leave it.
+    """
     block = npz_reader.pixels(images, ch.kind, cfg.dims)
     arr = unit_scale(block)[:, None]  # float32
     if cfg.size is not None:
@@ -168,10 +204,14 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> list[dict]:
     dims = 3 if arr.ndim == 5 else 2
     h, w = arr.shape[-2:]
     slices = int(arr.shape[2]) if dims == 3 else 1
-    rows = []
-    j = 0
+    per = ch.per_image
     ids = None if ch.patient_ids is None else ch.patient_ids.tolist()
+    labels = None if ch.labels is None else ch.labels.tolist()
     known: dict[str, str] = {}
+    image_base: list[str] = []
+    patients: list[str] = []
+    studies: list[str] = []
+    label_col: list[str] = []
     for k in range(len(images)):
         i = ch.start + k
         item = npz_reader.item_of(ch.rel, ch.split, i)
@@ -180,39 +220,44 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> list[dict]:
         else:
             patient = known.get(ids[k]) or known.setdefault(ids[k], pz("patient", str(ids[k])))
         study = pz("study", item)
-        label = "" if ch.labels is None else str(int(ch.labels[k]))
-        for z in range(ch.per_image):
-            suffix = npz_reader.row_suffix(ch.split, i, z if ch.per_image > 1 else None)
-            rows.append(
-                {
-                    "image_base": pz("image", f"{item}\x00{suffix}"),
-                    "order": ch.first_order + i * ch.per_image + z,
-                    "path": ch.rel,
-                    "patient_key": patient,
-                    "study_key": study,
-                    "modality": "OT",
-                    "sha256": ch.sha256,
-                    "dims": dims,
-                    "rows": int(h),
-                    "cols": int(w),
-                    "slices": slices,
-                    "spacing_x": None,
-                    "spacing_y": None,
-                    "spacing_z": None,
-                    "cache_key": f"{shard}#{j}",
-                    "intensity": UNIT,
-                    "split": ch.split,
-                    "label": label,
-                    "family": "npz",
-                    "members": [],
-                    "patient_ids": ch.patient_ids is not None,
-                }
-            )
-            j += 1
-    return rows
+        label = "" if labels is None else str(int(labels[k]))
+        for z in range(per):
+            suffix = npz_reader.row_suffix(ch.split, i, z if per > 1 else None)
+            image_base.append(pz("image", f"{item}\x00{suffix}"))
+        patients.extend([patient] * per)
+        studies.extend([study] * per)
+        label_col.extend([label] * per)
+    n = len(image_base)
+    first = ch.first_order + ch.start * per
+    columns = {
+        "image_base": image_base,
+        "order": list(range(first, first + n)),
+        "patient_key": patients,
+        "study_key": studies,
+        "cache_key": [f"{shard}#{j}" for j in range(n)],
+        "label": label_col,
+    }
+    constants = {
+        "path": ch.rel,
+        "modality": "OT",
+        "sha256": ch.sha256,
+        "dims": dims,
+        "rows": int(h),
+        "cols": int(w),
+        "slices": slices,
+        "spacing_x": None,
+        "spacing_y": None,
+        "spacing_z": None,
+        "intensity": UNIT,
+        "split": ch.split,
+        "family": "npz",
+        "members": [],
+        "patient_ids": ch.patient_ids is not None,
+    }
+    return RowBlock(n, ROW_FIELDS, columns, constants)
 
 
-def chunk_task(ch: Chunk) -> tuple[list[dict], Counter[str], str | None]:
+def chunk_task(ch: Chunk) -> tuple[RowBlock | None, Counter[str], str | None]:
     """Worker: one chunk of a split written to a temporary file by :func:`bulk_file`."""
     cfg = worker_config()
     counts: Counter[str] = Counter()
@@ -221,7 +266,7 @@ def chunk_task(ch: Chunk) -> tuple[list[dict], Counter[str], str | None]:
             images = np.load(ch.images_file, mmap_mode="r")[ch.start : ch.stop]
             return chunk_rows(ch, np.asarray(images), cfg), counts, None
         except MedclError as exc:
-            return [], counts, str(exc)
+            return None, counts, str(exc)
 
 
 @contextmanager
@@ -272,10 +317,10 @@ def bulk_file(
             ch.images_file = files[ch.split]
             tasks.append(ch)
         del splits
-        rows: list[dict] = []
-        for chunk, counts, fatal in pool.map(chunk_task, tasks, "ingest chunks"):
+        blocks: list[RowBlock] = []
+        for block, counts, fatal in pool.map(chunk_task, tasks, "ingest chunks"):
             caught.update(counts)
-            if fatal:
-                raise MedclError(fatal)
-            rows.extend(chunk)
-    rec.rows = rows
+            if fatal or block is None:
+                raise MedclError(fatal or "internal error: a chunk gave no rows; please report")
+            blocks.append(block)
+    rec.rows = RowBlock.concat(blocks) if blocks else []
