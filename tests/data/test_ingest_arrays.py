@@ -121,6 +121,20 @@ def test_row_block_json_is_the_text_of_its_rows_as_dicts():
     assert list(b)[0]["d"] == []
 
 
+def test_row_block_rendered_text_is_used_only_for_its_value():
+    """A worker renders the rows' text with the value the state will give a field; the block
+    with that value set writes that text, any other change renders again."""
+    a = RowBlock(2, ("p", "o"), {"o": [0, 1]}, {"p": "file.npz"}).render_as("p", "sid")
+    b = RowBlock(1, ("p", "o"), {"o": [2]}, {"p": "file.npz"}).render_as("p", "sid")
+    both = pickle.loads(pickle.dumps(RowBlock.concat([a, b])))
+    want = '[{"p":"sid","o":0},{"p":"sid","o":1},{"p":"sid","o":2}]'
+    assert both.with_field("p", "sid", per_row=False).to_json() == want
+    assert both.with_field("p", "sid", per_row=False).exact is not None
+    assert both.with_field("p", "other", per_row=False).exact is None
+    assert both.to_json() == want.replace("sid", "file.npz")
+    assert both.with_field("o", [5, 6, 7], per_row=True).with_field("p", "sid", False).exact is None
+
+
 def test_row_block_concat_select_map_and_pickle():
     a = RowBlock(2, ("p", "o", "s"), {"o": [0, 1]}, {"p": "f", "s": "train"})
     b = RowBlock(1, ("p", "o", "s"), {"o": [2]}, {"p": "f", "s": "val"})

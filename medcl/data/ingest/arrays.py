@@ -33,6 +33,7 @@ import numpy as np
 from medcl.data import cache
 from medcl.data.ingest.rowblock import RowBlock
 from medcl.data.ingest.workers import Pool, WorkerConfig, capture_warnings, worker_config
+from medcl.data.pseudonym import source_id
 from medcl.data.readers import Source, Unreadable
 from medcl.data.readers import npz as npz_reader
 from medcl.data.readers.base import UNIT
@@ -193,8 +194,8 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> RowBlock:
     The pseudonyms are computed here, in the worker, from the same texts as image by image; the
     patient ids and item texts never leave it.
     """
-    block = npz_reader.pixels(images, ch.kind, cfg.dims)
-    arr = unit_scale(block)[:, None]  # float32
+    pixels = npz_reader.pixels(images, ch.kind, cfg.dims)
+    arr = unit_scale(pixels)[:, None]  # float32
     if cfg.size is not None:
         arr = resize_to(arr, cfg.size, 2, antialias=True)  # in-plane, like cache.prepare
     arr = np.ascontiguousarray(arr, dtype=np.float32)
@@ -254,7 +255,10 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> RowBlock:
         "members": [],
         "patient_ids": ch.patient_ids is not None,
     }
-    return RowBlock(n, ROW_FIELDS, columns, constants)
+    # the state file names the file by its source_id (pipeline._to_disk): its rows' text is
+    # rendered here, in the worker, rather than in the main process
+    block = RowBlock(n, ROW_FIELDS, columns, constants)
+    return block.render_as("path", source_id(pz, ch.rel))
 
 
 def chunk_task(ch: Chunk) -> tuple[RowBlock | None, Counter[str], str | None]:

@@ -14,6 +14,7 @@ rows keeps working, only slower.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from json.encoder import encode_basestring_ascii
@@ -55,7 +56,7 @@ class RowBlock:
         ValueError: A field missing from both or given in both, or a column of another length.
     """
 
-    __slots__ = ("n", "fields", "columns", "constants")
+    __slots__ = ("n", "fields", "columns", "constants", "rendered", "exact")
 
     def __init__(
         self,
@@ -68,6 +69,8 @@ class RowBlock:
         self.fields = tuple(fields)
         self.columns = columns
         self.constants = constants
+        self.rendered: tuple[str, Any, str] | None = None  # see render_as
+        self.exact: str | None = None  # to_json() of this very block, inside the brackets
         if set(columns) & set(constants) or set(columns) | set(constants) != set(self.fields):
             raise ValueError("every field must be either a column or a constant")
         for name, col in columns.items():
@@ -75,10 +78,10 @@ class RowBlock:
                 raise ValueError(f"column {name} has {len(col)} values for {self.n} rows")
 
     def __getstate__(self) -> tuple:  # slots: pickled as a tuple (workers send blocks back)
-        return self.n, self.fields, self.columns, self.constants
+        return self.n, self.fields, self.columns, self.constants, self.rendered, self.exact
 
     def __setstate__(self, state: tuple) -> None:
-        self.n, self.fields, self.columns, self.constants = state
+        self.n, self.fields, self.columns, self.constants, self.rendered, self.exact = state
 
     def __len__(self) -> int:
         return self.n
@@ -133,7 +136,17 @@ class RowBlock:
             columns[name] = value
         else:
             constants[name] = value
-        return RowBlock(self.n, fields, columns, constants)
+        out = RowBlock(self.n, fields, columns, constants)
+        r = self.rendered
+        if not per_row and r is not None and r[0] == name and _same(r[1], value):
+            out.exact = r[2]
+        return out
+
+    def render_as(self, name: str, value: Any) -> RowBlock:
+        """Render now (in a worker) the JSON of the rows with field ``name`` set to ``value``, for
+        :meth:`to_json` of ``self.with_field(name, value, per_row=False)``; returns ``self``."""
+        self.rendered = (name, value, self.with_field(name, value, per_row=False).to_json()[1:-1])
+        return self
 
     def mapped(self, name: str, fn: Callable[[Any], Any]) -> RowBlock:
         """A new block with ``fn`` applied to each value of field ``name`` (once for a constant)."""
@@ -177,27 +190,50 @@ class RowBlock:
             for b in blocks:
                 col.extend(b.columns[f] if f in b.columns else [b.constants[f]] * b.n)
             columns[f] = col
-        return cls(n, fields, columns, constants)
+        out = cls(n, fields, columns, constants)
+        r = blocks[0].rendered
+        if r is not None and all(
+            b.rendered is not None and b.rendered[0] == r[0] and _same(b.rendered[1], r[1])
+            for b in blocks
+        ):
+            out.rendered = (r[0], r[1], ",".join(b.rendered[2] for b in blocks))  # type: ignore[index]
+        if all(b.exact is not None for b in blocks):
+            out.exact = ",".join(b.exact for b in blocks)  # type: ignore[misc]
+        return out
 
     def to_json(self) -> str:
-        """``json.dumps(list(self), separators=(",", ":"))``, built by column."""
+        """``json.dumps(list(self), separators=(",", ":"))``, built by column (or the text
+        rendered before, see :meth:`render_as`)."""
+        if self.exact is not None:
+            return "[" + self.exact + "]"
         if not self.n:
             return "[]"
         parts = []
         varying = []
         for i, f in enumerate(self.fields):
-            key = ("," if i else "{") + encode_basestring_ascii(f) + ":"
+            key = (("," if i else "{") + encode_basestring_ascii(f) + ":").replace("%", "%%")
             if f in self.constants:
-                parts.append(
-                    key.replace("%", "%%") + json_text(self.constants[f]).replace("%", "%%")
-                )
+                parts.append(key + json_text(self.constants[f]).replace("%", "%%"))
+                continue
+            values = self.columns[f]
+            kinds = set(map(type, values))
+            if kinds == {str} and not _ESCAPED.search("".join(values)):
+                parts.append(key + '"%s"')  # nothing to escape: the text itself, quoted
+                varying.append(values)
+            elif kinds == {int}:
+                parts.append(key + "%s")  # str(int) is JSON's
+                varying.append(values)
             else:
-                parts.append(key.replace("%", "%%") + "%s")
-                varying.append(_json_column(self.columns[f]))
+                parts.append(key + "%s")
+                varying.append(_json_column(values))
         template = "".join(parts) + "}"
         if not varying:
             return "[" + ",".join([template.replace("%%", "%")] * self.n) + "]"
         return "[" + ",".join([template % t for t in zip(*varying, strict=True)]) + "]"
+
+
+_ESCAPED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+"""A character JSON (ASCII) escapes: a control or non-ASCII character, a quote, a backslash."""
 
 
 def _copy(value: Any) -> Any:
