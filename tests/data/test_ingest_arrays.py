@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -21,8 +22,9 @@ SHARD = 128
 """Images per chunk in these tests (several chunks per split)."""
 
 
-def _images_file(path: Path, volumes: bool = False) -> Path:
-    """Three splits, patient ids (3 images each), labels; ``volumes``: (N, 3, H, W) images."""
+def _images_file(path: Path, volumes: bool = False, compressed: bool = False) -> Path:
+    """Three splits, patient ids (3 images each), labels; ``volumes``: (N, 3, H, W) images;
+    ``compressed``: ``np.savez_compressed`` (the workers read temporary copies of the images)."""
     rng = np.random.default_rng(11)
     sizes = {"train": 1000, "val": 150, "test": 170}
     arrays = {}
@@ -33,13 +35,17 @@ def _images_file(path: Path, volumes: bool = False) -> Path:
         arrays[f"{split}_labels"] = rng.integers(0, 5, (n, 1))
         arrays[f"{split}_patient_ids"] = (first + np.arange(n)) // 3
         first += n + 3
-    np.savez(path, **arrays)
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
     return path
 
 
-@pytest.mark.parametrize("volumes", [False, True], ids=["images", "volumes"])
+@pytest.mark.parametrize(
+    ("volumes", "compressed"),
+    [(False, False), (True, False), (False, True)],
+    ids=["images", "volumes", "compressed"],
+)
 def test_array_file_with_one_and_two_workers_gives_the_same_bytes(
-    tmp_path, ingest_secret, monkeypatch, volumes
+    tmp_path, ingest_secret, monkeypatch, volumes, compressed
 ):
     """workers=1 (chunks inline) and workers=2 (chunks in the pool, blocks of columns sent back):
     the manifest, its sidecar, the rejects and the state are the same byte for byte, and the
@@ -48,7 +54,7 @@ def test_array_file_with_one_and_two_workers_gives_the_same_bytes(
     monkeypatch.setattr(decode, "BULK_BYTES", 0)  # workers=2: the chunks go to the pool
     src = tmp_path / "src"
     src.mkdir()
-    f = _images_file(src / "a.npz", volumes)
+    f = _images_file(src / "a.npz", volumes, compressed)
     outs = {}
     for workers in (1, 2):
         out = tmp_path / f"w{workers}" / "m.csv"
@@ -150,3 +156,40 @@ def test_row_block_concat_select_map_and_pickle():
     assert pickle.loads(pickle.dumps(both)) == both
     with pytest.raises(ValueError):
         RowBlock(2, ("p",), {"p": [1]}, {})
+
+
+def test_stored_arrays_are_views_of_the_file(tmp_path):
+    f = _images_file(tmp_path / "a.npz")
+    data = f.read_bytes()
+    stored = npz_reader.stored_arrays(data)
+    with np.load(f) as z:
+        assert sorted(stored) == sorted(z.files)
+        for name, (view, at) in stored.items():
+            np.testing.assert_array_equal(view, z[name])
+            assert view.base is not None  # no copy
+            np.testing.assert_array_equal(at.map(str(f)), z[name])
+    assert (
+        npz_reader.stored_arrays(_images_file(tmp_path / "c.npz", compressed=True).read_bytes())
+        == {}
+    )
+
+
+def test_array_file_changed_while_read_is_rejected(tmp_path, ingest_secret, monkeypatch):
+    """The workers map the images from the source file: a file whose size or time changed since
+    it was listed gives a reason, not rows of mixed content."""
+    from medcl.data.ingest import arrays
+
+    monkeypatch.setattr(decode, "BULK_BYTES", 0)
+    monkeypatch.setattr(cache, "SHARD_ROWS", SHARD)
+    src = tmp_path / "src"
+    src.mkdir()
+    f = _images_file(src / "a.npz")
+    real = arrays.chunks_of
+
+    def touching(*args):  # the file is touched once the chunks are planned
+        yield from real(*args)
+        os.utime(f, ns=(1, 10**9))
+
+    monkeypatch.setattr(arrays, "chunks_of", touching)
+    report = ingest(src, tmp_path / "m.csv", workers=2, secret=ingest_secret, progress=False)
+    assert report.rows == 0 and report.reasons == {arrays.CHANGED_REASON: 1}

@@ -9,9 +9,11 @@ percentile scaling per image, the in-plane resize) and written as one shard
 ``<shard>#<row>``. The values are the ones the per-image rule gives
 (:func:`medcl.data.cache.prepare`), image by image.
 
-With several workers, the main process decodes the file once, writes each split's image array
-to a temporary ``.npy`` under the cache folder, and the chunks run in the worker pool, each
-worker reading its rows from that file (memory-mapped): a single large file uses every worker.
+With several workers, the main process reads the file once and the chunks run in the worker pool,
+each worker mapping its rows from the source file itself where the images are stored
+uncompressed (``np.savez``; :func:`medcl.data.readers.npz.stored_arrays`), else from a
+temporary ``.npy`` of the split the main process writes under the cache folder: a single large
+file uses every worker.
 With one worker (or a small file) the chunks run inline on the arrays already in memory.
 
 A chunk hands back its rows by column (:class:`~medcl.data.ingest.rowblock.RowBlock`), the
@@ -57,8 +59,11 @@ class Chunk:
         start: Index of the chunk's first image in the split.
         labels: Class indices of the chunk's images, or None.
         patient_ids: Patient id text of the chunk's images, or None.
-        images_file: Temporary ``.npy`` of the split's images (pool path), or ``""``.
+        images_file: The file the worker reads the split's images from (pool path): the source
+            itself when they are stored uncompressed (``images_at``), else a temporary ``.npy``;
+            ``""`` inline.
         stop: One past the chunk's last image.
+        images_at: Where the split's images lie in the source file, or None.
     """
 
     rel: str
@@ -72,6 +77,7 @@ class Chunk:
     patient_ids: np.ndarray | None
     images_file: str = ""
     stop: int = 0
+    images_at: npz_reader.StoredArray | None = None
 
 
 def looks_like_array_file(path: Path) -> bool:
@@ -108,6 +114,7 @@ def chunks_of(rel: str, sha: str, splits: list[npz_reader.SplitPlan]) -> Iterato
                 None if sp.labels is None else sp.labels[start:stop],
                 None if sp.patient_ids is None else sp.patient_ids[start:stop],
                 stop=stop,
+                images_at=sp.images_at,
             )
 
 
@@ -267,7 +274,10 @@ def chunk_task(ch: Chunk) -> tuple[RowBlock | None, Counter[str], str | None]:
     counts: Counter[str] = Counter()
     with capture_warnings(counts):
         try:
-            images = np.load(ch.images_file, mmap_mode="r")[ch.start : ch.stop]
+            if ch.images_at is not None:  # in the source file itself
+                images = ch.images_at.map(ch.images_file)[ch.start : ch.stop]
+            else:
+                images = np.load(ch.images_file, mmap_mode="r")[ch.start : ch.stop]
             return chunk_rows(ch, np.asarray(images), cfg), counts, None
         except MedclError as exc:
             return None, counts, str(exc)
@@ -275,12 +285,15 @@ def chunk_task(ch: Chunk) -> tuple[RowBlock | None, Counter[str], str | None]:
 
 @contextmanager
 def _temporary_arrays(root: Path, sha: str, splits) -> Iterator[dict[str, str]]:
-    """Each split's images as a temporary ``.npy`` the workers can map; removed afterwards."""
+    """Each split's images as a temporary ``.npy`` the workers can map, unless they lie
+    uncompressed in the source file (mapped there); removed afterwards."""
     folder = Path(root) / TEMP_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     try:
         for sp in splits:
+            if sp.images_at is not None:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
             f = folder / f"{sha}_{sp.split}.npy"
             np.save(f, np.ascontiguousarray(sp.images), allow_pickle=False)
             files[sp.split] = str(f)
@@ -294,10 +307,17 @@ def _temporary_arrays(root: Path, sha: str, splits) -> Iterator[dict[str, str]]:
             pass
 
 
+CHANGED_REASON = "file changed while it was being read (ingest it again)"
+
+
 def bulk_file(
     root: Path, rel: str, rec: cache.FileRecord, pool: Pool, caught: Counter[str]
 ) -> None:
     """Read one array file with the chunks spread over the pool; fill ``rec`` (rows or reason).
+
+    Images stored uncompressed are read by the workers from the source file itself; its size and
+    modification time are checked afterwards against ``rec`` (the digest is of what was read
+    here).
 
     Raises:
         MedclError: A fatal reader error (multi-label labels, a patient id in two splits).
@@ -318,7 +338,7 @@ def bulk_file(
         del src
         tasks = []
         for ch in chunks_of(rel, rec.sha256, splits):
-            ch.images_file = files[ch.split]
+            ch.images_file = files.get(ch.split) or str(root / rel)
             tasks.append(ch)
         del splits
         blocks: list[RowBlock] = []
@@ -327,4 +347,12 @@ def bulk_file(
             if fatal or block is None:
                 raise MedclError(fatal or "internal error: a chunk gave no rows; please report")
             blocks.append(block)
+    try:
+        st = (root / rel).stat()
+        changed = (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns)
+    except OSError:
+        changed = True
+    if changed and any(t.images_at is not None for t in tasks):
+        rec.rows, rec.reason = [], CHANGED_REASON
+        return
     rec.rows = RowBlock.concat(blocks) if blocks else []
