@@ -150,7 +150,7 @@ def test_csv_text_is_what_pandas_writes(tmp_path):
         }
     )
     for frame in (df, df.iloc[:0], df[["ok", "n", "none"]], df[["i", "b", "f"]]):
-        assert csv_text(frame) == frame.to_csv(index=False), list(frame.columns)
+        assert csv_text(frame) == frame.to_csv(index=False).encode(), list(frame.columns)
     assert csv_text(df[["ok"]]) is None  # one column: left to pandas
     assert csv_text(df.assign(o=[object()] * 8)) is None
     assert csv_text(df.assign(t=pd.Series(["a", None] * 4, dtype="str"))) is None

@@ -7,9 +7,11 @@ import hashlib
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from medcl.data import cache
@@ -116,8 +118,8 @@ def manifest_frame(
             ids.append(image_id)
     if "path" in rows.constants and "phi_path" in rows.constants:  # one file (or one kind)
         rel, phi = rows.constants["path"], bool(rows.constants["phi_path"])
-        shown_col: list[str] = [shown_path(paths, root, rel, phi)] * len(rows)
-        sid_col: list[str] = [sids.get(rel, "")] * len(rows)
+        shown_col: Sequence = _repeat(shown_path(paths, root, rel, phi), len(rows))
+        sid_col: Sequence = _repeat(sids.get(rel, ""), len(rows))
     else:
         shown: dict[tuple[str, bool], str] = {}  # rows of one file share their path
         keys = list(zip(rows.column("path"), map(bool, rows.column("phi_path")), strict=True))
@@ -126,15 +128,31 @@ def manifest_frame(
         shown_col = [shown[k] for k in keys]
         sid_col = [sids.get(p, "") for p in rows.column("path")]
     root_text = str(cache_root.resolve())
-    derived: dict[str, list] = {
+    derived: dict[str, Sequence] = {
         "image_id": ids,
         "source_id": sid_col,
         "path": shown_col,
         "cache_path": [cache.cache_ref(root_text, k) for k in rows.column("cache_key")],
     }
     # every other schema column is carried over from the row metadata as it is
-    columns = {c: derived[c] if c in derived else rows.column(c) for c in COLUMNS}
+    columns = {c: derived[c] if c in derived else _frame_column(rows, c) for c in COLUMNS}
     return normalise_frame(pd.DataFrame(columns))
+
+
+def _repeat(value: str, n: int) -> pd.Series:
+    """``value`` ``n`` times, as the column a list of it gives (converted once, not ``n`` times)."""
+    return pd.Series([value]).repeat(n).reset_index(drop=True)
+
+
+def _frame_column(rows: RowBlock, name: str) -> Sequence:
+    """A field's values for the frame; text and integer constants without a list per row."""
+    if name in rows.constants and len(rows):
+        value = rows.constants[name]
+        if type(value) is str:
+            return _repeat(value, len(rows))
+        if type(value) is int:
+            return np.full(len(rows), value, dtype=np.int64)
+    return rows.column(name)
 
 
 def _duplicate_id(image_id: str, path: str, order: int) -> str:
