@@ -23,9 +23,11 @@ and copying a dict per row, so the second worker is not spent waiting on it.
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,6 +309,11 @@ def _temporary_arrays(root: Path, sha: str, splits) -> Iterator[dict[str, str]]:
             pass
 
 
+def _sha256(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
 CHANGED_REASON = "file changed while it was being read (ingest it again)"
 
 
@@ -324,10 +331,17 @@ def bulk_file(
     """
     cfg = pool.config
     try:
-        src = Source.load(root / rel, rel)
-        rec.sha256 = src.sha256
-        with capture_warnings(caught):
-            splits = npz_reader.plan(src, cfg.dims)
+        data = (root / rel).read_bytes()
+        # the digest (hashlib lets go of the GIL) is computed while the arrays are planned
+        with ThreadPoolExecutor(1) as hasher:
+            digest = hasher.submit(_sha256, data)
+            try:
+                with capture_warnings(caught):
+                    splits = npz_reader.plan(Source(root / rel, rel, data, ""), cfg.dims)
+            finally:
+                rec.sha256 = digest.result()
+        src = Source(root / rel, rel, data, rec.sha256)
+        del data
     except Unreadable as exc:
         rec.rows, rec.reason = [], exc.reason
         return
@@ -342,7 +356,7 @@ def bulk_file(
             tasks.append(ch)
         del splits
         blocks: list[RowBlock] = []
-        for block, counts, fatal in pool.map(chunk_task, tasks, "ingest chunks"):
+        for block, counts, fatal in pool.map(chunk_task, tasks, "ingest chunks", chunksize=1):
             caught.update(counts)
             if fatal or block is None:
                 raise MedclError(fatal or "internal error: a chunk gave no rows; please report")

@@ -318,4 +318,4 @@ def row_table(rows: list[dict], blocks: list[RowBlock]) -> RowBlock:
         start = at
     if start < len(rows) or not parts:
         parts.append(RowBlock.from_dicts(rows[start:], TABLE_FIELDS))
-    return RowBlock.concat(parts)
+    return parts[0] if len(parts) == 1 else RowBlock.concat(parts)
