@@ -291,7 +291,14 @@ class IngestState:
         if blocks:
             pattern = "|".join(map(re.escape, blocks))
             text = re.sub(pattern, lambda m: blocks[m.group()], text)
-        write_text(text, path)
+        try:  # ensure_ascii: the text is ASCII, written as bytes (no text-layer encoding)
+            raw = text.encode("ascii")
+        except UnicodeEncodeError:  # a default= str() of an odd value
+            write_text(text, path)
+            return
+        del text
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(raw)
 
 
 def _shallow(rec: FileRecord) -> dict:

@@ -250,9 +250,11 @@ def csv_text(df: pd.DataFrame) -> bytes | None:
             if col is None:
                 return None
             texts.append(col)
+        texts[-1] = pc.binary_join_element_wise(texts[-1], "", "\n")  # field + "\n" + ""
         lines = pc.binary_join_element_wise(*texts, ",")
-        lines = pc.binary_join_element_wise(lines, "", "\n")  # line + "\n" + ""
-        body = b"".join(_string_bytes(chunk) for chunk in pa.chunked_array([lines]).chunks)
+        if isinstance(lines, pa.ChunkedArray):
+            lines = lines.combine_chunks()
+        body = _string_bytes(lines)  # the lines one after the other
     except (pa.ArrowException, OverflowError):  # e.g. more than 2 GiB of text: left to pandas
         return None
     return header + body
@@ -265,7 +267,7 @@ def _string_bytes(arr: pa.Array) -> bytes:
     else:
         offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)
     first, last = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
-    return arr.buffers()[2].to_pybytes()[first:last] if len(arr) else b""
+    return bytes(memoryview(arr.buffers()[2])[first:last]) if len(arr) else b""
 
 
 def _csv_quote(value: str) -> str:
@@ -287,11 +289,11 @@ def _csv_column(col: pd.Series) -> pa.Array | pa.ChunkedArray | None:
             return None
         if arr.type != pa.string() or arr.null_count:
             return None
+        if not pc.any(pc.match_substring_regex(arr, '[,"\n\r]')).as_py():
+            return arr  # nothing to quote (one scan of the column)
         if pc.any(pc.match_substring(arr, "\r")).as_py():
             return None
-        if pc.any(pc.match_substring_regex(arr, _CSV_SPECIAL.pattern)).as_py():
-            return pa.array([_csv_quote(v) for v in arr.to_pylist()], type=pa.string())
-        return arr
+        return pa.array([_csv_quote(v) for v in arr.to_pylist()], type=pa.string())
     if isinstance(col.dtype, pd.Int64Dtype):
         missing = pa.array(col.isna().to_numpy())
         digits = pc.cast(pa.array(col.to_numpy(dtype="int64", na_value=0)), pa.string())
