@@ -29,6 +29,7 @@ the new file's folder so that a manifest and its data can move together.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from medcl.errors import ManifestError
 from medcl.io import atomic_path, write_text
@@ -250,6 +252,14 @@ def csv_text(df: pd.DataFrame) -> bytes | None:
             if col is None:
                 return None
             texts.append(col)
+        try:  # Arrow's writer, fields as they are (it refuses a field that would need quotes)
+            buf = io.BytesIO()
+            table = pa.table({f"c{i}": t for i, t in enumerate(texts)})
+            options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+            pa_csv.write_csv(table, buf, options)
+            return header + buf.getvalue()
+        except pa.ArrowInvalid:  # quoted fields: the lines joined here
+            pass
         texts[-1] = pc.binary_join_element_wise(texts[-1], "", "\n")  # field + "\n" + ""
         lines = pc.binary_join_element_wise(*texts, ",")
         if isinstance(lines, pa.ChunkedArray):
