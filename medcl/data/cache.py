@@ -297,8 +297,8 @@ class IngestState:
             write_text(text, path)
             return
         del text
-        with atomic_path(path) as tmp:
-            Path(tmp).write_bytes(raw)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(raw)
 
 
 def _shallow(rec: FileRecord) -> dict:

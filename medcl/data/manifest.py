@@ -215,7 +215,8 @@ def write_manifest(m: Manifest, path: str | os.PathLike[str]) -> Path:
         if text is None:
             df.to_csv(tmp, index=False)
         else:
-            Path(tmp).write_bytes(text)
+            with open(tmp, "wb") as fh:
+                fh.write(text)
     meta = dict(m.extra)
     meta["classes"] = list(m.classes)
     meta["schema_version"] = SCHEMA_VERSION
