@@ -193,3 +193,30 @@ def test_array_file_changed_while_read_is_rejected(tmp_path, ingest_secret, monk
     monkeypatch.setattr(arrays, "chunks_of", touching)
     report = ingest(src, tmp_path / "m.csv", workers=2, secret=ingest_secret, progress=False)
     assert report.rows == 0 and report.reasons == {arrays.CHANGED_REASON: 1}
+
+
+def test_shard_keys_are_the_keys_they_stand_for():
+    from medcl.data.ingest.rowblock import ShardKeys
+
+    keys = ShardKeys([("ab1_train_c0000000", 3), ("cd2_val_c0000000", 0), ("ef3_val_c0000005", 2)])
+    want = [f"ab1_train_c0000000#{j}" for j in range(3)] + [
+        "ef3_val_c0000005#0",
+        "ef3_val_c0000005#1",
+    ]
+    assert list(keys) == want and len(keys) == 5
+    assert [keys[i] for i in range(-5, 5)] == want + want
+    assert keys[1:3] == want[1:3]
+    with pytest.raises(IndexError):
+        keys[5]
+    assert keys.refs("/c") == [cache.cache_ref("/c", k) for k in want]
+    assert keys.shards() == {"ab1_train_c0000000", "ef3_val_c0000005"}
+    assert pickle.loads(pickle.dumps(keys)) == keys
+    a = RowBlock(3, ("k", "p"), {"k": ShardKeys([("s", 3)])}, {"p": 1})
+    b = RowBlock(1, ("k", "p"), {"k": ShardKeys([("t", 1)])}, {"p": 1})
+    both = RowBlock.concat([a, b])
+    assert isinstance(both.columns["k"], ShardKeys) and both.column("k") == ShardKeys(
+        [("s", 3), ("t", 1)]
+    )
+    assert both.to_json() == json.dumps(list(both), separators=(",", ":"))
+    mixed = RowBlock.concat([a, RowBlock(1, ("k", "p"), {"k": ["x#0"]}, {"p": 1})])
+    assert mixed.columns["k"] == ["s#0", "s#1", "s#2", "x#0"]

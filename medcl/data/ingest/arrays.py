@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from medcl.data import cache
-from medcl.data.ingest.rowblock import RowBlock
+from medcl.data.ingest.rowblock import RowBlock, ShardKeys
 from medcl.data.ingest.workers import Pool, WorkerConfig, capture_warnings, worker_config
 from medcl.data.pseudonym import source_id
 from medcl.data.readers import Source, Unreadable
@@ -244,7 +244,7 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> RowBlock:
         "order": list(range(first, first + n)),
         "patient_key": patients,
         "study_key": studies,
-        "cache_key": [f"{shard}#{j}" for j in range(n)],
+        "cache_key": ShardKeys([(shard, n)]),
         "label": label_col,
     }
     constants = {

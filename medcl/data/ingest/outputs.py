@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from medcl.data import cache
-from medcl.data.ingest.rowblock import RowBlock
+from medcl.data.ingest.rowblock import RowBlock, ShardKeys
 from medcl.data.manifest import COLUMNS, normalise_frame
 from medcl.data.readers import npz as npz_reader
 from medcl.data.readers.base import HU, UNIT
@@ -132,11 +132,18 @@ def manifest_frame(
         "image_id": ids,
         "source_id": sid_col,
         "path": shown_col,
-        "cache_path": [cache.cache_ref(root_text, k) for k in rows.column("cache_key")],
+        "cache_path": _cache_refs(root_text, rows.column("cache_key")),
     }
     # every other schema column is carried over from the row metadata as it is
     columns = {c: derived[c] if c in derived else _frame_column(rows, c) for c in COLUMNS}
     return normalise_frame(pd.DataFrame(columns))
+
+
+def _cache_refs(root: str, keys: Sequence[str]) -> list[str]:
+    """:func:`medcl.data.cache.cache_ref` of every key (shard keys made from their names)."""
+    if isinstance(keys, ShardKeys):
+        return keys.refs(root)
+    return [cache.cache_ref(root, k) for k in keys]
 
 
 def _repeat(value: str, n: int) -> pd.Series:

@@ -23,7 +23,7 @@ from medcl.data.ingest.outputs import (
     write_log,
     write_rejects,
 )
-from medcl.data.ingest.rowblock import RowBlock
+from medcl.data.ingest.rowblock import RowBlock, ShardKeys
 from medcl.data.ingest.workers import Pool, WorkerConfig, quiet_loggers
 from medcl.data.manifest import COLUMNS, Manifest, write_manifest
 from medcl.data.pseudonym import PathMap, Pseudonymizer, load_or_create_secret, source_id
@@ -120,7 +120,7 @@ def ingest(
     PathMap.beside(secret).update({sids[rel]: str(root / rel) for rel in used})
     write_manifest(manifest, out)
     write_rejects(reasons, root, out, paths, sids, phi)
-    cache.prune(cache_root, rowset.distinct("cache_key"))
+    cache.prune(cache_root, _cache_keys(rowset))
     _to_disk(new, sids).save(state_file)
 
     report = IngestReport(
@@ -270,6 +270,14 @@ def collect(
         if rel not in reasons and rel not in in_rows:
             reasons[rel] = "internal error: file produced neither a row nor a reason; please report"
     return rows, blocks, reasons
+
+
+def _cache_keys(rows: RowBlock) -> set[str]:
+    """The rows' cache keys for :func:`medcl.data.cache.prune` (shards named once)."""
+    keys = rows.columns.get("cache_key")
+    if isinstance(keys, ShardKeys):
+        return keys.shards()
+    return rows.distinct("cache_key")
 
 
 def _mark_phi(b: RowBlock, phi: set[str]) -> RowBlock:

@@ -13,6 +13,8 @@ rows keeps working, only slower.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import re
 from collections import Counter
@@ -43,13 +45,68 @@ def _json_column(values: list) -> list[str]:
     return [json_text(v) for v in values]
 
 
+class ShardKeys(Sequence[str]):
+    """The cache keys of rows stored in shards, ``<shard>#<row>``, made when read: a chunk of
+    8192 rows sends its shard's name and its row count, not 8192 strings.
+
+    Args:
+        parts: ``(shard, rows)`` pairs, in row order.
+    """
+
+    __slots__ = ("parts", "_ends")
+
+    def __init__(self, parts: Sequence[tuple[str, int]]) -> None:
+        self.parts = [(str(s), int(n)) for s, n in parts]
+        self._ends = list(itertools.accumulate(n for _, n in self.parts))
+
+    def __getstate__(self) -> list[tuple[str, int]]:
+        return self.parts
+
+    def __setstate__(self, parts: list[tuple[str, int]]) -> None:
+        self.__init__(parts)  # type: ignore[misc]
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return list(self)[i]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = bisect.bisect_right(self._ends, i)
+        shard, _ = self.parts[k]
+        return f"{shard}#{i - (self._ends[k - 1] if k else 0)}"
+
+    def __iter__(self) -> Iterator[str]:
+        for shard, n in self.parts:
+            yield from (f"{shard}#{j}" for j in range(n))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ShardKeys):
+            return self.parts == other.parts
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def shards(self) -> set[str]:
+        """The shards' names."""
+        return {s for s, n in self.parts if n}
+
+    def refs(self, root: str) -> list[str]:
+        """:func:`medcl.data.cache.cache_ref` of every key (``root`` absolute)."""
+        return [f"{root}/{s[:2]}/{s}.npy#{j}" for s, n in self.parts for j in range(n)]
+
+
 class RowBlock:
     """Rows in order, held by column.
 
     Args:
         n: Number of rows.
         fields: Field names in the order a row dict lists them.
-        columns: Per-row values of the fields that vary (lists of length ``n``).
+        columns: Per-row values of the fields that vary (lists of length ``n``, or
+            :class:`ShardKeys`).
         constants: Values of the fields every row shares.
 
     Raises:
@@ -185,6 +242,10 @@ class RowBlock:
             values = [b.constants[f] for b in blocks if f in b.constants]
             if len(values) == len(blocks) and all(_same(v, values[0]) for v in values):
                 constants[f] = values[0]
+                continue
+            cols = [b.columns.get(f) for b in blocks]
+            if all(isinstance(c, ShardKeys) for c in cols):
+                columns[f] = ShardKeys([p for c in cols for p in c.parts])  # type: ignore[union-attr]
                 continue
             col: list = []
             for b in blocks:
