@@ -271,14 +271,14 @@ class IngestState:
         Rows held by column (:class:`medcl.data.ingest.rowblock.RowBlock`) are written as the
         same text their rows as dicts give, built by column: the encoder sees a placeholder.
         """
-        blocks: dict[str, str] = {}
+        blocks: dict[str, RowBlock] = {}
         tag = uuid.uuid4().hex
 
         def shallow(rec: FileRecord) -> dict:
             d = _shallow(rec)
             if not isinstance(d["rows"], list):
                 token = f"<rows {tag} {len(blocks)}>"
-                blocks[json.dumps(token)] = d["rows"].to_json()
+                blocks[json.dumps(token)] = d["rows"]
                 d["rows"] = token
             return d
 
@@ -288,17 +288,19 @@ class IngestState:
             "series": dict(sorted(self.series.items())),
         }
         text = json.dumps(data, indent=None, separators=(",", ":"), default=_plain)
-        if blocks:
-            pattern = "|".join(map(re.escape, blocks))
-            text = re.sub(pattern, lambda m: blocks[m.group()], text)
-        try:  # ensure_ascii: the text is ASCII, written as bytes (no text-layer encoding)
-            raw = text.encode("ascii")
+        pieces = [text]
+        if blocks:  # the envelope cut at the placeholders, each replaced by its rows' text
+            pieces = re.split("(" + "|".join(map(re.escape, blocks)) + ")", text)
+            pieces = [p if i % 2 == 0 else blocks[p].to_json() for i, p in enumerate(pieces)]
+        try:  # ensure_ascii: the text is ASCII, written as bytes piece by piece (no joined copy)
+            raw = [p.encode("ascii") for p in pieces]
         except UnicodeEncodeError:  # a default= str() of an odd value
-            write_text(text, path)
+            write_text("".join(pieces), path)
             return
-        del text
+        del pieces, text
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            fh.write(raw)
+            for chunk in raw:
+                fh.write(chunk)
 
 
 def _shallow(rec: FileRecord) -> dict:
