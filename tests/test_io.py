@@ -29,7 +29,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 
 def _fail_after_writing_part(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Make every text file opened for writing write half of what it is given, then fail."""
+    """Make every file opened for writing write half of what it is given, then fail (the text
+    written is recorded; bytes as UTF-8 text)."""
     written: list[str] = []
     real_open = open
 
@@ -43,6 +44,15 @@ def _fail_after_writing_part(monkeypatch: pytest.MonkeyPatch) -> list[str]:
                 raise OSError("disk full")
 
             fh.write = half_then_fail
+        elif "w" in mode:
+
+            def half_bytes_then_fail(b: bytes) -> int:
+                written.append(bytes(b[: len(b) // 2]).decode("utf-8", "replace"))
+                real_write(b[: len(b) // 2])
+                raise OSError("disk full")
+
+            real_write = fh.write
+            fh.write = half_bytes_then_fail
         return fh
 
     monkeypatch.setattr("builtins.open", failing_open)

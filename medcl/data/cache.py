@@ -35,17 +35,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medcl.data.packed import PACKED_DIR, ArrayFile, reading_array, split_ref
 from medcl.data.readers.base import HU, UNIT
 from medcl.data.resize import resize_to
-from medcl.io import atomic_path, write_json
+from medcl.io import _plain, atomic_path, write_text
+
+if TYPE_CHECKING:
+    from medcl.data.ingest.rowblock import RowBlock
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
@@ -213,7 +219,9 @@ class FileRecord:
         size: Bytes.
         mtime_ns: Modification time.
         sha256: Digest of the content (``""`` when unreadable).
-        rows: Row metadata (pseudonymous; see :mod:`medcl.data.ingest`).
+        rows: Row metadata (pseudonymous; see :mod:`medcl.data.ingest`): dicts, or an array
+            file's rows by column (:class:`medcl.data.ingest.rowblock.RowBlock`, fresh results
+            only; a loaded state holds dicts).
         reason: Rejection reason, or None.
         slice: 3-D mode: series-slice geometry and keys (the file's rows come from its series).
         phi_path: The file's path (relative to the ingest root) repeats one of its identifying
@@ -223,7 +231,7 @@ class FileRecord:
     size: int
     mtime_ns: int
     sha256: str
-    rows: list[dict] = field(default_factory=list)
+    rows: list[dict] | RowBlock = field(default_factory=list)
     reason: str | None = None
     slice: dict | None = None
     phi_path: bool = False
@@ -258,13 +266,41 @@ class IngestState:
             return cls(fingerprint)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically as JSON."""
+        """Write atomically as JSON.
+
+        Rows held by column (:class:`medcl.data.ingest.rowblock.RowBlock`) are written as the
+        same text their rows as dicts give, built by column: the encoder sees a placeholder.
+        """
+        blocks: dict[str, RowBlock] = {}
+        tag = uuid.uuid4().hex
+
+        def shallow(rec: FileRecord) -> dict:
+            d = _shallow(rec)
+            if not isinstance(d["rows"], list):
+                token = f"<rows {tag} {len(blocks)}>"
+                blocks[json.dumps(token)] = d["rows"]
+                d["rows"] = token
+            return d
+
         data = {
             "fingerprint": self.fingerprint,
-            "files": {k: _shallow(v) for k, v in sorted(self.files.items())},
+            "files": {k: shallow(v) for k, v in sorted(self.files.items())},
             "series": dict(sorted(self.series.items())),
         }
-        write_json(data, path, indent=None, separators=(",", ":"))
+        text = json.dumps(data, indent=None, separators=(",", ":"), default=_plain)
+        pieces = [text]
+        if blocks:  # the envelope cut at the placeholders, each replaced by its rows' text
+            pieces = re.split("(" + "|".join(map(re.escape, blocks)) + ")", text)
+            pieces = [p if i % 2 == 0 else blocks[p].to_json() for i, p in enumerate(pieces)]
+        try:  # ensure_ascii: the text is ASCII, written as bytes piece by piece (no joined copy)
+            raw = [p.encode("ascii") for p in pieces]
+        except UnicodeEncodeError:  # a default= str() of an odd value
+            write_text("".join(pieces), path)
+            return
+        del pieces, text
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            for chunk in raw:
+                fh.write(chunk)
 
 
 def _shallow(rec: FileRecord) -> dict:

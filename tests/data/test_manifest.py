@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -131,3 +132,26 @@ def test_paths_written_and_read_like_pathlib_does(tmp_path):
     for got, want in zip(back, values, strict=True):
         assert (Path(got).resolve() if got else "") == (Path(want).resolve() if want else "")
     assert back[1] == str(inside / "c" / "ab" / "shard.npy#17")
+
+
+def test_csv_text_is_what_pandas_writes(tmp_path):
+    """The manifest's column-by-column CSV writer gives pandas' bytes, quoting included."""
+    from medcl.data.manifest import csv_text
+
+    df = pd.DataFrame(
+        {
+            "text": ["a", "", 'say "hi"', "x,y", "two\nlines", "é ü", " lead", "tab\t"],
+            "n": pd.array([1, None, 3, 4, 5, 6, 7, -8], dtype="Int64"),
+            "none": [np.nan] * 8,
+            "f": [0.1, np.nan, 1e-05, 2.0, 1e16, -3.5, 1 / 3, 7.0],
+            "i": np.arange(8),
+            "b": [True, False] * 4,
+            "ok": ["0", "1", "2", "3", "4", "5", "6", "7"],
+        }
+    )
+    for frame in (df, df.iloc[:0], df[["ok", "n", "none"]], df[["i", "b", "f"]]):
+        assert csv_text(frame) == frame.to_csv(index=False).encode(), list(frame.columns)
+    assert csv_text(df[["ok"]]) is None  # one column: left to pandas
+    assert csv_text(df.assign(o=[object()] * 8)) is None
+    assert csv_text(df.assign(t=pd.Series(["a", None] * 4, dtype="str"))) is None
+    assert csv_text(df.assign(t=["cr\r"] * 8)) is None  # quoted or not by Python version

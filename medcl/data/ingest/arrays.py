@@ -9,17 +9,25 @@ percentile scaling per image, the in-plane resize) and written as one shard
 ``<shard>#<row>``. The values are the ones the per-image rule gives
 (:func:`medcl.data.cache.prepare`), image by image.
 
-With several workers, the main process decodes the file once, writes each split's image array
-to a temporary ``.npy`` under the cache folder, and the chunks run in the worker pool, each
-worker reading its rows from that file (memory-mapped): a single large file uses every worker.
+With several workers, the main process reads the file once and the chunks run in the worker pool,
+each worker mapping its rows from the source file itself where the images are stored
+uncompressed (``np.savez``; :func:`medcl.data.readers.npz.stored_arrays`), else from a
+temporary ``.npy`` of the split the main process writes under the cache folder: a single large
+file uses every worker.
 With one worker (or a small file) the chunks run inline on the arrays already in memory.
+
+A chunk hands back its rows by column (:class:`~medcl.data.ingest.rowblock.RowBlock`), the
+pseudonyms already computed: the main process concatenates columns instead of building, pickling
+and copying a dict per row, so the second worker is not spent waiting on it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from medcl.data import cache
+from medcl.data.ingest.rowblock import RowBlock, ShardKeys
 from medcl.data.ingest.workers import Pool, WorkerConfig, capture_warnings, worker_config
+from medcl.data.pseudonym import source_id
 from medcl.data.readers import Source, Unreadable
 from medcl.data.readers import npz as npz_reader
 from medcl.data.readers.base import UNIT
@@ -51,8 +61,11 @@ class Chunk:
         start: Index of the chunk's first image in the split.
         labels: Class indices of the chunk's images, or None.
         patient_ids: Patient id text of the chunk's images, or None.
-        images_file: Temporary ``.npy`` of the split's images (pool path), or ``""``.
+        images_file: The file the worker reads the split's images from (pool path): the source
+            itself when they are stored uncompressed (``images_at``), else a temporary ``.npy``;
+            ``""`` inline.
         stop: One past the chunk's last image.
+        images_at: Where the split's images lie in the source file, or None.
     """
 
     rel: str
@@ -66,6 +79,7 @@ class Chunk:
     patient_ids: np.ndarray | None
     images_file: str = ""
     stop: int = 0
+    images_at: npz_reader.StoredArray | None = None
 
 
 def looks_like_array_file(path: Path) -> bool:
@@ -102,10 +116,11 @@ def chunks_of(rel: str, sha: str, splits: list[npz_reader.SplitPlan]) -> Iterato
                 None if sp.labels is None else sp.labels[start:stop],
                 None if sp.patient_ids is None else sp.patient_ids[start:stop],
                 stop=stop,
+                images_at=sp.images_at,
             )
 
 
-def file_rows(src: Source, cfg: WorkerConfig) -> list[dict]:
+def file_rows(src: Source, cfg: WorkerConfig) -> RowBlock | list[dict]:
     """Every row of an array file, converted and cached chunk by chunk in this process.
 
     Raises:
@@ -114,10 +129,11 @@ def file_rows(src: Source, cfg: WorkerConfig) -> list[dict]:
     """
     splits = npz_reader.plan(src, cfg.dims)
     images = {sp.split: sp.images for sp in splits}
-    rows: list[dict] = []
-    for ch in chunks_of(src.rel, src.sha256, splits):
-        rows.extend(chunk_rows(ch, images[ch.split][ch.start : ch.stop], cfg))
-    return rows
+    blocks = [
+        chunk_rows(ch, images[ch.split][ch.start : ch.stop], cfg)
+        for ch in chunks_of(src.rel, src.sha256, splits)
+    ]
+    return RowBlock.concat(blocks) if blocks else []
 
 
 def unit_scale(block: np.ndarray) -> np.ndarray:
@@ -155,10 +171,40 @@ def unit_scale(block: np.ndarray) -> np.ndarray:
     return out.reshape(block.shape)
 
 
-def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> list[dict]:
-    """Convert one chunk's images, write its shard and return its rows' metadata."""
-    block = npz_reader.pixels(images, ch.kind, cfg.dims)
-    arr = unit_scale(block)[:, None]  # float32
+ROW_FIELDS = (
+    "image_base",
+    "order",
+    "path",
+    "patient_key",
+    "study_key",
+    "modality",
+    "sha256",
+    "dims",
+    "rows",
+    "cols",
+    "slices",
+    "spacing_x",
+    "spacing_y",
+    "spacing_z",
+    "cache_key",
+    "intensity",
+    "split",
+    "label",
+    "family",
+    "members",
+    "patient_ids",
+)
+"""The fields of an array file's row, in the order its dict (and the state file) lists them."""
+
+
+def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> RowBlock:
+    """Convert one chunk's images, write its shard and return its rows' metadata by column.
+
+    The pseudonyms are computed here, in the worker, from the same texts as image by image; the
+    patient ids and item texts never leave it.
+    """
+    pixels = npz_reader.pixels(images, ch.kind, cfg.dims)
+    arr = unit_scale(pixels)[:, None]  # float32
     if cfg.size is not None:
         arr = resize_to(arr, cfg.size, 2, antialias=True)  # in-plane, like cache.prepare
     arr = np.ascontiguousarray(arr, dtype=np.float32)
@@ -168,10 +214,14 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> list[dict]:
     dims = 3 if arr.ndim == 5 else 2
     h, w = arr.shape[-2:]
     slices = int(arr.shape[2]) if dims == 3 else 1
-    rows = []
-    j = 0
+    per = ch.per_image
     ids = None if ch.patient_ids is None else ch.patient_ids.tolist()
+    labels = None if ch.labels is None else ch.labels.tolist()
     known: dict[str, str] = {}
+    image_base: list[str] = []
+    patients: list[str] = []
+    studies: list[str] = []
+    label_col: list[str] = []
     for k in range(len(images)):
         i = ch.start + k
         item = npz_reader.item_of(ch.rel, ch.split, i)
@@ -180,58 +230,72 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> list[dict]:
         else:
             patient = known.get(ids[k]) or known.setdefault(ids[k], pz("patient", str(ids[k])))
         study = pz("study", item)
-        label = "" if ch.labels is None else str(int(ch.labels[k]))
-        for z in range(ch.per_image):
-            suffix = npz_reader.row_suffix(ch.split, i, z if ch.per_image > 1 else None)
-            rows.append(
-                {
-                    "image_base": pz("image", f"{item}\x00{suffix}"),
-                    "order": ch.first_order + i * ch.per_image + z,
-                    "path": ch.rel,
-                    "patient_key": patient,
-                    "study_key": study,
-                    "modality": "OT",
-                    "sha256": ch.sha256,
-                    "dims": dims,
-                    "rows": int(h),
-                    "cols": int(w),
-                    "slices": slices,
-                    "spacing_x": None,
-                    "spacing_y": None,
-                    "spacing_z": None,
-                    "cache_key": f"{shard}#{j}",
-                    "intensity": UNIT,
-                    "split": ch.split,
-                    "label": label,
-                    "family": "npz",
-                    "members": [],
-                    "patient_ids": ch.patient_ids is not None,
-                }
-            )
-            j += 1
-    return rows
+        label = "" if labels is None else str(int(labels[k]))
+        for z in range(per):
+            suffix = npz_reader.row_suffix(ch.split, i, z if per > 1 else None)
+            image_base.append(pz("image", f"{item}\x00{suffix}"))
+        patients.extend([patient] * per)
+        studies.extend([study] * per)
+        label_col.extend([label] * per)
+    n = len(image_base)
+    first = ch.first_order + ch.start * per
+    columns = {
+        "image_base": image_base,
+        "order": list(range(first, first + n)),
+        "patient_key": patients,
+        "study_key": studies,
+        "cache_key": ShardKeys([(shard, n)]),
+        "label": label_col,
+    }
+    constants = {
+        "path": ch.rel,
+        "modality": "OT",
+        "sha256": ch.sha256,
+        "dims": dims,
+        "rows": int(h),
+        "cols": int(w),
+        "slices": slices,
+        "spacing_x": None,
+        "spacing_y": None,
+        "spacing_z": None,
+        "intensity": UNIT,
+        "split": ch.split,
+        "family": "npz",
+        "members": [],
+        "patient_ids": ch.patient_ids is not None,
+    }
+    # the state file names the file by its source_id (pipeline._to_disk): its rows' text is
+    # rendered here, in the worker, rather than in the main process
+    block = RowBlock(n, ROW_FIELDS, columns, constants)
+    return block.render_as("path", source_id(pz, ch.rel))
 
 
-def chunk_task(ch: Chunk) -> tuple[list[dict], Counter[str], str | None]:
+def chunk_task(ch: Chunk) -> tuple[RowBlock | None, Counter[str], str | None]:
     """Worker: one chunk of a split written to a temporary file by :func:`bulk_file`."""
     cfg = worker_config()
     counts: Counter[str] = Counter()
     with capture_warnings(counts):
         try:
-            images = np.load(ch.images_file, mmap_mode="r")[ch.start : ch.stop]
+            if ch.images_at is not None:  # in the source file itself
+                images = ch.images_at.map(ch.images_file)[ch.start : ch.stop]
+            else:
+                images = np.load(ch.images_file, mmap_mode="r")[ch.start : ch.stop]
             return chunk_rows(ch, np.asarray(images), cfg), counts, None
         except MedclError as exc:
-            return [], counts, str(exc)
+            return None, counts, str(exc)
 
 
 @contextmanager
 def _temporary_arrays(root: Path, sha: str, splits) -> Iterator[dict[str, str]]:
-    """Each split's images as a temporary ``.npy`` the workers can map; removed afterwards."""
+    """Each split's images as a temporary ``.npy`` the workers can map, unless they lie
+    uncompressed in the source file (mapped there); removed afterwards."""
     folder = Path(root) / TEMP_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     try:
         for sp in splits:
+            if sp.images_at is not None:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
             f = folder / f"{sha}_{sp.split}.npy"
             np.save(f, np.ascontiguousarray(sp.images), allow_pickle=False)
             files[sp.split] = str(f)
@@ -245,20 +309,39 @@ def _temporary_arrays(root: Path, sha: str, splits) -> Iterator[dict[str, str]]:
             pass
 
 
+def _sha256(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+CHANGED_REASON = "file changed while it was being read (ingest it again)"
+
+
 def bulk_file(
     root: Path, rel: str, rec: cache.FileRecord, pool: Pool, caught: Counter[str]
 ) -> None:
     """Read one array file with the chunks spread over the pool; fill ``rec`` (rows or reason).
+
+    Images stored uncompressed are read by the workers from the source file itself; its size and
+    modification time are checked afterwards against ``rec`` (the digest is of what was read
+    here).
 
     Raises:
         MedclError: A fatal reader error (multi-label labels, a patient id in two splits).
     """
     cfg = pool.config
     try:
-        src = Source.load(root / rel, rel)
-        rec.sha256 = src.sha256
-        with capture_warnings(caught):
-            splits = npz_reader.plan(src, cfg.dims)
+        data = (root / rel).read_bytes()
+        # the digest (hashlib lets go of the GIL) is computed while the arrays are planned
+        with ThreadPoolExecutor(1) as hasher:
+            digest = hasher.submit(_sha256, data)
+            try:
+                with capture_warnings(caught):
+                    splits = npz_reader.plan(Source(root / rel, rel, data, ""), cfg.dims)
+            finally:
+                rec.sha256 = digest.result()
+        src = Source(root / rel, rel, data, rec.sha256)
+        del data
     except Unreadable as exc:
         rec.rows, rec.reason = [], exc.reason
         return
@@ -269,13 +352,21 @@ def bulk_file(
         del src
         tasks = []
         for ch in chunks_of(rel, rec.sha256, splits):
-            ch.images_file = files[ch.split]
+            ch.images_file = files.get(ch.split) or str(root / rel)
             tasks.append(ch)
         del splits
-        rows: list[dict] = []
-        for chunk, counts, fatal in pool.map(chunk_task, tasks, "ingest chunks"):
+        blocks: list[RowBlock] = []
+        for block, counts, fatal in pool.map(chunk_task, tasks, "ingest chunks", chunksize=1):
             caught.update(counts)
-            if fatal:
-                raise MedclError(fatal)
-            rows.extend(chunk)
-    rec.rows = rows
+            if fatal or block is None:
+                raise MedclError(fatal or "internal error: a chunk gave no rows; please report")
+            blocks.append(block)
+    try:
+        st = (root / rel).stat()
+        changed = (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns)
+    except OSError:
+        changed = True
+    if changed and any(t.images_at is not None for t in tasks):
+        rec.rows, rec.reason = [], CHANGED_REASON
+        return
+    rec.rows = RowBlock.concat(blocks) if blocks else []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medcl.data import cache
 from medcl.data.ingest.outputs import log_path, rejects_path
+from medcl.data.ingest.rowblock import RowBlock
 from medcl.data.manifest import meta_path
 from medcl.data.pseudonym import PATH_MAP_LOCK, PATH_MAP_NAME, secret_path
 from medcl.errors import MedclError
@@ -139,9 +140,12 @@ def partition(
     return todo, unchanged
 
 
-def cache_present(rows: list[dict], cache_root: Path) -> bool:
+def cache_present(rows: list[dict] | RowBlock, cache_root: Path) -> bool:
     """Whether the cached array of every row is still there (each shard checked once)."""
-    files = {r["cache_key"].partition("#")[0] for r in rows}
+    keys = (
+        rows.distinct("cache_key") if isinstance(rows, RowBlock) else (r["cache_key"] for r in rows)
+    )
+    files = {k.partition("#")[0] for k in keys}
     return all(cache.key_present(cache_root, k) for k in files)
 
 

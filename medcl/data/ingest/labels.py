@@ -52,6 +52,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from medcl.data.ingest.rowblock import RowBlock
 from medcl.data.pseudonym import Pseudonymizer
 from medcl.data.readers.dicom import LABEL_KEYS, label_key
 from medcl.errors import MedclError
@@ -195,8 +196,12 @@ def apply_labels(
     table: LabelTable | None,
     pz: Pseudonymizer,
     series_may_differ: bool = False,
+    arrays: bool = False,
 ) -> Labelling:
     """Set ``label`` (and CSV patients) on rows; returns how rows were labelled.
+
+    Array files' rows held by column (:class:`~medcl.data.ingest.rowblock.RowBlock`) are not
+    passed: they carry their own labels, which nothing here changes.
 
     Args:
         rows: The ingest's rows (``label_keys`` on DICOM rows).
@@ -204,6 +209,7 @@ def apply_labels(
         pz: The project's pseudonymiser (CSV patients).
         series_may_differ: ``SeriesInstanceUID`` keys: let series of one study carry different
             labels (else refused).
+        arrays: Array files gave rows besides ``rows`` (MedMNIST labels).
 
     Raises:
         MedclError: No row of the CSV matches an image; slices of one 3-D series given different
@@ -218,7 +224,7 @@ def apply_labels(
         for r in raster:
             r["label"] = PurePosixPath(r["path"]).parts[0]
         return Labelling("class folders (SOURCE/<class>/<image>)")
-    if any(r["family"] == "npz" for r in rows):
+    if arrays or any(r["family"] == "npz" for r in rows):
         return Labelling("MedMNIST labels")
     return Labelling("none")
 
@@ -316,13 +322,28 @@ def _sort_names(names: set[str]) -> list[str]:
     return sorted(names)
 
 
-def resolve_classes(rows: list[dict], classes: Sequence[str] | None) -> list[str]:
+def resolve_classes(
+    rows: list[dict], classes: Sequence[str] | None, blocks: Sequence[RowBlock] = ()
+) -> tuple[list[str], list[RowBlock]]:
     """Resolve the class list; MedMNIST indices become names.
+
+    Args:
+        rows: Rows as dicts (changed in place).
+        classes: Declared class names, or None.
+        blocks: Array files' rows by column (MedMNIST indices as labels).
+
+    Returns:
+        The classes, and ``blocks`` with their labels named (new blocks: the given ones are not
+        changed).
 
     Raises:
         MedclError: A MedMNIST index has no declared name, or a label is not declared.
     """
     npz_indices = [int(r["label"]) for r in rows if r["family"] == "npz" and r["label"] != ""]
+    block_labels: set[str] = set()
+    for b in blocks:
+        block_labels |= b.distinct("label")
+    npz_indices += [int(v) for v in block_labels if v != ""]
     if classes is not None:
         declared = [str(c) for c in classes]
         if npz_indices and max(npz_indices) >= len(declared):
@@ -333,13 +354,15 @@ def resolve_classes(rows: list[dict], classes: Sequence[str] | None) -> list[str
         for r in rows:
             if r["family"] == "npz" and r["label"] != "":
                 r["label"] = declared[int(r["label"])]
+        name = {v: declared[int(v)] if v != "" else v for v in block_labels}
+        blocks = [b.mapped("label", name.__getitem__) for b in blocks]
         unknown = sorted({r["label"] for r in rows if r["label"]} - set(declared))
         if unknown:
             raise MedclError(
                 f"label(s) {', '.join(map(repr, unknown[:5]))} not in --classes {declared}"
             )
-        return declared
+        return declared, list(blocks)
     names = {r["label"] for r in rows if r["label"]}
     if npz_indices:
         names |= {str(i) for i in range(max(npz_indices) + 1)}
-    return _sort_names(names)
+    return _sort_names(names), list(blocks)

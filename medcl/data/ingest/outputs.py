@@ -7,12 +7,15 @@ import hashlib
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from medcl.data import cache
+from medcl.data.ingest.rowblock import RowBlock, ShardKeys
 from medcl.data.manifest import COLUMNS, normalise_frame
 from medcl.data.readers import npz as npz_reader
 from medcl.data.readers.base import HU, UNIT
@@ -83,7 +86,7 @@ def shown_path(mode: str, root: Path, rel: str, phi: bool) -> str:
 
 
 def manifest_frame(
-    rows: list[dict],
+    rows: RowBlock,
     root: Path,
     cache_root: Path,
     paths: str = "pseudonymise",
@@ -92,46 +95,81 @@ def manifest_frame(
     """Manifest frame with unique image ids (later duplicates of one SOP instance re-keyed).
 
     Args:
-        rows: Row metadata; ``phi_path`` marks a row whose source path repeats header PHI.
+        rows: Row metadata in manifest order (:data:`medcl.data.ingest.pipeline.TABLE_FIELDS`);
+            ``phi_path`` marks a row whose source path repeats header PHI.
         root: The ingest root.
         cache_root: The cache folder.
         paths: One of :data:`PATH_MODES` (see :func:`shown_path`).
         sids: Relative path → ``source_id``.
     """
     sids = sids or {}
-    seen: set[str] = set()
-    ids = []
-    for r in rows:
-        image_id = r["image_base"]
-        if image_id in seen:  # the same instance in several files: keep both, ids distinct
-            image_id = _duplicate_id(image_id, r)
-        seen.add(image_id)
-        ids.append(image_id)
-    shown: dict[tuple[str, bool], str] = {}  # rows of one file share their path
-    for r in rows:
-        k = (r["path"], bool(r.get("phi_path")))
-        if k not in shown:
+    bases = rows.column("image_base")
+    if len(set(bases)) == len(bases):
+        ids = bases
+    else:  # the same instance in several files: keep both, ids distinct
+        seen: set[str] = set()
+        ids = []
+        for image_id, path, order in zip(
+            bases, rows.column("path"), rows.column("order"), strict=True
+        ):
+            if image_id in seen:
+                image_id = _duplicate_id(image_id, path, order)
+            seen.add(image_id)
+            ids.append(image_id)
+    if "path" in rows.constants and "phi_path" in rows.constants:  # one file (or one kind)
+        rel, phi = rows.constants["path"], bool(rows.constants["phi_path"])
+        shown_col: Sequence = _repeat(shown_path(paths, root, rel, phi), len(rows))
+        sid_col: Sequence = _repeat(sids.get(rel, ""), len(rows))
+    else:
+        shown: dict[tuple[str, bool], str] = {}  # rows of one file share their path
+        keys = list(zip(rows.column("path"), map(bool, rows.column("phi_path")), strict=True))
+        for k in set(keys):
             shown[k] = shown_path(paths, root, *k)
+        shown_col = [shown[k] for k in keys]
+        sid_col = [sids.get(p, "") for p in rows.column("path")]
     root_text = str(cache_root.resolve())
-    derived: dict[str, list] = {
+    derived: dict[str, Sequence] = {
         "image_id": ids,
-        "source_id": [sids.get(r["path"], "") for r in rows],
-        "path": [shown[(r["path"], bool(r.get("phi_path")))] for r in rows],
-        "cache_path": [cache.cache_ref(root_text, r["cache_key"]) for r in rows],
+        "source_id": sid_col,
+        "path": shown_col,
+        "cache_path": _cache_refs(root_text, rows.column("cache_key")),
     }
     # every other schema column is carried over from the row metadata as it is
-    columns = {c: derived[c] if c in derived else [r[c] for r in rows] for c in COLUMNS}
+    columns = {c: derived[c] if c in derived else _frame_column(rows, c) for c in COLUMNS}
     return normalise_frame(pd.DataFrame(columns))
 
 
-def _duplicate_id(image_id: str, r: dict) -> str:
+def _cache_refs(root: str, keys: Sequence[str]) -> list[str]:
+    """:func:`medcl.data.cache.cache_ref` of every key (shard keys made from their names)."""
+    if isinstance(keys, ShardKeys):
+        return keys.refs(root)
+    return [cache.cache_ref(root, k) for k in keys]
+
+
+def _repeat(value: str, n: int) -> pd.Series:
+    """``value`` ``n`` times, as the column a list of it gives (converted once, not ``n`` times)."""
+    return pd.Series([value]).repeat(n).reset_index(drop=True)
+
+
+def _frame_column(rows: RowBlock, name: str) -> Sequence:
+    """A field's values for the frame; text and integer constants without a list per row."""
+    if name in rows.constants and len(rows):
+        value = rows.constants[name]
+        if type(value) is str:
+            return _repeat(value, len(rows))
+        if type(value) is int:
+            return np.full(len(rows), value, dtype=np.int64)
+    return rows.column(name)
+
+
+def _duplicate_id(image_id: str, path: str, order: int) -> str:
     """A distinct id of the same length for a later copy of an image (path and order decide)."""
-    text = f"{image_id}\x00{r['path']}\x00{r['order']}"
+    text = f"{image_id}\x00{path}\x00{order}"
     return hashlib.sha256(text.encode()).hexdigest()[: len(image_id)]
 
 
 def sidecar(
-    rows: list[dict],
+    rows: RowBlock,
     dims: int,
     size: int | None,
     how_labelled: str,
@@ -139,9 +177,9 @@ def sidecar(
     paths: str = "pseudonymise",
 ) -> dict:
     """The manifest sidecar's ``ingest`` section: settings and the rules the rows follow."""
-    families = Counter(r["family"] for r in rows)
+    families = rows.counts("family")
     notes = []
-    with_ids = sum(1 for r in rows if r.get("patient_ids"))
+    with_ids = sum(n for v, n in rows.counts("patient_ids").items() if v)
     if families.get("npz", 0) > with_ids:
         notes.append(npz_reader.NOTE)
     if with_ids:
@@ -222,7 +260,7 @@ def write_rejects(
 
 def write_log(
     report: IngestReport,
-    rows: list[dict],
+    rows: RowBlock,
     caught: Counter[str],
     skipped_own: int,
     dims: int,
@@ -232,8 +270,8 @@ def write_log(
 ) -> None:
     """The ingest log: settings, counts, reasons and captured warnings. No paths, no values."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    families = Counter(r["family"] for r in rows)
-    intensities = Counter(r["intensity"] for r in rows)
+    families = rows.counts("family")
+    intensities = rows.counts("intensity")
     lines = [
         f"medcl ingest, {stamp}",
         f"settings: dims={dims} workers={workers} size={size or 'source'}",
@@ -245,7 +283,7 @@ def write_log(
         + (", ".join(f"{k} {v}" for k, v in sorted(intensities.items())) or "-"),
         f"labels: {report.labels}",
         *[f"  warning: {w}" for w in report.label_warnings],
-        f"labelled rows: {sum(1 for r in rows if r['label'])} of {len(rows)}",
+        f"labelled rows: {sum(n for v, n in rows.counts('label').items() if v)} of {len(rows)}",
         f"paths: {report.paths}; {report.phi_paths} path(s) carried header PHI",
         "rejected files by reason:",
         *[f"  {n:6d}  {reason}" for reason, n in report.reasons.items()],

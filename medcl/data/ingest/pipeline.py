@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import time
 from collections import Counter
@@ -22,8 +23,9 @@ from medcl.data.ingest.outputs import (
     write_log,
     write_rejects,
 )
+from medcl.data.ingest.rowblock import RowBlock, ShardKeys
 from medcl.data.ingest.workers import Pool, WorkerConfig, quiet_loggers
-from medcl.data.manifest import Manifest, write_manifest
+from medcl.data.manifest import COLUMNS, Manifest, write_manifest
 from medcl.data.pseudonym import PathMap, Pseudonymizer, load_or_create_secret, source_id
 from medcl.errors import MedclError
 
@@ -96,25 +98,29 @@ def ingest(
     config = WorkerConfig(str(root), pz, dims, size, str(cache_root))
     series_rows, series_reasons, redone = _decode(todo, config, workers, progress, old, new, caught)
 
-    rows, reasons = collect(files, new, series_rows, series_reasons)
+    rows, blocks, reasons = collect(files, new, series_rows, series_reasons)
     phi = {rel for rel in files if new.files[rel].phi_path}
     for r in rows:
         r["phi_path"] = r["path"] in phi or any(m in phi for m in r.get("members", ()))
         if r["path"] not in sids:
             sids[r["path"]] = source_id(pz, r["path"])
-    labelling = apply_labels(rows, table, pz, series_may_differ)
-    declared = resolve_classes(rows, classes)  # before the frame: MedMNIST indices become names
+    blocks = [_mark_phi(b, phi) for b in blocks]  # array files: no members
+    labelling = apply_labels(rows, table, pz, series_may_differ, arrays=bool(blocks))
+    # before the frame: MedMNIST indices become names
+    declared, blocks = resolve_classes(rows, classes, blocks)
+    rowset = row_table(rows, blocks)
+    del rows, blocks
     counts = Counter(reasons.values())
     manifest = Manifest(
-        manifest_frame(rows, root, cache_root, paths, sids),
+        manifest_frame(rowset, root, cache_root, paths, sids),
         declared,
-        sidecar(rows, dims, size, labelling.how, counts, paths),
+        sidecar(rowset, dims, size, labelling.how, counts, paths),
     )
-    used = {r["path"] for r in rows} | set(reasons)
+    used = rowset.distinct("path") | set(reasons)
     PathMap.beside(secret).update({sids[rel]: str(root / rel) for rel in used})
     write_manifest(manifest, out)
     write_rejects(reasons, root, out, paths, sids, phi)
-    cache.prune(cache_root, {r["cache_key"] for r in rows})
+    cache.prune(cache_root, _cache_keys(rowset))
     _to_disk(new, sids).save(state_file)
 
     report = IngestReport(
@@ -131,7 +137,7 @@ def ingest(
         label_warnings=list(labelling.warnings),
     )
     elapsed = time.monotonic() - started
-    write_log(report, rows, caught, skipped_own, dims, workers, size, elapsed)
+    write_log(report, rowset, caught, skipped_own, dims, workers, size, elapsed)
     return report
 
 
@@ -144,8 +150,14 @@ def _source_ids(files: list[str], pz: Pseudonymizer) -> dict[str, str]:
     return {rel: source_id(pz, rel) for rel in sorted(rels)}
 
 
-def _map_rows(rows: list[dict], name: dict[str, str]) -> list[dict] | None:
+def _map_rows(rows: list[dict] | RowBlock, name: dict[str, str]) -> list[dict] | RowBlock | None:
     """Rows with ``path`` and ``members`` renamed by ``name``; None if a name is unknown."""
+    if isinstance(rows, RowBlock):
+        if not all(p in name for p in rows.distinct("path")):
+            return None
+        if rows.constants.get("members") == []:  # array-file rows name no other file
+            return rows.mapped("path", name.__getitem__)
+        rows = list(rows)
     out = []
     for r in rows:
         members = r.get("members", ())
@@ -227,9 +239,15 @@ def collect(
     new: cache.IngestState,
     series_rows: dict[str, list[dict]],
     series_reasons: dict[str, str],
-) -> tuple[list[dict], dict[str, str]]:
-    """All rows (copies, sorted by path and order) and every rejected file's reason."""
+) -> tuple[list[dict], list[RowBlock], dict[str, str]]:
+    """All rows and every rejected file's reason.
+
+    Returns:
+        The rows held as dicts (copies, sorted by path and order), the array files' row blocks
+        (in file order; never changed in place: labels must not reach the state) and the reasons.
+    """
     rows: list[dict] = []
+    blocks: list[RowBlock] = []
     reasons: dict[str, str] = {}
     for rel in files:
         rec = new.files[rel]
@@ -238,13 +256,74 @@ def collect(
         elif rec.slice is not None:
             if rel in series_reasons:
                 reasons[rel] = series_reasons[rel]
+        elif isinstance(rec.rows, RowBlock):
+            blocks.append(rec.rows)
         else:
             rows.extend(dict(r) for r in rec.rows)  # copies: labels must not reach the state
     for series_rowset in series_rows.values():
         rows.extend(dict(r) for r in series_rowset)
     rows.sort(key=lambda r: (r["path"], r["order"]))
     in_rows = {r["path"] for r in rows} | {m for r in rows for m in r.get("members", ())}
+    for b in blocks:
+        in_rows |= b.distinct("path")
     for rel in files:  # defensive: every file must be accounted for
         if rel not in reasons and rel not in in_rows:
             reasons[rel] = "internal error: file produced neither a row nor a reason; please report"
-    return rows, reasons
+    return rows, blocks, reasons
+
+
+def _cache_keys(rows: RowBlock) -> set[str]:
+    """The rows' cache keys for :func:`medcl.data.cache.prune` (shards named once)."""
+    keys = rows.columns.get("cache_key")
+    if isinstance(keys, ShardKeys):
+        return keys.shards()
+    return rows.distinct("cache_key")
+
+
+def _mark_phi(b: RowBlock, phi: set[str]) -> RowBlock:
+    """``phi_path`` on an array file's rows: whether their path repeats header PHI."""
+    if "path" in b.constants:
+        return b.with_field("phi_path", b.constants["path"] in phi, per_row=False)
+    return b.with_field("phi_path", [p in phi for p in b.columns["path"]], per_row=True)
+
+
+TABLE_FIELDS = (
+    "image_base",
+    "order",
+    "path",
+    "phi_path",
+    "cache_key",
+    "family",
+    "patient_ids",
+    *(c for c in COLUMNS if c not in ("image_id", "source_id", "path", "cache_path")),
+)
+"""What the manifest, the sidecar and the log need of a row."""
+
+
+def row_table(rows: list[dict], blocks: list[RowBlock]) -> RowBlock:
+    """Every row in manifest order (by path, then order) as one block.
+
+    ``rows`` are sorted; each array file's block (one path, its rows in order) goes where its path
+    sorts among them.
+    """
+    paths = [r["path"] for r in rows]
+    own = set(paths)
+    placed: list[tuple[str, RowBlock]] = []
+    for b in blocks:
+        if "path" in b.constants and b.constants["path"] not in own:
+            placed.append((b.constants["path"], b.select(TABLE_FIELDS)))
+        else:  # not one array file (never made so): sorted in with the dict rows
+            rows = sorted([*rows, *b], key=lambda r: (r["path"], r["order"]))
+            paths = [r["path"] for r in rows]
+    placed.sort(key=lambda pb: pb[0])
+    parts: list[RowBlock] = []
+    start = 0
+    for path, b in placed:
+        at = bisect.bisect_left(paths, path, lo=start)
+        if at > start:
+            parts.append(RowBlock.from_dicts(rows[start:at], TABLE_FIELDS))
+        parts.append(b)
+        start = at
+    if start < len(rows) or not parts:
+        parts.append(RowBlock.from_dicts(rows[start:], TABLE_FIELDS))
+    return parts[0] if len(parts) == 1 else RowBlock.concat(parts)

@@ -128,8 +128,18 @@ class Pool:
             self._executor.shutdown(wait=True, cancel_futures=True)
         _CONFIG = None
 
-    def map(self, fn: Callable, tasks: Sequence, desc: str) -> Iterator:
-        """Results of ``fn`` over ``tasks`` in task order."""
+    def map(
+        self, fn: Callable, tasks: Sequence, desc: str, chunksize: int | None = None
+    ) -> Iterator:
+        """Results of ``fn`` over ``tasks`` in task order.
+
+        Args:
+            fn: The task function (a module-level function: it is pickled by name).
+            tasks: Its arguments.
+            desc: The progress bar's label.
+            chunksize: Tasks sent to a worker at once (default: about 8 batches per worker, at
+                most 64 tasks each); 1 for large tasks, so that no worker idles at the end.
+        """
         if not tasks:
             return
         with tqdm(
@@ -152,7 +162,7 @@ class Pool:
                     initializer=_init_worker,
                     initargs=(self.config,),
                 )
-            chunk = max(1, min(64, len(tasks) // (self.workers * 8)))
+            chunk = chunksize or max(1, min(64, len(tasks) // (self.workers * 8)))
             try:
                 for result in self._executor.map(fn, tasks, chunksize=chunk):
                     yield result

@@ -65,6 +65,8 @@ class SplitPlan:
         first_order: ``order`` of the split's first row within the file.
         per_image: Rows per image (the depth in 2-D mode over volumes, else 1).
         id_array: Name of the patient id array (``""`` without one).
+        images_at: Where ``images`` lie in the file when stored uncompressed (``images`` is then
+            a view of the file's bytes, not a copy), or None.
     """
 
     split: str
@@ -75,6 +77,70 @@ class SplitPlan:
     first_order: int
     per_image: int
     id_array: str = ""
+    images_at: StoredArray | None = None
+
+
+@dataclass(frozen=True)
+class StoredArray:
+    """An array stored uncompressed in a file: what :func:`numpy.memmap` needs to map it.
+
+    Attributes:
+        offset: Byte offset of the first element in the file.
+        dtype: The dtype (``numpy.dtype.str``).
+        shape: The shape.
+        fortran: Fortran (column-major) order.
+    """
+
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+    fortran: bool
+
+    def map(self, path: str) -> np.ndarray:
+        """The array mapped read-only from ``path``."""
+        return np.memmap(
+            path, self.dtype, "r", self.offset, self.shape, "F" if self.fortran else "C"
+        )
+
+
+def stored_arrays(data: bytes) -> dict[str, tuple[np.ndarray, StoredArray]]:
+    """The ``.npy`` members of zip ``data`` stored uncompressed (``np.savez``, not
+    ``savez_compressed``), as views of ``data`` (no copy) and where they lie.
+
+    A member that is compressed, of an object dtype, of a format version this does not parse, or
+    not wholly inside ``data`` is left out (read the ordinary way).
+    """
+    out: dict[str, tuple[np.ndarray, StoredArray]] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+    view = memoryview(data)
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+            continue
+        h = info.header_offset
+        if bytes(view[h : h + 4]) != b"PK\x03\x04":
+            continue
+        start = h + 30 + int.from_bytes(view[h + 26 : h + 28], "little")
+        start += int.from_bytes(view[h + 28 : h + 30], "little")
+        head = io.BytesIO(bytes(view[start : start + min(info.file_size, 1 << 16)]))
+        try:
+            version = np.lib.format.read_magic(head)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+            else:
+                continue
+        except ValueError:
+            continue
+        offset = start + head.tell()
+        count = int(np.prod(shape, dtype=np.int64))
+        if dtype.hasobject or offset + count * dtype.itemsize > start + info.file_size:
+            continue
+        flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+        arr = flat.reshape(shape, order="F" if fortran else "C")
+        out[info.filename[: -len(".npy")]] = (arr, StoredArray(offset, dtype.str, shape, fortran))
+    return out
 
 
 def is_medmnist(data: bytes) -> bool:
@@ -97,7 +163,12 @@ def plan(src: Source, dims: int) -> list[SplitPlan]:
     try:
         archive = np.load(io.BytesIO(src.data), allow_pickle=False)
         keep = ("_images", "_labels") + tuple(f"_{a}" for a in ID_ARRAYS)
-        arrays = {k: archive[k] for k in archive.files if k.endswith(keep)}
+        stored = stored_arrays(src.data)
+        arrays = {
+            k: stored[k][0] if k.endswith("_images") and k in stored else archive[k]
+            for k in archive.files
+            if k.endswith(keep)
+        }
     except Exception:  # noqa: BLE001 - zip/npy parsing errors of every kind
         raise Unreadable("NPZ archive is truncated or corrupt (or holds pickled objects)") from None
     splits = [s for s in SPLITS if f"{s}_images" in arrays]
@@ -119,7 +190,8 @@ def plan(src: Source, dims: int) -> list[SplitPlan]:
             labels = _labels(labels, len(images), split, src.rel)
         ids, id_array = _patient_ids(arrays, split, len(images))
         per_image = images.shape[1] if kind in ("3d", "3d1") and dims == 2 else 1
-        out.append(SplitPlan(split, images, labels, ids, kind, order, per_image, id_array))
+        at = stored[f"{split}_images"][1] if f"{split}_images" in stored else None
+        out.append(SplitPlan(split, images, labels, ids, kind, order, per_image, id_array, at))
         order += len(images) * per_image
     _check_ids_stay_in_one_split(out, src.rel)
     return out
