@@ -10,7 +10,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``demo``."""
     p = sub.add_parser(
         "demo",
-        help="end-to-end run on the generated phantom cohort (≈13 min on 2 CPU cores)",
+        help="end-to-end run on the generated phantom cohort (≈11–13 min on 2 CPU cores)",
         description="synth → ingest → split → supervised, FixMatch, SSCL, self-training and SSCL + "
         "self-training at 5 %% labels (3 seeds, paired differences) and 100 %% (1 seed) → medcl's "
         "pick (chosen on validation) vs supervised → model, metrics, embeddings, report. "
