@@ -87,15 +87,21 @@ class Shard:
 
     def jobs(self, jobs: list[Job], share_label_free: bool) -> list[Job]:
         """This shard's share of ``jobs``, in plan order."""
+        units = work_units(jobs, share_label_free)
+        cost = [
+            sum(1 + (j.arm.finetune == "fixmatch") for j in unit)
+            + 2 * bool(unit[0].arm.pretraining)
+            for unit in units
+        ]
         load = [0] * self.count
         mine: list[Job] = []
-        for unit in work_units(jobs, share_label_free):
+        # the costliest units first, each to the least loaded shard (longest processing time
+        # first): a plan of a few large units no longer piles them onto one shard
+        for u in sorted(range(len(units)), key=lambda u: (-cost[u], u)):
             k = min(range(self.count), key=lambda i: (load[i], i))
-            load[k] += sum(1 + (j.arm.finetune == "fixmatch") for j in unit) + 2 * bool(
-                unit[0].arm.pretraining
-            )
+            load[k] += cost[u]
             if k == self.index:
-                mine += unit
+                mine += units[u]
         order = {j.key: i for i, j in enumerate(jobs)}
         return sorted(mine, key=lambda j: order[j.key])
 

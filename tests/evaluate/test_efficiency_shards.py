@@ -47,6 +47,38 @@ def test_shards_are_disjoint_cover_the_plan_and_keep_a_pretraining_with_its_runs
         assert all(parts)  # both get work
 
 
+def test_two_shards_split_a_plan_of_few_large_units_evenly():
+    """The demo's arms at one seed: three units (SSCL's pretraining with its arms and student,
+    supervised with its self-training student, FixMatch). Costs 4, 2, 2 in the shard's units
+    (a job 1, a FixMatch job 2, a pretraining 2): the best 2-way split is 4 | 4, found by trying
+    every assignment; handing units out in plan order gave 6 | 2."""
+    import itertools
+
+    from medcl.evaluate.plan import work_units
+
+    cfg = _cfg(
+        "efficiency.methods=[supervised, fixmatch, sscl, selftrain, sscl+selftrain]",
+        "efficiency.seeds=[0]",
+    )
+    jobs = plan_jobs(cfg)
+
+    def cost(unit):
+        return sum(1 + (j.arm.finetune == "fixmatch") for j in unit) + 2 * bool(
+            unit[0].arm.pretraining
+        )
+
+    units = work_units(jobs, share_label_free=False)
+    costs = [cost(u) for u in units]
+    best = min(
+        max(sum(c for c, s in zip(costs, a, strict=True) if s == k) for k in (0, 1))
+        for a in itertools.product((0, 1), repeat=len(units))
+    )
+    parts = [Shard(k, 2).jobs(jobs, share_label_free=False) for k in range(2)]
+    loads = [sum(costs[i] for i, u in enumerate(units) if u[0] in p) for p in parts]
+    assert sorted(costs) == [2, 2, 4]  # the case under test
+    assert max(loads) == best == 4
+
+
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "-1/2", "0/0"])
 def test_a_bad_shard_is_refused_in_one_line(text):
     with pytest.raises(ConfigError, match="^--shard: K/N"):
