@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from medcl.losses._masks import KeyTerm, PatientPairs, patient_pairs, positive_terms
 from medcl.losses.distributed import (
@@ -55,6 +55,27 @@ from medcl.losses.distributed import (
     is_distributed,
     rank,
 )
+
+
+class ContrastiveLossBase(nn.Module):
+    """The settings every mask-based contrastive loss shares: temperature ``tau`` (> 0), whether
+    other views of the same patient are positives, and whether to gather across ranks."""
+
+    def __init__(
+        self, temperature: float = 0.1, group_positives: bool = False, gather: bool = True
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.temperature = float(temperature)
+        self.group_positives = bool(group_positives)
+        self.gather = bool(gather)
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, group_positives={self.group_positives}, "
+            f"gather={self.gather}"
+        )
 
 
 class ContrastiveBatch(NamedTuple):

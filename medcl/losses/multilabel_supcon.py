@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from medcl.losses._contrastive import finalise
+from medcl.losses._contrastive import ContrastiveLossBase, finalise
 from medcl.losses.distributed import (
     all_reduce_sum,
     gather_no_grad,
@@ -89,7 +89,7 @@ def check_findings(features: Tensor, findings: Tensor, groups: Tensor | None) ->
         raise ValueError(f"groups must be an integer tensor of shape ({n},)")
 
 
-class MultiLabelSupConLoss(nn.Module):
+class MultiLabelSupConLoss(ContrastiveLossBase):
     """SupCon with positives weighted by the Jaccard overlap of multi-label findings (see the
     module docstring).
 
@@ -102,22 +102,6 @@ class MultiLabelSupConLoss(nn.Module):
         >>> loss = MultiLabelSupConLoss(temperature=0.1)
         >>> value = loss(torch.randn(8, 2, 128), findings)  # doctest: +SKIP
     """
-
-    def __init__(
-        self, temperature: float = 0.1, group_positives: bool = False, gather: bool = True
-    ) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
-        self.temperature = float(temperature)
-        self.group_positives = bool(group_positives)
-        self.gather = bool(gather)
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, group_positives={self.group_positives}, "
-            f"gather={self.gather}"
-        )
 
     def forward(self, features: Tensor, findings: Tensor, groups: Tensor | None = None) -> Tensor:
         """The loss: the mean of ``l_i`` over the labelled anchors, over all ranks.

@@ -30,9 +30,14 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from medcl.losses._contrastive import build_batch, contrastive_shares, finalise
+from medcl.losses._contrastive import (
+    ContrastiveLossBase,
+    build_batch,
+    contrastive_shares,
+    finalise,
+)
 
 
 class SSCLParts(NamedTuple):
@@ -49,7 +54,7 @@ class SSCLParts(NamedTuple):
     ssl: Tensor | None
 
 
-class SSCLLoss(nn.Module):
+class SSCLLoss(ContrastiveLossBase):
     """SupCon over the labelled anchors and NT-Xent over all anchors (see the module docstring).
 
     Args:
@@ -63,22 +68,6 @@ class SSCLLoss(nn.Module):
         >>> parts = loss(torch.randn(8, 2, 128), labels, groups)  # doctest: +SKIP
         >>> total = 0.5 * parts.sup + 1.0 * parts.ssl  # doctest: +SKIP
     """
-
-    def __init__(
-        self, temperature: float = 0.1, group_positives: bool = False, gather: bool = True
-    ) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
-        self.temperature = float(temperature)
-        self.group_positives = bool(group_positives)
-        self.gather = bool(gather)
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, group_positives={self.group_positives}, "
-            f"gather={self.gather}"
-        )
 
     def forward(
         self,
