@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from medcl.config.hardware import this_machine
+from medcl.data.findings import encode_states
 from medcl.data.manifest import Manifest, new_frame, write_manifest
 
 # config overrides for a run of a few seconds on a CPU
@@ -88,6 +89,77 @@ def make_manifest(
             )
     classes = [f"c{k}" for k in range(n_classes)]
     return write_manifest(Manifest(new_frame(rows), classes), root / "split.csv")
+
+
+FINDINGS = ("bright", "dark", "bar")
+"""The findings of :func:`make_multilabel_manifest`."""
+
+
+def make_multilabel_manifest(
+    root: Path,
+    n_patients: int = 16,
+    per_patient: int = 3,
+    size: int = 24,
+    labelled_patients: int = 8,
+    seed: int = 0,
+    test_patients: int = 0,
+    unknown_every: int = 5,
+) -> Path:
+    """A multi-label manifest (sidecar task ``multilabel``, findings :data:`FINDINGS`): patient
+    ``p``'s findings are the bits of ``p % 8`` (bit 0 a bright 4×4 square, bit 1 a dark square, bit
+    2 a bright 1×8 bar), every image of a patient shows them. Splits as :func:`make_manifest`
+    (last 3 + ``test_patients`` patients val and test). In every ``unknown_every``-th labelled image
+    (by row) one finding, ``row % 3``, is written unknown (``?name``)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    cache = root / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    n_row = 0
+    for p in range(n_patients):
+        states = [(p % 8 >> b) & 1 for b in range(3)]
+        first_held_out = n_patients - 3 - test_patients
+        split = "train" if p < first_held_out else "val" if p < first_held_out + 3 else "test"
+        for k in range(per_patient):
+            img = rng.normal(0.4, 0.05, (1, size, size)).astype(np.float32)
+            y, x = rng.integers(2, size - 10, 2)
+            if states[0]:
+                img[0, y : y + 4, x : x + 4] += 0.5
+            if states[1]:
+                img[0, y + 5 : y + 9, x + 5 : x + 9] -= 0.35
+            if states[2]:
+                img[0, size - 3, 1:9] += 0.5
+            f = cache / f"p{p}_{k}.npy"
+            np.save(f, np.clip(img, 0, 1))
+            labelled = split != "train" or p < labelled_patients
+            row_states = list(states)
+            if labelled and unknown_every and n_row % unknown_every == unknown_every - 1:
+                row_states[n_row % 3] = -1
+            n_row += 1
+            rows.append(
+                {
+                    "image_id": f"p{p}i{k}",
+                    "path": str(f),
+                    "patient_key": f"pk{p:02d}",
+                    "study_key": f"s{p}",
+                    "modality": "MR",
+                    "label": encode_states(row_states, FINDINGS) if labelled else "",
+                    "split": split,
+                    "sha256": f"{p:032x}{k:032x}",
+                    "dims": 2,
+                    "rows": size,
+                    "cols": size,
+                    "slices": 1,
+                    "cache_path": str(f),
+                    "intensity": "unit",
+                }
+            )
+    m = Manifest(new_frame(rows), list(FINDINGS), {"task": "multilabel"})
+    return write_manifest(m, root / "split.csv")
+
+
+@pytest.fixture
+def tiny_multilabel_manifest(tmp_path: Path) -> Path:
+    return make_multilabel_manifest(tmp_path / "data")
 
 
 @pytest.fixture

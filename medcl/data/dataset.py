@@ -64,7 +64,9 @@ class ImageSet(Dataset):
         progress: Show a progress bar while loading or packing.
 
     Attributes:
-        labels: Class index per row (−1 = unlabelled).
+        labels: Class index per row (−1 = unlabelled), shape ``(N,)``; in a multi-label
+            manifest the finding states, shape ``(N, K)`` (1 present, 0 absent, −1 unknown).
+        multilabel: Whether :attr:`labels` holds findings.
         groups: Patient number per row (patients in their secret-free content order).
         image_ids: The rows' ``image_id``.
         modality: Common modality of the rows (``OT`` when mixed).
@@ -85,7 +87,11 @@ class ImageSet(Dataset):
         self.image_size = image_size
         self.dims = dims
         self.paths: list[str] = list(df["cache_path"])
-        self.labels = torch.tensor(manifest.class_index().to_numpy().copy(), dtype=torch.long)
+        self.multilabel = manifest.multilabel
+        if self.multilabel:
+            self.labels = torch.from_numpy(manifest.findings().astype(np.int64))
+        else:
+            self.labels = torch.tensor(manifest.class_index().to_numpy().copy(), dtype=torch.long)
         # Patients numbered in their secret-free content order (not by pseudonymous key): the
         # patient-grouped batches and the patient bootstrap then do not depend on the secret.
         rank = {p: i for i, p in enumerate(patient_order(df))}
@@ -106,11 +112,20 @@ class ImageSet(Dataset):
         """Row ``i``'s image, resized, before ``transform``."""
         raise NotImplementedError
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, int]:
+    @property
+    def labelled(self) -> torch.Tensor:
+        """``(N,)`` bool: the rows with a label (in a multi-label set, at least one known finding)."""
+        return labelled_rows(self.labels)
+
+    def label(self, i: int) -> int | torch.Tensor:
+        """Row ``i``'s label as an item carries it: an int, or the ``(K,)`` finding states."""
+        return self.labels[i].clone() if self.multilabel else int(self.labels[i])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor, int, int]:
         x = self.image(i)
         if self.transform is not None:
             x = self.transform(x)
-        return x, int(self.labels[i]), int(self.groups[i]), i
+        return x, self.label(i), int(self.groups[i]), i
 
     def batch(self, index: Sequence[int] | None = None) -> torch.Tensor:
         """The images of ``index`` (default: all rows) as one tensor ``(n, 1, …)``.
@@ -235,12 +250,12 @@ class StreamedImages(ImageSet):
             return [self[int(i)] for i in index]
         idx = [int(i) for i in index]
         block = torch.from_numpy(self._array.rows(idx))
-        labels, groups = self.labels.numpy(), self.groups.numpy()
+        groups = self.groups.numpy()
         out = []
         for x, i in zip(block, idx, strict=True):
             if self.transform is not None:
                 x = self.transform(x)
-            out.append((x, int(labels[i]), int(groups[i]), i))
+            out.append((x, self.label(i), int(groups[i]), i))
         return out
 
     @property
@@ -307,6 +322,13 @@ class LazyStack:
     def materialise(self) -> torch.Tensor:
         """Every row as one tensor (memory: N × the image size)."""
         return self._ds.batch()
+
+
+def labelled_rows(labels: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``(N,)`` bool: rows with a label, from ``(N,)`` class indices (≥ 0) or ``(N, K)`` finding
+    states (at least one finding known)."""
+    t = torch.as_tensor(labels)
+    return t >= 0 if t.ndim == 1 else (t >= 0).any(dim=1)
 
 
 def resized_bytes(manifest: Manifest, image_size: int | None, dims: int) -> int:

@@ -12,7 +12,8 @@ path        source file, relative to the manifest's folder when it lies below it
 patient_key keyed hash (HMAC) of the patient identifier; never the identifier itself
 study_key   keyed hash of the study identifier
 modality    ``CT``, ``MR``, ``XR``, ``US``, ``OT`` …
-label       class name, empty = unlabelled
+label       class name, empty = unlabelled; in a multi-label manifest (sidecar ``"task":
+            "multilabel"``) the image's findings as text, see :mod:`medcl.data.findings`
 split       ``train`` / ``val`` / ``test``, empty before splitting
 sha256      digest of the source bytes (of the sorted slice digests for a 3-D series)
 dims        2 or 3
@@ -43,7 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from medcl.errors import ManifestError
+from medcl.data import findings as fnd
+from medcl.errors import ManifestError, MedclError
 from medcl.io import atomic_path, write_text
 
 SCHEMA_VERSION = 1
@@ -97,8 +99,37 @@ class Manifest:
         """Boolean mask of rows that carry a label."""
         return self.df["label"] != ""
 
+    @property
+    def task(self) -> str:
+        """``multiclass`` (one class per image; two classes: a binary task) or ``multilabel``
+        (a set of findings per image, :mod:`medcl.data.findings`), from the sidecar's ``task``."""
+        return str(self.extra.get("task", "multiclass"))
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether each image carries a set of findings (:attr:`task` ``multilabel``)."""
+        return self.task == "multilabel"
+
+    def findings(self) -> np.ndarray:
+        """The ``(N, K)`` finding states (1 present, 0 absent, −1 unknown) of a multi-label
+        manifest; of a single-label one, the one-hot classes (−1 rows for unlabelled rows)."""
+        if self.multilabel:
+            return fnd.decode_labels(self.df["label"], self.classes)
+        idx = self.class_index().to_numpy()
+        out = (idx[:, None] == np.arange(len(self.classes))[None, :]).astype(np.int64)
+        out[idx < 0] = fnd.MISSING
+        return out
+
     def class_index(self) -> pd.Series:
-        """Integer class of each row, −1 for unlabelled rows."""
+        """Integer class of each row, −1 for unlabelled rows.
+
+        Raises:
+            MedclError: For a multi-label manifest (use :meth:`findings`).
+        """
+        if self.multilabel:
+            raise MedclError(
+                "this step takes one class per image; the manifest is multi-label (findings)"
+            )
         lookup = {c: i for i, c in enumerate(self.classes)}
         return self.df["label"].map(lambda s: lookup.get(s, -1)).astype("int64")
 
@@ -190,6 +221,8 @@ def read_manifest(path: str | os.PathLike[str], validate_files: bool = False) ->
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{mp}: invalid JSON ({exc.msg}, line {exc.lineno})") from exc
     classes = meta.pop("classes", None)
+    if classes is None and meta.get("task") == "multilabel":
+        raise ManifestError(f"{mp}: a multi-label manifest must declare its findings in classes")
     if classes is None:
         classes = sorted(x for x in df["label"].unique() if x)
     m = Manifest(df, [str(c) for c in classes], meta)
@@ -363,8 +396,22 @@ def validate(m: Manifest, check_files: bool = True, source: str = "manifest") ->
         problems.append(f"patient(s) {_names(leaking)} in more than one split ({_rows(rows)})")
     if len(set(m.classes)) != len(m.classes):
         problems.append(f"declared classes are not unique: {m.classes}")
+    if m.task not in fnd.TASKS:
+        problems.append(f"unknown task {m.task!r} (allowed: {', '.join(fnd.TASKS)})")
+    elif m.multilabel:
+        try:
+            fnd.check_finding_names(m.classes)
+        except MedclError as exc:
+            problems.append(str(exc))
+        else:
+            rows, texts = fnd.bad_labels(df["label"], m.classes)
+            if len(rows):
+                problems.append(
+                    f"label(s) {_names(texts)} do not parse as findings of {m.classes} "
+                    f"({_rows(rows)})"
+                )
     unknown = df.index[(df["label"] != "") & ~df["label"].isin(m.classes)]
-    if len(unknown):
+    if len(unknown) and not m.multilabel:
         vals = sorted(set(df.loc[unknown, "label"]))
         problems.append(
             f"label(s) {_names(vals)} not in declared classes {m.classes} ({_rows(unknown)})"

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from medcl.data.findings import decode_labels
 from medcl.data.manifest import Manifest, validate
 from medcl.errors import MedclError
 
@@ -192,6 +193,10 @@ def apply_labels_per_class(m: Manifest, k: int, seed: int = 0) -> Manifest:
     a second image of each patient, and so on. A class with fewer than ``k`` labelled training
     images keeps them all. Val/test rows are untouched.
 
+    In a multi-label manifest a "class" is a finding and its images are those where it is present
+    (an image kept for one finding keeps its whole label); the images whose findings are all absent
+    count as one more class, so the healthy images are not left to chance.
+
     Args:
         m: A split manifest.
         k: Labelled images per class (≥ 1).
@@ -206,8 +211,7 @@ def apply_labels_per_class(m: Manifest, k: int, seed: int = 0) -> Manifest:
     train_lab = df[(df["split"] == "train") & (df["label"] != "")]
     rng = np.random.default_rng(seed)
     keep: list[int] = []
-    for cls in sorted(train_lab["label"].unique()):
-        rows = train_lab[train_lab["label"] == cls]
+    for rows in _class_rows(m, train_lab):
         patients = patient_order(rows)
         queues = []
         for p in rng.permutation(np.asarray(patients, dtype=object)):
@@ -218,7 +222,7 @@ def apply_labels_per_class(m: Manifest, k: int, seed: int = 0) -> Manifest:
             for q in queues:
                 if q and len(taken) < k:
                     taken.append(q.pop(0))
-        keep += taken
+        keep += [i for i in taken if i not in keep]
     blank = (df["split"] == "train") & (df["label"] != "") & ~df.index.isin(keep)
     df.loc[blank, "label"] = ""
     extra = dict(m.extra)
@@ -249,3 +253,14 @@ def split_summary(m: Manifest) -> pd.DataFrame:
         }
     )
     return out.reindex([s for s in ("train", "val", "test", "") if s in out.index])
+
+
+def _class_rows(m: Manifest, train_lab: pd.DataFrame) -> list[pd.DataFrame]:
+    """The labelled training rows of each class (of each finding, plus "no finding present", in a
+    multi-label manifest), classes in name (declared) order."""
+    if not m.multilabel:
+        return [train_lab[train_lab["label"] == c] for c in sorted(train_lab["label"].unique())]
+    states = decode_labels(train_lab["label"], m.classes)
+    groups = [train_lab[states[:, j] == 1] for j in range(len(m.classes))]
+    groups.append(train_lab[(states == 0).all(axis=1)])
+    return [g for g in groups if len(g)]

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medcl.config import Config
-from medcl.data.dataset import ImageSet, open_images
+from medcl.data.dataset import ImageSet, labelled_rows, open_images
 from medcl.data.manifest import Manifest
 from medcl.data.sampler import MixedBatchSampler, auto_labelled_share
 from medcl.data.volumes import StoredVolumes
@@ -126,9 +126,9 @@ class PretrainData(L.LightningDataModule):
         elif len(val) and len(bank):
             self.val_set = self._images(val)
             self.bank_set = self._images(bank)
-        labels = self.train_set.labels.numpy()
+        labelled = labelled_rows(self.train_set.labels).numpy()
         share = self.cfg.data.labelled_share
-        n_lab, n_unl = int((labels >= 0).sum()), int((labels < 0).sum())
+        n_lab, n_unl = int(labelled.sum()), int((~labelled).sum())
         self.labelled_share = auto_labelled_share(n_lab, n_unl) if share == "auto" else float(share)
 
     def _images(self, rows: Manifest, progress: bool = False) -> ImageSet:
@@ -147,13 +147,13 @@ class PretrainData(L.LightningDataModule):
         """Mixed batches of the training rows; its position in the epoch is saved in every
         checkpoint (:class:`~medcl.train.resume.ResumableLoader`)."""
         assert self.train_set is not None
-        labels = self.train_set.labels.numpy()
+        labelled = labelled_rows(self.train_set.labels).numpy()
         trainer = self.trainer
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         sampler = MixedBatchSampler(
-            np.flatnonzero(labels >= 0),
-            np.flatnonzero(labels < 0),
+            np.flatnonzero(labelled),
+            np.flatnonzero(~labelled),
             self.cfg.data.batch_size,
             self.labelled_share,
             num_replicas=world,
