@@ -114,7 +114,7 @@ class ImageSet(Dataset):
 
     @property
     def labelled(self) -> torch.Tensor:
-        """``(N,)`` bool: the rows with a label (in a multi-label set, at least one known finding)."""
+        """``(N,)`` bool: the rows with a label (multi-label: at least one known finding)."""
         return labelled_rows(self.labels)
 
     def label(self, i: int) -> int | torch.Tensor:

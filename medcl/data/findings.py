@@ -69,7 +69,7 @@ def encode_states(states: Sequence[int], findings: Sequence[str]) -> str:
     if all(int(s) == MISSING for s in states):
         return ""
     tokens = []
-    for s, name in zip(states, findings):
+    for s, name in zip(states, findings, strict=True):
         s = int(s)
         if s == PRESENT:
             tokens.append(name)

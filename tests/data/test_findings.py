@@ -1,4 +1,4 @@
-"""Multi-label findings in a manifest's label column, and the manifest, split and dataset over them."""
+"""Multi-label findings in the label column; the manifest, split and dataset over them."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_a_multilabel_manifest_reads_back_its_findings(tmp_path: Path) -> None:
         else:
             known = y[i] >= 0
             assert known.sum() >= 2
-            assert y[i][known].tolist() == [b for b, k in zip(bits, known) if k]
+            assert y[i][known].tolist() == [b for b, k in zip(bits, known, strict=True) if k]
     with pytest.raises(MedclError, match="multi-label"):
         m.class_index()
 
