@@ -91,12 +91,14 @@ class StoredVolumes(Dataset):
         memory_budget_mb: The ``auto`` threshold (``data.memory_budget_mb``).
 
     Attributes:
-        labels: ``(N,)`` class indices, −1 for unlabelled rows.
+        labels: ``(N,)`` class indices, −1 for unlabelled rows; ``(N, K)`` finding states for a
+            multi-label manifest.
         groups: ``(N,)`` patient numbers in secret-free content order.
         image_ids: The rows' image ids.
         transform: Optional callable ``volume -> tensor`` applied in :meth:`__getitem__`.
 
-    Items are ``(volume, label, group, index)``, the volume ``(1, D, H, W)`` float32.
+    Items are ``(volume, label, group, index)``, the volume ``(1, D, H, W)`` float32 and the label
+    as :meth:`label` gives it.
     """
 
     def __init__(
@@ -145,7 +147,11 @@ class StoredVolumes(Dataset):
         x = self.volume(i)
         if self.transform is not None:
             x = self.transform(x)
-        return x, int(self.labels[i]), int(self.groups[i]), i
+        return x, self.label(i), int(self.groups[i]), i
+
+    def label(self, i: int) -> int | torch.Tensor:
+        """Row ``i``'s label as an item carries it: an int, or the ``(K,)`` finding states."""
+        return self.source.label(i)
 
 
 class _Volumes(Sequence[torch.Tensor]):

@@ -5,11 +5,12 @@ Objective (docs/objectives.md): ``L = λ1 · SupCon(labelled anchors) + λ2 · S
 :data:`~medcl.train.objectives.OBJECTIVES` (SimCLR, MoCo, BYOL, SimSiam, DINO, VICReg). The
 objective owns its heads, target networks, queue and EMA, and weights its terms; this module only
 augments, encodes, hands the objective λ1 after its ramp, calls the objective's EMA hook once per
-optimiser step, and monitors a kNN classifier. Patient ids are passed to every contrastive term:
-images of one patient are never negatives of each other. With ``method.pseudo.enabled`` an online
-linear head (:class:`~medcl.train.pseudo.PseudoLabeller`) also pseudo-labels the confident
-unlabelled images of each batch for the SupCon term, and its balanced accuracy on the validation
-images is monitored beside the kNN classifier's.
+optimiser step, and monitors a kNN classifier (``val/knn_bacc``; for multi-label findings a
+per-finding kNN AUROC, ``val/knn_macro_auroc``, :mod:`medcl.train.monitor`). Patient ids are
+passed to every contrastive term: images of one patient are never negatives of each other. With
+``method.pseudo.enabled`` an online linear head (:class:`~medcl.train.pseudo.PseudoLabeller`) also
+pseudo-labels the confident unlabelled images of each batch for the SupCon term, and its balanced
+accuracy on the validation images is monitored beside the kNN classifier's.
 
 Augmentation runs batched on the training device (:class:`~medcl.transforms.MultiViewAugment`) from
 a generator seeded by ``(seed, global step, rank)``, so a resumed run draws the same views (the
@@ -21,6 +22,8 @@ contiguous (:func:`~medcl.train.objectives.channels_last_applies`).
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -35,6 +38,7 @@ from medcl.models.knn import knn_predict
 from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import RANK_STRIDE, SEED_STRIDE, STEP_STRIDE, mix_seed
 from medcl.train.migrate import migrate_state_dict
+from medcl.train.monitor import knn_finding_aurocs, macro_auroc
 from medcl.train.objectives import (
     ObjectiveOutput,
     ViewBatch,
@@ -45,6 +49,8 @@ from medcl.train.objectives import (
 from medcl.train.pseudo import PseudoLabeller, pseudo_share
 from medcl.transforms import AugmentPreset, MultiViewAugment
 from medcl.transforms.patches import aggregate_patches
+
+log = logging.getLogger(__name__)
 
 
 def sup_start_step(cfg: Config, total_steps: int) -> int:
@@ -207,7 +213,8 @@ class PretrainModule(L.LightningModule):
 
         Args:
             x: ``(B, 1, ...)`` images or ``(B, V, 1, ...)`` loader-side views, in cache units.
-            labels: ``(B,)`` class indices, −1 for unlabelled.
+            labels: ``(B,)`` class indices, −1 for unlabelled; or ``(B, K)`` finding states
+                (multi-label SupCon, :mod:`medcl.train.objectives.supcon`).
             groups: ``(B,)`` patient ids.
             generator: Randomness of the augmentations.
 
@@ -299,9 +306,30 @@ class PretrainModule(L.LightningModule):
             x = x.to(self.device)
             bank.append(self.embed_eval(x).float())
             bl.append(lab.to(self.device))
+        if ql.ndim == 2:  # multi-label findings: a per-finding kNN AUROC, macro-averaged
+            self._log_finding_monitor(q, ql, torch.cat(bank), torch.cat(bl))
+            return
         probs = knn_predict(
             q, torch.cat(bank), torch.cat(bl), self.n_classes, k=self.cfg.finetune.knn_k
         )
         pred = probs.argmax(1).cpu().numpy()
         bacc = balanced_accuracy_score(ql.cpu().numpy(), pred)
         self.log("val/knn_bacc", float(bacc), prog_bar=True, sync_dist=False)
+
+    def _log_finding_monitor(
+        self, q: torch.Tensor, ql: torch.Tensor, bank: torch.Tensor, bl: torch.Tensor
+    ) -> None:
+        """Log ``val/knn_macro_auroc`` (:mod:`medcl.train.monitor`), or say once why not."""
+        aurocs = knn_finding_aurocs(q, ql.to(q.device), bank, bl, k=self.cfg.finetune.knn_k)
+        macro = macro_auroc(aurocs)
+        if math.isnan(macro):
+            if not self._said_no_monitor:
+                log.info(
+                    "kNN monitor: no finding has both states among the known validation "
+                    "images; val/knn_macro_auroc is not logged"
+                )
+                self._said_no_monitor = True
+            return
+        self.log("val/knn_macro_auroc", macro, prog_bar=True, sync_dist=False)
+
+    _said_no_monitor = False

@@ -45,10 +45,10 @@ class PatchViews(Dataset):
 
     Args:
         volumes: Items ``(volume (1, D, H, W), label, group, index)``, e.g.
-            :class:`~medcl.data.volumes.StoredVolumes`; when it has ``shape(i)`` and
-            ``crop(i, box, P)`` (as that one), only the sampled cubes are read, from the
-            memory-mapped cache file when the volumes are streamed: a 512×512×300 CT is never
-            loaded whole for a step.
+            :class:`~medcl.data.volumes.StoredVolumes`; when it has ``shape(i)``,
+            ``crop(i, box, P)`` and ``label(i)`` (as that one), only the sampled cubes are read,
+            from the memory-mapped cache file when the volumes are streamed: a 512×512×300 CT is
+            never loaded whole for a step.
         patch_size: Patch edge ``P``.
         patches_per_volume: Regions ``k`` per volume and item.
         n_views: Views ``V`` per region.
@@ -57,7 +57,8 @@ class PatchViews(Dataset):
         generator: Randomness of the regions (the global generator when ``None``, which the
             loader seeds per worker).
 
-    Items are ``(views (k, V, 1, P, P, P), label, group, index)``.
+    Items are ``(views (k, V, 1, P, P, P), label, group, index)``; the label an int, or the
+    ``(K,)`` finding states of a multi-label manifest.
     """
 
     def __init__(
@@ -89,13 +90,13 @@ class PatchViews(Dataset):
             return getattr(volumes, name)
         raise AttributeError(name)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int, int, int]:
+    def __getitem__(self, i: int) -> tuple[Tensor, int | Tensor, int, int]:
         vols = self.volumes
-        if hasattr(vols, "crop") and hasattr(vols, "shape"):  # read only the cubes
+        if all(hasattr(vols, a) for a in ("crop", "shape", "label")):  # read only the cubes
             p = self.patch_size
             _, boxes = sample_regions(vols.shape(i), p, self.k, self.n_views, self.generator)
             crops = torch.stack([torch.stack([vols.crop(i, b, p) for b in bs]) for bs in boxes])
-            label, group, index = int(vols.labels[i]), int(vols.groups[i]), i
+            label, group, index = vols.label(i), int(vols.groups[i]), i
         else:
             x, label, group, index = vols[i]
             crops, _, _ = region_views(
@@ -111,18 +112,19 @@ class PatchViews(Dataset):
         return crops, label, group, index
 
 
-def collate_patches(items: Sequence[tuple[Tensor, int, int, int]]) -> list[Tensor]:
+def collate_patches(items: Sequence[tuple[Tensor, int | Tensor, int, int]]) -> list[Tensor]:
     """Collate :class:`PatchViews` items into ``B·k`` samples.
 
     Returns:
-        ``[views (B·k, V, 1, P, P, P), labels (B·k,), groups (B·k,), index (B·k,)]``; each
-        volume's label, patient group and index repeated for its ``k`` regions.
+        ``[views (B·k, V, 1, P, P, P), labels (B·k,) or (B·k, K), groups (B·k,),
+        index (B·k,)]``; each volume's label, patient group and index repeated for its ``k``
+        regions.
     """
     x, labels, groups, index = default_collate(list(items))
     k = x.shape[1]
     return [
         x.flatten(0, 1),
-        labels.repeat_interleave(k),
+        labels.repeat_interleave(k, dim=0),
         groups.repeat_interleave(k),
         index.repeat_interleave(k),
     ]

@@ -95,6 +95,7 @@ def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
         raise ConfigError("data.manifest: required (a split manifest from `medcl split`)")
     check_objective_options(cfg, [cfg.method.name])  # an unknown name or a bad option: here
     manifest = read_manifest(cfg.data.manifest)
+    check_task(cfg, manifest)
     df = manifest.df
     if not (df["split"] == "train").any():
         raise MedclError(f"{cfg.data.manifest}: no train rows; run `medcl split` first")
@@ -104,6 +105,27 @@ def resolve_inputs(cfg: Config) -> tuple[Manifest, AugmentPreset, int, str]:
     if cfg.data.volume_mode == "patches":  # 3-D only; every training volume holds a patch
         check_patches_fit(manifest.subset(df["split"] == "train"), cfg.data.patch_size)
     return manifest, preset, dims, modality
+
+
+def check_task(cfg: Config, manifest: Manifest) -> None:
+    """Refuse, before any work, the pretraining options the manifest's task cannot serve.
+
+    A multi-label manifest (findings present/absent/unknown per image) trains with the multi-label
+    SupCon term (:mod:`medcl.train.objectives.supcon`); ``method.pseudo`` pseudo-labels one class
+    per image from a softmax head, which a set of findings is not, so it is refused.
+
+    Args:
+        cfg: The run config.
+        manifest: The manifest it trains on.
+
+    Raises:
+        ConfigError: One line naming the option and the manifest.
+    """
+    if manifest.multilabel and cfg.method.pseudo.enabled:
+        raise ConfigError(
+            f"method.pseudo.enabled: pseudo-labels are one class per image, but "
+            f"{cfg.data.manifest} is a multi-label manifest (findings); turn method.pseudo off"
+        )
 
 
 def build_trainer(

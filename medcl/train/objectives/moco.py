@@ -12,7 +12,9 @@ copies (no gradient). For query ``q_i`` with its key ``k_i`` of the other view a
 
 Queue entries of the query's patient are left out of the denominator
 (:class:`~medcl.losses.MoCoLoss`). After the loss, the keys of the second view enter the queue
-(with their labels and patient ids); after each optimiser step the key networks take one EMA step
+(with their labels and patient ids; multi-label findings are not stored, their slots read −1:
+the queue's labels serve only the loss's label positives, which the objective does not use); after
+each optimiser step the key networks take one EMA step
 (:class:`~medcl.train.objectives.base.MomentumObjective`).
 
 Options (``method.options.moco``, :class:`MoCoOptions`): ``queue_size``, ``ema_base``.
@@ -78,7 +80,8 @@ class MoCo(MomentumObjective):
 
     def ssl_loss(self, batch: ViewBatch, z: Tensor) -> Tensor:
         """Symmetrised InfoNCE; then enqueues the second view's keys."""
-        labels, groups = batch.labels, batch.groups
+        groups = batch.groups
+        labels = batch.labels if batch.labels.ndim == 1 else None  # the queue holds class labels
         k = self.target_projections(batch)
         ssl = 0.5 * (
             self.moco_loss(z[:, 0], k[:, 1], labels, groups)
