@@ -31,6 +31,7 @@ from medcl.transforms import build_preset
 from tests.conftest import TINY_OVERRIDES
 from tests.losses.test_contrastive import reference_loss
 from tests.losses.test_dino import reference_loss as reference_dino
+from tests.losses.test_multilabel_supcon import reference_loss as reference_multilabel
 from tests.losses.test_vicreg import reference_terms as reference_vicreg_terms
 
 
@@ -357,3 +358,97 @@ def test_bad_options_refused_by_pretrain_before_any_work(tiny_manifest, tmp_path
     with pytest.raises(ConfigError, match="^unknown config key 'method.options.simclr.bogus'"):
         pretrain(cfg, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-label findings: (B, K) labels in {1, 0, -1}
+# --------------------------------------------------------------------------------------------------
+
+# LABELS as one-hot findings; an unlabelled image has every finding unknown
+ONE_HOT = torch.stack(
+    [F.one_hot(c.clamp_min(0), 3) if c >= 0 else torch.full((3,), -1) for c in LABELS]
+)
+# overlaps 1/3, empty sets, partly and wholly unknown rows (as tests/losses/test_multilabel_supcon)
+MULTI = torch.tensor(
+    [
+        [1, 0, 1, 0],
+        [1, 1, 0, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+        [1, -1, 1, -1],
+        [-1, -1, -1, -1],
+        [-1, 1, -1, 0],
+        [0, 1, 1, 1],
+    ]
+)
+
+
+def _views() -> Tensor:
+    return torch.rand(B, V, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).double()
+
+
+def _step(module: PretrainModule, labels: Tensor) -> tuple[Tensor, dict[str, Tensor], list]:
+    loss, logs = module.objective(_views(), labels, GROUPS)
+    params = [p for p in module.parameters() if p.requires_grad]
+    return loss, logs, list(torch.autograd.grad(loss, params, allow_unused=True))
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "dino"])
+def test_one_hot_findings_give_the_single_label_objective(method):
+    """Through the objective (SimCLR's one-matrix path, and the SupCon term of MoCo and DINO), a
+    one-hot (B, K) batch gives the loss, logged parts and gradients of the (B,) class batch."""
+    overrides = ("method.lambda_sup=0.7", "method.options.moco.queue_size=16")
+    single = _step(make_module(method, *overrides), LABELS)
+    multi = _step(make_module(method, *overrides), ONE_HOT)
+    close = dict(atol=1e-9, rtol=1e-8)
+    torch.testing.assert_close(multi[0], single[0], **close)
+    assert multi[1].keys() == single[1].keys() and "sup" in single[1]
+    for name in single[1]:
+        torch.testing.assert_close(multi[1][name], single[1][name], **close)
+    for got, want in zip(multi[2], single[2], strict=True):
+        if want is None:
+            assert got is None or not got.abs().any()
+        else:
+            torch.testing.assert_close(got, want, **close)
+    assert float(single[1]["sup"]) > 0.1  # the term matters at these inputs
+
+
+@pytest.mark.parametrize("method", ["simclr", "vicreg"])
+def test_multilabel_objective_is_weighted_sum_of_the_loop_references(method):
+    """λ1 · multi-label SupCon + λ2 · SSL, both from loop references (the Jaccard-weighted loop of
+    tests/losses and NT-Xent's or VICReg's), values and gradients."""
+    lam_sup, lam_ssl = 0.7, 1.3
+    module = make_module(method, f"method.lambda_sup={lam_sup}", f"method.lambda_ssl={lam_ssl}")
+    views = _views()
+    z = module.method.projector(module.encoder(views.flatten(0, 1))).view(B, V, -1)
+    sup = reference_multilabel(z, MULTI, GROUPS, TAU)
+    if method == "simclr":
+        ssl = reference_loss("ntxent", z, None, GROUPS, temperature=TAU)["loss"]
+    else:
+        ssl = reference_ssl(module, views, z)
+    expected = lam_sup * sup + lam_ssl * ssl
+    params = [p for p in module.parameters() if p.requires_grad]
+    expected_grads = torch.autograd.grad(expected, params, allow_unused=True)
+    loss, logs, grads = _step(module, MULTI)
+    close = dict(atol=1e-8, rtol=1e-7)
+    torch.testing.assert_close(loss, expected.detach(), **close)
+    torch.testing.assert_close(logs["sup"], sup.detach(), **close)
+    torch.testing.assert_close(logs["ssl"], ssl.detach(), **close)
+    for got, want in zip(grads, expected_grads, strict=True):
+        if want is None:
+            assert got is None or not got.abs().any()
+        else:
+            torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-6)
+    # guard: the weighted positives matter here (the one-hot reading of these rows differs)
+    one_hot_reading = reference_loss("sscl", z, MULTI.argmax(1), GROUPS, temperature=TAU)["sup"]
+    assert abs(float((sup - one_hot_reading).detach())) > 1e-3
+
+
+def test_moco_queue_stores_no_findings():
+    """MoCo trains on (B, K) labels; its queue's labels (used only for label positives, which the
+    objective does not ask for) stay -1."""
+    module = make_module("moco", "method.options.moco.queue_size=16")
+    loss, logs = module.objective(_views(), MULTI, GROUPS)
+    queue = module.method.moco_loss
+    assert math.isfinite(float(loss)) and float(logs["sup"]) > 0
+    assert int(queue.queue_len) == B and (queue.queue_labels == -1).all()

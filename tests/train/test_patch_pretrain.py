@@ -11,6 +11,7 @@ import torch
 
 from medcl.config import load_config
 from medcl.data.dataset import CachedImages
+from medcl.data.findings import encode_states
 from medcl.data.manifest import Manifest, new_frame, read_manifest, write_manifest
 from medcl.data.volumes import StoredVolumes
 from medcl.errors import ConfigError, MedclError
@@ -222,3 +223,31 @@ def test_cube_reads_equal_crops_of_the_whole_volume(tmp_path, in_memory):
     for i in range(len(vols)):
         a, b = fast[i], slow[i]
         assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def make_multilabel_volumes(root: Path) -> Path:
+    """:func:`make_volumes` with findings: ``cube`` (at least one bright cube) and ``pair`` (two);
+    volume v1's ``pair`` is unknown."""
+    m = read_manifest(make_volumes(root))
+    df = m.df.copy()
+    for i, row in df.iterrows():
+        if row["label"]:
+            n = int(row["label"][1:])
+            states = [int(n >= 1), -1 if row["image_id"] == "v1" else int(n >= 2)]
+            df.loc[i, "label"] = encode_states(states, ["cube", "pair"])
+    return write_manifest(Manifest(df, ["cube", "pair"], {"task": "multilabel"}), root / "ml.csv")
+
+
+def test_multilabel_patches_carry_the_finding_states(tmp_path):
+    """Each of a volume's k regions carries the volume's (K,) findings; a tiny run trains and
+    monitors per-finding kNN AUROC on grid-embedded volumes."""
+    man = make_multilabel_volumes(tmp_path / "data")
+    m = read_manifest(man)
+    vols = StoredVolumes(m.subset(m.df["split"] == "train"))
+    ds = PatchViews(vols, 8, 3, 2, generator=torch.Generator().manual_seed(0))
+    _, labels, _, _ = collate_patches([ds[i] for i in (1, 2)])
+    assert labels.tolist() == [[1, -1]] * 3 + [[1, 1]] * 3
+    assert vols[1][1].tolist() == [1, -1]
+    r = pretrain(_cfg(man, tmp_path / "run", *PATCH, "optim.epochs=2"), progress=False)
+    assert r.steps == 2 and r.metrics["train/sup"] > 0
+    assert 0.0 <= r.metrics["val/knn_macro_auroc"] <= 1.0

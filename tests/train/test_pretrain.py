@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from medcl.cli.main import main
 from medcl.config import derive, load_config
 from medcl.errors import ConfigError, MedclError
 from medcl.models.export import load_encoder
@@ -255,3 +256,30 @@ def test_quiet_run_prints_no_loading_line(tiny_manifest, tmp_path, capsys):
     assert "held in memory" not in capsys.readouterr().err
     pretrain(_cfg(tiny_manifest, tmp_path / "console", "optim.epochs=1"), progress=True)
     assert capsys.readouterr().err.count("held in memory") == 1
+
+
+def test_multilabel_manifest_pretrains_end_to_end(tiny_multilabel_manifest, tmp_path, capsys):
+    """`medcl pretrain` on findings: multi-label SupCon in the loss, the per-finding kNN monitor
+    (macro AUROC) instead of balanced accuracy, an encoder that loads."""
+    out = tmp_path / "run"
+    overrides = [f"data.manifest={tiny_multilabel_manifest}", f"out={out}", *TINY]
+    assert main(["pretrain", *overrides, "optim.epochs=1", "method.lambda_sup=0.5"]) == 0
+    assert "val/knn_macro_auroc" in capsys.readouterr().out
+    m = json.loads((out / "run.json").read_text())["metrics"]
+    assert m["train/sup"] > 0
+    assert m["train/loss_epoch"] == pytest.approx(0.5 * m["train/sup"] + m["train/ssl"])
+    assert 0.0 <= m["val/knn_macro_auroc"] <= 1.0 and "val/knn_bacc" not in m
+    enc, description = load_encoder(out)
+    assert description.classes == ["bright", "dark", "bar"]
+    assert enc(torch.rand(2, 1, 16, 16)).shape == (2, enc.out_dim)
+
+
+def test_pseudo_labels_refused_on_a_multilabel_manifest(tiny_multilabel_manifest, tmp_path, capsys):
+    """One line naming the option and the manifest, before the run folder exists."""
+    out = tmp_path / "run"
+    overrides = [f"data.manifest={tiny_multilabel_manifest}", f"out={out}", *TINY]
+    assert main(["pretrain", *overrides, "method.pseudo.enabled=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "method.pseudo.enabled" in err and "multi-label" in err
+    assert str(tiny_multilabel_manifest) in err and len(err.splitlines()) == 1
+    assert not out.exists()

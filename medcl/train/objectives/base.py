@@ -90,7 +90,9 @@ class ViewBatch:
         views: ``(B·V, 1, ...)`` augmented views, sample-major (the ``V`` views of image 0 first),
             normalised; the input of target encoders.
         features: ``(B·V, F)`` online encoder features of ``views``.
-        labels: ``(B,)`` class indices, −1 for unlabelled.
+        labels: ``(B,)`` class indices, −1 for unlabelled; or, on a multi-label manifest,
+            ``(B, K)`` finding states (1 present, 0 absent, −1 unknown), which the SupCon term
+            reads as multi-label SupCon (:mod:`medcl.train.objectives.supcon`).
         groups: ``(B,)`` patient ids; images of one patient are never negatives.
         n_samples: ``B``.
         n_views: ``V`` (at least 2).
