@@ -69,9 +69,12 @@ class MixedBatchSampler(Sampler[list[int]]):
                 f"batch_size ({batch_size}) must be a multiple of images_per_patient ({k})"
             )
         self.k = k
-        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
-        self.labelled = np.asarray(labelled, dtype=np.int64)
-        self.unlabelled = np.asarray(unlabelled, dtype=np.int64)
+        # copies, never views: a dataset's ``groups.numpy()`` is a view of a tensor whose storage
+        # moves to shared memory (the old one freed) when the dataset is pickled for loader
+        # workers started by spawn, and the batches were then drawn from freed memory
+        self.groups = None if groups is None else np.array(groups, dtype=np.int64)
+        self.labelled = np.array(labelled, dtype=np.int64)
+        self.unlabelled = np.array(unlabelled, dtype=np.int64)
         if len(self.labelled) + len(self.unlabelled) == 0:
             raise MedclError("no training rows to sample from (is the train split empty?)")
         if len(self.labelled) == 0:

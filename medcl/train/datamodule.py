@@ -159,7 +159,7 @@ class PretrainData(L.LightningDataModule):
             num_replicas=world,
             rank=rank,
             seed=self.cfg.trainer.seed,
-            groups=self.train_set.groups.numpy(),
+            groups=self.train_set.groups.numpy(),  # copied by the sampler
             images_per_patient=self.cfg.data.images_per_patient,
         )
         workers = self.cfg.data.num_workers

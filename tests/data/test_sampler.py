@@ -98,3 +98,19 @@ def test_images_per_patient_is_refused_without_groups_or_with_odd_batches():
         MixedBatchSampler([], list(range(8)), 4, 0.0, images_per_patient=2)
     with pytest.raises(MedclError, match="multiple of images_per_patient"):
         MixedBatchSampler([], list(range(8)), 5, 0.0, groups=[0] * 8, images_per_patient=2)
+
+
+def test_the_sampler_keeps_copies_of_its_inputs() -> None:
+    """The pretraining data module passes ``groups.numpy()``, a view of a dataset tensor whose
+    storage is moved to shared memory (and the old one freed) when loader workers started by
+    spawn receive the dataset: the batches must not read the caller's memory afterwards."""
+    groups = np.repeat(np.arange(12), 3)
+    lab, unl = np.arange(0, 12), np.arange(12, 36)
+    kwargs = {"batch_size": 8, "labelled_share": 0.5, "seed": 3, "images_per_patient": 2}
+    reference = list(MixedBatchSampler(lab.copy(), unl.copy(), groups=groups.copy(), **kwargs))
+    g, la, un = groups.copy(), lab.copy(), unl.copy()
+    sampler = MixedBatchSampler(la, un, groups=g, **kwargs)
+    g[:] = g[::-1].copy()  # the caller's memory changes after the sampler was built
+    la[:] = 0
+    un[:] = 35
+    assert list(sampler) == reference
