@@ -41,6 +41,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", choices=("mr", "ct", "xr"), default="mr", help="default mr")
     p.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2-D images or 3-D series")
+    p.add_argument(
+        "--task",
+        choices=("multiclass", "multilabel"),
+        default="multiclass",
+        help="phantom: multiclass (default: lesion counts) or multilabel (findings lesion, "
+        "nodule, vessel, each 0/1 per patient; labels.csv path,lesion,nodule,vessel)",
+    )
     p.set_defaults(handler=_synth)
 
     p = sub.add_parser(
@@ -132,6 +139,8 @@ def _synth(args: argparse.Namespace) -> int:
             raise MedclError("the brain cohort is MR only: drop --modality or use --modality mr")
         if args.dims != 2:
             raise MedclError("the brain cohort is 2-D (axial slices): drop --dims or use --dims 2")
+        if args.task != "multiclass":
+            raise MedclError("the brain cohort has one grade per patient: drop --task")
         s = generate_brain_cohort(args.out, patients=args.patients, seed=args.seed, size=args.size)
     else:
         from medcl.data.synth import generate_cohort
@@ -143,6 +152,7 @@ def _synth(args: argparse.Namespace) -> int:
             modality=args.modality,
             size=args.size,
             dims=args.dims,
+            task=args.task,
         )
     counts = ", ".join(f"{k} {v}" for k, v in s.class_counts.items())
     print(
