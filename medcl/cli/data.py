@@ -61,10 +61,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--labels",
         type=Path,
-        help="CSV with a key column and a label column; the key is path (relative to SOURCE), "
-        "AccessionNumber, StudyInstanceUID, SeriesInstanceUID or PatientID (matched against the "
-        "DICOM headers; a study or patient label applies to all its images; key values are "
-        "never written anywhere)",
+        help="CSV with a key column and a label column (multi-label: one 1/0/blank/-1 column "
+        "per finding, or a |-separated label column with --task multilabel); the key is path "
+        "(relative to SOURCE), AccessionNumber, StudyInstanceUID, SeriesInstanceUID or PatientID "
+        "(matched against the DICOM headers; a study or patient label applies to all its images; "
+        "key values are never written anywhere)",
+    )
+    p.add_argument(
+        "--task",
+        choices=("auto", "multiclass", "multilabel"),
+        default="auto",
+        help="auto (default): a labels CSV with a label column is single-label, one without it "
+        "and with two or more other columns has one column per finding; an .npz with N×K labels "
+        "is multi-label. multilabel: the label column (if any) lists findings separated by | "
+        "(No Finding = none)",
+    )
+    p.add_argument(
+        "--findings",
+        help="comma-separated findings of a multi-label task, in column order (default: the "
+        "CSV's finding columns, the names used in a | label column sorted, or the .npz's names); "
+        "implies --task multilabel for a labels CSV",
+    )
+    p.add_argument(
+        "--uncertain",
+        choices=("unknown", "zero", "one"),
+        default="unknown",
+        help="a -1 (uncertain, as in CheXpert) in a finding column becomes unknown (default: "
+        "masked in losses and metrics), absent (zero) or present (one)",
     )
     p.add_argument(
         "--series-labels-may-differ",
@@ -172,6 +195,9 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise MedclError(f"--workers must be at least 1, got {args.workers}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    findings = None
+    if args.findings is not None:
+        findings = [f.strip() for f in args.findings.split(",") if f.strip()]
     r = ingest(
         args.source,
         args.out,
@@ -183,6 +209,9 @@ def _ingest(args: argparse.Namespace) -> int:
         secret=args.secret,
         paths=args.paths,
         series_may_differ=args.series_labels_may_differ,
+        task=args.task,
+        findings=findings,
+        uncertain=args.uncertain,
     )
     for line in r.label_warnings:
         print(f"warning: {line}")
