@@ -20,6 +20,11 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _choice(p: argparse.ArgumentParser, flag: str, choices: tuple[str, ...], help: str) -> None:
+    """An option taking one of ``choices``; the first is the default."""
+    p.add_argument(flag, choices=choices, default=choices[0], help=help)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``synth``, ``ingest`` and ``split``."""
     p = sub.add_parser(
@@ -41,11 +46,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", choices=("mr", "ct", "xr"), default="mr", help="default mr")
     p.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2-D images or 3-D series")
-    p.add_argument(
+    _choice(
+        p,
         "--task",
-        choices=("multiclass", "multilabel"),
-        default="multiclass",
-        help="phantom: multiclass (default: lesion counts) or multilabel (findings lesion, "
+        ("multiclass", "multilabel"),
+        "phantom: multiclass (default: lesion counts) or multilabel (findings lesion, "
         "nodule, vessel, each 0/1 per patient; labels.csv path,lesion,nodule,vessel)",
     )
     p.set_defaults(handler=_synth)
@@ -67,11 +72,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(matched against the DICOM headers; a study or patient label applies to all its images; "
         "key values are never written anywhere)",
     )
-    p.add_argument(
+    _choice(
+        p,
         "--task",
-        choices=("auto", "multiclass", "multilabel"),
-        default="auto",
-        help="auto (default): a labels CSV with a label column is single-label, one without it "
+        ("auto", "multiclass", "multilabel"),
+        "auto (default): a labels CSV with a label column is single-label, one without it "
         "and with two or more other columns has one column per finding; an .npz with N×K labels "
         "is multi-label. multilabel: the label column (if any) lists findings separated by | "
         "(No Finding = none)",
@@ -82,11 +87,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "CSV's finding columns, the names used in a | label column sorted, or the .npz's names); "
         "implies --task multilabel for a labels CSV",
     )
-    p.add_argument(
+    _choice(
+        p,
         "--uncertain",
-        choices=("unknown", "zero", "one"),
-        default="unknown",
-        help="a -1 (uncertain, as in CheXpert) in a finding column becomes unknown (default: "
+        ("unknown", "zero", "one"),
+        "a -1 (uncertain, as in CheXpert) in a finding column becomes unknown (default: "
         "masked in losses and metrics), absent (zero) or present (one)",
     )
     p.add_argument(

@@ -26,23 +26,11 @@ from medcl.data.synth.multilabel import (
 )
 from medcl.data.synth.render import render_tomographic
 from medcl.errors import MedclError
+from tests.data.test_synth import TISSUE
 
 DEFAULT_DIGEST = "99e93c9cf9f519a0a899bda86c039d7814fb823d6b8826b9de9cc363c598599c"
 """sha256 over every file (relative path, then bytes) of the default cohorts in
 :func:`_default_digest`, computed with the generator before the multi-label variant was added."""
-
-TISSUE = {
-    "air": 0.0,
-    "fat": 0.9,
-    "soft": 0.35,
-    "organ": 0.5,
-    "kidney": 0.4,
-    "marrow": 0.6,
-    "cortex": 0.04,
-    "delta": 0.5,
-    "lesion_gain": 1.0,
-    "texture": 0.0,
-}
 
 
 def _default_digest(base: Path) -> str:
@@ -205,18 +193,19 @@ def test_each_finding_is_visible_where_it_belongs_at_64_px() -> None:
 
 
 def test_findings_persist_and_distractor_vessels_change() -> None:
-    changed = 0
-    for index in range(10):
-        anat = _anatomy(1, index)
-        a = redraw_findings_distractors(anat, np.random.default_rng([index, 1]))
-        b = redraw_findings_distractors(anat, np.random.default_rng([index, 2]))
-        for view in (a, b):
-            assert view.lesions is anat.lesions and view.findings == anat.findings
-            assert view.vessels[0] is anat.main_vessel
-        if len(a.vessels) != len(b.vessels) or not np.allclose(
-            a.vessels[-1].points, b.vessels[-1].points
-        ):
-            changed += 1
+    anats = [_anatomy(1, i) for i in range(10)]
+    views = [
+        [redraw_findings_distractors(anat, np.random.default_rng([i, s])) for s in (1, 2)]
+        for i, anat in enumerate(anats)
+    ]
+    for anat, pair in zip(anats, views, strict=True):
+        assert all(v.lesions is anat.lesions and v.findings == anat.findings for v in pair)
+        assert all(v.vessels[0] is anat.main_vessel for v in pair)
+    changed = sum(
+        len(a.vessels) != len(b.vessels)
+        or not np.allclose(a.vessels[-1].points, b.vessels[-1].points)
+        for a, b in views
+    )
     assert changed >= 9
 
 

@@ -127,16 +127,8 @@ def generate_cohort(
     prepare_out_dir(out)
 
     width = max(4, len(str(patients)))
-    job = partial(
-        _generate_patient,
-        out,
-        width=width,
-        seed=seed,
-        modality=modality,
-        size=size,
-        dims=dims,
-        task=task,
-    )
+    options = {"modality": modality, "size": size, "dims": dims, "task": task}
+    job = partial(_generate_patient, out, width=width, seed=seed, **options)
     names = FINDINGS if task == "multilabel" else CLASSES
     counts, image_counts, rows = write_patients(job, patients, workers, progress, names)
     n_images = len({r[0].rsplit("/", 1)[0] for r in rows})  # one image per series folder

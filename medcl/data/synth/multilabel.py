@@ -103,27 +103,16 @@ def sample_findings_anatomy(rng: np.random.Generator) -> FindingsAnatomy:
     contrast = float(rng.uniform(0.4, 0.55))
     main = replace(main, contrast=contrast)
     dilation = replace(dilation, contrast=contrast) if dilation is not None else None
-    nodule = None
-    if findings[1]:
-        nodule = _place_nodule(rng, body, fat_inner, organ, spine, kidneys)
     label = sum(f << k for k, f in enumerate(findings))
-    return FindingsAnatomy(
-        label,
-        body,
-        fat_inner,
-        organ,
-        kidneys,
-        spine,
-        [],
-        [],
-        lesions,
-        sample_ribs(rng),
-        int(rng.integers(0, 2**31 - 1)),
-        findings=findings,
-        main_vessel=main,
-        dilation=dilation,
-        nodule=nodule,
+    ribs = sample_ribs(rng)
+    parts = (label, body, fat_inner, organ, kidneys, spine, [], [], lesions, ribs)
+    texture_seed = int(rng.integers(0, 2**31 - 1))
+    anat = FindingsAnatomy(
+        *parts, texture_seed, findings=findings, main_vessel=main, dilation=dilation
     )
+    if findings[1]:
+        anat.nodule = _place_nodule(anat, rng)
+    return anat
 
 
 def _dilate(vessel: Tube, organ: Ellipsoid, lesions: list[Sphere], radius: float) -> Tube | None:
@@ -142,21 +131,15 @@ def _dilate(vessel: Tube, organ: Ellipsoid, lesions: list[Sphere], radius: float
     return None
 
 
-def _place_nodule(
-    rng: np.random.Generator,
-    body: Ellipsoid,
-    fat_inner: float,
-    organ: Ellipsoid,
-    spine: Sphere,
-    kidneys: list[Ellipsoid],
-) -> Sphere:
+def _place_nodule(anat: Anatomy, rng: np.random.Generator) -> Sphere:
     """The nodule finding: a round nodule inside the body wall, outside the organ.
 
     Kept at least 0.05 from the organ's outline, the spine and the kidneys and 0.03 inside the
     inner body surface, distances measured to densely sampled outlines (the single-label phantom's
     distractors use a more cautious bound that leaves no room in a quarter of the patients).
     """
-    inner = Ellipsoid(body.center, body.axes * fat_inner, body.angle)
+    body, organ, spine = anat.body, anat.organ, anat.spine
+    inner = Ellipsoid(body.center, body.axes * anat.fat_inner, body.angle)
     organ_rim, body_rim = ellipse_outline(organ, 96)[:, :2], ellipse_outline(inner, 96)[:, :2]
     for _ in range(_NODULE_TRIES):
         r = float(rng.uniform(0.065, 0.085))
@@ -171,7 +154,7 @@ def _place_nodule(
             continue
         if np.hypot(*(p[:2] - spine.center[:2])) < spine.radius + r + 0.05:
             continue
-        if any(ellipse_rho(k, p) < 1 + (r + 0.04) / min(k.axes[:2]) for k in kidneys):
+        if any(ellipse_rho(k, p) < 1 + (r + 0.04) / min(k.axes[:2]) for k in anat.kidneys):
             continue
         p[2] = rng.uniform(-0.4, 0.4)
         sign = float(rng.choice([-1.0, 1.0]))
