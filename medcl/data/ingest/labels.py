@@ -335,6 +335,8 @@ def _outcome(table: LabelTable, matched: set[str]) -> Labelling:
         f"labels CSV keyed by {table.key}: {table.rows - len(unmatched)} of {table.rows} rows "
         "matched an image"
     )
+    if table.findings is not None:
+        how += f" (multi-label: {len(table.findings)} findings)"
     warnings = []
     if unmatched:
         warnings.append(
