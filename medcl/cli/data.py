@@ -20,6 +20,11 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _choice(p: argparse.ArgumentParser, flag: str, choices: tuple[str, ...], help: str) -> None:
+    """An option taking one of ``choices``; the first is the default."""
+    p.add_argument(flag, choices=choices, default=choices[0], help=help)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``synth``, ``ingest`` and ``split``."""
     p = sub.add_parser(
@@ -41,6 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", choices=("mr", "ct", "xr"), default="mr", help="default mr")
     p.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2-D images or 3-D series")
+    _choice(
+        p,
+        "--task",
+        ("multiclass", "multilabel"),
+        "phantom: multiclass (default: lesion counts) or multilabel (findings lesion, "
+        "nodule, vessel, each 0/1 per patient; labels.csv path,lesion,nodule,vessel)",
+    )
     p.set_defaults(handler=_synth)
 
     p = sub.add_parser(
@@ -54,10 +66,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--labels",
         type=Path,
-        help="CSV with a key column and a label column; the key is path (relative to SOURCE), "
-        "AccessionNumber, StudyInstanceUID, SeriesInstanceUID or PatientID (matched against the "
-        "DICOM headers; a study or patient label applies to all its images; key values are "
-        "never written anywhere)",
+        help="CSV with a key column and a label column (multi-label: one 1/0/blank/-1 column "
+        "per finding, or a |-separated label column with --task multilabel); the key is path "
+        "(relative to SOURCE), AccessionNumber, StudyInstanceUID, SeriesInstanceUID or PatientID "
+        "(matched against the DICOM headers; a study or patient label applies to all its images; "
+        "key values are never written anywhere)",
+    )
+    _choice(
+        p,
+        "--task",
+        ("auto", "multiclass", "multilabel"),
+        "auto (default): a labels CSV with a label column is single-label, one without it "
+        "and with two or more other columns has one column per finding; an .npz with N×K labels "
+        "is multi-label. multilabel: the label column (if any) lists findings separated by | "
+        "(No Finding = none)",
+    )
+    p.add_argument(
+        "--findings",
+        help="comma-separated findings of a multi-label task, in column order (default: the "
+        "CSV's finding columns, the names used in a | label column sorted, or the .npz's names); "
+        "implies --task multilabel for a labels CSV",
+    )
+    _choice(
+        p,
+        "--uncertain",
+        ("unknown", "zero", "one"),
+        "a -1 (uncertain, as in CheXpert) in a finding column becomes unknown (default: "
+        "masked in losses and metrics), absent (zero) or present (one)",
     )
     p.add_argument(
         "--series-labels-may-differ",
@@ -132,6 +167,8 @@ def _synth(args: argparse.Namespace) -> int:
             raise MedclError("the brain cohort is MR only: drop --modality or use --modality mr")
         if args.dims != 2:
             raise MedclError("the brain cohort is 2-D (axial slices): drop --dims or use --dims 2")
+        if args.task != "multiclass":
+            raise MedclError("the brain cohort has one grade per patient: drop --task")
         s = generate_brain_cohort(args.out, patients=args.patients, seed=args.seed, size=args.size)
     else:
         from medcl.data.synth import generate_cohort
@@ -143,6 +180,7 @@ def _synth(args: argparse.Namespace) -> int:
             modality=args.modality,
             size=args.size,
             dims=args.dims,
+            task=args.task,
         )
     counts = ", ".join(f"{k} {v}" for k, v in s.class_counts.items())
     print(
@@ -162,6 +200,9 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise MedclError(f"--workers must be at least 1, got {args.workers}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    findings = None
+    if args.findings is not None:
+        findings = [f.strip() for f in args.findings.split(",") if f.strip()]
     r = ingest(
         args.source,
         args.out,
@@ -173,6 +214,9 @@ def _ingest(args: argparse.Namespace) -> int:
         secret=args.secret,
         paths=args.paths,
         series_may_differ=args.series_labels_may_differ,
+        task=args.task,
+        findings=findings,
+        uncertain=args.uncertain,
     )
     for line in r.label_warnings:
         print(f"warning: {line}")

@@ -214,12 +214,14 @@ def test_medmnist_3d_volumes(tmp_path, ingest_secret):
     assert ingest(f, tmp_path / "b.csv", dims=2, secret=ingest_secret, progress=False).rows == 32
 
 
-def test_multi_label_npz_refused_in_one_line(tmp_path, ingest_secret):
+def test_multi_label_npz_refused_as_multiclass_in_one_line(tmp_path, ingest_secret):
+    # N×K labels are a multi-label task (tests/data/test_ingest_multilabel.py); asked to read
+    # them as one class per image, ingest refuses in one line
     f = _medmnist(tmp_path / "chestmnist.npz", label_cols=14, classes=2)
     with pytest.raises(MedclError) as info:
-        ingest(f, tmp_path / "m.csv", secret=ingest_secret, progress=False)
+        ingest(f, tmp_path / "m.csv", secret=ingest_secret, progress=False, task="multiclass")
     message = str(info.value)
-    assert "multi-label" in message and "14 columns" in message and "\n" not in message
+    assert "multi-label" in message and "N×K" in message and "\n" not in message
 
 
 def test_other_archives_rejected_with_reason(tmp_path, ingest_secret):

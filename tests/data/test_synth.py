@@ -40,6 +40,21 @@ PHI_FIELDS = (
 )
 
 
+TISSUE = {
+    "air": 0.0,
+    "fat": 0.9,
+    "soft": 0.35,
+    "organ": 0.5,
+    "kidney": 0.4,
+    "marrow": 0.6,
+    "cortex": 0.04,
+    "delta": 0.5,
+    "lesion_gain": 1.0,
+    "texture": 0.0,
+}
+"""A fixed tissue table (no texture) for white-box renderings of the phantom."""
+
+
 def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.dcm"))
 
@@ -378,18 +393,7 @@ def test_label_is_the_number_of_lesions_visible_in_the_organ() -> None:
 
     size = 64
     grid = pixel_grid(size, None)
-    tissue = {
-        "air": 0.0,
-        "fat": 0.9,
-        "soft": 0.35,
-        "organ": 0.5,
-        "kidney": 0.4,
-        "marrow": 0.6,
-        "cortex": 0.04,
-        "delta": 0.5,
-        "lesion_gain": 1.0,
-        "texture": 0.0,
-    }
+    tissue = TISSUE
     seen = set()
     for index in range(40):
         anat = patient_anatomy(0, index)

@@ -37,14 +37,20 @@ Labels, in order of precedence:
    image sits directly in a first-level folder (``SOURCE/<class>/<image>``); otherwise they stay
    unlabelled.
 
+Multi-label tasks (``task``, ``findings``, ``uncertain``; :mod:`.multilabel`): a labels CSV with
+one 1/0/blank/−1 column per finding or a ``|``-separated ``label`` column, and ``.npz`` files with
+N×K labels, give a manifest whose sidecar says ``"task": "multilabel"`` and whose ``classes`` are
+the findings; each ``label`` is the image's findings as text (:mod:`medcl.data.findings`).
+
 Classes: ``classes`` when given (labels must be among them; MedMNIST index ``i`` becomes
 ``classes[i]``), else the labels found (MedMNIST: ``"0"`` … ``"K-1"``), sorted numerically when
 all are integers.
 
 Modules: :mod:`.pipeline` (:func:`ingest`, the run's steps), :mod:`.discover` (arguments, the walk,
 what changed since the last run), :mod:`.workers` (process pool, warning capture), :mod:`.decode`
-(files and 3-D series to cached arrays and rows), :mod:`.labels`, :mod:`.outputs` (manifest frame
-and sidecar, rejects CSV, log, report), :mod:`.phi` (does a path repeat its header?).
+(files and 3-D series to cached arrays and rows), :mod:`.labels`, :mod:`.multilabel`,
+:mod:`.outputs` (manifest frame and sidecar, rejects CSV, log, report), :mod:`.phi` (does a path
+repeat its header?).
 """
 
 from __future__ import annotations

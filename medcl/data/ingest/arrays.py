@@ -59,13 +59,15 @@ class Chunk:
         per_image: Rows per image.
         first_order: ``order`` of the split's first row.
         start: Index of the chunk's first image in the split.
-        labels: Class indices of the chunk's images, or None.
+        labels: Class indices of the chunk's images (``(n, K)`` finding states of a multi-label
+            file), or None.
         patient_ids: Patient id text of the chunk's images, or None.
         images_file: The file the worker reads the split's images from (pool path): the source
             itself when they are stored uncompressed (``images_at``), else a temporary ``.npy``;
             ``""`` inline.
         stop: One past the chunk's last image.
         images_at: Where the split's images lie in the source file, or None.
+        findings: A multi-label file's finding names, else None.
     """
 
     rel: str
@@ -80,6 +82,7 @@ class Chunk:
     images_file: str = ""
     stop: int = 0
     images_at: npz_reader.StoredArray | None = None
+    findings: tuple[str, ...] | None = None
 
 
 def looks_like_array_file(path: Path) -> bool:
@@ -117,6 +120,7 @@ def chunks_of(rel: str, sha: str, splits: list[npz_reader.SplitPlan]) -> Iterato
                 None if sp.patient_ids is None else sp.patient_ids[start:stop],
                 stop=stop,
                 images_at=sp.images_at,
+                findings=sp.findings,
             )
 
 
@@ -125,7 +129,7 @@ def file_rows(src: Source, cfg: WorkerConfig) -> RowBlock | list[dict]:
 
     Raises:
         Unreadable: See :func:`medcl.data.readers.npz.plan`.
-        MedclError: Multi-label labels or a patient id in two splits.
+        MedclError: Bad finding names or a patient id in two splits.
     """
     splits = npz_reader.plan(src, cfg.dims)
     images = {sp.split: sp.images for sp in splits}
@@ -216,7 +220,7 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> RowBlock:
     slices = int(arr.shape[2]) if dims == 3 else 1
     per = ch.per_image
     ids = None if ch.patient_ids is None else ch.patient_ids.tolist()
-    labels = None if ch.labels is None else ch.labels.tolist()
+    labels = None if ch.labels is None else npz_reader.label_texts(ch.labels, ch.findings)
     known: dict[str, str] = {}
     image_base: list[str] = []
     patients: list[str] = []
@@ -230,7 +234,7 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> RowBlock:
         else:
             patient = known.get(ids[k]) or known.setdefault(ids[k], pz("patient", str(ids[k])))
         study = pz("study", item)
-        label = "" if labels is None else str(int(labels[k]))
+        label = "" if labels is None else labels[k]
         for z in range(per):
             suffix = npz_reader.row_suffix(ch.split, i, z if per > 1 else None)
             image_base.append(pz("image", f"{item}\x00{suffix}"))
@@ -266,7 +270,13 @@ def chunk_rows(ch: Chunk, images: np.ndarray, cfg: WorkerConfig) -> RowBlock:
     }
     # the state file names the file by its source_id (pipeline._to_disk): its rows' text is
     # rendered here, in the worker, rather than in the main process
-    block = RowBlock(n, ROW_FIELDS, columns, constants)
+    fields = ROW_FIELDS
+    if (
+        ch.findings is not None
+    ):  # a multi-label file's rows name its findings (single-label: as before)
+        fields = (*ROW_FIELDS, "findings")
+        constants["findings"] = list(ch.findings)
+    block = RowBlock(n, fields, columns, constants)
     return block.render_as("path", source_id(pz, ch.rel))
 
 

@@ -4,7 +4,8 @@
 The labels CSV
 ==============
 
-One key column and a ``label`` column; the header names the key:
+One key column and a ``label`` column (or, multi-label, one column per finding or a
+``|``-separated ``label``: :mod:`medcl.data.ingest.multilabel`); the header names the key:
 
 =================================== ==============================================================
 ``path``                            a file (or, 3-D, a series folder or a slice file) relative to
@@ -19,7 +20,9 @@ One key column and a ``label`` column; the header names the key:
 A DICOM key is matched against the headers read at ingest, so a study's (or a patient's, or a
 series') label applies to every image that carries it; non-DICOM images have no header and stay
 unlabelled under such a key. Other columns are ignored. An empty ``label`` leaves its images
-unlabelled.
+unlabelled. A multi-label CSV's rows are turned into their label text (``lesion|?vessel``) as it
+is read, so everything below applies to them unchanged: a study's findings go to all its images,
+and two rows of one key with different findings are ambiguous.
 
 **Privacy.** Every DICOM key is treated as sensitive (AccessionNumber and PatientID are PHI, the
 UIDs can be linked to it). A key value is replaced by its keyed pseudonym as soon as the CSV is
@@ -52,6 +55,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from medcl.data.ingest import multilabel as ml
 from medcl.data.ingest.rowblock import RowBlock
 from medcl.data.pseudonym import Pseudonymizer
 from medcl.data.readers.dicom import LABEL_KEYS, label_key
@@ -82,11 +86,16 @@ class LabelTable:
         key: Its key column, one of :data:`KEY_COLUMNS`.
         entries: Key → :class:`LabelRow`; a ``path`` key is a path relative to SOURCE, a DICOM
             key its keyed pseudonym (the clear value is not kept).
+        task: ``multiclass`` or ``multilabel`` (:func:`medcl.data.ingest.multilabel.csv_task`).
+        findings: A multi-label CSV's findings (labels are then texts of
+            :mod:`medcl.data.findings`), else None.
     """
 
     source: Path
     key: str
     entries: dict[str, LabelRow] = field(default_factory=dict)
+    task: str = "multiclass"
+    findings: list[str] | None = None
 
     @property
     def rows(self) -> int:
@@ -138,13 +147,24 @@ def _key_column(columns: Sequence[str], path: Path) -> tuple[str, str]:
     return found[0]
 
 
-def read_labels(path: Path, root: Path, pz: Pseudonymizer) -> LabelTable:
+def read_labels(
+    path: Path,
+    root: Path,
+    pz: Pseudonymizer,
+    task: str = "auto",
+    findings: Sequence[str] | None = None,
+    uncertain: str = "unknown",
+) -> LabelTable:
     """The labels CSV ``path`` as a :class:`LabelTable` (DICOM keys pseudonymised at once).
 
     Args:
         path: The CSV.
         root: The ingest root (``path`` keys are relative to it).
         pz: The project's pseudonymiser.
+        task: ``auto``, ``multiclass`` or ``multilabel`` (which CSV is multi-label:
+            :mod:`medcl.data.ingest.multilabel`).
+        findings: Declared findings of a multi-label CSV (``--findings``), or None.
+        uncertain: A ``-1`` cell of a finding column is ``unknown``, ``zero`` or ``one``.
 
     Raises:
         MedclError: One of the errors listed in the module docstring, by row number.
@@ -155,16 +175,28 @@ def read_labels(path: Path, root: Path, pz: Pseudonymizer) -> LabelTable:
         raise MedclError(f"{path}: not a readable CSV ({type(exc).__name__})") from None
     key, column = _key_column(list(df.columns), path)
     lower = {c.strip().lower(): c for c in df.columns}
-    if "label" not in lower:
-        raise MedclError(f"{path}: labels CSV needs a label column (with its {key} column)")
     patients = lower.get("patient")
+    values = [c for c in df.columns if c not in (column, patients)]
+    if task == "auto" and findings is not None:
+        task = "multilabel"  # declared findings: a multi-label task
+    task = ml.csv_task(list(lower), values, task, path)
+    if task == "multiclass" and "label" not in lower:
+        raise MedclError(f"{path}: labels CSV needs a label column (with its {key} column)")
     if patients is not None and key != "path":
         raise MedclError(
             f"{path}: a patient column goes with path keys only; with {key} keys the "
             "patients come from the DICOM headers"
         )
     keys = df[column].tolist()
-    labels = df[lower["label"]].tolist()
+    names = None
+    if task == "multiclass":
+        if findings is not None:
+            raise MedclError(f"{path}: --findings goes with a multi-label labels CSV")
+        labels = df[lower["label"]].tolist()
+    elif "label" in lower:
+        names, labels = ml.pipe_labels(df[lower["label"]].tolist(), findings, path)
+    else:
+        names, labels = ml.column_labels(df, values, findings, uncertain, path)
     owners = df[patients].tolist() if patients is not None else [""] * len(df)
     found: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
     for i, (value, label, owner) in enumerate(zip(keys, labels, owners, strict=True), start=2):
@@ -173,7 +205,7 @@ def read_labels(path: Path, root: Path, pz: Pseudonymizer) -> LabelTable:
             raise MedclError(f"{path}: row {i} has an empty {key}")
         k = _norm_rel(value, root) if key == "path" else label_key(pz, key, value)
         found[k].append((i, str(label).strip(), str(owner).strip()))
-    table = LabelTable(path, key)
+    table = LabelTable(path, key, task=task, findings=names)
     clashes = []
     for k, items in found.items():
         if len({(lab, own) for _, lab, own in items}) > 1:
@@ -303,6 +335,8 @@ def _outcome(table: LabelTable, matched: set[str]) -> Labelling:
         f"labels CSV keyed by {table.key}: {table.rows - len(unmatched)} of {table.rows} rows "
         "matched an image"
     )
+    if table.findings is not None:
+        how += f" (multi-label: {len(table.findings)} findings)"
     warnings = []
     if unmatched:
         warnings.append(

@@ -12,7 +12,8 @@ from typing import Any
 from medcl.data import cache
 from medcl.data.ingest.decode import decode_files, series_stage
 from medcl.data.ingest.discover import Task, check_arguments, own_outputs, partition, walk
-from medcl.data.ingest.labels import apply_labels, read_labels, resolve_classes
+from medcl.data.ingest.labels import LabelTable, apply_labels, read_labels, resolve_classes
+from medcl.data.ingest.multilabel import TASKS, resolve_findings
 from medcl.data.ingest.outputs import (
     PATH_MODES,
     RULES_VERSION,
@@ -42,6 +43,9 @@ def ingest(
     progress: bool = True,
     paths: str = "pseudonymise",
     series_may_differ: bool = False,
+    task: str = "auto",
+    findings: list[str] | None = None,
+    uncertain: str = "unknown",
 ) -> IngestReport:
     """Build (or incrementally update) a manifest and its training cache from SOURCE.
 
@@ -66,13 +70,22 @@ def ingest(
             the mode; the incremental state holds ``source_id`` only.
         series_may_differ: Labels keyed by ``SeriesInstanceUID``: series of one study may carry
             different labels (a series-level task); by default that is refused.
+        task: ``auto`` (default), ``multiclass`` or ``multilabel``: how the labels CSV is read
+            (one class, one column per finding, or a ``|``-separated ``label``) and whether an
+            ``.npz`` with N×K labels is accepted (:mod:`medcl.data.ingest.multilabel`). A
+            multi-label manifest has ``"task": "multilabel"`` in its sidecar and its findings as
+            ``classes``.
+        findings: Declared findings of a multi-label task (their order is the columns' order);
+            names an ``.npz`` file's K columns. Implies ``multilabel`` for a labels CSV.
+        uncertain: A ``-1`` cell of a finding column is ``unknown`` (default), ``zero`` or
+            ``one``.
 
     Returns:
         The report; the rejects file lists every file that gave no row.
 
     Raises:
         MedclError: Bad arguments, an unusable labels CSV (by row number, never a key's value),
-            labels outside ``classes``, or a multi-label MedMNIST file.
+            labels outside ``classes``, or sources that disagree on the task or the findings.
     """
     started = time.monotonic()
     source, out = Path(source), Path(out)
@@ -85,7 +98,13 @@ def ingest(
     files, skipped_own = walk(source, own_outputs(out, secret), cache_root.resolve())
     if not files:
         raise MedclError(f"{source}: no files to ingest")
-    table = read_labels(Path(labels), root, pz) if labels is not None else None
+    if task not in TASKS:
+        raise MedclError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+    if findings is not None and classes is not None:
+        raise MedclError("--classes names single-label classes, --findings multi-label findings")
+    table = None
+    if labels is not None:
+        table = read_labels(Path(labels), root, pz, task, findings, uncertain)
 
     state_file = cache_root / cache.STATE_NAME
     fingerprint = _fingerprint(dims, size, pz)
@@ -106,15 +125,15 @@ def ingest(
             sids[r["path"]] = source_id(pz, r["path"])
     blocks = [_mark_phi(b, phi) for b in blocks]  # array files: no members
     labelling = apply_labels(rows, table, pz, series_may_differ, arrays=bool(blocks))
-    # before the frame: MedMNIST indices become names
-    declared, blocks = resolve_classes(rows, classes, blocks)
+    # before the frame: MedMNIST indices become names, or the findings are settled
+    declared, blocks, extra = _resolve(rows, blocks, table, task, classes, findings)
     rowset = row_table(rows, blocks)
     del rows, blocks
     counts = Counter(reasons.values())
     manifest = Manifest(
         manifest_frame(rowset, root, cache_root, paths, sids),
         declared,
-        sidecar(rowset, dims, size, labelling.how, counts, paths),
+        {**extra, **sidecar(rowset, dims, size, labelling.how, counts, paths)},
     )
     used = rowset.distinct("path") | set(reasons)
     PathMap.beside(secret).update({sids[rel]: str(root / rel) for rel in used})
@@ -139,6 +158,37 @@ def ingest(
     elapsed = time.monotonic() - started
     write_log(report, rowset, caught, skipped_own, dims, workers, size, elapsed)
     return report
+
+
+def _resolve(
+    rows: list[dict],
+    blocks: list[RowBlock],
+    table: LabelTable | None,
+    task: str,
+    classes: list[str] | None,
+    findings: list[str] | None,
+) -> tuple[list[str], list[RowBlock], dict]:
+    """The classes (or findings), the blocks with their labels named, and the sidecar's task."""
+    csv_findings = table.findings if table is not None else None
+    multi = resolve_findings(rows, blocks, csv_findings, findings)
+    if multi is None:
+        if task == "multilabel":
+            raise MedclError("--task multilabel: no multi-label labels (CSV or N×K .npz) found")
+        if findings is not None:
+            raise MedclError("--findings goes with multi-label labels (CSV or N×K .npz)")
+        declared, blocks = resolve_classes(rows, classes, blocks)
+        return declared, blocks, {}
+    if task == "multiclass":
+        raise MedclError("--task multiclass: an .npz file holds N×K multi-label labels")
+    if table is not None and table.findings is None:
+        raise MedclError(
+            f"{table.source}: single-label, but an .npz file holds N×K multi-label labels; "
+            "ingest them into separate manifests"
+        )
+    if classes is not None:
+        raise MedclError("--classes: a multi-label task declares its findings with --findings")
+    names, blocks = multi
+    return names, blocks, {"task": "multilabel"}
 
 
 def _source_ids(files: list[str], pz: Pseudonymizer) -> dict[str, str]:

@@ -4,7 +4,9 @@ Layout: ``train_images``, ``train_labels``, ``val_images``, ``val_labels``, ``te
 ``test_labels`` (any subset of the splits), optionally ``<split>_patient_ids`` (or
 ``<split>_groups``, the name grouped cross-validation tools use). Images are ``(N, H, W)`` grey,
 ``(N, H, W, 3)`` colour (BT.601 luma) or ``(N, D, H, W)`` volumes (the 3-D MedMNIST sets); labels
-``(N,)`` or ``(N, 1)`` integer class indices; patient ids ``(N,)`` integers or text.
+``(N,)`` or ``(N, 1)`` integer class indices, or ``(N, K)`` findings (K > 1: multi-label, e.g.
+ChestMNIST's 14); patient ids ``(N,)`` integers or text; optionally ``findings`` (or
+``label_names``), the K finding names.
 
 * The file's own splits are kept (manifest ``split`` = ``train``/``val``/``test``).
 * Labels are class indices, written as ``"0"``, ``"1"`` …; :mod:`medcl.data.ingest` maps them to
@@ -14,8 +16,10 @@ Layout: ``train_images``, ``train_labels``, ``val_images``, ``val_labels``, ``te
   in two of the file's splits is refused (the message names the file and the positions, never the
   id). Without them (MedMNIST as published) **each image is its own patient** (the pseudonym of
   file + split + index); this is recorded in the manifest sidecar.
-* Multi-label label arrays (more than one column, e.g. ChestMNIST) are refused with a
-  :class:`~medcl.errors.MedclError`: medcl trains one class per image.
+* Multi-label label arrays (more than one column, e.g. ChestMNIST) hold 1 (present), 0
+  (absent) or -1 (unknown) per finding; their rows are labelled with the finding text of
+  :mod:`medcl.data.findings` and carry the file's ``findings`` (from its ``findings`` or
+  ``label_names`` array, else ``finding_0`` … ``finding_K-1``). Every split has the same K.
 * 2-D mode over volumes gives one row per slice; 3-D mode over 2-D images is refused.
 * Intensity rule: ``unit``. Modality ``OT``.
 
@@ -34,12 +38,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medcl.data import findings as fnd
 from medcl.data.readers.base import Decoded, ReadContext, Source, Unreadable, frame_suffix
 from medcl.data.readers.base import luma as _luma
 from medcl.errors import MedclError
 
 SPLITS = ("train", "val", "test")
 ID_ARRAYS = ("patient_ids", "groups")
+NAME_ARRAYS = ("findings", "label_names")
+"""Arrays that may name a multi-label file's findings (the first found is used)."""
 NOTE = (
     "MedMNIST files carry no patient identifiers: each image is its own patient, so patient-level "
     "splitting cannot prevent leakage between images of one person; the file's own "
@@ -65,6 +72,8 @@ class SplitPlan:
         first_order: ``order`` of the split's first row within the file.
         per_image: Rows per image (the depth in 2-D mode over volumes, else 1).
         id_array: Name of the patient id array (``""`` without one).
+        findings: The finding names of multi-label labels (``labels`` is then ``(N, K)`` states
+            in {1, 0, −1}), else None.
         images_at: Where ``images`` lie in the file when stored uncompressed (``images`` is then
             a view of the file's bytes, not a copy), or None.
     """
@@ -78,6 +87,7 @@ class SplitPlan:
     per_image: int
     id_array: str = ""
     images_at: StoredArray | None = None
+    findings: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,8 @@ def plan(src: Source, dims: int) -> list[SplitPlan]:
 
     Raises:
         Unreadable: Not MedMNIST, inconsistent arrays, or 2-D images in 3-D mode.
-        MedclError: Multi-label labels, or a patient id in two splits.
+        MedclError: Finding names that cannot be written in a label, or a patient id in two
+            splits.
     """
     try:
         archive = np.load(io.BytesIO(src.data), allow_pickle=False)
@@ -167,7 +178,7 @@ def plan(src: Source, dims: int) -> list[SplitPlan]:
         arrays = {
             k: stored[k][0] if k.endswith("_images") and k in stored else archive[k]
             for k in archive.files
-            if k.endswith(keep)
+            if k.endswith(keep) or k in NAME_ARRAYS
         }
     except Exception:  # noqa: BLE001 - zip/npy parsing errors of every kind
         raise Unreadable("NPZ archive is truncated or corrupt (or holds pickled objects)") from None
@@ -178,6 +189,7 @@ def plan(src: Source, dims: int) -> list[SplitPlan]:
         )
     out = []
     order = 0
+    names = _finding_names(arrays, splits, src.rel)
     for split in splits:
         images = arrays[f"{split}_images"]
         labels = arrays.get(f"{split}_labels")
@@ -187,11 +199,12 @@ def plan(src: Source, dims: int) -> list[SplitPlan]:
                 "--dims 3: this MedMNIST file holds 2-D images (ingest it with --dims 2)"
             )
         if labels is not None:
-            labels = _labels(labels, len(images), split, src.rel)
+            labels = _labels(labels, len(images), split, src.rel, names)
         ids, id_array = _patient_ids(arrays, split, len(images))
         per_image = images.shape[1] if kind in ("3d", "3d1") and dims == 2 else 1
         at = stored[f"{split}_images"][1] if f"{split}_images" in stored else None
-        out.append(SplitPlan(split, images, labels, ids, kind, order, per_image, id_array, at))
+        plan_ = SplitPlan(split, images, labels, ids, kind, order, per_image, id_array, at, names)
+        out.append(plan_)
         order += len(images) * per_image
     _check_ids_stay_in_one_split(out, src.rel)
     return out
@@ -232,7 +245,8 @@ def read(src: Source, ctx: ReadContext) -> Iterator[Decoded]:
 
     Raises:
         Unreadable: Not MedMNIST, inconsistent arrays, or 2-D images in 3-D mode.
-        MedclError: Multi-label labels, or a patient id in two splits.
+        MedclError: Finding names that cannot be written in a label, or a patient id in two
+            splits.
     """
     return _rows(src, ctx, plan(src, ctx.dims))
 
@@ -242,7 +256,9 @@ def _rows(src: Source, ctx: ReadContext, splits: list[SplitPlan]) -> Iterator[De
         order = sp.first_order
         for i in range(len(sp.images)):
             item = item_of(src.rel, sp.split, i)
-            label = str(int(sp.labels[i])) if sp.labels is not None else ""
+            label = (
+                label_texts(sp.labels[i : i + 1], sp.findings)[0] if sp.labels is not None else ""
+            )
             arrays = pixels(sp.images[i : i + 1], sp.kind, ctx.dims)
             for z, array in enumerate(arrays):
                 suffix = row_suffix(sp.split, i, z if sp.per_image > 1 else None)
@@ -270,13 +286,53 @@ def _layout(images: np.ndarray, split: str) -> str:
     )
 
 
-def _labels(labels: np.ndarray, n: int, split: str, rel: str) -> np.ndarray:
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        raise MedclError(
-            f"{rel}: {split}_labels has {labels.shape[1]} columns (multi-label "
-            "MedMNIST); medcl needs one class per image, so convert it to a single "
-            "label column first"
-        )
+def label_texts(labels: np.ndarray, findings: tuple[str, ...] | None) -> list[str]:
+    """The ``label`` text of each image: class index ``"3"``, or its findings' text."""
+    if findings is None:
+        return [str(int(v)) for v in labels.tolist()]
+    return fnd.encode_matrix(labels, findings)
+
+
+def _finding_names(
+    arrays: dict[str, np.ndarray], splits: list[str], rel: str
+) -> tuple[str, ...] | None:
+    """The findings of a multi-label file (its names, else ``finding_<k>``), None otherwise.
+
+    Raises:
+        Unreadable: Splits with different numbers of label columns, or names that do not fit.
+    """
+    widths = {
+        arrays[f"{s}_labels"].shape[1] if arrays[f"{s}_labels"].ndim == 2 else 1
+        for s in splits
+        if f"{s}_labels" in arrays
+    }
+    if max(widths, default=1) <= 1:
+        return None
+    if len(widths) > 1:
+        raise Unreadable("the splits' _labels have different numbers of columns")
+    k = widths.pop()
+    present = [a for a in NAME_ARRAYS if a in arrays]
+    if not present:
+        return tuple(f"finding_{i}" for i in range(k))
+    names = arrays[present[0]]
+    if names.ndim != 1 or len(names) != k or names.dtype.kind not in ("U", "S"):
+        raise Unreadable(f"{present[0]} must hold {k} finding names (text), one per label column")
+    try:
+        return tuple(fnd.check_finding_names([str(n) for n in names.astype(str)]))
+    except MedclError as exc:
+        raise MedclError(f"{rel}: {present[0]}: {exc}") from None
+
+
+def _labels(
+    labels: np.ndarray, n: int, split: str, rel: str, findings: tuple[str, ...] | None
+) -> np.ndarray:
+    if findings is not None:
+        if labels.ndim != 2 or labels.shape != (n, len(findings)):
+            raise Unreadable(f"{split}_labels does not hold {len(findings)} findings per image")
+        values = np.unique(labels)
+        if not np.isin(values, (-1, 0, 1)).all():
+            raise Unreadable(f"{split}_labels: multi-label values must be 1, 0 or -1 (unknown)")
+        return labels.astype(np.int64)
     labels = labels.reshape(len(labels), -1)[:, 0] if labels.ndim == 2 else labels
     if labels.ndim != 1 or len(labels) != n:
         raise Unreadable(f"{split}_labels does not hold one label per image")

@@ -31,6 +31,14 @@ patient's images, so lesions sit at the same anatomical position in every image 
   classes apart needs shape (round versus elongated), location (inside versus outside the organ)
   and counting.
 
+**Multi-label variant** (``task="multilabel"``, ``medcl synth --task multilabel``): three
+independent yes/no findings per patient instead of the lesion count, ``lesion`` (lesions in the
+organ), ``nodule`` (a round nodule outside it; no distractor nodules) and ``vessel`` (a fusiform
+dilation of the patient's own vessel), each persistent across the patient's images;
+``labels.csv`` is ``path,lesion,nodule,vessel`` with 1 or 0 per finding and ``cohort.json``
+records ``"task": "multilabel"`` and the findings (:mod:`.multilabel`). The default cohort's files
+are the same, byte for byte, as before the variant existed.
+
 Each *image* is one acquisition of the phantom with its own pose (rotation, shift, scale), tissue
 contrast, intensity drift, noise, tissue texture, vessels and nodules. What repeats across a
 patient's images is the gross anatomy and the findings; this is the structure that patient-aware
@@ -61,15 +69,17 @@ depend only on the seed and the patient index, not on the modality, size or dime
 Modules: :mod:`.spec` (classes, priors, modalities, the file names ``labels.csv`` and
 ``cohort.json``, the generator's version), :mod:`.geometry` (shapes and vectorised distances),
 :mod:`.anatomy` (a patient's phantom), :mod:`.render` (cross-sections and projections),
-:mod:`.acquire` (pose, contrast, noise per modality), :mod:`.phi` (fake PHI), :mod:`.dicom` (DICOM
-files), :mod:`.cohort` (:func:`generate_cohort`). The package exports what a caller needs:
-:data:`CLASSES`, :data:`CLASS_PRIORS`, :data:`MODALITIES`, :func:`generate_cohort` and
+:mod:`.multilabel` (the multi-label variant's findings), :mod:`.acquire` (pose, contrast, noise
+per modality), :mod:`.phi` (fake PHI), :mod:`.dicom` (DICOM files), :mod:`.cohort`
+(:func:`generate_cohort`). The package exports what a caller needs: :data:`CLASSES`,
+:data:`CLASS_PRIORS`, :data:`FINDINGS`, :data:`MODALITIES`, :func:`generate_cohort` and
 :class:`SynthSummary`.
 """
 
 from __future__ import annotations
 
 from medcl.data.synth.cohort import SynthSummary, generate_cohort
+from medcl.data.synth.multilabel import FINDINGS
 from medcl.data.synth.spec import CLASS_PRIORS, CLASSES, MODALITIES
 
-__all__ = ["CLASSES", "CLASS_PRIORS", "MODALITIES", "SynthSummary", "generate_cohort"]
+__all__ = ["CLASSES", "CLASS_PRIORS", "FINDINGS", "MODALITIES", "SynthSummary", "generate_cohort"]

@@ -46,14 +46,14 @@ class Anatomy:
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     """Draw one patient's phantom. Uses only ``rng``, so it is the same for every modality."""
     label = int(rng.choice(len(CLASSES), p=CLASS_PRIORS))
-    body, fat_inner, organ, spine = _sample_gross_anatomy(rng)
-    kidneys = _sample_kidneys(rng, body, fat_inner, organ)
-    lesions, grown = _sample_lesions(rng, label, organ, spine)
+    body, fat_inner, organ, spine = sample_gross_anatomy(rng)
+    kidneys = sample_kidneys(rng, body, fat_inner, organ)
+    lesions, grown = sample_lesions(rng, label, organ, spine)
     if grown:  # the organ grew to make room for the lesions
-        kidneys = [k for k in kidneys if _kidney_fits(k, organ, body, fat_inner)]
-    vessels = _sample_vessels(rng, organ, lesions)
-    nodules = _sample_nodules(rng, body, fat_inner, organ, spine, kidneys)
-    ribs = _sample_ribs(rng)
+        kidneys = [k for k in kidneys if kidney_fits(k, organ, body, fat_inner)]
+    vessels = sample_vessels(rng, organ, lesions)
+    nodules = sample_nodules(rng, body, fat_inner, organ, spine, kidneys)
+    ribs = sample_ribs(rng)
     return Anatomy(
         label,
         body,
@@ -73,14 +73,14 @@ def redraw_distractors(anat: Anatomy, rng: np.random.Generator) -> Anatomy:
     """The phantom with this acquisition's vessels and nodules (the rest is the patient's)."""
     return replace(
         anat,
-        vessels=_sample_vessels(rng, anat.organ, anat.lesions),
-        nodules=_sample_nodules(
+        vessels=sample_vessels(rng, anat.organ, anat.lesions),
+        nodules=sample_nodules(
             rng, anat.body, anat.fat_inner, anat.organ, anat.spine, anat.kidneys
         ),
     )
 
 
-def _sample_gross_anatomy(
+def sample_gross_anatomy(
     rng: np.random.Generator,
 ) -> tuple[Ellipsoid, float, Ellipsoid, Sphere]:
     """Body, inner fat surface (fraction of the body), organ and spine."""
@@ -113,7 +113,7 @@ def _sample_gross_anatomy(
     return body, fat_inner, organ, spine
 
 
-def _kidney_fits(kidney: Ellipsoid, organ: Ellipsoid, body: Ellipsoid, fat_inner: float) -> bool:
+def kidney_fits(kidney: Ellipsoid, organ: Ellipsoid, body: Ellipsoid, fat_inner: float) -> bool:
     """Whether a kidney lies clear of the organ and inside the body wall."""
     rim = ellipse_outline(kidney)
     return all(ellipse_rho(organ, q) > 1 + 0.06 / min(organ.axes[:2]) for q in rim) and all(
@@ -121,7 +121,7 @@ def _kidney_fits(kidney: Ellipsoid, organ: Ellipsoid, body: Ellipsoid, fat_inner
     )
 
 
-def _sample_kidneys(
+def sample_kidneys(
     rng: np.random.Generator, body: Ellipsoid, fat_inner: float, organ: Ellipsoid
 ) -> list[Ellipsoid]:
     """Up to two kidneys (see the comment inside)."""
@@ -139,13 +139,13 @@ def _sample_kidneys(
                 ),
                 angle=float(side * rng.uniform(0.2, 0.6)),
             )
-            if _kidney_fits(kidney, organ, body, fat_inner):
+            if kidney_fits(kidney, organ, body, fat_inner):
                 kidneys.append(kidney)
                 break
     return kidneys
 
 
-def _sample_lesions(
+def sample_lesions(
     rng: np.random.Generator, label: int, organ: Ellipsoid, spine: Sphere
 ) -> tuple[list[Sphere], int]:
     """The class's lesions, and how often the organ was enlarged (in place) to fit them."""
@@ -186,7 +186,7 @@ def _sample_lesions(
     return lesions, grown
 
 
-def _sample_ribs(rng: np.random.Generator) -> list[Tube]:
+def sample_ribs(rng: np.random.Generator) -> list[Tube]:
     """Ribs (projection only): gently curved bands across the image."""
     ribs = []
     y0 = rng.uniform(-0.95, -0.75)
@@ -201,44 +201,48 @@ def _sample_ribs(rng: np.random.Generator) -> list[Tube]:
     return ribs
 
 
-def _sample_vessels(
-    rng: np.random.Generator, organ: Ellipsoid, lesions: list[Sphere]
-) -> list[Tube]:
-    """2-4 vessels in the organ, clear of the lesions (see the comment inside)."""
-    # Vessels: thin and long, never round; either crossing the organ from its surface inwards or
-    # arching along its periphery. A vessel must pass clear of the lesions (a lesion on a vessel
-    # reads as a branch point), else it is redrawn; one that cannot be placed is left out.
+def sample_vessels(rng: np.random.Generator, organ: Ellipsoid, lesions: list[Sphere]) -> list[Tube]:
+    """2-4 vessels in the organ, clear of the lesions (:func:`draw_vessel`)."""
     vessels = []
     for _ in range(int(rng.integers(2, 5))):
-        for attempt in range(60):
-            a0 = rng.uniform(0, 2 * math.pi)
-            z = rng.uniform(-0.5, 0.5, 3)
-            if rng.uniform() < 0.5 - attempt / 60:  # crossing
-                a1 = a0 + math.pi + rng.uniform(-1.2, 1.2)
-                r0, r1 = 0.95, rng.uniform(0.2, 0.6)
-                am, rm = (a0 + a1) / 2 + rng.uniform(-0.5, 0.5), rng.uniform(0.0, 0.5)
-            else:  # peripheral arc
-                a1 = a0 + rng.choice([-1.0, 1.0]) * rng.uniform(0.9, 1.8)
-                r0, r1 = 0.95, rng.uniform(0.65, 0.85)
-                am, rm = (a0 + a1) / 2, rng.uniform(0.8, 0.95)
-            ctrl = [
-                np.array([r * math.cos(a), r * math.sin(a), zz])
-                for r, a, zz in ((r0, a0, z[0]), (rm, am, z[1]), (r1, a1, z[2]))
-            ]
-            pts = bezier(*(ellipsoid_point(organ, q) for q in ctrl))
-            radius = float(rng.uniform(0.016, 0.026))
-            if all(
-                polyline_distance(pts, les.center[None, :2], 10.0)[0] > les.radius + radius + 0.03
-                for les in lesions
-            ):
-                sign = float(rng.choice([-1.0, 1.0]))
-                vessels.append(Tube(pts, radius, sign, float(rng.uniform(0.2, 0.5))))
-                break
-
+        vessel = draw_vessel(rng, organ, lesions)
+        if vessel is not None:
+            vessels.append(vessel)
     return vessels
 
 
-def _sample_nodules(
+def draw_vessel(rng: np.random.Generator, organ: Ellipsoid, avoid: list[Sphere]) -> Tube | None:
+    """One vessel in the organ clear of the spheres ``avoid``, or None (see the comment inside)."""
+    # Vessels: thin and long, never round; either crossing the organ from its surface inwards or
+    # arching along its periphery. A vessel must pass clear of the lesions (a lesion on a vessel
+    # reads as a branch point), else it is redrawn; one that cannot be placed is left out.
+    for attempt in range(60):
+        a0 = rng.uniform(0, 2 * math.pi)
+        z = rng.uniform(-0.5, 0.5, 3)
+        if rng.uniform() < 0.5 - attempt / 60:  # crossing
+            a1 = a0 + math.pi + rng.uniform(-1.2, 1.2)
+            r0, r1 = 0.95, rng.uniform(0.2, 0.6)
+            am, rm = (a0 + a1) / 2 + rng.uniform(-0.5, 0.5), rng.uniform(0.0, 0.5)
+        else:  # peripheral arc
+            a1 = a0 + rng.choice([-1.0, 1.0]) * rng.uniform(0.9, 1.8)
+            r0, r1 = 0.95, rng.uniform(0.65, 0.85)
+            am, rm = (a0 + a1) / 2, rng.uniform(0.8, 0.95)
+        ctrl = [
+            np.array([r * math.cos(a), r * math.sin(a), zz])
+            for r, a, zz in ((r0, a0, z[0]), (rm, am, z[1]), (r1, a1, z[2]))
+        ]
+        pts = bezier(*(ellipsoid_point(organ, q) for q in ctrl))
+        radius = float(rng.uniform(0.016, 0.026))
+        if all(
+            polyline_distance(pts, les.center[None, :2], 10.0)[0] > les.radius + radius + 0.03
+            for les in avoid
+        ):
+            sign = float(rng.choice([-1.0, 1.0]))
+            return Tube(pts, radius, sign, float(rng.uniform(0.2, 0.5)))
+    return None
+
+
+def sample_nodules(
     rng: np.random.Generator,
     body: Ellipsoid,
     fat_inner: float,

@@ -28,6 +28,12 @@ from medcl.data.synth.folder import (
     write_record,
 )
 from medcl.data.synth.geometry import pixel_grid
+from medcl.data.synth.multilabel import (
+    FINDINGS,
+    FindingsAnatomy,
+    redraw_findings_distractors,
+    sample_findings_anatomy,
+)
 from medcl.data.synth.phi import sample_phi
 from medcl.data.synth.spec import (
     CLASSES,
@@ -39,6 +45,10 @@ from medcl.data.synth.spec import (
 )
 from medcl.errors import MedclError
 
+TASKS = ("multiclass", "multilabel")
+"""``task``: the lesion-count classes (default) or three independent findings
+(:mod:`medcl.data.synth.multilabel`)."""
+
 
 @dataclass
 class SynthSummary:
@@ -49,11 +59,13 @@ class SynthSummary:
         patients: Number of patients.
         images: Number of images: 2D images, or image series (volumes) when ``dims`` is 3.
         files: Number of DICOM files written (one per 2D image or per slice).
-        class_counts: Number of *patients* per class name (every class is a key).
+        class_counts: Number of *patients* per class name (every class is a key); multi-label:
+            per finding, the patients with it.
         modality: ``"mr"``, ``"ct"`` or ``"xr"``.
         dims: 2 or 3.
         size: Rows and columns of every image.
         seed: The seed the cohort was generated from.
+        task: ``multiclass`` (one class per patient) or ``multilabel`` (findings).
     """
 
     out_dir: Path
@@ -65,6 +77,7 @@ class SynthSummary:
     dims: int
     size: int
     seed: int
+    task: str = "multiclass"
 
 
 def generate_cohort(
@@ -76,6 +89,7 @@ def generate_cohort(
     dims: int = 2,
     progress: bool = True,
     workers: int = 1,
+    task: str = "multiclass",
 ) -> SynthSummary:
     """Write a labelled phantom cohort of DICOM studies (the model: :mod:`medcl.data.synth`).
 
@@ -92,28 +106,35 @@ def generate_cohort(
         progress: Show a tqdm progress bar on stderr.
         workers: Processes writing patients in parallel (0 = one per CPU core). Every patient
             depends only on ``(seed, index)``, so the files are byte-identical for any number.
+        task: ``"multiclass"`` (default: the lesion-count classes :data:`CLASSES`) or
+            ``"multilabel"`` (the findings :data:`~medcl.data.synth.multilabel.FINDINGS`,
+            independent per patient; :mod:`medcl.data.synth.multilabel`).
 
     Returns:
         A :class:`SynthSummary`; the same information (no PHI) is written to ``cohort.json``.
-        ``labels.csv`` holds one ``path,label`` row per DICOM file, paths relative to
-        ``out_dir`` with forward slashes.
+        ``labels.csv`` holds one ``path,label`` row per DICOM file (multi-label:
+        ``path,lesion,nodule,vessel`` with 1 or 0 per finding), paths relative to ``out_dir``
+        with forward slashes.
 
     Raises:
         MedclError: An argument is out of range, or ``out_dir`` is unusable.
     """
     out = Path(out_dir)
     _check_args(out, patients, seed, modality, size, dims)
+    if task not in TASKS:
+        raise MedclError(f"synth: unknown task {task!r}; choose one of {', '.join(TASKS)}")
     patients, seed, size, dims = int(patients), int(seed), int(size), int(dims)
     prepare_out_dir(out)
 
     width = max(4, len(str(patients)))
-    job = partial(
-        _generate_patient, out, width=width, seed=seed, modality=modality, size=size, dims=dims
-    )
-    counts, image_counts, rows = write_patients(job, patients, workers, progress, CLASSES)
-    n_images = sum(image_counts.values())
+    options = {"modality": modality, "size": size, "dims": dims, "task": task}
+    job = partial(_generate_patient, out, width=width, seed=seed, **options)
+    names = FINDINGS if task == "multilabel" else CLASSES
+    counts, image_counts, rows = write_patients(job, patients, workers, progress, names)
+    n_images = len({r[0].rsplit("/", 1)[0] for r in rows})  # one image per series folder
 
-    write_labels(out / LABELS_FILE, rows)
+    header = ("path", *FINDINGS) if task == "multilabel" else ("path", "label")
+    write_labels(out / LABELS_FILE, rows, header)
 
     summary = SynthSummary(
         out_dir=out,
@@ -125,6 +146,7 @@ def generate_cohort(
         dims=dims,
         size=size,
         seed=seed,
+        task=task,
     )
     _write_record(out / COHORT_FILE, summary, image_counts)
     return summary
@@ -155,7 +177,7 @@ def _write_record(path: Path, summary: SynthSummary, image_counts: dict[str, int
         "files": summary.files,
         "class_counts": summary.class_counts,
         "image_class_counts": image_counts,
-        "classes": list(CLASSES),
+        "classes": list(FINDINGS if summary.task == "multilabel" else CLASSES),
         "modality": summary.modality,
         "dims": summary.dims,
         "size": summary.size,
@@ -163,17 +185,31 @@ def _write_record(path: Path, summary: SynthSummary, image_counts: dict[str, int
         "labels": LABELS_FILE,
         "layout": "P<patient>/ST<study>/SE<series>/IM<instance>.dcm",
     }
+    if summary.task == "multilabel":  # a single-label record stays as it was
+        record["task"] = "multilabel"
+        record["findings"] = list(FINDINGS)
     write_record(path, record)
 
 
 def _generate_patient(
-    out_dir: Path, index: int, *, width: int, seed: int, modality: str, size: int, dims: int
+    out_dir: Path,
+    index: int,
+    *,
+    width: int,
+    seed: int,
+    modality: str,
+    size: int,
+    dims: int,
+    task: str = "multiclass",
 ) -> PatientResult:
-    """Write one patient's files; return (label index, images, [(relative path, label)])."""
+    """Write one patient's files; return (label index or findings, images, labels.csv rows)."""
     anat_rng, meta_rng, acq_rng = patient_rngs(seed, index)
-    anat = sample_anatomy(anat_rng)
+    multilabel = task == "multilabel"
+    anat = sample_findings_anatomy(anat_rng) if multilabel else sample_anatomy(anat_rng)
+    redraw = redraw_findings_distractors if multilabel else redraw_distractors
     n_images = int(meta_rng.integers(3, 6))
-    label = CLASSES[anat.label]
+    findings = anat.findings if isinstance(anat, FindingsAnatomy) else ()
+    label = tuple(map(str, findings)) if multilabel else (CLASSES[anat.label],)
     fov = float(meta_rng.uniform(320.0, 400.0))
     spacing = fov / size
     px = 2.0 / size
@@ -188,11 +224,13 @@ def _generate_patient(
     table = [float(meta_rng.uniform(-200.0, 200.0)) for _ in layout]
 
     pid = f"P{index + 1:0{width}d}"
-    key = (GENERATOR_VERSION, seed, modality, size, dims, index)
+    key: tuple = (GENERATOR_VERSION, seed, modality, size, dims, index)
+    if multilabel:  # other images, other UIDs
+        key = (*key, "multilabel")
     grid = pixel_grid(size, n_slices)
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, ...]] = []
     for k, (study, series) in enumerate(layout):
-        stored, info = acquire(redraw_distractors(anat, acq_rng), modality, grid, px, acq_rng)
+        stored, info = acquire(redraw(anat, acq_rng), modality, grid, px, acq_rng)
         folder = out_dir / pid / f"ST{study + 1:02d}" / f"SE{series + 1:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         uids = {
@@ -216,8 +254,8 @@ def _generate_patient(
             write_instance(
                 folder / name, images[m], modality, uids, phi, study, series, m, geometry, info
             )
-            rows.append((f"{pid}/ST{study + 1:02d}/SE{series + 1:02d}/{name}", label))
-    return anat.label, len(layout), rows
+            rows.append((f"{pid}/ST{study + 1:02d}/SE{series + 1:02d}/{name}", *label))
+    return (findings if multilabel else anat.label), len(layout), rows
 
 
 def _slice_geometry(

@@ -36,8 +36,10 @@ GENERATOR_PREFIX = "medcl.synth"
 
 _PATIENT_DIR = re.compile(r"^P\d{4,}$")
 
-#: One patient's result: label index, images, ``(relative path, label)`` per file written.
-PatientResult = tuple[int, int, list[tuple[str, str]]]
+#: One patient's result: label index (multi-label: its findings, 1/0 each), images, and the
+#: ``labels.csv`` row of each file written (``(relative path, label)``, or the path and a 0/1
+#: text per finding).
+PatientResult = tuple[int | tuple[int, ...], int, list[tuple[str, ...]]]
 
 
 def is_int(value: object) -> bool:
@@ -145,25 +147,33 @@ def write_patients(
 
     Returns:
         Patients per class, images per class (every class a key, in order) and every
-        ``(relative path, label)`` row, in patient order.
+        ``labels.csv`` row, in patient order. When ``job`` gives its patient's findings (a tuple
+        of 1/0, multi-label cohorts), ``classes`` are the findings and the counts are of the
+        patients (images) with each finding.
     """
     n_proc = (os.cpu_count() or 1) if workers <= 0 else int(workers)
     n_proc = max(1, min(n_proc, patients))
     counts = dict.fromkeys(classes, 0)
     image_counts = dict.fromkeys(classes, 0)
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, ...]] = []
     for label, images, patient_rows in run_patients(job, patients, n_proc, progress):
-        counts[classes[label]] += 1
-        image_counts[classes[label]] += images
+        present = label if isinstance(label, tuple) else None
+        for k, name in enumerate(classes):
+            if present[k] if present is not None else k == label:
+                counts[name] += 1
+                image_counts[name] += images
         rows.extend(patient_rows)
     return counts, image_counts, rows
 
 
-def write_labels(path: Path, rows: list[tuple[str, str]]) -> None:
-    """``labels.csv``: a ``path,label`` header, then one row per file (forward slashes)."""
+def write_labels(
+    path: Path, rows: list[tuple[str, ...]], header: tuple[str, ...] = ("path", "label")
+) -> None:
+    """``labels.csv``: the ``header`` (``path,label``, or ``path`` and a column per finding),
+    then one row per file (forward slashes)."""
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["path", "label"])
+        writer.writerow(list(header))
         writer.writerows(rows)
 
 
