@@ -98,6 +98,10 @@ QUICK = {
 COHORTS = {"phantom": "phantom cohort", "brain": "brain cohort (MNI152 template, atrophy grades)"}
 """The cohorts :func:`build_demo_data` can build, with the name its log line gives them."""
 
+TASKS = ("multiclass", "multilabel")
+"""The demo's tasks: the phantom's lesion count (one class per image), or its three independent
+findings (lesion in the organ, nodule outside it, dilated vessel; several per image)."""
+
 SPLIT = (0.2, 0.3)
 """Validation and test shares of the patients: large held-out splits, so that the patient-bootstrap
 intervals can separate methods (docs/comparing.md)."""
@@ -126,6 +130,7 @@ def build_demo_data(
     seed: int = 0,
     log: Any = print,
     cohort: str = "phantom",
+    task: str = "multiclass",
 ) -> Path:
     """A generated cohort → de-identified manifest → patient split, under ``out/data``.
 
@@ -138,31 +143,41 @@ def build_demo_data(
         cohort: ``"phantom"`` (the demo's lesion-count phantom, :mod:`medcl.data.synth`) or
             ``"brain"`` (grades of atrophy on the MNI152 template, :mod:`medcl.data.synth.brain`;
             needs nilearn).
+        task: ``"multiclass"`` or ``"multilabel"`` (the phantom's findings, a multi-label
+            manifest; phantom only).
 
     Returns:
         The split manifest (every training label kept). Each step is skipped when its output is
         there. The split is a function of the files and ``seed`` only (not of the secret).
 
     Raises:
-        MedclError: ``cohort`` is unknown, or ``out/data`` already holds the other cohort.
+        MedclError: ``cohort`` or ``task`` is unknown, or ``out/data`` already holds another
+            cohort or task.
     """
     from medcl.data.ingest import ingest
 
     if cohort not in COHORTS:
         raise MedclError(f"cohort must be one of {', '.join(COHORTS)}, got {cohort!r}")
+    if task not in TASKS:
+        raise MedclError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "multilabel" and cohort != "phantom":
+        raise MedclError("the multi-label demo task is the phantom's findings: use cohort phantom")
     data = Path(out) / "data"
     folder = data / "cohort"
-    log(f"[1/6] {COHORTS[cohort]}: {patients} patients, {size} px MR")
-    classes = _generate(folder, cohort, patients, size, seed)
+    what = "" if task == "multiclass" else ", multi-label findings"
+    log(f"[1/6] {COHORTS[cohort]}{what}: {patients} patients, {size} px MR")
+    classes = _generate(folder, cohort, patients, size, seed, task)
     log("[2/6] ingest → de-identified manifest + training cache")
     manifest = data / "manifest.csv"
+    by_task = {"classes": classes} if task == "multiclass" else {"findings": classes}
     rep = ingest(
         folder,
         manifest,
         labels=folder / "labels.csv",
-        classes=classes,
         workers=min(2, os.cpu_count() or 1),
         secret=data / "secret.key",
+        task=task,
+        **by_task,
     )
     log(f"      {rep.rows} images, {rep.rejected} files not images (listed in {rep.rejects.name})")
     val, test = SPLIT
@@ -175,8 +190,11 @@ def build_demo_data(
     return split_full
 
 
-def _generate(folder: Path, cohort: str, patients: int, size: int, seed: int) -> list[str]:
-    """Write ``cohort`` into ``folder`` unless it is there; returns its classes in label order."""
+def _generate(
+    folder: Path, cohort: str, patients: int, size: int, seed: int, task: str = "multiclass"
+) -> list[str]:
+    """Write ``cohort`` into ``folder`` unless it is there; returns its classes in label order
+    (its findings, for the multi-label task)."""
     from medcl.data import synth
     from medcl.data.synth import brain
     from medcl.data.synth.spec import GENERATOR
@@ -184,25 +202,42 @@ def _generate(folder: Path, cohort: str, patients: int, size: int, seed: int) ->
     record = folder / "cohort.json"
     generator = {"phantom": GENERATOR, "brain": brain.GENERATOR}[cohort]
     if record.is_file():
-        found = json.loads(record.read_text(encoding="utf-8")).get("generator")
-        if found != generator:
+        held = json.loads(record.read_text(encoding="utf-8"))
+        found, found_task = held.get("generator"), held.get("task", "multiclass")
+        if found != generator or found_task != task:
             raise MedclError(
-                f"{folder} holds a cohort from {found!r}, not the {cohort} cohort; "
-                "use another output folder for each cohort"
+                f"{folder} holds a {found_task} cohort from {found!r}, not the {cohort} cohort's "
+                f"{task} task; use another output folder for each cohort and task"
             )
     elif cohort == "phantom":
         synth.generate_cohort(
-            folder, patients=patients, seed=seed, modality="mr", size=size, dims=2, workers=0
+            folder,
+            patients=patients,
+            seed=seed,
+            modality="mr",
+            size=size,
+            dims=2,
+            workers=0,
+            task=task,
         )
     else:
         brain.generate_brain_cohort(folder, patients=patients, seed=seed, size=size, workers=0)
+    if task == "multilabel":
+        return list(synth.FINDINGS)
     return list(synth.CLASSES if cohort == "phantom" else brain.CLASSES)
 
 
 def run_demo(
-    out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, log: Any = print
+    out: str | Path = "runs/demo",
+    quick: bool = False,
+    seed: int = 0,
+    log: Any = print,
+    task: str = "multiclass",
 ) -> DemoResult:
-    """Run the demo into ``out``; returns the headline and the run summary."""
+    """Run the demo into ``out``; returns the headline and the run summary.
+
+    ``task="multilabel"`` runs it on the phantom's three findings: a multi-label manifest, heads
+    with one sigmoid per finding, and macro AUROC as the headline metric."""
     from medcl.evaluate.bundle import export_bundle
     from medcl.evaluate.efficiency import run_parallel
     from medcl.evaluate.embed import embed_manifest, write_embeddings
@@ -227,7 +262,7 @@ def run_demo(
     fraction = cfg.efficiency.fractions[0]
 
     split_full = build_demo_data(
-        out, patients=preset["patients"], size=preset["size"], seed=seed, log=log
+        out, patients=preset["patients"], size=preset["size"], seed=seed, log=log, task=task
     )
     cfg = derive(cfg, **{"data.manifest": str(split_full)})
     save_config(cfg, out / "config.yaml")
@@ -274,6 +309,7 @@ def run_demo(
         "config": "config.yaml",
         "label_fraction": fraction,
         "pick": pick["method"],
+        "task": task,
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(summary, out / "run_summary.json")

@@ -16,7 +16,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "pick (chosen on validation) vs supervised → model, metrics, embeddings, report. "
         "Re-running continues an interrupted demo.",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run folder (default runs/demo, or runs/demo-multilabel with --task multilabel)",
+    )
+    p.add_argument(
+        "--task",
+        choices=("multiclass", "multilabel"),
+        default="multiclass",
+        help="multiclass: the phantom's lesion count (default); multilabel: its three "
+        "independent findings (lesion, nodule, vessel), reported in macro AUROC",
+    )
     p.add_argument("--quick", action="store_true", help="tiny settings (about a minute)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_demo)
@@ -25,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from medcl.demo import run_demo
 
-    r = run_demo(args.out, quick=args.quick, seed=args.seed)
+    out = args.out or Path("runs/demo" if args.task == "multiclass" else "runs/demo-multilabel")
+    r = run_demo(out, quick=args.quick, seed=args.seed, task=args.task)
     out = r.out_dir
     print()
     print(r.headline)
