@@ -39,6 +39,17 @@ from medcl.transforms import to_model_intensity
 from medcl.transforms.patches import aggregate_patches
 
 
+def decision_thresholds(description: ModelDescription) -> np.ndarray:
+    """The thresholds of a multi-label model's calls, ``(K,)``: each finding's own, chosen on
+    validation when it was fitted (``description.finding_thresholds``), 0.5 where it has none.
+    A finding is called present when ``p_k ≥ t_k``."""
+    own = (description.finding_thresholds or {}).get("findings", {})
+    return np.array(
+        [float(own.get(c, {}).get("threshold", 0.5)) for c in description.classes],
+        dtype=np.float64,
+    )
+
+
 class KNNHead(nn.Module):
     """Cosine kNN classifier over a stored bank of embeddings.
 
