@@ -71,7 +71,11 @@ from medcl.evaluate.fitting import (
     macro_auroc,
     training_sampler,
 )
-from medcl.evaluate.fixmatch import check_fixmatch_views, fit_fixmatch_mode
+from medcl.evaluate.fixmatch import (
+    check_fixmatch_findings,
+    check_fixmatch_views,
+    fit_fixmatch_mode,
+)
 from medcl.evaluate.metrics import BINARY_POSITIVE, classification_metrics
 from medcl.evaluate.multilabel import FindingAuroc
 from medcl.evaluate.ood import describe_training
@@ -449,6 +453,8 @@ def finetune(
     ft = cfg.finetune
     if mode == "fixmatch" or ft.fixmatch_strong or ft.fixmatch_weak:  # before any image is read
         check_fixmatch_views(cfg, description.preset, dims)
+    if mode == "fixmatch" and manifest.multilabel:
+        check_fixmatch_findings(cfg)
     n_classes = len(manifest.classes)
     clf = Classifier(encoder, nn.Linear(encoder.out_dim, n_classes), description)
     train, val = _datasets(manifest, clf)

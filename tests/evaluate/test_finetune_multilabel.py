@@ -116,3 +116,37 @@ def test_description_task_round_trip(manifest):
     d.task = "multiclass"
     assert "task" not in d.to_dict()  # a single-label model's metadata is as before
     assert not ModelDescription.from_dict(d.to_dict()).multilabel
+
+
+def test_fixmatch_pseudo_labels_per_finding(manifest, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = fit(manifest, "fixmatch", "finetune.fixmatch_threshold=0.7")
+    val = _rows(manifest, "val")
+    p = res.model.predict_proba(val.images).numpy().astype(np.float64)
+    y = val.labels.numpy()
+    # coverage and accuracy of the kept model's pseudo-labels on the known validation entries
+    sure = right = n = 0
+    for i in range(y.shape[0]):
+        for k in range(y.shape[1]):
+            if y[i, k] < 0:
+                continue
+            n += 1
+            if p[i, k] >= 0.7 or p[i, k] <= 0.3:
+                sure += 1
+                right += int((p[i, k] >= 0.7) == bool(y[i, k]))
+    assert res.details["pseudo_val_coverage"] == pytest.approx(sure / n, abs=1e-9)
+    if sure:
+        assert res.details["pseudo_val_accuracy"] == pytest.approx(right / sure, abs=1e-9)
+    assert 0.0 <= res.details["mask_rate"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("finetune.fixmatch_align=true", "finetune.fixmatch_align"),
+        ("finetune.fixmatch_threshold=0.3", "finetune.fixmatch_threshold"),
+    ],
+)
+def test_fixmatch_refusals_for_findings(manifest, override, field):
+    with pytest.raises(Exception, match=field):
+        fit(manifest, "fixmatch", override)
