@@ -469,7 +469,7 @@ def confident_on(clf: Classifier, loader: DataLoader, threshold: float) -> tuple
     device = next(clf.parameters()).device
     sure, right = [], []
     for x, y, *_ in loader:
-        if clf.multilabel:
+        if y.ndim == 2:  # finding states
             p = torch.sigmoid(clf(clf.normalize(x.to(device))).float()).cpu()
             pseudo, conf = finding_pseudo_labels(p, threshold)
             known = y >= 0
