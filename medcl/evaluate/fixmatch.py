@@ -334,13 +334,9 @@ class FixMatchModule(BestOnValidation):
         x_lab, y, x_unl, groups = batch
         lab_w, unl_w, unl_s = self.views(x_lab, x_unl, self.step_generator(x_lab.device))
         lab, weak, strong = self.logits(lab_w, unl_w, unl_s)
+        # (labelled logits, labels, weak, strong, supervised weights, groups): both losses
         loss, logs = self.criterion(
-            lab,
-            y,
-            weak,
-            strong,
-            class_weight=self.loss_weight,
-            groups=groups if self.pool else None,
+            lab, y, weak, strong, self.loss_weight, groups if self.pool else None
         )
         self.mask_rates.append(logs["mask_rate"])
         b = x_lab.shape[0]

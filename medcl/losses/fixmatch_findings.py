@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from medcl.losses.findings import masked_bce
-from medcl.losses.fixmatch import pool_by_group
+from medcl.losses.fixmatch import FixMatchLoss, pool_by_group
 
 
 def finding_pseudo_labels(p: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
@@ -42,62 +42,40 @@ def finding_pseudo_labels(p: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
     return hi.to(p.dtype), (hi | (p <= 1.0 - threshold)).to(p.dtype)
 
 
-class FindingsFixMatchLoss(nn.Module):
-    """FixMatch per finding (module docstring).
+class FindingsFixMatchLoss(FixMatchLoss):
+    """FixMatch per finding (module docstring); ``threshold`` ``τ`` in ``[0.5, 1]``, ``lambda_u``
+    ``λ_u ≥ 0`` the weight of the unsupervised term (no distribution alignment).
 
-    Args:
-        threshold: ``τ`` in ``[0.5, 1]``.
-        lambda_u: ``λ_u ≥ 0``, the weight of the unsupervised term.
+    :meth:`forward` takes ``(B, K)`` labelled logits and their ``(B, K)`` finding ``states`` (−1
+    unknown: masked), ``(U, K)`` weak (detached) and strong unlabelled logits, the ``(K,)``
+    ``pos_weight`` of the supervised term (or ``None``) and the ``(U,)`` ``groups`` to pool the
+    targets over (or ``None``); it returns ``(loss, logs)`` with detached ``sup``, ``unsup``
+    (before ``λ_u``) and ``mask_rate`` (the share of confident entries ``m_uk``; with ``U = 0``
+    the last two are 0).
     """
 
     def __init__(self, threshold: float = 0.95, lambda_u: float = 1.0) -> None:
-        super().__init__()
-        if not 0.5 <= threshold <= 1.0:
+        if threshold < 0.5:
             raise ValueError(
                 f"threshold must lie in [0.5, 1] for findings (a finding is confident when "
                 f"p >= threshold or p <= 1 - threshold); got {threshold}"
             )
-        if lambda_u < 0:
-            raise ValueError(f"lambda_u must be >= 0; got {lambda_u}")
-        self.threshold, self.lambda_u = float(threshold), float(lambda_u)
+        super().__init__(threshold, lambda_u)
 
-    def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, lambda_u={self.lambda_u}"
-
-    def forward(
+    def forward(  # type: ignore[override]
         self,
         logits_lab: Tensor,
-        y: Tensor,
+        states: Tensor,
         logits_weak: Tensor,
         logits_strong: Tensor,
-        class_weight: Tensor | None = None,
+        pos_weight: Tensor | None = None,
         groups: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss and its parts.
-
-        Args:
-            logits_lab: ``(B, K)`` logits of the weak views of the labelled images.
-            y: ``(B, K)`` their finding states (−1 unknown: masked).
-            logits_weak: ``(U, K)`` logits of the weak views of the unlabelled images (detached).
-            logits_strong: ``(U, K)`` logits of their strong views.
-            class_weight: ``(K,)`` positive weights of the supervised term, or ``None``.
-            groups: ``(U,)`` group of each unlabelled image to pool the targets over, or ``None``.
-
-        Returns:
-            ``(loss, logs)`` with detached ``sup``, ``unsup`` (before ``λ_u``) and ``mask_rate``
-            (the share of confident entries ``m_uk``); with ``U = 0`` the last two are 0.
-        """
-        if logits_weak.shape != logits_strong.shape or logits_weak.ndim != 2:
-            raise ValueError(
-                "logits_weak and logits_strong must both be (U, K); got "
-                f"{tuple(logits_weak.shape)}, {tuple(logits_strong.shape)}"
-            )
-        if logits_weak.shape[1] != logits_lab.shape[1]:
-            raise ValueError(
-                f"finding counts differ: {logits_lab.shape[1]} (labelled) vs "
-                f"{logits_weak.shape[1]} (unlabelled)"
-            )
-        sup = masked_bce(logits_lab.float(), y, class_weight)
+        """The loss and its parts (class docstring)."""
+        shapes = [tuple(t.shape) for t in (logits_lab, logits_weak, logits_strong)]
+        if logits_weak.ndim != 2 or shapes[1] != shapes[2] or shapes[0][1:] != shapes[1][1:]:
+            raise ValueError(f"logits must be (B, K), (U, K) and (U, K); got {shapes}")
+        sup = masked_bce(logits_lab.float(), states, pos_weight)
         if logits_weak.shape[0] == 0:
             unsup, mask_rate = sup.new_zeros(()), sup.new_zeros(())
         else:

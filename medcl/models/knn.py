@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 
 @torch.no_grad()
@@ -42,13 +43,8 @@ def knn_predict(
 
 @torch.no_grad()
 def knn_findings(
-    query: torch.Tensor,
-    bank: torch.Tensor,
-    bank_states: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
-    chunk: int = 1024,
-) -> torch.Tensor:
+    query: Tensor, bank: Tensor, bank_states: Tensor, k: int = 20, temperature: float = 0.07
+) -> Tensor:
     """Per-finding probabilities ``(Q, K)`` of ``query`` ``(Q, D)`` by a neighbour vote.
 
     Among the ``k`` most similar rows of ``bank`` (cosine similarity), finding ``k``'s
@@ -64,8 +60,8 @@ def knn_findings(
         bank_states: ``(M, K)`` their finding states in ``{1, 0, −1}``.
         k: Neighbours.
         temperature: ``τ`` of the weights.
-        chunk: Queries per matrix product.
     """
+    chunk = 1024  # queries per matrix product
     q = F.normalize(query.float(), dim=1)
     b = F.normalize(bank.float(), dim=1)
     known = (bank_states >= 0).float()

@@ -10,37 +10,24 @@ import pytest
 
 import medcl.evaluate.selftrain as st
 from medcl.data.findings import decode_labels
-from medcl.data.manifest import Manifest, new_frame
+from medcl.data.manifest import Manifest
 from medcl.errors import ConfigError
+from tests.evaluate.test_selftrain import _manifest as single_label_manifest
 
 FINDINGS = ["a", "b", "c"]
 
 
 def _manifest() -> Manifest:
-    """Patients p0-p5 in train, unlabelled but p0's first image (``a|?c``: a present, b absent,
-    c unknown) and p1's first (``-``); p6-p7 in val, labelled."""
-    rows = []
-    for p in range(8):
-        split = "train" if p < 6 else "val"
-        for k in range(3):
-            label = "" if split == "train" else ["a|b", "?a|c"][p % 2]
-            if p == 0 and k == 0:
-                label = "a|?c"
-            if p == 1 and k == 0:
-                label = "-"
-            rows.append(
-                {
-                    "image_id": f"p{p}i{k}",
-                    "path": f"/x/{p}/{k}.npy",
-                    "patient_key": f"pk{p}",
-                    "study_key": f"s{p}{k}",
-                    "modality": "MR",
-                    "label": label,
-                    "split": split,
-                    "sha256": f"{p}{k}",
-                }
-            )
-    return Manifest(new_frame(rows), FINDINGS, {"task": "multilabel"})
+    """The patients of the single-label test (p0-p5 train, p6-p7 val), unlabelled in train but
+    p0's first image (``a|?c``: a present, b absent, c unknown) and p1's first (``-``); val
+    labelled ``a|b`` (even patients) or ``?a|c``."""
+    df = single_label_manifest().df.copy()
+    val = (df["split"] == "val").to_numpy()
+    even = df["patient_key"].str[2:].astype(int).to_numpy() % 2 == 0
+    df["label"] = np.where(val, np.where(even, "a|b", "?a|c"), "")
+    df.loc[df["image_id"] == "p0i0", "label"] = "a|?c"
+    df.loc[df["image_id"] == "p1i0", "label"] = "-"
+    return Manifest(df, FINDINGS, {"task": "multilabel"})
 
 
 @pytest.fixture
