@@ -99,3 +99,19 @@ def test_embeddings_and_bundle_metadata_of_findings(findings_model, tmp_path):
     assert unknown.any() and t.loc[unknown, "correct"].isna().all()
     known = t["labelled"] & ~unknown
     assert (t.loc[known, "correct"] == (t.loc[known, "label"] == t.loc[known, "prediction"])).all()
+
+
+def test_a_bundle_keeps_the_findings(findings_model, tmp_path):
+    import torch
+
+    from medcl.evaluate.bundle import export_bundle
+    from medcl.evaluate.model import load_model
+
+    model_dir, clf = findings_model
+    export_bundle(model_dir, tmp_path / "bundle", onnx=False)
+    again = load_model(tmp_path / "bundle")
+    assert again.multilabel and again.description.finding_thresholds is not None
+    x = torch.rand(3, 1, 16, 16)
+    torch.testing.assert_close(again.predict_proba(x), clf.predict_proba(x), atol=1e-5, rtol=0)
+    ts = torch.jit.load(str(tmp_path / "bundle" / "models" / "model.ts"))
+    torch.testing.assert_close(torch.sigmoid(ts(x)), clf.predict_proba(x), atol=1e-5, rtol=0)
