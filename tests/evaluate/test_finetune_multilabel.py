@@ -150,3 +150,20 @@ def test_fixmatch_pseudo_labels_per_finding(manifest, monkeypatch):
 def test_fixmatch_refusals_for_findings(manifest, override, field):
     with pytest.raises(Exception, match=field):
         fit(manifest, "fixmatch", override)
+
+
+def test_loss_weights_and_sampler_of_findings():
+    from torch.utils.data import RandomSampler
+
+    from medcl.evaluate.fitting import loss_weights, training_sampler
+
+    y = np.array([[1, 0], [0, 0], [0, -1], [0, 1]])
+    for balance, want in (("weights", [3.0, 2.0]), ("sampler", [3.0, 2.0]), ("none", None)):
+        cfg = load_config(None, [f"finetune.balance={balance}"])
+        got = loss_weights(cfg, y, 2)
+        if want is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, torch.tensor(want))
+        sampler = training_sampler(cfg, y, 2, 8, torch.Generator().manual_seed(0))
+        assert isinstance(sampler, RandomSampler) and len(list(sampler)) == 8
