@@ -127,9 +127,13 @@ def _finetune(args: argparse.Namespace) -> int:
             f"validation AUROC of {op['positive_class']} {auroc}; threshold "
             f"{op['threshold']:.3f} ({op['rule']})"
         )
+    score = (
+        f"validation balanced accuracy {res.val_balanced_accuracy:.3f}"
+        if res.val_macro_auroc is None
+        else f"validation macro AUROC {res.val_macro_auroc:.3f}"
+    )
     print(
-        f"fine-tuned ({res.mode}): validation balanced accuracy "
-        f"{res.val_balanced_accuracy:.3f}\nmodel: {out / 'model'}\n"
+        f"fine-tuned ({res.mode}): {score}\nmodel: {out / 'model'}\n"
         f"next: medcl evaluate {out / 'model'} --manifest {cfg.data.manifest}"
     )
     return 0

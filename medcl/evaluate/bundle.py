@@ -19,7 +19,9 @@ float32 in medcl's stored convention: CT in Hounsfield units, every other modali
 ONNX networks apply the model's own normalisation first, ``x' = clamp((x − lo)/w, 0, 1)`` with
 ``lo = level − width/2, w = width`` of the CT window (``lo = 0, w = 1`` otherwise, a clamp), then
 the encoder and the head. Output ``pred``: ``C`` logits; ``softmax`` gives the class
-probabilities (``channel_def`` names the classes). ``inference.json`` reads the images with medcl's
+probabilities (``channel_def`` names the classes); for a multi-label model (``task:
+multilabel`` in ``medcl_metadata.json``) ``K`` logits, one per finding, a sigmoid of each giving
+that finding's probability. ``inference.json`` reads the images with medcl's
 readers (DICOM, NIfTI, PNG, ...; :func:`medcl.evaluate.predict.predict_source`) and writes
 ``OUTPUT_DIR/predictions.csv``.
 
@@ -178,15 +180,21 @@ def bundle_metadata(
         "optional_packages_version": _optional_versions(),  # the schema's name
         "required_packages_version": _optional_versions(),  # MONAI >= 1.4's name for it
         "name": d.name if d.name is not None else "medcl classifier",
-        "task": f"{len(classes)}-class classification of {dims}-D "
-        f"{MONAI_MODALITY.get(preset, d.modality)} images: {', '.join(classes)}",
+        "task": (
+            f"multi-label classification of {len(classes)} findings in {dims}-D "
+            if d.multilabel
+            else f"{len(classes)}-class classification of {dims}-D "
+        )
+        + f"{MONAI_MODALITY.get(preset, d.modality)} images: {', '.join(classes)}",
         "description": text,
         "authors": authors,
         "copyright": copyright_,
         "intended_use": "Research use only; not a medical device, not for clinical decisions.",
         "data_type": "dicom, nifti, png, tiff, jpeg (read by medcl's readers)",
         "image_classes": f"single channel, {convention}",
-        "pred_classes": f"{len(classes)} logits, softmax gives the probabilities of "
+        "pred_classes": f"{len(classes)} logits, "
+        + ("a sigmoid of each gives the probability of " if d.multilabel else "softmax gives ")
+        + ("" if d.multilabel else "the probabilities of ")
         + ", ".join(f"{i}: {c}" for i, c in enumerate(classes)),
         "intensity_convention": convention,
         "eval_metrics": {k: float(x) for k, x in test.items() if isinstance(x, (int, float))},
@@ -408,8 +416,13 @@ def _usage(description: ModelDescription, onnx: bool) -> str:
             "",
             f"`models/model.ts`{' and `models/model.onnx`' if onnx else ''} map a float32 "
             f"batch (B, 1, {shape}) in the stored convention to {len(classes)} logits: "
-            f"`clamp((x - {lo:g}) / {width:g}, 0, 1)`, encoder, head; softmax gives the "
-            f"probabilities of {', '.join(map(str, classes))}. "
+            f"`clamp((x - {lo:g}) / {width:g}, 0, 1)`, encoder, head; "
+            + (
+                "a sigmoid of each gives the probability of the finding "
+                if description.multilabel
+                else "softmax gives the probabilities of "
+            )
+            + f"{', '.join(map(str, classes))}. "
             "`models/model.pt` and `models/model.safetensors` hold the same weights as a state "
             "dict (`encoder.*`, `head.*`); `configs/medcl_metadata.json` describes the network.",
             "",

@@ -4,6 +4,10 @@ Heads: ``linear`` (logits = W·f + b; a logistic-regression probe is folded into
 feature standardisation included) and ``knn`` (cosine kNN over stored reference embeddings,
 :class:`KNNHead`).
 
+A single-label model's probabilities are the softmax of its ``C`` logits; a multi-label model's
+(``description.task == "multilabel"``) are one sigmoid per finding, ``p_k = σ(z_k)``, an ``(N, K)``
+array whose rows need not sum to one (:meth:`Classifier.probabilities`).
+
 Models trained on 3-D patches (``description.volume`` set) read each volume at its stored
 resolution and aggregate over a grid of patches (:mod:`medcl.transforms.patches`,
 ``volume.patch_size`` and ``volume.overlap``): the embedding is the mean of the patch features,
@@ -30,13 +34,28 @@ from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
 from medcl.data.volumes import StoredVolumes, model_images
 from medcl.models.description import ModelDescription
-from medcl.models.knn import knn_predict
+from medcl.models.knn import knn_findings, knn_predict
 from medcl.transforms import to_model_intensity
 from medcl.transforms.patches import aggregate_patches
 
 
+def decision_thresholds(description: ModelDescription) -> np.ndarray:
+    """The thresholds of a multi-label model's calls, ``(K,)``: each finding's own, chosen on
+    validation when it was fitted (``description.finding_thresholds``), 0.5 where it has none.
+    A finding is called present when ``p_k ≥ t_k``."""
+    own = (description.finding_thresholds or {}).get("findings", {})
+    return np.array(
+        [float(own.get(c, {}).get("threshold", 0.5)) for c in description.classes],
+        dtype=np.float64,
+    )
+
+
 class KNNHead(nn.Module):
-    """Cosine kNN classifier over a stored bank of embeddings."""
+    """Cosine kNN classifier over a stored bank of embeddings.
+
+    ``labels`` of shape ``(M,)`` are class indices (the vote of :func:`knn_predict`); of shape
+    ``(M, K)``, finding states (the per-finding vote of :func:`knn_findings`).
+    """
 
     def __init__(self, bank: torch.Tensor, labels: torch.Tensor, n_classes: int, k: int) -> None:
         super().__init__()
@@ -45,8 +64,17 @@ class KNNHead(nn.Module):
         self.n_classes = n_classes
         self.k = k
 
+    @property
+    def multilabel(self) -> bool:
+        """Whether the bank holds finding states (a per-finding vote)."""
+        return self.labels.ndim == 2
+
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (used as logits) of the kNN vote."""
+        """Logits of the kNN vote: log-probabilities (softmax gives the vote back) or, for
+        findings, the log-odds ``log(p / (1 − p))`` (a sigmoid gives the vote back)."""
+        if self.multilabel:
+            p = knn_findings(f, self.bank, self.labels, self.k)
+            return torch.logit(p.clamp(1e-6, 1 - 1e-6))
         p = knn_predict(f, self.bank, self.labels, self.n_classes, self.k)
         return torch.log(p.clamp_min(1e-8))
 
@@ -82,6 +110,16 @@ class Classifier(nn.Module):
         self.ood_bank = ood_bank
 
     @property
+    def multilabel(self) -> bool:
+        """Whether the model predicts findings (one sigmoid each) rather than one class."""
+        return self.description.multilabel
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` probabilities of logits: the softmax over classes, or for a multi-label
+        model one sigmoid per finding."""
+        return torch.sigmoid(logits) if self.multilabel else F.softmax(logits, dim=1)
+
+    @property
     def patches(self) -> bool:
         """Whether the model reads stored volumes through a grid of 3-D patches."""
         return self.description.volume is not None
@@ -105,7 +143,8 @@ class Classifier(nn.Module):
     ) -> torch.Tensor:
         """Class probabilities ``(N, C)`` of images ``(N, 1, ...)`` in cache units (a patch
         model: a sequence of stored volumes ``(1, D, H, W)``; softmax of the head on the mean
-        patch feature, see the module docstring)."""
+        patch feature, see the module docstring); a multi-label model's ``(N, K)`` per-finding
+        sigmoids (:meth:`probabilities`)."""
         self.eval()
         n_classes = len(self.description.classes)
         if self.patches:
@@ -113,10 +152,10 @@ class Classifier(nn.Module):
             if not len(feats):
                 return torch.zeros(0, n_classes)
             dev = next(self.parameters()).device
-            return F.softmax(self.head(feats.to(dev)).float(), dim=1).cpu()
+            return self.probabilities(self.head(feats.to(dev)).float()).cpu()
         dev = next(self.parameters()).device
         out = [
-            F.softmax(self(self.normalize(images[s : s + batch_size].to(dev))).float(), dim=1)
+            self.probabilities(self(self.normalize(images[s : s + batch_size].to(dev))).float())
             for s in range(0, images.shape[0], batch_size)
         ]
         return torch.cat(out).cpu() if out else torch.zeros(0, n_classes)

@@ -7,6 +7,12 @@ there are at most ``tsne_max`` rows) and ``umap_x, umap_y`` (when umap-learn is 
 header value from the source images is written: keys are pseudonyms. A model trained on 3-D patches
 embeds each volume as the mean of its grid patches' features and predicts with its head on that
 mean (:class:`~medcl.evaluate.classifier.Classifier`).
+
+A multi-label model's ``prob_<finding>`` are its per-finding sigmoids, ``prediction`` the label
+text of the findings called present at their validation thresholds
+(:func:`~medcl.evaluate.classifier.decision_thresholds`; ``-`` for none), ``confidence`` the mean
+over the findings of ``max(p_k, 1 − p_k)``, and ``correct`` whether the called set equals the
+label (``None`` for an unlabelled row or one with an unknown finding).
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
+from medcl.data.findings import UNKNOWN, encode_matrix
 from medcl.data.manifest import Manifest
-from medcl.evaluate.classifier import Classifier
+from medcl.evaluate.classifier import Classifier, decision_thresholds
 from medcl.io import atomic_path
 
 
@@ -57,9 +64,15 @@ def embed_manifest(
     feats = clf.embed(ds.images)
     with torch.no_grad():
         logits = clf.head(feats.to(next(clf.parameters()).device)).float().cpu()
-    probs = torch.softmax(logits, 1).numpy()
+    probs = clf.probabilities(logits).numpy()
     classes = list(clf.description.classes)
-    pred = probs.argmax(1)
+    if clf.multilabel:
+        called = (probs >= decision_thresholds(clf.description)[None, :]).astype(np.int64)
+        prediction = encode_matrix(called, classes)
+        confidence = np.maximum(probs, 1.0 - probs).mean(1)
+    else:
+        prediction = [classes[i] for i in probs.argmax(1)]
+        confidence = probs.max(1)
     df = manifest.df
     table = pd.DataFrame(
         {
@@ -68,11 +81,14 @@ def embed_manifest(
             "split": df["split"].to_numpy(),
             "label": df["label"].to_numpy(),
             "labelled": (df["label"] != "").to_numpy(),
-            "prediction": [classes[i] for i in pred],
-            "confidence": probs.max(1),
+            "prediction": prediction,
+            "confidence": confidence,
         }
     )
-    table["correct"] = np.where(table["labelled"], table["label"] == table["prediction"], None)
+    judged = table["labelled"]
+    if clf.multilabel:  # a label with an unknown finding cannot say whether the call is right
+        judged = judged & ~table["label"].str.contains(UNKNOWN, regex=False)
+    table["correct"] = np.where(judged, table["label"] == table["prediction"], None)
     for i, c in enumerate(classes):
         table[f"prob_{c}"] = probs[:, i]
     emb = feats.numpy().astype(np.float32)

@@ -10,6 +10,14 @@
   AdamW with a warm-up then cosine schedule, one augmentation generator per optimiser step,
   validation balanced accuracy with the best weights kept and loaded back
   (:meth:`~BestOnValidation.keep_best`);
+- :func:`validation_score`: what model selection maximises.
+
+Multi-label (findings, ``(N, K)`` states with −1 unknown): the supervised term is the masked
+binary cross-entropy with per-finding positive weights (:mod:`medcl.losses.findings`;
+``finetune.balance`` ``weights`` or ``sampler`` use them, ``none`` does not; there are no classes
+to sample by, so ``sampler`` draws uniformly), and model selection maximises the validation macro
+AUROC (the mean over the findings whose AUROC is defined, :mod:`medcl.evaluate.multilabel`),
+logged as ``val/macro_auroc``.
 - :func:`classifier_trainer`: a quiet one-device Lightning trainer;
 - :class:`FitJob` and :data:`FitMode`: one fit's inputs and the one signature every mode has.
 
@@ -33,12 +41,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
+from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 from medcl._quiet import quiet_third_party
 from medcl.config import Config, FinetuneConfig, precision_for
 from medcl.data.dataset import CachedImages
 from medcl.data.manifest import Manifest
 from medcl.evaluate.classifier import Classifier
+from medcl.evaluate.metrics import nan_mean
+from medcl.evaluate.multilabel import FindingAuroc
+from medcl.losses.findings import masked_bce, pos_weights
 from medcl.optim.schedule import warmup_cosine
 from medcl.seeding import STEP_STRIDE, mix_seed
 from medcl.train.loggers import build_loggers
@@ -78,7 +90,26 @@ class FitJob:
 
 
 FitMode = Callable[[FitJob], tuple[float, dict[str, Any]]]
-"""A fine-tuning mode: ``fit(job) → (validation balanced accuracy, the mode's details)``."""
+"""A fine-tuning mode: ``fit(job) → (validation score, the mode's details)``; the score is
+balanced accuracy, or for a multi-label task macro AUROC (:func:`validation_score`)."""
+
+
+def macro_auroc(states: np.ndarray, scores: np.ndarray) -> float:
+    """The macro AUROC of ``(N, K)`` finding states (−1 unknown, ignored) and scores: the mean of
+    the per-finding AUROCs that are defined, NaN when none is."""
+    y = np.asarray(states, dtype=np.int64)
+    if y.shape[0] == 0:
+        return float("nan")
+    per = FindingAuroc(y, np.asarray(scores, dtype=np.float64))(np.ones((1, y.shape[0])))
+    return float(nan_mean(per)[0])
+
+
+def validation_score(labels: np.ndarray, proba: np.ndarray) -> float:
+    """What model selection maximises: balanced accuracy of ``argmax proba`` for ``(N,)`` class
+    indices, macro AUROC (:func:`macro_auroc`) for ``(N, K)`` finding states."""
+    if np.ndim(labels) == 2:
+        return macro_auroc(labels, proba)
+    return float(balanced_accuracy_score(labels, np.asarray(proba).argmax(1)))
 
 
 def epoch_samples(ft: FinetuneConfig, n_labelled: int) -> int:
@@ -100,13 +131,31 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 
 def loss_weights(cfg: Config, labels: np.ndarray, n_classes: int) -> torch.Tensor | None:
     """The supervised cross-entropy's class weights: :func:`class_weights` of the labelled
-    training ``labels`` when ``finetune.balance`` is ``weights``, else ``None`` (unweighted)."""
+    training ``labels`` when ``finetune.balance`` is ``weights``, else ``None`` (unweighted).
+
+    For ``(N, K)`` finding states: the per-finding positive weights
+    (:func:`medcl.losses.findings.pos_weights`) unless ``finetune.balance`` is ``none``."""
+    if np.ndim(labels) == 2:
+        return pos_weights(labels) if cfg.finetune.balance != "none" else None
     return class_weights(labels, n_classes) if cfg.finetune.balance == "weights" else None
+
+
+def training_sampler(
+    cfg: Config, labels: np.ndarray, n_classes: int, samples: int, generator: torch.Generator
+) -> Any:
+    """The labelled training images' sampler of an epoch of ``samples`` draws with replacement:
+    class-balanced (:func:`class_weights`) for ``finetune.balance = sampler`` and class labels,
+    else uniform (findings have no classes to balance by)."""
+    if cfg.finetune.balance == "sampler" and np.ndim(labels) == 1:
+        w = class_weights(labels, n_classes).numpy()[labels]
+        return WeightedRandomSampler(w.tolist(), samples, replacement=True, generator=generator)
+    return RandomSampler(range(len(labels)), True, samples, generator=generator)
 
 
 class BestOnValidation(L.LightningModule):
     """A classifier ``self.clf`` trained with its weights at the best validation balanced accuracy
-    kept in ``best_state`` (with ``best_score`` and the optimiser step ``best_step``).
+    (multi-label: macro AUROC, :func:`validation_score`) kept in ``best_state`` (with
+    ``best_score`` and the optimiser step ``best_step``); the logged score is :attr:`monitor`.
 
     The optimiser is AdamW (``finetune.weight_decay``) with the encoder at
     ``lr × encoder_lr_mult`` when it is pretrained (``lr`` when it starts from nothing) and the head
@@ -116,7 +165,8 @@ class BestOnValidation(L.LightningModule):
     Args:
         clf: The classifier (trained in place).
         cfg: Run config (``finetune``, ``trainer.seed``).
-        weights: Class weights of the supervised term (:func:`loss_weights`), or ``None``.
+        weights: Class weights (multi-label: positive weights per finding) of the supervised
+            term (:func:`loss_weights`), or ``None``.
         pretrained: Whether ``clf.encoder`` is pretrained (then it gets ``lr × encoder_lr_mult``).
     """
 
@@ -132,6 +182,14 @@ class BestOnValidation(L.LightningModule):
         self.best_state: dict[str, torch.Tensor] | None = None
         self._probs: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
+        self.monitor = "val/macro_auroc" if clf.multilabel else "val/bacc"
+
+    def supervised_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The (weighted) cross-entropy of class indices ``y``, or for finding states the masked
+        binary cross-entropy with positive weights (:func:`medcl.losses.findings.masked_bce`)."""
+        if self.clf.multilabel:
+            return masked_bce(logits.float(), y, self.loss_weight)
+        return F.cross_entropy(logits.float(), y, weight=self.loss_weight)
 
     @property
     def loss_weight(self) -> torch.Tensor | None:
@@ -148,18 +206,18 @@ class BestOnValidation(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y, _, _ = batch
-        self._probs.append(F.softmax(self.clf(self.clf.normalize(x)).float(), 1))
+        self._probs.append(self.clf.probabilities(self.clf(self.clf.normalize(x)).float()))
         self._labels.append(y)
 
     def on_validation_epoch_end(self) -> None:
         if not self._probs:
             return
-        pred = torch.cat(self._probs).argmax(1).cpu().numpy()
+        proba = torch.cat(self._probs).cpu().numpy()
         y = torch.cat(self._labels).cpu().numpy()
         self._probs.clear()
         self._labels.clear()
-        score = float(balanced_accuracy_score(y, pred))
-        self.log("val/bacc", score, prog_bar=True)
+        score = validation_score(y, proba)
+        self.log(self.monitor, score, prog_bar=True)
         if score > self.best_score:
             self.best_score = score
             self.best_step = int(self.global_step)

@@ -33,6 +33,21 @@ unlabelled images as ``μB/k`` patients with ``k`` images each and pools each im
 its patient's images in the step (every image of a patient shows the same finding, so the mean of
 ``k`` weak predictions is a better target than one).
 
+Multi-label findings (``(B, K)`` states, :mod:`medcl.data.findings`): the objective is FixMatch per
+finding (:class:`~medcl.losses.fixmatch_findings.FindingsFixMatchLoss`)::
+
+    p_uk = σ(f(weak(u))_k)                                      (no gradient)
+    ŷ_uk = 1(p_uk ≥ τ),  m_uk = 1(p_uk ≥ τ or p_uk ≤ 1 − τ)
+    L    = BCE_known(f(weak(x)), y; w) + λ_u · (1/(U·K)) Σ_{u,k} m_uk · BCE(f(strong(u))_k, ŷ_uk)
+
+with the supervised term the masked binary cross-entropy with per-finding positive weights
+(:mod:`medcl.losses.findings`); each finding of each unlabelled image is pseudo-labelled on its
+own, present when confidently present, absent when confidently absent, left out otherwise. It
+needs ``τ ≥ 0.5``. ``fixmatch_patients`` pools ``p_uk`` per finding over a patient's images.
+``fixmatch_align`` is refused: distribution alignment rescales a class distribution that sums to
+one, which independent sigmoids are not. ``balance = sampler`` draws the labelled images uniformly
+(there are no classes to balance by; the positive weights balance each finding).
+
 Length and optimisation mirror ``fit_full``: an epoch is
 ``epoch_samples(finetune, n_labelled) // B`` optimiser steps; validation balanced accuracy is
 measured after every epoch; training stops when it has not improved for ``finetune.patience``
@@ -59,7 +74,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medcl.config import Config
@@ -77,6 +92,7 @@ from medcl.evaluate.fitting import (
 )
 from medcl.losses.alignment import DistributionAlignment, smoothed_frequencies
 from medcl.losses.fixmatch import FixMatchLoss
+from medcl.losses.fixmatch_findings import FindingsFixMatchLoss, finding_pseudo_labels
 from medcl.transforms import AugmentPreset, MultiViewAugment, build_preset, make_options
 from medcl.transforms.options import AugmentOptions, CTOptions
 
@@ -144,6 +160,23 @@ def fixmatch_presets(
         except ConfigError as exc:
             raise ConfigError(f"finetune.fixmatch_weak: {exc}") from None
     return build_preset(name, derived, dims=dims), strong_preset
+
+
+def check_fixmatch_findings(cfg: Config) -> None:
+    """Refuse, in one line naming the field, what FixMatch per finding cannot do: distribution
+    alignment (``finetune.fixmatch_align``) and a threshold below 0.5."""
+    ft = cfg.finetune
+    if ft.fixmatch_align:
+        raise ConfigError(
+            "finetune.fixmatch_align: distribution alignment needs one class per image (it "
+            "rescales a class distribution that sums to 1); a multi-label task's findings each "
+            "have their own sigmoid. Set it to false"
+        )
+    if ft.fixmatch_threshold < 0.5:
+        raise ConfigError(
+            "finetune.fixmatch_threshold: must be >= 0.5 for a multi-label task (a finding is "
+            f"confident when p >= threshold or p <= 1 - threshold); got {ft.fixmatch_threshold}"
+        )
 
 
 def check_fixmatch_views(cfg: Config, preset: str, dims: int = 2) -> None:
@@ -256,11 +289,19 @@ class FixMatchModule(BestOnValidation):
         self.weak = MultiViewAugment(weak, 1)
         self.strong = MultiViewAugment(strong, 1)
         alignment = None
-        if ft.fixmatch_align:
-            if class_prior is None:
-                raise MedclError("finetune.fixmatch_align needs the labelled class distribution")
-            alignment = DistributionAlignment(class_prior, ALIGN_WINDOW)
-        self.criterion = FixMatchLoss(ft.fixmatch_threshold, ft.fixmatch_lambda_u, alignment)
+        if clf.multilabel:
+            check_fixmatch_findings(cfg)
+            self.criterion: nn.Module = FindingsFixMatchLoss(
+                ft.fixmatch_threshold, ft.fixmatch_lambda_u
+            )
+        else:
+            if ft.fixmatch_align:
+                if class_prior is None:
+                    raise MedclError(
+                        "finetune.fixmatch_align needs the labelled class distribution"
+                    )
+                alignment = DistributionAlignment(class_prior, ALIGN_WINDOW)
+            self.criterion = FixMatchLoss(ft.fixmatch_threshold, ft.fixmatch_lambda_u, alignment)
         self.pool = ft.fixmatch_patients > 1
         self.weak_nograd = ft.fixmatch_weak_nograd
         self.mask_rates: list[Tensor] = []
@@ -293,13 +334,9 @@ class FixMatchModule(BestOnValidation):
         x_lab, y, x_unl, groups = batch
         lab_w, unl_w, unl_s = self.views(x_lab, x_unl, self.step_generator(x_lab.device))
         lab, weak, strong = self.logits(lab_w, unl_w, unl_s)
+        # (labelled logits, labels, weak, strong, supervised weights, groups): both losses
         loss, logs = self.criterion(
-            lab,
-            y,
-            weak,
-            strong,
-            class_weight=self.loss_weight,
-            groups=groups if self.pool else None,
+            lab, y, weak, strong, self.loss_weight, groups if self.pool else None
         )
         self.mask_rates.append(logs["mask_rate"])
         b = x_lab.shape[0]
@@ -358,6 +395,8 @@ def fit_fixmatch(
     if len(val) == 0:
         raise MedclError("no labelled validation rows: model selection needs a val split")
     ft = cfg.finetune
+    if labelled.multilabel:
+        check_fixmatch_findings(cfg)
     batch, mu, k = ft.batch_size, ft.fixmatch_mu, ft.fixmatch_patients
     if (mu * batch) % k:
         raise ConfigError(
@@ -373,7 +412,7 @@ def fit_fixmatch(
         cap,
         batch,
         n_unl_batch,
-        ft.balance,
+        "none" if labelled.multilabel else ft.balance,  # findings: no classes to sample by
         n_classes,
         cfg.trainer.seed,
         patients=k,
@@ -385,13 +424,13 @@ def fit_fixmatch(
     )
     val_loader = DataLoader(val, batch_size=256)
     weights = loss_weights(cfg, labelled.labels.numpy(), n_classes)
-    prior = smoothed_frequencies(labelled.labels, n_classes)
+    prior = None if labelled.multilabel else smoothed_frequencies(labelled.labels, n_classes)
     module = FixMatchModule(clf, cfg, weights, pretrained, class_prior=prior)
     trainer = classifier_trainer(
         cfg,
         progress,
         max_epochs=ft.epochs,
-        callbacks=[EarlyStopping(monitor="val/bacc", mode="max", patience=ft.patience)],
+        callbacks=[EarlyStopping(monitor=module.monitor, mode="max", patience=ft.patience)],
     )
     trainer.fit(module, loader, val_loader)
     module.keep_best()
@@ -415,7 +454,9 @@ def fit_fixmatch(
 def confident_on(clf: Classifier, loader: DataLoader, threshold: float) -> tuple[float, float]:
     """What FixMatch's pseudo-labels are worth, measured where labels exist: the share of
     ``loader``'s labelled images whose prediction ``max softmax(f(x)) ≥ τ`` (coverage) and the
-    accuracy of ``argmax`` on those (``nan`` when none is confident).
+    accuracy of ``argmax`` on those (``nan`` when none is confident). A multi-label model's are
+    counted over the known (image, finding) entries: confident when ``p ≥ τ`` or ``p ≤ 1 − τ``,
+    right when the pseudo-label ``1(p ≥ τ)`` equals the known state.
 
     The images are not augmented (the weak view without its small geometry); ``clf`` is put in
     evaluation mode and left there.
@@ -424,6 +465,13 @@ def confident_on(clf: Classifier, loader: DataLoader, threshold: float) -> tuple
     device = next(clf.parameters()).device
     sure, right = [], []
     for x, y, *_ in loader:
+        if y.ndim == 2:  # finding states
+            p = torch.sigmoid(clf(clf.normalize(x.to(device))).float()).cpu()
+            pseudo, conf = finding_pseudo_labels(p, threshold)
+            known = y >= 0
+            sure.append((conf.bool() & known)[known])
+            right.append(((pseudo.long() == y) & conf.bool() & known)[known])
+            continue
         p = torch.softmax(clf(clf.normalize(x.to(device))).float(), 1)
         conf, pred = p.max(1)
         keep = conf >= threshold

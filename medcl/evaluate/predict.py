@@ -5,15 +5,20 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from medcl.data.findings import encode_matrix
 from medcl.data.ingest import ingest
 from medcl.data.manifest import read_manifest
 from medcl.data.pseudonym import PathMap, secret_path
 from medcl.errors import MedclError
 from medcl.evaluate import ood
+from medcl.evaluate.classifier import decision_thresholds
 from medcl.evaluate.evaluation import predict_rows
+from medcl.evaluate.metrics import BINARY_POSITIVE
 from medcl.evaluate.model import load_model
 from medcl.io import atomic_path
 from medcl.models.description import ModelDescription
@@ -28,6 +33,34 @@ def ingest_size(description: ModelDescription) -> int | None:
     return description.volume.in_plane_size
 
 
+def prediction_columns(description: ModelDescription, proba: np.ndarray) -> dict[str, Any]:
+    """The prediction columns of ``medcl predict`` for probabilities ``proba`` ``(N, C)``.
+
+    - single-label: ``prediction`` (the arg max class), ``confidence`` (its probability),
+      ``prob_<class>``; a binary model also ``call``, the class called at its operating point
+      (positive when ``p ≥`` the threshold chosen on validation, ``description.operating_point``;
+      0.5 for a model saved without one);
+    - multi-label: ``prediction`` (the findings called present, as a label text: ``a|b``, ``-``
+      for none), then per finding ``prob_<finding>`` (its sigmoid) and ``call_<finding>`` (1 when
+      ``p_k ≥ t_k``, the finding's validation threshold,
+      :func:`~medcl.evaluate.classifier.decision_thresholds`; else 0).
+    """
+    classes = list(description.classes)
+    if description.multilabel:
+        called = (proba >= decision_thresholds(description)[None, :]).astype(np.int64)
+        cols: dict[str, Any] = {"prediction": encode_matrix(called, classes)}
+        cols.update({f"prob_{c}": proba[:, i] for i, c in enumerate(classes)})
+        cols.update({f"call_{c}": called[:, i] for i, c in enumerate(classes)})
+        return cols
+    cols = {"prediction": [classes[i] for i in proba.argmax(1)], "confidence": proba.max(1)}
+    cols.update({f"prob_{c}": proba[:, i] for i, c in enumerate(classes)})
+    if len(classes) == 2:
+        op = description.operating_point
+        t = 0.5 if op is None else float(op["threshold"])
+        cols["call"] = np.where(proba[:, BINARY_POSITIVE] >= t, classes[1], classes[0])
+    return cols
+
+
 def predict_source(
     model_dir: str | Path,
     source: str | Path,
@@ -40,8 +73,10 @@ def predict_source(
     """Ingest ``source`` to a temporary manifest, predict, write ``out`` (CSV); returns row count.
 
     Columns: ``image_id`` (pseudonym; frames and slices of one file have distinct ids),
-    ``source_id`` (pseudonymous source reference, see :mod:`medcl.data.ingest`), ``prediction``,
-    ``confidence`` and ``prob_<class>``; with ``with_source_paths`` also ``path``, the real source
+    ``source_id`` (pseudonymous source reference, see :mod:`medcl.data.ingest`), then the
+    predictions of :func:`prediction_columns` (``prediction``, ``confidence``, ``prob_<class>``,
+    a binary model's ``call``; a multi-label model's ``prob_<finding>`` and ``call_<finding>``);
+    with ``with_source_paths`` also ``path``, the real source
     file (from the private path map) — for the user's own systems, not for sharing. Files that
     could not be read are listed in ``<out stem>.rejects.csv``. The project secret (and its path
     map) is used when it exists, so that ``source_id`` matches the project's manifests; otherwise
@@ -92,17 +127,13 @@ def predict_source(
             return 0
         proba, ds = predict_rows(clf, m)
         flags = ood.check_inputs(clf, m.df, ds.images, PathMap.beside(secret).load())
-    classes = list(clf.description.classes)
     table = pd.DataFrame(
         {
             "image_id": m.df["image_id"].to_numpy(),
             "source_id": m.df["source_id"].to_numpy(),
-            "prediction": [classes[i] for i in proba.argmax(1)],
-            "confidence": proba.max(1),
+            **prediction_columns(clf.description, proba),
         }
     )
-    for i, c in enumerate(classes):
-        table[f"prob_{c}"] = proba[:, i]
     table["in_distribution"] = flags.in_distribution
     table["reason"] = flags.reason
     if with_source_paths:

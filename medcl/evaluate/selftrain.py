@@ -23,6 +23,15 @@ of 0.70 validation balanced accuracy labels 62 % of the unlabelled images at 93 
 With pooling, a patient with a true label on some of its images gives that label to its other
 training images too; a true label is never changed.
 
+Multi-label findings (:mod:`medcl.data.findings`): every finding is pseudo-labelled on its own,
+by the rule of FixMatch per finding (:mod:`medcl.losses.fixmatch_findings`) on the pooled
+per-finding sigmoids ``q_pk = (1/|U_p|) Σ_{u ∈ U_p} σ(f_T(u))_k``: present when ``q_pk ≥ τ``,
+absent when ``q_pk ≤ 1 − τ``, unknown otherwise (written ``?finding`` in the label, so masked in
+the student's loss; a row with no confident finding stays unlabelled). It needs ``τ ≥ 0.5``. With
+patient pooling a finding known on a patient's labelled images (the majority of its known values;
+none on a tie) is given to its unlabelled images. Coverage and accuracy on validation count the
+known (image, finding) entries.
+
 What the pseudo-labels are worth is measured where labels exist: the teacher's pooled predictions
 on the validation patients give their coverage and accuracy at the same threshold
 (``pseudo_val_coverage``, ``pseudo_val_accuracy`` in the fit's details), next to the counts on the
@@ -39,8 +48,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medcl.data.findings import MISSING, encode_matrix
 from medcl.data.manifest import Manifest
-from medcl.errors import MedclError
+from medcl.errors import ConfigError, MedclError
 from medcl.evaluate.classifier import Classifier
 from medcl.evaluate.evaluation import predict_rows
 from medcl.evaluate.fitting import FitJob, FitMode
@@ -84,6 +94,8 @@ def pseudo_label(
         The manifest with pseudo-labels, and ``{"pseudo_labelled", "pool_size",
         "pseudo_classes", "pseudo_val_coverage", "pseudo_val_accuracy"}``.
     """
+    if manifest.multilabel:
+        return pseudo_label_findings(teacher, manifest, threshold, pool)
     df = manifest.df
     classes = list(manifest.classes)
     train = df["split"] == "train"
@@ -118,6 +130,71 @@ def pseudo_label(
     return Manifest(out, classes, dict(manifest.extra)), stats
 
 
+def _confident_states(q: np.ndarray, threshold: float) -> np.ndarray:
+    """``(N, K)`` states of per-finding probabilities: 1 at ``q ≥ τ``, 0 at ``q ≤ 1 − τ``, −1
+    otherwise."""
+    out = np.full(q.shape, MISSING, dtype=np.int64)
+    out[q <= 1.0 - threshold] = 0
+    out[q >= threshold] = 1
+    return out
+
+
+def pseudo_label_findings(
+    teacher: Classifier, manifest: Manifest, threshold: float, pool: str
+) -> tuple[Manifest, dict[str, Any]]:
+    """:func:`pseudo_label` of a multi-label manifest (module docstring): each unlabelled training
+    row gets the confident findings of its (patient-pooled) sigmoids, the others unknown.
+
+    Returns:
+        The manifest with pseudo-labels, and ``{"pseudo_labelled"`` (rows with at least one
+        confident finding), ``"pseudo_entries"`` (confident findings), ``"pool_size"``,
+        ``"pseudo_classes"`` (pseudo-labels "present" per finding), ``"pseudo_val_coverage"``,
+        ``"pseudo_val_accuracy"}`` (over the known validation entries).
+
+    Raises:
+        ConfigError: ``τ < 0.5``.
+    """
+    if threshold < 0.5:
+        raise ConfigError(
+            "finetune.selftrain_threshold: must be >= 0.5 for a multi-label task (a finding is "
+            f"confident when p >= threshold or p <= 1 - threshold); got {threshold}"
+        )
+    df = manifest.df
+    findings = list(manifest.classes)
+    train = df["split"] == "train"
+    unlabelled = manifest.subset(train & (df["label"] == ""))
+    q = pooled_predictions(teacher, unlabelled, pool)
+    states = _confident_states(q, threshold) if len(q) else np.zeros((0, len(findings)), int)
+    if pool == "patient" and len(q):  # a finding known on the patient's labelled rows
+        lab = manifest.subset(train & (df["label"] != ""))
+        y = lab.findings()
+        known = np.where(y >= 0, y, np.nan)
+        share = pd.DataFrame(known).groupby(lab.df["patient_key"].to_numpy()).mean()
+        keys = unlabelled.df["patient_key"].to_numpy()
+        mean = share.reindex(keys).to_numpy()  # NaN: the patient is not labelled, or unknown
+        states[mean > 0.5] = 1
+        states[mean < 0.5] = 0
+    texts = np.asarray(encode_matrix(states, findings), dtype=object)
+    out = df.copy()
+    assign = dict(zip(unlabelled.df["image_id"].to_numpy(), texts, strict=True))
+    hit = out["image_id"].isin(list(assign)) & train & (out["label"] == "")
+    out.loc[hit, "label"] = out.loc[hit, "image_id"].map(assign)
+    val = manifest.subset((df["split"] == "val") & (df["label"] != ""))
+    yv = val.findings()
+    sv = _confident_states(pooled_predictions(teacher, val, pool), threshold)
+    known_v = yv >= 0
+    sure = (sv >= 0) & known_v
+    stats = {
+        "pseudo_labelled": int((texts != "").sum()),
+        "pseudo_entries": int((states >= 0).sum()),
+        "pool_size": int(len(unlabelled)),
+        "pseudo_classes": {f: int((states[:, k] == 1).sum()) for k, f in enumerate(findings)},
+        "pseudo_val_coverage": float(sure.sum() / known_v.sum()) if known_v.any() else 0.0,
+        "pseudo_val_accuracy": float((sv[sure] == yv[sure]).mean()) if sure.any() else float("nan"),
+    }
+    return Manifest(out, findings, dict(manifest.extra)), stats
+
+
 def fit_selftrain(
     job: FitJob, fit: FitMode, teacher: Classifier | None = None
 ) -> tuple[float, dict[str, Any]]:
@@ -146,7 +223,7 @@ def fit_selftrain(
         t_score, t_details = fit(job)
         teacher = copy.deepcopy(job.clf)
     else:
-        t_score = float(teacher.description.finetune.val_balanced_accuracy)  # type: ignore[union-attr]
+        t_score = float(teacher.description.finetune.val_score)  # type: ignore[union-attr]
         t_details = dict(teacher.description.finetune.details)  # type: ignore[union-attr]
     manifest, stats = pseudo_label(teacher, job.manifest, ft.selftrain_threshold, ft.selftrain_pool)
     t_steps = int(t_details.get("steps", 0))
@@ -163,6 +240,9 @@ def fit_selftrain(
             f"{ft.selftrain_threshold} (teacher validation score {t_score:.3f}); lower it"
         )
     student = dataclasses.replace(job, manifest=manifest, train=job.clf.images(labelled))
+    teacher_key = (
+        "teacher_val_macro_auroc" if job.manifest.multilabel else "teacher_val_balanced_accuracy"
+    )
     score, details = fit(student)
     s_steps = int(details.get("steps", 0))
     return score, {
@@ -170,7 +250,7 @@ def fit_selftrain(
         "steps": t_steps + s_steps,
         "student_steps": s_steps,
         "teacher_steps": t_steps,
-        "teacher_val_balanced_accuracy": t_score,
+        teacher_key: t_score,
         **stats,
     }
 

@@ -212,7 +212,10 @@ class FinetuneSummary:
             at the top level of the entry.
         train_labelled_images: Labelled training images.
         train_labelled_patients: Their patients.
-        class_counts: Labelled training images per class.
+        class_counts: Labelled training images per class (multi-label: the labelled training
+            images where each finding is present).
+        val_macro_auroc: A multi-label classifier's validation macro AUROC, the score it was
+            selected on (its ``val_balanced_accuracy`` is then ``None``); ``None`` otherwise.
     """
 
     mode: str | None = None
@@ -221,13 +224,23 @@ class FinetuneSummary:
     train_labelled_images: int | None = None
     train_labelled_patients: int | None = None
     class_counts: dict[str, int] | None = None
+    val_macro_auroc: float | None = None
 
     _KEYS = ("mode", "val_balanced_accuracy")
     _COUNTS = ("train_labelled_images", "train_labelled_patients", "class_counts")
 
+    @property
+    def val_score(self) -> float | None:
+        """The validation score the model was selected on: macro AUROC (multi-label) or
+        balanced accuracy."""
+        return self.val_balanced_accuracy if self.val_macro_auroc is None else self.val_macro_auroc
+
     def to_dict(self) -> dict[str, Any]:
-        """The entry: ``mode``, ``val_balanced_accuracy``, the details, then the counts."""
+        """The entry: ``mode``, ``val_balanced_accuracy`` (and a multi-label model's
+        ``val_macro_auroc``), the details, then the counts."""
         head = {k: getattr(self, k) for k in self._KEYS}
+        if self.val_macro_auroc is not None:
+            head["val_macro_auroc"] = self.val_macro_auroc
         counts = {k: getattr(self, k) for k in self._COUNTS if getattr(self, k) is not None}
         return {**head, **self.details, **counts}
 
@@ -236,7 +249,7 @@ class FinetuneSummary:
         """The summary of an entry (its unknown keys are the details); ``None`` for none."""
         if not isinstance(data, Mapping):
             return None
-        named = {k: data.get(k) for k in (*cls._KEYS, *cls._COUNTS)}
+        named = {k: data.get(k) for k in (*cls._KEYS, *cls._COUNTS, "val_macro_auroc")}
         details = {k: v for k, v in data.items() if k not in named}
         return cls(details=details, **named)
 
@@ -249,7 +262,7 @@ class ModelDescription:
 
     Attributes:
         spec: The encoder's architecture (``architecture``, ``spatial_dims``, ``image_size``).
-        classes: Class names, in the order of the logits.
+        classes: Class names, in the order of the logits (a multi-label model: its findings).
         modality: The training manifest's modality.
         preset: The intensity preset (``ct``, ``mr``, ``xr``): how stored images are mapped to
             [0, 1] (:func:`medcl.transforms.to_model_intensity`).
@@ -260,12 +273,21 @@ class ModelDescription:
         init: The name of the weights file the encoder started from when it was not pretrained
             here (``model.init``, :mod:`medcl.models.init`); ``None``: a random start.
         volume: A 3-D patch model's grid geometry; ``None`` for whole-image models.
+        task: ``multiclass`` (one class per image, softmax over the logits) or ``multilabel``
+            (one sigmoid per finding, :attr:`classes` the findings); written to the file only
+            for ``multilabel`` (a file without it is a single-label model).
         head: ``linear``, ``knn`` or ``linear (<mode> fine-tuning)``.
         finetune: How it was fitted.
         operating_point: A binary classifier's decision threshold, chosen on validation
             (:func:`medcl.evaluate.operating_point.threshold_record`: ``positive_class``,
             ``rule``, ``threshold``, ``val_sensitivity``, ``val_specificity``, ``val_auroc``);
             ``None`` for more classes or a model saved before it existed.
+        finding_thresholds: A multi-label classifier's decision thresholds, one per finding,
+            chosen on that finding's known validation values
+            (:func:`medcl.evaluate.finetune.finding_operating_points`): ``{"rule",
+            "val_macro_auroc", "findings": {name: threshold record}}`` (the record of
+            :func:`~medcl.evaluate.operating_point.threshold_record`, ``positive_class`` the
+            finding); ``None`` otherwise.
         training_distribution: What it was trained on, checked at prediction (the record of
             :func:`medcl.evaluate.ood.describe_training`).
         name: A display name.
@@ -284,9 +306,11 @@ class ModelDescription:
     pretraining: EncoderPretraining | None = None
     init: str | None = None
     volume: VolumeGeometry | None = None
+    task: str = "multiclass"
     head: str | None = None
     finetune: FinetuneSummary | None = None
     operating_point: dict[str, Any] | None = None
+    finding_thresholds: dict[str, Any] | None = None
     training_distribution: dict[str, Any] | None = None
     name: str | None = None
     test_metrics: dict[str, Any] | None = None
@@ -298,6 +322,11 @@ class ModelDescription:
     def spatial_dims(self) -> int:
         """2 or 3."""
         return self.spec.spatial_dims
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the model predicts a set of findings (one sigmoid each)."""
+        return self.task == "multilabel"
 
     @property
     def image_size(self) -> int:
@@ -322,12 +351,15 @@ class ModelDescription:
             "intensity": self.intensity,
             "pretraining": None if self.pretraining is None else self.pretraining.to_dict(),
         }
+        if self.multilabel:
+            out["task"] = self.task
         optional = {
             "init": self.init,
             "volume": None if self.volume is None else self.volume.to_dict(),
             "head": self.head,
             "finetune": None if self.finetune is None else self.finetune.to_dict(),
             "operating_point": self.operating_point,
+            "finding_thresholds": self.finding_thresholds,
             "training_distribution": self.training_distribution,
             "name": self.name,
             "test_metrics": self.test_metrics,
@@ -351,10 +383,10 @@ class ModelDescription:
             if key not in data:
                 raise ValueError(f"model metadata field {key!r}: missing")
         names = ("operating_point", "training_distribution", "test_metrics", "training_data")
-        names += ("versions",)
+        names += ("versions", "finding_thresholds")
         maps = {k: _mapping(data.get(k)) for k in names}
         known = {*_SPEC_KEYS, *maps, "classes", "preset", "window", "modality", "intensity"}
-        known |= {"pretraining", "init", "volume", "head", "finetune", "name"}
+        known |= {"pretraining", "init", "volume", "head", "finetune", "name", "task"}
         name, head, init = data.get("name"), data.get("head"), data.get("init")
         return cls(
             spec=EncoderSpec.from_meta(data),
@@ -366,6 +398,7 @@ class ModelDescription:
             pretraining=EncoderPretraining.from_dict(data.get("pretraining")),
             init=None if init is None else str(init),
             volume=VolumeGeometry.from_dict(data.get("volume")),
+            task=str(data.get("task") or "multiclass"),
             head=None if head is None else str(head),
             finetune=FinetuneSummary.from_dict(data.get("finetune")),
             name=None if name is None else str(name),

@@ -61,3 +61,52 @@ def test_knn_weighting_prefers_close_neighbours_over_many():
     probs = knn_predict(query, bank, labels, n_classes=2, k=3, temperature=0.1)
     assert probs.argmax(1).item() == 1
     torch.testing.assert_close(probs.double(), loop_knn(query, bank, labels, 2, 3, 0.1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-finding vote
+# --------------------------------------------------------------------------------------------------
+
+
+def loop_findings(query, bank, states, k, temperature):
+    """Per query and finding: over the k most similar bank rows, Σ w·1[present] / Σ w over the
+    neighbours where the finding is known, w = exp(cos / τ); the bank's known prevalence when
+    no neighbour knows it."""
+    n_q, n_f = query.shape[0], states.shape[1]
+    out = torch.zeros(n_q, n_f, dtype=torch.float64)
+    k = min(k, bank.shape[0])
+    for i in range(n_q):
+        sims = []
+        for j in range(bank.shape[0]):
+            q, b = query[i].double(), bank[j].double()
+            sims.append((float(q @ b / (q.norm() * b.norm())), j))
+        sims.sort(reverse=True)
+        for f in range(n_f):
+            num = den = 0.0
+            for cos, j in sims[:k]:
+                if states[j, f] >= 0:
+                    w = math.exp(cos / temperature)
+                    num += w * float(states[j, f] == 1)
+                    den += w
+            if den > 0:
+                out[i, f] = num / den
+            else:
+                known = [int(s) for s in states[:, f] if s >= 0]
+                out[i, f] = sum(known) / len(known) if known else 0.5
+    return out
+
+
+def test_knn_findings_matches_a_loop():
+    from medcl.models.knn import knn_findings
+
+    g = torch.Generator().manual_seed(3)
+    bank = torch.randn(12, 5, generator=g)
+    query = torch.randn(6, 5, generator=g)
+    states = torch.randint(-1, 2, (12, 4), generator=g)
+    states[:, 3] = -1  # a finding the bank never knows: 0.5
+    states[:4, 2] = -1
+    for k in (1, 3, 50):
+        got = knn_findings(query, bank, states, k, temperature=0.5)
+        want = loop_findings(query, bank, states, k, 0.5)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    assert torch.all(knn_findings(query, bank, states, 3)[:, 3] == 0.5)
