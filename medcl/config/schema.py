@@ -552,8 +552,11 @@ class EfficiencyConfig:
         linear_probe: Also fit a linear probe on each pretrained encoder.
         n_boot: Patient-bootstrap replicates for the test intervals.
         metric: Headline metric of the report, the plot and the paired differences: ``auto``
-            is ``auroc`` (the positive class's AUROC) for a binary task and
-            ``balanced_accuracy`` otherwise; ``auroc`` needs a binary task.
+            is ``auroc`` (the positive class's AUROC) for a binary task, ``macro_auroc`` (over
+            the findings) for a multi-label task and ``balanced_accuracy`` otherwise; ``auroc``
+            needs a binary task, a multi-label task takes ``macro_auroc`` only.
+        specificity: Multi-label tasks: the specificity at which each finding's test
+            sensitivity is read on its ROC curve (in ``[0, 1]``).
         share_simclr: One SimCLR pretraining (the first seed's) for every seed: it sees no label,
             so only its initialisation would differ between seeds (likewise DINO's and VICReg's).
         full_label_seeds: Seeds run at label fraction 1.0 (the first ones of ``seeds``; 0 = all):
@@ -579,6 +582,7 @@ class EfficiencyConfig:
     metric: Literal["auto", "auroc", "balanced_accuracy", "accuracy", "macro_auroc", "macro_f1"] = (
         "auto"
     )
+    specificity: float = 0.9
     share_simclr: bool = False
     full_label_seeds: int = 0
     fair_budget: bool = True
@@ -605,6 +609,12 @@ class EfficiencyConfig:
         if not self.methods or not all(isinstance(m, str) for m in self.methods):
             raise ConfigError(f"{where}.methods: a non-empty list of arm names, got {self.methods}")
         at_least(self.n_boot, 0, f"{where}.n_boot")
+        if not (
+            isinstance(self.specificity, int | float)
+            and not isinstance(self.specificity, bool)
+            and 0.0 <= self.specificity <= 1.0
+        ):
+            raise ConfigError(f"{where}.specificity: a number in [0, 1], got {self.specificity!r}")
 
 
 @dataclass

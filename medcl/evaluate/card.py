@@ -78,7 +78,9 @@ def model_card(description: ModelDescription, metrics: dict[str, Any] | None = N
             + "; inputs outside are flagged (`in_distribution`, `reason`)."
         )
     lines += ["", "## Test metrics"]
-    if metrics:
+    if metrics and metrics.get("task") == "multilabel":
+        lines += _finding_lines(metrics)
+    elif metrics:
         lines += [
             f"Test split: {metrics.get('n', '?')} images, {metrics.get('n_patients', '?')} "
             "patients; intervals from a patient-level bootstrap.",
@@ -118,3 +120,28 @@ def model_card(description: ModelDescription, metrics: dict[str, Any] | None = N
         "",
     ]
     return "\n".join(lines)
+
+
+def _finding_lines(metrics: dict[str, Any]) -> list[str]:
+    """The test metrics of a multi-label model: macro AUROC and a table per finding."""
+    spec = metrics.get("specificity")
+    lines = [
+        f"Test split: {metrics.get('n', '?')} images, {metrics.get('n_patients', '?')} "
+        "patients; intervals from a patient-level bootstrap; each finding scored on the images "
+        "where it is known.",
+        "",
+        f"macro AUROC: {_interval(metrics, 'macro_auroc')}",
+        "",
+        f"| finding | AUROC (95 % CI) | sensitivity at specificity {_fmt(spec)} | prevalence "
+        "| threshold (validation) | sensitivity | specificity |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, f in (metrics.get("findings") or {}).items():
+        ci = f.get("auroc_ci")
+        auroc = _fmt(f.get("auroc")) + ("" if not ci else f" ({_fmt(ci[0])}–{_fmt(ci[1])})")
+        lines.append(
+            f"| {name} | {auroc} | {_fmt(f.get('sensitivity_at_specificity'))} | "
+            f"{_fmt(f.get('prevalence'))} | {_fmt(f.get('threshold'))} | "
+            f"{_fmt(f.get('sensitivity'))} | {_fmt(f.get('specificity'))} |"
+        )
+    return lines

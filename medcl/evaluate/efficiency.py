@@ -37,7 +37,12 @@ on validation for every budget and seed, and the paired differences each arm ask
 (``Arm.compare_with``) and the pick's against supervised are added, over seeds × test patients
 (:mod:`medcl.evaluate.comparisons`). A binary task's headline metric is the positive class's
 AUROC (``efficiency.metric: auto``), its paired differences are differences of AUROC, and its
-pick is chosen on validation AUROC; a multi-class task's are balanced accuracy. Layout::
+pick is chosen on validation AUROC; a multi-class task's are balanced accuracy. A multi-label
+task's (``task: multilabel``) are the macro AUROC over its findings (test records: per-finding
+AUROC with intervals, :func:`medcl.evaluate.evaluation.evaluate_findings`; the pick: validation
+macro AUROC, ``val_macro_auroc``). An arm whose pretraining or fitting refuses a multi-label task
+(raises :class:`~medcl.errors.MedclError`) is recorded as refused with that one line
+(``refused``) and the experiment goes on; the report lists it. Layout::
 
     OUT/splits/       label-subset manifests (f0.05_s0.csv, k2_s0.csv, unlabelled_s0.csv)
     OUT/pretrain/     simclr_s{seed}/ (dino_, vicreg_), sscl_{budget}_s{seed}/ (pretraining runs)
@@ -71,7 +76,7 @@ from medcl.evaluate.finetune import finetune, one_device_note
 from medcl.evaluate.fixmatch import check_fixmatch_views
 from medcl.evaluate.label_budget import LabelBudget
 from medcl.evaluate.model import load_model, save_model
-from medcl.evaluate.pick import BINARY_VAL_KEY, VAL_KEY, choose_picks
+from medcl.evaluate.pick import BINARY_VAL_KEY, MULTILABEL_VAL_KEY, choose_picks, pick_key
 from medcl.evaluate.plan import Job, Shard, plan_jobs
 from medcl.evaluate.report import write_report
 from medcl.io import atomic_path, write_json
@@ -140,13 +145,22 @@ def one_device(cfg: Config, log: Callable[[str], None] = print) -> Config:
     )
 
 
-def headline_metric(metric: str, classes: list[str]) -> str:
+def headline_metric(metric: str, classes: list[str], multilabel: bool = False) -> str:
     """The metric ``efficiency.metric`` means for a task with these classes: ``auto`` is
-    ``auroc`` with two classes, else ``balanced_accuracy``.
+    ``macro_auroc`` for a multi-label task, ``auroc`` with two classes, else
+    ``balanced_accuracy``.
 
     Raises:
-        ConfigError: ``auroc`` for a task of more than two classes.
+        ConfigError: ``auroc`` for a task of more than two classes; any metric but
+            ``macro_auroc`` for a multi-label task.
     """
+    if multilabel:
+        if metric not in ("auto", "macro_auroc"):
+            raise ConfigError(
+                f"efficiency.metric: {metric} is a single-label metric; a multi-label task is "
+                "measured by macro_auroc (or auto)"
+            )
+        return "macro_auroc"
     binary = len(classes) == 2
     if metric == "auto":
         return "auroc" if binary else "balanced_accuracy"
@@ -193,7 +207,15 @@ def check_experiment(cfg: Config, manifest: str | Path) -> Manifest:
             check_fixmatch_views(derive(cfg, **{"augment.options": dict(scratch)}), preset, dims)
     if not ((base.df["split"] == "train") & (base.df["label"] != "")).any():
         raise MedclError(f"{manifest}: no labelled training rows")
-    if headline_metric(eff.metric, list(base.classes)) == "auroc":
+    metric = headline_metric(eff.metric, list(base.classes), base.multilabel)
+    if metric == "macro_auroc" and base.multilabel:
+        test = base.subset((base.df["split"] == "test") & (base.df["label"] != "")).findings()
+        if not ((test == 1).any(axis=0) & (test == 0).any(axis=0)).any():
+            raise MedclError(
+                f"{manifest}: no finding is both present and absent among the labelled test "
+                "rows; the macro AUROC is undefined"
+            )
+    if metric == "auroc":
         test = base.df.loc[(base.df["split"] == "test") & (base.df["label"] != ""), "label"]
         if test.nunique() < 2:
             raise ConfigError(
@@ -357,7 +379,7 @@ def run_efficiency(
     records = _finished(out, jobs)
     mine = jobs if shard is None else shard.jobs(jobs, cfg.efficiency.share_simclr)
     store = results_path if shard is None else out / "shards" / f"{shard.name}.json"
-    metric = headline_metric(cfg.efficiency.metric, list(base.classes))
+    metric = headline_metric(cfg.efficiency.metric, list(base.classes), base.multilabel)
     header = {"manifest": str(Path(manifest).resolve()), "metric": metric}
     if not collect:
         _run_jobs(cfg, base, out, mine, records, store, header, log, progress)
@@ -369,9 +391,9 @@ def run_efficiency(
     if missing:
         log(f"{missing} of {len(jobs)} runs not finished yet (a shard still running?)")
     eff = cfg.efficiency
-    by = BINARY_VAL_KEY if len(base.classes) == 2 else VAL_KEY
-    picks = choose_picks(records, by)
-    paired = paired_comparisons(records, metric, list(base.classes), eff.n_boot, picks)
+    ran = [r for r in records if not r.get("refused")]
+    picks = choose_picks(ran, pick_key(len(base.classes), base.multilabel))
+    paired = paired_comparisons(ran, metric, list(base.classes), eff.n_boot, picks)
     write_json({**header, "records": records, "picks": picks, "paired": paired}, results_path)
     rule = budget_rule(cfg, jobs[0].budget.subset(base, jobs[0].seed)) if jobs else None
     report, png = write_report(records, metric, out, paired=paired, picks=picks, budget_rule=rule)
@@ -404,26 +426,56 @@ def _run_jobs(
             continue
         started = time.perf_counter()
         spec = job.arm.pretraining
-        pre_dir = None if spec is None else pre.ensure(spec, job.budget, job.seed, subset_path)
-        rec = run_job(
-            cfg,
-            subset,
-            job,
-            pre_dir,
-            out / "runs" / job.key,
-            _teacher(job, done, out, cfg.finetune.mode),
-        )
+        try:
+            pre_dir = None if spec is None else pre.ensure(spec, job.budget, job.seed, subset_path)
+            rec = run_job(
+                cfg,
+                subset,
+                job,
+                pre_dir,
+                out / "runs" / job.key,
+                _teacher(job, done, out, cfg.finetune.mode),
+            )
+        except MedclError as exc:
+            if not base.multilabel:
+                raise
+            rec = refused_record(job, subset, str(exc))
         rec["seconds"] = time.perf_counter() - started
         records.append(rec)
         done.add(job.key)
         count[0] += 1
         write_json({**header, "records": [r for r in records if r["run"] in keys]}, store)
-        test = rec["metrics"].get(header["metric"])
         log(
             f"[{count[0]}/{todo}] {job.arm.name} @ {job.budget.text} labels, seed {job.seed}: "
-            f"val balanced accuracy {rec['val_balanced_accuracy']:.3f}, test "
-            f"{header['metric']} {float('nan') if test is None else test:.3f}"
+            + _done_text(rec, header["metric"])
         )
+
+
+def _done_text(rec: dict[str, Any], metric: str) -> str:
+    """What a finished run's log line says: its validation and test scores, or its refusal."""
+    if rec.get("refused"):
+        return f"refused for a multi-label task: {rec['refused']}"
+    test = rec["metrics"].get(metric)
+    key = MULTILABEL_VAL_KEY if metric == "macro_auroc" and MULTILABEL_VAL_KEY in rec else ""
+    val = rec.get(key) if key else rec.get("val_balanced_accuracy")
+    name = "macro AUROC" if key else "balanced accuracy"
+    return (
+        f"val {name} {float('nan') if val is None else val:.3f}, test "
+        f"{metric} {float('nan') if test is None else test:.3f}"
+    )
+
+
+def refused_record(job: Job, subset: Manifest, reason: str) -> dict[str, Any]:
+    """The record of an arm that refused the task (its one line in ``refused``): it has no
+    model, metrics or predictions, is never picked or compared, and is listed by the report."""
+    return {
+        "run": job.key,
+        "method": job.arm.name,
+        **job.budget.fields(subset),
+        "budget": job.budget.tag,
+        "seed": job.seed,
+        "refused": reason,
+    }
 
 
 def _teacher(job: Job, done: set[str], out: Path, mode: str) -> Path | None:
@@ -520,7 +572,12 @@ def run_job(
     res = finetune(derive(cfg, **fields), subset, pretrained=pre_dir, teacher=teacher)
     fit_seconds = time.perf_counter() - started
     metrics, preds = evaluate_with_predictions(
-        res.model, subset, "test", n_boot=cfg.efficiency.n_boot, seed=seed
+        res.model,
+        subset,
+        "test",
+        n_boot=cfg.efficiency.n_boot,
+        seed=seed,
+        specificity=cfg.efficiency.specificity,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "predictions.npz") as tmp, open(tmp, "wb") as fh:
@@ -539,7 +596,7 @@ def run_job(
         "seed": seed,
         "finetune": mode,
         "val_balanced_accuracy": res.val_balanced_accuracy,
-        **({} if len(subset.classes) != 2 else {BINARY_VAL_KEY: res.val_auroc}),
+        **_val_fields(res, subset),
         "n_labelled_images": desc.finetune.train_labelled_images,  # type: ignore[union-attr]
         "n_labelled_patients": desc.finetune.train_labelled_patients,  # type: ignore[union-attr]
         "pretrain_dir": None if pre_dir is None else str(pre_dir),
@@ -551,6 +608,15 @@ def run_job(
         "finetune_seconds": fit_seconds,
         "metrics": metrics,
     }
+
+
+def _val_fields(res: Any, subset: Manifest) -> dict[str, Any]:
+    """The validation score the pick reads besides ``val_balanced_accuracy``: a binary task's
+    ``val_auroc``, a multi-label task's ``val_macro_auroc`` (the fitted result's
+    ``val_macro_auroc``)."""
+    if subset.multilabel:
+        return {MULTILABEL_VAL_KEY: getattr(res, "val_macro_auroc", None)}
+    return {} if len(subset.classes) != 2 else {BINARY_VAL_KEY: res.val_auroc}
 
 
 def _data_summary(m: Manifest) -> dict[str, Any]:

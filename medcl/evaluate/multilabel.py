@@ -25,7 +25,8 @@ scored on the images where it is known, ``P_k = #{y_ik = 1}`` positives against
   multiplicity, and takes the macro AUROC of the findings defined in the replicate (the weighted
   Mann-Whitney statistic equals the AUROC of the materialised resample); replicates where no
   finding is defined are skipped and counted (``n_boot_valid``). The interval is the
-  ``[α/2, 1 − α/2]`` percentile interval (Efron & Tibshirani 1993, ch. 13).
+  ``[α/2, 1 − α/2]`` percentile interval (Efron & Tibshirani 1993, ch. 13). Each finding's own
+  AUROC interval is read from the same replicates (those where that finding is defined).
 """
 
 from __future__ import annotations
@@ -122,6 +123,39 @@ def sensitivity_at_specificity(
     return out
 
 
+def finding_auroc_replicates(
+    findings: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Every finding's AUROC on ``n_boot`` patient-bootstrap replicates (module docstring).
+
+    Args:
+        findings: ``(N, K)`` findings in ``{1, 0, −1}``.
+        scores: ``(N, K)`` scores.
+        groups: ``(N,)`` patient id of each image.
+        n_boot: Number of replicates.
+        seed: Seed of ``numpy.random.default_rng``.
+
+    Returns:
+        ``(n_boot, K)`` values, NaN where a finding lacks a known positive or negative in a
+        replicate.
+    """
+    y, s = _as_findings(findings, scores)
+    n_boot = _check_n_boot(n_boot)
+    _, patient = _patients(groups, y.shape[0])
+    n_pat = int(patient.max()) + 1
+    auroc = FindingAuroc(y, s)
+    rng = np.random.default_rng(seed)
+    draws = np.stack([rng.integers(0, n_pat, size=n_pat) for _ in range(n_boot)])
+    offsets = np.arange(n_boot)[:, None] * n_pat
+    mult = np.bincount((draws + offsets).ravel(), minlength=n_boot * n_pat)
+    mult = mult.reshape(n_boot, n_pat).astype(np.float64)
+    return auroc(mult[:, patient])
+
+
 def macro_auroc_replicates(
     findings: np.ndarray,
     scores: np.ndarray,
@@ -141,17 +175,23 @@ def macro_auroc_replicates(
     Returns:
         ``(n_boot,)`` values, NaN where no finding is defined in a replicate.
     """
+    return nan_mean(finding_auroc_replicates(findings, scores, groups, n_boot, seed))
+
+
+def macro_auroc(findings: np.ndarray, scores: np.ndarray) -> float | None:
+    """The macro AUROC of ``(N, K)`` scores over the findings where it is defined (``None`` when
+    none is)."""
     y, s = _as_findings(findings, scores)
-    n_boot = _check_n_boot(n_boot)
-    _, patient = _patients(groups, y.shape[0])
-    n_pat = int(patient.max()) + 1
-    auroc = FindingAuroc(y, s)
-    rng = np.random.default_rng(seed)
-    draws = np.stack([rng.integers(0, n_pat, size=n_pat) for _ in range(n_boot)])
-    offsets = np.arange(n_boot)[:, None] * n_pat
-    mult = np.bincount((draws + offsets).ravel(), minlength=n_boot * n_pat)
-    mult = mult.reshape(n_boot, n_pat).astype(np.float64)
-    return nan_mean(auroc(mult[:, patient]))
+    return _num(nan_mean(FindingAuroc(y, s)(np.ones((1, y.shape[0])))[0]))
+
+
+def _percentile(values: np.ndarray, alpha: float) -> tuple[float | None, float | None, int]:
+    """``(low, high, n_valid)``: the percentile interval over the defined values."""
+    valid = values[~np.isnan(values)]
+    if not valid.size:
+        return None, None, 0
+    low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high), int(valid.size)
 
 
 def multilabel_metrics(
@@ -178,9 +218,11 @@ def multilabel_metrics(
         alpha: Miscoverage of the interval.
 
     Returns:
-        A JSON-serialisable dict: ``per_finding`` = ``{name: {"auroc",
-        "sensitivity_at_specificity", "n_positive", "n_negative", "n_unknown"}}`` (``None`` for
-        undefined values), ``macro_auroc``, ``macro_auroc_ci`` (``[low, high]`` or ``None``),
+        A JSON-serialisable dict: ``per_finding`` = ``{name: {"auroc", "auroc_ci" (the finding's
+        own patient-bootstrap percentile interval, from the same replicates as the macro's),
+        "sensitivity_at_specificity", "prevalence" (positives among the known images),
+        "n_positive", "n_negative", "n_unknown"}}`` (``None`` for undefined values),
+        ``macro_auroc``, ``macro_auroc_ci`` (``[low, high]`` or ``None``),
         ``intervals`` = ``{"macro_auroc": {"value", "low", "high", "n_boot_valid"}}``,
         ``specificity``, ``n`` and ``n_patients``.
 
@@ -197,19 +239,24 @@ def multilabel_metrics(
     sens = sensitivity_at_specificity(y, s, specificity)
     macro = _num(nan_mean(auroc))
     interval: dict[str, Any] = {"value": macro, "low": None, "high": None, "n_boot_valid": 0}
+    per_ci: list[list[float] | None] = [None] * len(names)
     if n_boot > 0:
-        reps = macro_auroc_replicates(y, s, groups, n_boot, seed)
-        valid = reps[~np.isnan(reps)]
-        interval["n_boot_valid"] = int(valid.size)
-        if valid.size:
-            low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
-            interval["low"], interval["high"] = float(low), float(high)
+        reps = finding_auroc_replicates(y, s, groups, n_boot, seed)
+        low, high, n_valid = _percentile(nan_mean(reps), alpha)
+        interval.update(low=low, high=high, n_boot_valid=n_valid)
+        for k in range(len(names)):
+            lo, hi, _ = _percentile(reps[:, k], alpha)
+            per_ci[k] = None if lo is None or np.isnan(auroc[k]) else [lo, hi]
+    n_pos = (y == 1).sum(axis=0)
+    n_known = (y >= 0).sum(axis=0)
     return {
         "per_finding": {
             name: {
                 "auroc": _num(auroc[k]),
+                "auroc_ci": per_ci[k],
                 "sensitivity_at_specificity": _num(sens[k]),
-                "n_positive": int((y[:, k] == 1).sum()),
+                "prevalence": float(n_pos[k] / n_known[k]) if n_known[k] else None,
+                "n_positive": int(n_pos[k]),
                 "n_negative": int((y[:, k] == 0).sum()),
                 "n_unknown": int((y[:, k] == -1).sum()),
             }

@@ -10,6 +10,11 @@ answers the question directly.
 
 The patient draws reuse :func:`medcl.evaluate.bootstrap.bootstrap_replicates`: with the same
 ``seed`` and the same test rows it draws the same patients for every method.
+
+A multi-label task (``y_true`` of shape ``(N, K)``, findings in ``{1, 0, −1}``) is compared on
+the macro AUROC over its findings (:mod:`medcl.evaluate.multilabel`; unknown findings masked), with
+the same patient draws (:func:`medcl.evaluate.multilabel.macro_auroc_replicates` follows the same
+random stream).
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ import numpy as np
 
 from medcl.evaluate.bootstrap import bootstrap_replicates
 from medcl.evaluate.metrics import classification_metrics, nan_mean
+from medcl.evaluate.multilabel import macro_auroc, macro_auroc_replicates
+
+MULTILABEL_METRICS = ("macro_auroc",)
+"""The metrics a paired difference of a multi-label task can take."""
 
 
 def paired_difference(
@@ -37,9 +46,10 @@ def paired_difference(
     """``mean_s [metric(A_s) − metric(B_s)]`` with a seeds × patient bootstrap interval.
 
     Args:
-        y_true: True class indices of the test images, ``(N,)``.
+        y_true: True class indices of the test images, ``(N,)``; of a multi-label task, the
+            ``(N, K)`` findings in ``{1, 0, −1}``.
         groups: Patient of each test image, ``(N,)``.
-        proba_a: Per seed, method A's probabilities ``(N, C)`` on those images.
+        proba_a: Per seed, method A's probabilities ``(N, C)`` (``(N, K)``) on those images.
         proba_b: Per seed (same order), method B's probabilities.
         classes: Class names.
         metric: A metric :func:`bootstrap_replicates` knows (e.g. ``balanced_accuracy``).
@@ -52,18 +62,32 @@ def paired_difference(
         without replicates).
 
     Raises:
-        ValueError: If the two methods have different numbers of seeds or none.
+        ValueError: If the two methods have different numbers of seeds or none, or a
+            multi-label task asks for a metric other than ``macro_auroc``.
     """
     if len(proba_a) != len(proba_b) or not proba_a:
         raise ValueError(
             f"paired difference needs the same seeds for both methods, got "
             f"{len(proba_a)} and {len(proba_b)}"
         )
-    per_seed = [
-        float(classification_metrics(y_true, a, classes)[metric])
-        - float(classification_metrics(y_true, b, classes)[metric])
-        for a, b in zip(proba_a, proba_b, strict=True)
-    ]
+    multilabel = np.ndim(y_true) == 2
+    if multilabel and metric not in MULTILABEL_METRICS:
+        raise ValueError(
+            f"a multi-label task is compared on {', '.join(MULTILABEL_METRICS)}, not {metric!r}"
+        )
+
+    def value(p: np.ndarray) -> float:
+        if multilabel:
+            v = macro_auroc(y_true, p)
+            return float("nan") if v is None else v
+        return float(classification_metrics(y_true, p, classes)[metric])
+
+    def replicates(p: np.ndarray) -> np.ndarray:
+        if multilabel:
+            return macro_auroc_replicates(y_true, p, groups, n_boot, seed)
+        return bootstrap_replicates(y_true, p, groups, classes, [metric], n_boot, seed)[metric]
+
+    per_seed = [value(a) - value(b) for a, b in zip(proba_a, proba_b, strict=True)]
     out: dict[str, Any] = {
         "mean": float(np.mean(per_seed)),
         "low": None,
@@ -75,11 +99,7 @@ def paired_difference(
     if n_boot <= 0:
         return out
     diffs = np.stack(
-        [
-            bootstrap_replicates(y_true, a, groups, classes, [metric], n_boot, seed)[metric]
-            - bootstrap_replicates(y_true, b, groups, classes, [metric], n_boot, seed)[metric]
-            for a, b in zip(proba_a, proba_b, strict=True)
-        ]
+        [replicates(a) - replicates(b) for a, b in zip(proba_a, proba_b, strict=True)]
     )  # (S, n_boot): the same patient draw r for every seed and both methods
     rng = np.random.default_rng([seed, 1])
     pick = rng.integers(0, len(per_seed), size=(n_boot, len(per_seed)))

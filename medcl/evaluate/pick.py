@@ -4,7 +4,8 @@ A researcher cannot know in advance whether their task rewards consistency train
 unlabelled pool, contrastive pretraining, or neither; the experiment finds out on the validation
 split. For every label budget and seed the arm whose fitted model scored best on validation
 (``val_balanced_accuracy``; in a binary task ``val_auroc``, the validation AUROC of the positive
-class, when every candidate has one; ties go to the arm earlier in
+class, and in a multi-label task ``val_macro_auroc``, the validation macro AUROC over the
+findings, when every candidate has one; ties go to the arm earlier in
 :data:`medcl.evaluate.arms.ARMS`, the simpler one) is *the pick*. The choice reads validation only
 and is fixed before its test score is looked at; every arm's test split was read once, when it
 ran. The pick's test score is then compared with supervised-from-scratch by the same paired
@@ -25,14 +26,26 @@ VAL_KEY = "val_balanced_accuracy"
 BINARY_VAL_KEY = "val_auroc"
 """The record field the pick of a binary task is chosen by."""
 
+MULTILABEL_VAL_KEY = "val_macro_auroc"
+"""The record field the pick of a multi-label task is chosen by."""
+
+
+def pick_key(n_classes: int, multilabel: bool = False) -> str:
+    """The validation field the pick is chosen by: :data:`MULTILABEL_VAL_KEY` for a multi-label
+    task, :data:`BINARY_VAL_KEY` for two classes, else :data:`VAL_KEY`."""
+    if multilabel:
+        return MULTILABEL_VAL_KEY
+    return BINARY_VAL_KEY if n_classes == 2 else VAL_KEY
+
 
 def choose_picks(records: list[dict[str, Any]], by: str = VAL_KEY) -> list[dict[str, Any]]:
     """One pick per label budget and seed among the records there.
 
     Args:
         records: The experiment's run records (``method``, ``seed``, the budget fields,
-            ``val_balanced_accuracy`` (and ``val_auroc`` in a binary task), ``run``,
-            ``model_dir``).
+            ``val_balanced_accuracy`` (and ``val_auroc`` in a binary task, ``val_macro_auroc``
+            in a multi-label one), ``run``, ``model_dir``); records of refused arms
+            (``refused``) are skipped.
         by: The validation field to choose by; a budget and seed where some candidate lacks it
             (``None``: undefined on validation, or a record written before it existed) is chosen
             by :data:`VAL_KEY` instead.
@@ -45,6 +58,8 @@ def choose_picks(records: list[dict[str, Any]], by: str = VAL_KEY) -> list[dict[
     """
     groups: dict[tuple[LabelBudget, int], list[dict[str, Any]]] = {}
     for r in records:
+        if r.get("refused"):
+            continue  # an arm the task refused: no model to choose
         groups.setdefault((LabelBudget.of_record(r), int(r["seed"])), []).append(r)
     picks = []
     for (budget, seed), runs in sorted(

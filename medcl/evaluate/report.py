@@ -9,6 +9,10 @@ differences between arms with their seeds × patient bootstrap interval
 budget rule. The figure shows the means per budget and, beside them, each arm's paired difference
 from supervised-from-scratch with its interval: over a few seeds the marginal intervals are wide
 and overlap, while the paired ones answer the question asked.
+
+A multi-label task (headline ``macro_auroc``) also gets a table of each finding's test AUROC per
+arm and budget (mean over seeds; one seed: with its patient-bootstrap interval), and the arms the
+task refused (records with ``refused``) are listed with their one line instead of a score.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def summarise(
 ) -> dict[str, dict[LabelBudget, dict[str, Any]]]:
     """``{method: {budget: {"mean", "low", "high", "n"}}}`` of ``metric``."""
     groups: dict[str, dict[LabelBudget, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
+    for r in scored(records):
         groups[r["method"]][LabelBudget.of_record(r)].append(r)
     out: dict[str, dict[LabelBudget, dict[str, Any]]] = {}
     for method, by_budget in groups.items():
@@ -63,6 +67,11 @@ def summarise(
                 high = iv.get("high") if iv.get("high") is not None else mean
             out[method][budget] = {"mean": mean, "low": low, "high": high, "n": len(vals)}
     return out
+
+
+def scored(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records that ran (not those of an arm the task refused, ``refused``)."""
+    return [r for r in records if not r.get("refused")]
 
 
 def _budget(b: LabelBudget | float) -> LabelBudget:
@@ -150,6 +159,8 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paired = paired or []
+    refused = [r for r in records if r.get("refused")]
+    records = scored(records)
     summary = summarise(records, metric)
     budgets = sorted({b for m in summary.values() for b in m}, key=LabelBudget.sort_key)
     order = report_order(set(summary))
@@ -177,6 +188,8 @@ def write_report(
             )
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += _per_seed_lines(records, metric, order, budgets)
+    lines += _finding_lines(records, order, budgets)
+    lines += _refused_lines(refused)
     if paired:
         lines += [
             "",
@@ -240,7 +253,7 @@ def _pick_lines(
 def _val_name(picks: list[dict[str, Any]]) -> str:
     """What the picks were chosen by, in words (``AUROC`` in a binary task)."""
     keys = {p.get("val_metric", VAL_KEY) for p in picks}
-    names = {"val_auroc": "AUROC", VAL_KEY: "balanced accuracy"}
+    names = {"val_auroc": "AUROC", "val_macro_auroc": "macro AUROC", VAL_KEY: "balanced accuracy"}
     return " or ".join(names.get(k, k) for k in sorted(keys, reverse=True))
 
 
@@ -270,6 +283,77 @@ def _per_seed_lines(
             cells = ["–" if v is None else f"{v:.3f}" for v in vals]
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {np.mean(got):.3f} |")
     return lines
+
+
+def finding_summary(
+    records: list[dict[str, Any]],
+) -> dict[tuple[str, LabelBudget], dict[str, dict[str, Any]]]:
+    """Each finding's test AUROC per arm and budget of a multi-label experiment:
+    ``{(method, budget): {finding: {"mean", "low", "high", "n"}}}``, the mean over the seeds
+    where it is defined; with one seed, ``low``/``high`` are that run's patient-bootstrap
+    interval (``None`` without one); with more, ``None`` (the seeds are in the per-seed tables)."""
+    groups: dict[tuple[str, LabelBudget], list[dict[str, Any]]] = defaultdict(list)
+    for r in scored(records):
+        if (r.get("metrics") or {}).get("findings"):
+            groups[(r["method"], LabelBudget.of_record(r))].append(r["metrics"]["findings"])
+    out: dict[tuple[str, LabelBudget], dict[str, dict[str, Any]]] = {}
+    for key, runs in groups.items():
+        out[key] = {}
+        for name in runs[0]:
+            vals = [f[name]["auroc"] for f in runs if f.get(name, {}).get("auroc") is not None]
+            ci = runs[0][name].get("auroc_ci") if len(runs) == 1 else None
+            out[key][name] = {
+                "mean": float(np.mean(vals)) if vals else None,
+                "low": ci[0] if ci else None,
+                "high": ci[1] if ci else None,
+                "n": len(vals),
+            }
+    return out
+
+
+def _finding_lines(
+    records: list[dict[str, Any]], order: list[str], budgets: list[LabelBudget]
+) -> list[str]:
+    """A multi-label experiment's per-finding test AUROC table (none for other tasks)."""
+    summary = finding_summary(records)
+    if not summary:
+        return []
+    names = list(dict.fromkeys(n for per in summary.values() for n in per))
+    lines = [
+        "",
+        "Test AUROC per finding (mean over seeds; one seed: patient-bootstrap interval; each "
+        "finding scored on the images where it is known):",
+        "",
+        "| method | labels | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for m in order:
+        for b in budgets:
+            per = summary.get((m, b))
+            if per is None:
+                continue
+            cells = []
+            for n in names:
+                f = per.get(n) or {}
+                if f.get("mean") is None:
+                    cells.append("–")
+                elif f.get("low") is None:
+                    cells.append(f"{f['mean']:.3f}")
+                else:
+                    cells.append(f"{f['mean']:.3f} [{f['low']:.3f}, {f['high']:.3f}]")
+            lines.append(f"| {m} | {b.text} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _refused_lines(refused: list[dict[str, Any]]) -> list[str]:
+    """The arms the task refused, one line each (the first seed and budget's reason)."""
+    if not refused:
+        return []
+    reasons: dict[str, str] = {}
+    for r in refused:
+        reasons.setdefault(r["method"], str(r["refused"]))
+    lines = ["", "Arms not run (refused for this task):", ""]
+    return lines + [f"- {m}: {why}" for m, why in reasons.items()]
 
 
 def _budget_lines(
