@@ -99,8 +99,10 @@ def embedding_figure(
     classes: Sequence[str] = (),
     title: str = "",
     height: int = 640,
+    values: pd.Series | None = None,
+    legend: str | None = None,
 ) -> go.Figure:
-    """The 2-D embedding scatter (WebGL), coloured by ``by``.
+    """The 2-D embedding scatter (WebGL), coloured by ``by`` (or by given ``values``).
 
     Args:
         df: Rows to draw, with ``<projection>_x``/``_y``, ``image_id``, ``label``,
@@ -110,8 +112,10 @@ def embedding_figure(
         classes: Class names, to order the legend.
         title: Axis title prefix (e.g. ``"t-SNE"``).
         height: Figure height in pixels.
+        values: Each row's category, in place of ``by``'s (e.g. a finding's state).
+        legend: The legend's title with ``values`` (default: ``by``'s title).
     """
-    values = colour_values(df, by)
+    values = colour_values(df, by) if values is None else values
     x = df[f"{projection}_x"].to_numpy(dtype=np.float32)
     y = df[f"{projection}_y"].to_numpy(dtype=np.float32)
     custom = np.stack(
@@ -141,7 +145,7 @@ def embedding_figure(
                 customdata=custom,
                 hovertemplate=hover,
                 showlegend=False,
-                name=COLOUR_MODES[by],
+                name=legend or COLOUR_MODES.get(by, by),
                 marker={
                     "size": size,
                     "color": codes,
@@ -176,7 +180,7 @@ def embedding_figure(
         height=height,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         dragmode="lasso",
-        legend={"title": COLOUR_MODES[by], "itemsizing": "constant"},
+        legend={"title": legend or COLOUR_MODES.get(by, by), "itemsizing": "constant"},
         uirevision=f"{projection}",
         xaxis_title=f"{title} 1",
         yaxis_title=f"{title} 2",
@@ -344,11 +348,15 @@ def efficiency_figure(table: pd.DataFrame, metric: str) -> go.Figure:
 
 
 def probability_figure(
-    probs: Sequence[float], classes: Sequence[str], true_label: str = ""
+    probs: Sequence[float],
+    classes: Sequence[str],
+    true_label: str = "",
+    present: Sequence[str] = (),
 ) -> go.Figure:
-    """Horizontal bars of class probabilities; the true class is outlined."""
+    """Horizontal bars of class probabilities; the true class (a multi-label image: its
+    ``present`` findings, each with its own sigmoid probability) is outlined."""
     colours = [_PALETTE[i % len(_PALETTE)] for i in range(len(classes))]
-    lines = [2 if c == true_label else 0 for c in classes]
+    lines = [2 if c == true_label or c in present else 0 for c in classes]
     fig = go.Figure(
         go.Bar(
             x=list(probs),
@@ -364,5 +372,66 @@ def probability_figure(
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
         xaxis={"range": [0, 1], "title": "probability"},
         yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def finding_auroc_figure(table: pd.DataFrame) -> go.Figure:
+    """Each finding's test AUROC with its 95 % patient-bootstrap interval (horizontal bars;
+    ``table`` as :func:`medcl.app.findings.finding_table`), prevalence in the hover text; the
+    chance line at 0.5."""
+    t = table[table["auroc"].notna()]
+    value = t["auroc"].to_numpy(dtype=np.float64)
+    low = t["low"].to_numpy(dtype=np.float64)
+    high = t["high"].to_numpy(dtype=np.float64)
+    fig = go.Figure(
+        go.Bar(
+            x=value,
+            y=t["finding"].tolist(),
+            orientation="h",
+            marker={"color": _PALETTE[0]},
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": np.nan_to_num(high - value),
+                "arrayminus": np.nan_to_num(value - low),
+            },
+            customdata=np.stack([t["prevalence"].to_numpy(dtype=object)], axis=1),
+            hovertemplate="%{y}: AUROC %{x:.3f}<br>prevalence %{customdata[0]:.3f}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=0.5, line_dash="dot", line_color="grey")
+    fig.update_layout(
+        height=100 + 36 * max(1, len(t)),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"range": [0, 1], "title": "test AUROC (95 % interval)"},
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def finding_roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> go.Figure:
+    """Each finding's ROC curve (``{finding: (fpr, tpr)}``) and the chance diagonal."""
+    fig = go.Figure()
+    for k, (name, (fpr, tpr)) in enumerate(curves.items()):
+        fig.add_trace(
+            go.Scatter(
+                x=fpr,
+                y=tpr,
+                mode="lines",
+                name=name,
+                line={"shape": "hv", "color": _PALETTE[k % len(_PALETTE)]},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance"
+        )
+    )
+    fig.update_layout(
+        height=420,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"range": [0, 1], "title": "1 − specificity"},
+        yaxis={"range": [0, 1], "title": "sensitivity"},
     )
     return fig

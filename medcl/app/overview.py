@@ -141,7 +141,8 @@ def interval_text(value: float | None, low: float | None, high: float | None) ->
 
 
 def efficiency_table(results: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per label-efficiency run: method, label fraction, seed, the metric and interval.
+    """One row per label-efficiency run: method, label fraction, seed, the metric and interval
+    (arms the task refused are left out).
 
     Columns: ``method``, ``label_fraction``, ``seed``, ``value``, ``low``, ``high``,
     ``labelled_images``, ``labelled_patients``. Model and output paths are left out.
@@ -149,6 +150,8 @@ def efficiency_table(results: Mapping[str, Any]) -> pd.DataFrame:
     metric = str(results.get("metric", "balanced_accuracy"))
     rows = []
     for r in results.get("records") or []:
+        if r.get("refused"):
+            continue  # an arm the task refused: no score
         m = r.get("metrics") or {}
         iv = (m.get("intervals") or {}).get(metric) or {}
         rows.append(

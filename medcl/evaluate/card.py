@@ -124,7 +124,7 @@ def model_card(description: ModelDescription, metrics: dict[str, Any] | None = N
 
 def _finding_lines(metrics: dict[str, Any]) -> list[str]:
     """The test metrics of a multi-label model: macro AUROC and a table per finding."""
-    spec = metrics.get("specificity")
+    spec = metrics.get("fixed_specificity")
     lines = [
         f"Test split: {metrics.get('n', '?')} images, {metrics.get('n_patients', '?')} "
         "patients; intervals from a patient-level bootstrap; each finding scored on the images "

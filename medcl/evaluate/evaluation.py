@@ -248,7 +248,7 @@ def multilabel_record(
 
     Returns:
         ``{"task": "multilabel", "macro_auroc", "macro_auroc_ci", "intervals", "findings",
-        "specificity", "n", "n_patients"}``; ``findings[name]`` = ``{"auroc", "auroc_ci",
+        "fixed_specificity" (``specificity``), "n", "n_patients"}``; ``findings[name]`` = ``{"auroc", "auroc_ci",
         "sensitivity_at_specificity", "prevalence", "threshold", "threshold_rule",
         "sensitivity", "specificity", "n_positive", "n_negative", "n_unknown"}`` (``None``
         where undefined). JSON-serialisable.
@@ -271,6 +271,7 @@ def multilabel_record(
             "specificity": spec,
         }
     out = {"task": "multilabel", **{k: v for k, v in base.items() if k != "per_finding"}}
+    out["fixed_specificity"] = out.pop("specificity")  # not the binary task's test specificity
     out["findings"] = per
     if n_boot > 0:
         out["bootstrap"] = {

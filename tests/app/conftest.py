@@ -213,3 +213,135 @@ def make_volume_run(root: Path, n_patients: int = 8, size: int = 16, depth: int 
 def volume_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small 3-D run folder (no metrics, no label-efficiency results)."""
     return make_volume_run(tmp_path_factory.mktemp("dashboard_3d") / "run")
+
+
+def make_multilabel_run(root: Path) -> Path:
+    """A small multi-label 2-D run folder: the multi-label test manifest (findings ``bright``,
+    ``dark``, ``bar``), an untrained 2-D model with one output per finding, an embeddings table
+    with stand-in per-finding sigmoid probabilities that track the findings, the test metrics of
+    :func:`medcl.evaluate.evaluation.evaluate_findings` on them, and label-efficiency results in
+    macro AUROC with one refused arm."""
+    import json
+
+    import torch
+    from torch import nn
+
+    from medcl.data.findings import encode_states
+    from medcl.evaluate.classifier import Classifier
+    from medcl.evaluate.embed import project_2d, write_embeddings
+    from medcl.evaluate.evaluation import evaluate_findings
+    from medcl.evaluate.model import save_model
+    from medcl.evaluate.report import write_report
+    from medcl.models.description import ModelDescription
+    from medcl.models.encoders import EncoderSpec, build_encoder, encoder_dim
+    from tests.conftest import FINDINGS, make_multilabel_manifest
+
+    path = make_multilabel_manifest(
+        root / "data", n_patients=24, labelled_patients=10, test_patients=5
+    )
+    manifest = read_manifest(path)
+    names = list(FINDINGS)
+    torch.manual_seed(0)
+    size = 24
+    meta = {
+        "classes": names,
+        "task": "multilabel",
+        "architecture": {"encoder": "resnet10", "width": 0.125, "stem": "auto"},
+        "spatial_dims": 2,
+        "image_size": size,
+        "modality": "MR",
+        "preset": "mr",
+        "window": [40.0, 400.0],
+        "name": "multi-label test model",
+    }
+    enc = build_encoder(EncoderSpec("resnet10", 2, size, width=0.125))
+    head = nn.Linear(encoder_dim("resnet10", 0.125), len(names))
+    clf = Classifier(enc, head, ModelDescription.from_dict(meta)).eval()
+    save_model(root / "model", clf)
+
+    rng = np.random.default_rng(0)
+    df = manifest.df
+    truth = np.array([[(int(k[2:]) % 8 >> b) & 1 for b in range(3)] for k in df["patient_key"]])
+    proba = 1 / (1 + np.exp(-(2.5 * truth - 1.2 + rng.normal(0, 0.9, truth.shape))))
+    by_id = dict(zip(df["image_id"], proba, strict=True))
+    emb = (truth[:, :, None] * rng.normal(1, 0.1, (1, 3, 8))).reshape(len(df), -1)
+    emb = (emb + rng.normal(0, 0.3, emb.shape)).astype(np.float32)
+    called = (proba >= 0.5).astype(int)
+    table = pd.DataFrame(
+        {
+            "image_id": df["image_id"],
+            "patient_key": df["patient_key"],
+            "split": df["split"],
+            "label": df["label"],
+            "labelled": df["label"] != "",
+            "prediction": [encode_states(c, names) for c in called],
+            "confidence": np.abs(proba - 0.5).mean(1) + 0.5,
+        }
+    )
+    table["correct"] = np.where(table["labelled"], table["label"] == table["prediction"], None)
+    for k, n in enumerate(names):
+        table[f"prob_{n}"] = proba[:, k]
+    table["embedding"] = list(emb)
+    for name, xy in project_2d(emb).items():
+        table[f"{name}_x"], table[f"{name}_y"] = xy[:, 0], xy[:, 1]
+    write_embeddings(table, root / "embeddings.parquet")
+
+    def predict(m: Manifest) -> np.ndarray:
+        return np.stack([by_id[i] for i in m.df["image_id"]])
+
+    metrics, _ = evaluate_findings(predict, manifest, "test", n_boot=100, seed=0)
+    (root / "metrics.json").write_text(json.dumps(metrics))
+    per = metrics["findings"]
+    records = [
+        {
+            "run": f"{m}_f1.0_s0",
+            "method": m,
+            "label_fraction": 1.0,
+            "budget": "f1.0",
+            "seed": 0,
+            "metrics": {
+                "macro_auroc": metrics["macro_auroc"] - d,
+                "intervals": {"macro_auroc": metrics["intervals"]["macro_auroc"]},
+                "findings": per,
+            },
+        }
+        for m, d in (("supervised", 0.1), ("sscl", 0.0))
+    ]
+    records.append(
+        {
+            "run": "fixmatch_f1.0_s0",
+            "method": "fixmatch",
+            "label_fraction": 1.0,
+            "budget": "f1.0",
+            "seed": 0,
+            "refused": "FixMatch takes one class per image",
+        }
+    )
+    (root / "efficiency").mkdir()
+    results = {"metric": "macro_auroc", "records": records, "picks": [], "paired": []}
+    (root / "efficiency" / "results.json").write_text(json.dumps(results))
+    write_report(records, "macro_auroc", root / "efficiency")
+    (root / "config.yaml").write_text("augment:\n  preset: auto\n  views: 2\n  options: {}\n")
+    (root / "run_summary.json").write_text(
+        json.dumps(
+            {
+                "kind": "medcl-run",
+                "headline": "multi-label test run",
+                "manifest": "data/split.csv",
+                "metrics": "metrics.json",
+                "embeddings": "embeddings.parquet",
+                "model": "model",
+                "config": "config.yaml",
+                "efficiency": "efficiency/results.json",
+                "efficiency_report": "efficiency/report.md",
+                "efficiency_plot": "efficiency/efficiency.png",
+            }
+        )
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small multi-label run folder (:func:`make_multilabel_run`)."""
+    return make_multilabel_run(tmp_path_factory.mktemp("dashboard_ml") / "run")

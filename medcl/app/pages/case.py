@@ -8,6 +8,7 @@ import streamlit as st
 
 from medcl.app import figures, formatting, images
 from medcl.app.cases import case_order
+from medcl.app.findings import case_findings, thresholds
 from medcl.app.neighbours import (
     NEIGHBOUR_POOLS,
     label_votes,
@@ -68,10 +69,26 @@ def _prediction(ctx: Ctx, row: pd.Series) -> None:
     confidence = formatting.number(row["confidence"])
     verdict = formatting.verdict(row["label"], row["prediction"])
     st.markdown(f"**{row['prediction']}** (confidence {confidence}){verdict}")
-    probs = [float(row.get(f"prob_{c}", np.nan)) for c in ctx.classes]
-    st.plotly_chart(figures.probability_figure(probs, ctx.classes, row["label"]), key="case_probs")
+    if ctx.multilabel:
+        _findings(ctx, row)
+    else:
+        probs = [float(row.get(f"prob_{c}", np.nan)) for c in ctx.classes]
+        fig = figures.probability_figure(probs, ctx.classes, row["label"])
+        st.plotly_chart(fig, key="case_probs")
     facts = formatting.case_facts(row)
     st.dataframe(pd.DataFrame({"": list(facts), "value": list(facts.values())}), hide_index=True)
+
+
+def _findings(ctx: Ctx, row: pd.Series) -> None:
+    """A multi-label image: each finding's probability (present findings outlined), the
+    threshold chosen on validation, the call and the truth."""
+    table = case_findings(row, ctx.classes, thresholds(ctx.metrics, ctx.classes))
+    present = list(table.loc[table["truth"] == "present", "finding"])
+    fig = figures.probability_figure(list(table["probability"]), ctx.classes, present=present)
+    st.plotly_chart(fig, key="case_probs")
+    st.caption("One probability per finding (they need not sum to 1); outlined: present.")
+    fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in ("probability", "threshold")}
+    st.dataframe(table, hide_index=True, column_config=fmt)
 
 
 def _image_and_cam(ctx: Ctx, row: pd.Series, img: np.ndarray) -> None:
@@ -93,7 +110,10 @@ def _image_and_cam(ctx: Ctx, row: pd.Series, img: np.ndarray) -> None:
     if explainer is not None:
         pred = ctx.classes.index(row["prediction"]) if row["prediction"] in ctx.classes else 0
         cls = c1.selectbox(
-            "Grad-CAM for class", ctx.classes, index=pred, key=f"cam_class_{row['image_id']}"
+            "Grad-CAM for finding" if ctx.multilabel else "Grad-CAM for class",
+            ctx.classes,
+            index=pred,
+            key=f"cam_class_{row['image_id']}",
         )
         alpha = c2.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="cam_alpha")
     grey = images.take_slice(img, z)

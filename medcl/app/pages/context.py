@@ -17,6 +17,7 @@ import streamlit as st
 
 from medcl.app import images
 from medcl.app.augment import augmentation_views
+from medcl.app.findings import is_multilabel
 from medcl.app.run import (
     MANIFEST_COLUMNS,
     RunFolder,
@@ -51,13 +52,14 @@ def cached_config(path: str, stamp: int) -> dict[str, Any]:
 
 
 @st.cache_resource(show_spinner="Reading the manifest…", max_entries=4)
-def cached_manifest(path: str, stamp: int) -> tuple[pd.DataFrame, list[str]]:
-    """The manifest's columns the app uses (never ``path``) and its classes."""
+def cached_manifest(path: str, stamp: int) -> tuple[pd.DataFrame, list[str], str]:
+    """The manifest's columns the app uses (never ``path``), its classes (a multi-label
+    manifest: its findings) and its task (``multiclass`` or ``multilabel``)."""
     from medcl.data.manifest import read_manifest
 
     m = read_manifest(path)
     cols = ["patient_key", "label", "split", *MANIFEST_COLUMNS]
-    return m.df[list(dict.fromkeys(cols))].copy(), list(m.classes)
+    return m.df[list(dict.fromkeys(cols))].copy(), list(m.classes), m.task
 
 
 LEAK_CHECK_CAP = 5000
@@ -152,6 +154,9 @@ class Ctx:
     vectors: np.ndarray | None = None
     classes: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
+    multilabel: bool = False
+    """Whether the run is multi-label: ``classes`` are then its findings, each with its own
+    probability (:mod:`medcl.app.findings`)."""
 
     @property
     def preset(self) -> str:
@@ -206,9 +211,10 @@ def load_context(run: RunFolder) -> Ctx:
     man = attempt("manifest", "manifest", lambda p: (str(p), file_stamp(p)))
     man_path, man_stamp = man if man is not None else ("", 0)
     man_classes: list[str] = []
+    man_task = ""
     if man_path:
         try:
-            ctx.manifest, man_classes = cached_manifest(man_path, man_stamp)
+            ctx.manifest, man_classes, man_task = cached_manifest(man_path, man_stamp)
         except MedclError as exc:
             ctx.problems["manifest"] = str(exc)
             man_path, man_stamp = "", 0
@@ -233,4 +239,6 @@ def load_context(run: RunFolder) -> Ctx:
         ctx.classes = class_names(ctx.table, model_classes)
     else:
         ctx.classes = list(model_classes) or man_classes
+    model_task = str(getattr(ctx.description, "task", "") or "")
+    ctx.multilabel = is_multilabel(ctx.metrics, man_task, model_task)
     return ctx

@@ -7,6 +7,7 @@ import streamlit as st
 
 from medcl.app import figures, formatting
 from medcl.app.cases import present_splits
+from medcl.app.findings import colour_by_finding
 from medcl.app.pages.context import Ctx
 from medcl.app.pages.widgets import open_case, thumbnails
 from medcl.app.run import PROJECTIONS, PUBLIC_COLUMNS, available_projections
@@ -17,6 +18,8 @@ TITLE = "Embedding explorer"
 DEFAULT_CAP = 10_000
 #: Thumbnails shown of a selection.
 MAX_THUMBS = 30
+#: The colour-by choice of a multi-label run that colours by one finding's state.
+FINDING_MODE = "finding"
 
 
 def render(ctx: Ctx) -> None:
@@ -33,13 +36,17 @@ def render(ctx: Ctx) -> None:
     proj = c1.selectbox(
         "Projection", projs, format_func=PROJECTIONS.get, key="emb_proj", persist_state="session"
     )
+    modes = {**figures.COLOUR_MODES, **({FINDING_MODE: "A finding"} if ctx.multilabel else {})}
     by = c2.selectbox(
         "Colour by",
-        list(figures.COLOUR_MODES),
-        format_func=figures.COLOUR_MODES.get,
+        list(modes),
+        format_func=modes.get,
         key="emb_color",
         persist_state="session",
     )
+    finding = None
+    if by == FINDING_MODE:
+        finding = c2.selectbox("Finding", ctx.classes, key="emb_finding")
     splits = present_splits(t)
     chosen = c3.multiselect(
         "Splits",
@@ -64,7 +71,7 @@ def render(ctx: Ctx) -> None:
     if view.empty:
         st.info("No points in the chosen splits.")
         return
-    ids = _chart(ctx, view, proj, by, cap)
+    ids = _chart(ctx, view, proj, by, cap, finding)
     if not ids:
         st.info("Select points with the box or lasso tool to see their images and metadata.")
         return
@@ -75,8 +82,11 @@ def render(ctx: Ctx) -> None:
     _selection(ctx, sel)
 
 
-def _chart(ctx: Ctx, view: pd.DataFrame, proj: str, by: str, cap: int) -> list[str]:
-    """Draw the (downsampled) scatter; returns the image ids of the selected points."""
+def _chart(
+    ctx: Ctx, view: pd.DataFrame, proj: str, by: str, cap: int, finding: str | None = None
+) -> list[str]:
+    """Draw the (downsampled) scatter, coloured by ``by`` (or by the state of ``finding``);
+    returns the image ids of the selected points."""
     before = set(figures.selected_ids(st.session_state.get("emb_chart")))
     before.add(str(st.session_state.get("current_case", "")))
     keep = view["labelled"].to_numpy() | view["image_id"].isin(before).to_numpy()
@@ -90,7 +100,10 @@ def _chart(ctx: Ctx, view: pd.DataFrame, proj: str, by: str, cap: int) -> list[s
         )
     else:
         st.caption(f"{len(view):,} points. Drag a box or lasso (toolbar) to select.")
-    fig = figures.embedding_figure(shown, proj, by, ctx.classes, PROJECTIONS[proj])
+    values = None if finding is None else colour_by_finding(shown, finding, ctx.classes)
+    fig = figures.embedding_figure(
+        shown, proj, by, ctx.classes, PROJECTIONS[proj], values=values, legend=finding
+    )
     event = st.plotly_chart(
         fig,
         key="emb_chart",

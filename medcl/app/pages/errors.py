@@ -1,4 +1,5 @@
-"""Errors and calibration page: confusion matrix, per-class metrics, reliability, review list."""
+"""Errors and calibration page: confusion matrix, per-class metrics, reliability, review list
+(a multi-label run: per-finding metrics, ROC curves and the wrong calls per finding)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from medcl.app import figures
+from medcl.app import findings as fnd
 from medcl.app import overview as summary
 from medcl.app.cases import calibration_rows, present_splits, review_cases
 from medcl.app.pages.context import Ctx
@@ -20,12 +22,60 @@ N_BINS = 10
 def render(ctx: Ctx) -> None:
     """Confusion matrix, per-class metrics, reliability diagram, cases to review."""
     st.header(TITLE)
+    split = str((ctx.metrics or {}).get("split") or "test")
+    if ctx.multilabel:
+        _findings(ctx, split)
+        return
     _test_metrics(ctx)
     if not ctx.need("table"):
         return
-    split = str((ctx.metrics or {}).get("split") or "test")
     _reliability(ctx, split)
     _review(ctx, split)
+
+
+def _findings(ctx: Ctx, split: str) -> None:
+    """A multi-label run: per-finding metrics, ROC curves, and the wrong calls to review."""
+    st.subheader("Per-finding metrics (test)")
+    if ctx.metrics is None:
+        st.warning(ctx.problems.get("metrics", "no metrics"))
+    else:
+        table = fnd.finding_table(ctx.metrics)
+        fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in fnd.FINDING_COLUMNS[1:9]}
+        st.dataframe(table, hide_index=True, column_config=fmt)
+    if not ctx.need("table"):
+        return
+    st.subheader(f"ROC curve per finding ({split})")
+    curves = fnd.roc_curves(ctx.table, ctx.classes, split)
+    if curves:
+        st.plotly_chart(figures.finding_roc_figure(curves), key="err_roc")
+    else:
+        st.info(f"No finding is both present and absent among the labelled {split} images.")
+    st.subheader("Findings to review")
+    t = ctx.table
+    splits = present_splits(t, unassigned=False)
+    c1, c2 = st.columns(2)
+    chosen = c1.multiselect(
+        "Splits", splits, default=[s for s in splits if s == split] or splits, key="err_splits"
+    )
+    only = c2.multiselect("Findings", ctx.classes, key="err_findings")
+    cutoffs = fnd.thresholds(ctx.metrics, ctx.classes)
+    cases = fnd.finding_errors(t, ctx.classes, cutoffs, chosen, only or None)
+    st.caption(
+        f"{len(cases)} wrong call(s) at the validation thresholds (missed: present below it; "
+        "false alarm: absent at or above it), most confident first. Select a row to open it."
+    )
+    event = st.dataframe(
+        cases,
+        hide_index=True,
+        key="err_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "probability": st.column_config.NumberColumn(format="%.3f"),
+            "threshold": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )
+    _open_selected(event, cases)
 
 
 def _test_metrics(ctx: Ctx) -> None:

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from medcl.app import acquisition, formatting
+from medcl.app.findings import SINGLE_LABEL_ONLY
 from medcl.app.labelling import labelling_sheet
 from medcl.app.pages.context import Ctx
 from medcl.app.pages.widgets import thumbnails
@@ -31,6 +32,9 @@ METHOD = (
 def render(ctx: Ctx) -> None:
     """Unlabelled training images ranked for annotation; CSV export."""
     st.header(TITLE)
+    if ctx.multilabel:
+        st.info(SINGLE_LABEL_ONLY.format(page="Label next"))
+        return
     if not ctx.need("table"):
         return
     if ctx.vectors is None:

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from medcl.app import figures, formatting
+from medcl.app import findings as fnd
 from medcl.app import overview as summary
 from medcl.app.pages.context import Ctx
 
@@ -50,6 +51,27 @@ def _test_metrics(ctx: Ctx) -> None:
         f"Test split: {n} images from {n_pat} patients; intervals are 95 % "
         "patient-level bootstrap intervals."
     )
+    if ctx.multilabel:
+        _findings(ctx)
+
+
+def _findings(ctx: Ctx) -> None:
+    """A multi-label run's per-finding test results: AUROC with its interval and prevalence."""
+    st.subheader("Per finding (test)")
+    table = fnd.finding_table(ctx.metrics or {})
+    if table.empty:
+        st.info("The test metrics hold no per-finding results.")
+        return
+    left, right = st.columns([3, 2])
+    fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in fnd.FINDING_COLUMNS[1:9]}
+    left.dataframe(table, hide_index=True, column_config=fmt)
+    right.plotly_chart(figures.finding_auroc_figure(table), key="ov_findings")
+    spec = (ctx.metrics or {}).get("fixed_specificity")
+    st.caption(
+        "Each finding is scored on the test images where it is known (unknown is not absent). "
+        f"Sensitivity at specificity {spec}: read on the test ROC curve; threshold, "
+        "sensitivity and specificity: at the threshold chosen on validation (Youden's J)."
+    )
 
 
 def _data(ctx: Ctx) -> None:
@@ -65,7 +87,10 @@ def _data(ctx: Ctx) -> None:
             "labelled_share": st.column_config.NumberColumn("labelled %", format="%.1f %%")
         },
     )
-    if ctx.classes:
+    if ctx.classes and ctx.multilabel:
+        st.caption("Labelled images per finding and split: present/absent/unknown")
+        st.dataframe(fnd.finding_counts(ctx.manifest, ctx.classes))
+    elif ctx.classes:
         st.caption("Labelled images per class and split")
         st.dataframe(summary.class_counts(ctx.manifest, ctx.classes))
     _leaks(ctx)
