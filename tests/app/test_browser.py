@@ -341,6 +341,25 @@ def test_every_page_renders_in_chromium(demo_run: Path, tmp_path: Path, browser:
         server.close()
 
 
+def test_every_page_renders_for_a_multilabel_run_in_chromium(
+    multilabel_run: Path, tmp_path: Path, browser: Browser
+) -> None:
+    """The six pages of a multi-label run (per-finding results) load without an error."""
+    server = Server(multilabel_run, tmp_path / "server.log")
+    try:
+        for page in PAGES:
+            state, _ = browser.load(
+                f"{server.url}?page={page}", want_plot=page in ("overview", "embedding", "errors")
+            )
+            browser.screenshot(tmp_path / f"multilabel_{page}.png")
+            assert not state["exceptions"], f"{page}: exception shown: {state['exceptions']}"
+            assert not state["errors"], f"{page}: error shown: {state['errors']}"
+            # the labelling page is one line for a multi-label run
+            assert state["blocks"] > (1 if page == "label" else 3), f"{page}: {state}"
+    finally:
+        server.close()
+
+
 @pytest.mark.slow  # 20,000 points: minutes on 2 CPU cores (make test-all runs it)
 def test_embedding_explorer_at_20000_points(
     big_run: Path, tmp_path: Path, browser: Browser
