@@ -157,6 +157,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         description.record_test(metrics)
         write_json(description.to_dict(), model_dir / "metadata.json")
         write_text(model_card(description, metrics), model_dir / "model_card.md")
+    if metrics.get("task") == "multilabel":  # per finding: no single class per image
+        from medcl.evaluate.evaluation import multilabel_summary
+
+        print("\n".join([*multilabel_summary(metrics, args.split), f"metrics: {out}"]))
+        return 0
     iv = metrics.get("intervals", {}).get("balanced_accuracy", {})
 
     def fmt(v: float | None) -> str:

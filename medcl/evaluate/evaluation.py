@@ -248,7 +248,8 @@ def multilabel_record(
 
     Returns:
         ``{"task": "multilabel", "macro_auroc", "macro_auroc_ci", "intervals", "findings",
-        "fixed_specificity" (``specificity``), "n", "n_patients"}``; ``findings[name]`` = ``{"auroc", "auroc_ci",
+        "fixed_specificity" (``specificity``), "n", "n_patients"}``; ``findings[name]`` =
+        ``{"auroc", "auroc_ci",
         "sensitivity_at_specificity", "prevalence", "threshold", "threshold_rule",
         "sensitivity", "specificity", "n_positive", "n_negative", "n_unknown"}`` (``None``
         where undefined). JSON-serialisable.
@@ -349,3 +350,29 @@ def _checked(proba: np.ndarray, rows: Manifest, names: list[str]) -> np.ndarray:
             f"{len(names)} findings ({', '.join(names)})"
         )
     return p
+
+
+def multilabel_summary(metrics: Mapping[str, Any], split: str = "test") -> list[str]:
+    """The lines a command prints of a multi-label record: the macro AUROC with its interval,
+    then one line per finding (AUROC and interval, prevalence, sensitivity at the fixed
+    specificity, and the rates at the validation threshold)."""
+
+    def num(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    def ci(c: Sequence[float] | None) -> str:
+        return "" if not c else f" (95 % CI {num(c[0])}–{num(c[1])})"
+
+    spec = metrics.get("fixed_specificity")
+    lines = [
+        f"{split}: macro AUROC {num(metrics.get('macro_auroc'))}{ci(metrics.get('macro_auroc_ci'))}"
+    ]
+    for name, f in (metrics.get("findings") or {}).items():
+        lines.append(
+            f"  {name}: AUROC {num(f.get('auroc'))}{ci(f.get('auroc_ci'))}, prevalence "
+            f"{num(f.get('prevalence'))}, sensitivity at specificity {num(spec)} "
+            f"{num(f.get('sensitivity_at_specificity'))}; at the validation threshold "
+            f"{num(f.get('threshold'))}: sensitivity {num(f.get('sensitivity'))}, "
+            f"specificity {num(f.get('specificity'))}"
+        )
+    return lines

@@ -176,3 +176,19 @@ def test_an_arm_that_refuses_a_multilabel_task_is_recorded_not_raised(tmp_path, 
     single = base.__class__(base.df.assign(label="bright"), list(base.classes), {})
     with pytest.raises(MedclError, match="knn"):
         efficiency._run_jobs(cfg, single, tmp_path / "o2", jobs, [], store, header, print, False)
+
+
+def test_check_experiment_takes_macro_auroc_and_needs_a_defined_finding_on_test(tmp_path):
+    path = make_multilabel_manifest(tmp_path / "ok", test_patients=3)
+    cfg = load_config(None)
+    assert efficiency.check_experiment(cfg, path).multilabel
+    with pytest.raises(ConfigError, match="macro_auroc"):
+        efficiency.check_experiment(derive(cfg, **{"efficiency.metric": "balanced_accuracy"}), path)
+    m = read_manifest(path)
+    test = m.df["split"] == "test"
+    m.df.loc[test & (m.df["label"] != ""), "label"] = "bright"  # every finding one-sided on test
+    from medcl.data.manifest import write_manifest
+
+    one_sided = write_manifest(m, tmp_path / "one_sided.csv")
+    with pytest.raises(MedclError, match="no finding is both present and absent"):
+        efficiency.check_experiment(cfg, one_sided)

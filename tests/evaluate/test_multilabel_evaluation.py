@@ -17,6 +17,7 @@ from medcl.evaluate.evaluation import (
     finding_thresholds,
     model_thresholds,
     multilabel_record,
+    multilabel_summary,
     patient_numbers,
 )
 from tests.conftest import FINDINGS, make_multilabel_manifest
@@ -151,3 +152,12 @@ def test_evaluate_findings_refuses_a_wrong_shape_and_an_empty_split(tmp_path):
         evaluate_findings(lambda r: np.zeros((len(r), 2)), m, "val", n_boot=0)
     with pytest.raises(MedclError, match="no labelled rows"):
         evaluate_findings(_predict_from_findings(), m, "nosuch", n_boot=0)
+
+
+def test_the_printed_summary_names_every_finding_with_its_interval():
+    y, s, groups = cohort()
+    out = multilabel_record(y, s, groups, NAMES, {n: 0.5 for n in NAMES}, n_boot=50)
+    lines = multilabel_summary(out, "test")
+    low, high = out["macro_auroc_ci"]
+    assert lines[0] == f"test: macro AUROC {out['macro_auroc']:.3f} (95 % CI {low:.3f}–{high:.3f})"
+    assert [ln.split(":")[0].strip() for ln in lines[1:]] == NAMES
