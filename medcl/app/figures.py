@@ -412,17 +412,9 @@ def finding_auroc_figure(table: pd.DataFrame) -> go.Figure:
 
 def finding_roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> go.Figure:
     """Each finding's ROC curve (``{finding: (fpr, tpr)}``) and the chance diagonal."""
-    fig = go.Figure()
-    for k, (name, (fpr, tpr)) in enumerate(curves.items()):
-        fig.add_trace(
-            go.Scatter(
-                x=fpr,
-                y=tpr,
-                mode="lines",
-                name=name,
-                line={"shape": "hv", "color": _PALETTE[k % len(_PALETTE)]},
-            )
-        )
+    colour = {name: _PALETTE[k % len(_PALETTE)] for k, name in enumerate(curves)}
+    line = {name: {"shape": "hv", "color": c} for name, c in colour.items()}
+    fig = go.Figure([go.Scatter(x=f, y=t, name=n, line=line[n]) for n, (f, t) in curves.items()])
     fig.add_trace(
         go.Scatter(
             x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance"

@@ -78,19 +78,14 @@ def predict_rows(
 
 
 def evaluate_model(
-    clf: Classifier,
-    manifest: Manifest,
-    split: str = "test",
-    n_boot: int = 1000,
-    seed: int = 0,
-    specificity: float = DEFAULT_SPECIFICITY,
+    clf: Classifier, manifest: Manifest, split: str = "test", n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
     """Metrics of ``clf`` on the labelled rows of ``split``.
 
     Raises:
         MedclError: If the split has no labelled rows or the classes differ from the model's.
     """
-    return evaluate_with_predictions(clf, manifest, split, n_boot, seed, specificity)[0]
+    return evaluate_with_predictions(clf, manifest, split, n_boot, seed)[0]
 
 
 def evaluate_with_predictions(
@@ -118,7 +113,13 @@ def evaluate_with_predictions(
     if manifest.multilabel:
         own = model_thresholds(clf.description.operating_point, list(manifest.classes))
         return evaluate_findings(
-            lambda m: predict_rows(clf, m)[0], manifest, split, n_boot, seed, specificity, own
+            lambda m: predict_rows(clf, m)[0],
+            manifest,
+            thresholds=own,
+            split=split,
+            n_boot=n_boot,
+            seed=seed,
+            specificity=specificity,
         )
     rows = manifest.subset((manifest.df["split"] == split) & (manifest.df["label"] != ""))
     if len(rows) == 0:
@@ -126,13 +127,7 @@ def evaluate_with_predictions(
     proba, ds = predict_rows(clf, rows)
     y = ds.labels.numpy()
     groups = ds.groups.numpy()
-    preds = {
-        "image_id": rows.df["image_id"].to_numpy(dtype=str),
-        "patient_key": rows.df["patient_key"].to_numpy(dtype=str),
-        "patient": groups,
-        "y": y,
-        "proba": proba,
-    }
+    preds = _predictions(rows, groups, y, proba)
     classes = list(manifest.classes)
     binary = len(classes) == 2
     if n_boot > 0:
@@ -287,23 +282,24 @@ def multilabel_record(
 def evaluate_findings(
     predict: Probabilities,
     manifest: Manifest,
+    *,
+    thresholds: Mapping[str, float] | None = None,
     split: str = "test",
     n_boot: int = 1000,
     seed: int = 0,
     specificity: float = DEFAULT_SPECIFICITY,
-    thresholds: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Test metrics of a multi-label classifier and the predictions behind them.
 
     Args:
         predict: The classifier's per-finding probabilities (:data:`Probabilities`).
         manifest: A multi-label split manifest.
+        thresholds: The model's own per-finding thresholds; ``None``: Youden's per finding on
+            the manifest's labelled validation rows (0.5 without any).
         split: The split scored.
         n_boot: Patient-bootstrap replicates (0: no intervals).
         seed: Seed of the bootstrap.
         specificity: Where each finding's sensitivity is read (:data:`DEFAULT_SPECIFICITY`).
-        thresholds: The model's own per-finding thresholds; ``None``: Youden's per finding on
-            the manifest's labelled validation rows (0.5 without any).
 
     Returns:
         :func:`multilabel_record` plus ``split``, and ``{"image_id", "patient_key", "patient",
@@ -332,14 +328,20 @@ def evaluate_findings(
         chosen = thresholds
     out = multilabel_record(y, proba, groups, names, chosen, specificity, n_boot, seed)
     out["split"] = split
-    preds = {
+    return out, _predictions(rows, groups, y, proba)
+
+
+def _predictions(
+    rows: Manifest, groups: np.ndarray, y: np.ndarray, proba: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The saved predictions of evaluated rows (pseudonymous ids only)."""
+    return {
         "image_id": rows.df["image_id"].to_numpy(dtype=str),
         "patient_key": rows.df["patient_key"].to_numpy(dtype=str),
         "patient": groups,
         "y": y,
         "proba": proba,
     }
-    return out, preds
 
 
 def _checked(proba: np.ndarray, rows: Manifest, names: list[str]) -> np.ndarray:

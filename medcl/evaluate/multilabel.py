@@ -157,24 +157,11 @@ def finding_auroc_replicates(
 
 
 def macro_auroc_replicates(
-    findings: np.ndarray,
-    scores: np.ndarray,
-    groups: np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
+    findings: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
 ) -> np.ndarray:
-    """The macro AUROC on ``n_boot`` patient-bootstrap replicates (module docstring).
-
-    Args:
-        findings: ``(N, K)`` findings in ``{1, 0, −1}``.
-        scores: ``(N, K)`` scores.
-        groups: ``(N,)`` patient id of each image.
-        n_boot: Number of replicates.
-        seed: Seed of ``numpy.random.default_rng``.
-
-    Returns:
-        ``(n_boot,)`` values, NaN where no finding is defined in a replicate.
-    """
+    """The macro AUROC on ``n_boot`` patient-bootstrap replicates (module docstring;
+    arguments as :func:`finding_auroc_replicates`): ``(n_boot,)`` values, NaN where no finding
+    is defined in a replicate."""
     return nan_mean(finding_auroc_replicates(findings, scores, groups, n_boot, seed))
 
 

@@ -193,19 +193,25 @@ def make_volume_run(root: Path, n_patients: int = 8, size: int = 16, depth: int 
     write_embeddings(
         embed_manifest(clf, read_manifest(root / "data" / "split.csv")), root / "embeddings.parquet"
     )
+    return write_summary(root, "3-D test run")
+
+
+def write_summary(root: Path, headline: str, **entries: str) -> Path:
+    """A minimal ``config.yaml`` and the ``run_summary.json`` naming the run's files (the
+    manifest, embeddings, model and config at their usual places, plus ``entries``)."""
+    import json
+
     (root / "config.yaml").write_text("augment:\n  preset: auto\n  views: 2\n  options: {}\n")
-    (root / "run_summary.json").write_text(
-        json.dumps(
-            {
-                "kind": "medcl-run",
-                "headline": "3-D test run",
-                "manifest": "data/split.csv",
-                "embeddings": "embeddings.parquet",
-                "model": "model",
-                "config": "config.yaml",
-            }
-        )
-    )
+    summary = {
+        "kind": "medcl-run",
+        "headline": headline,
+        "manifest": "data/split.csv",
+        "embeddings": "embeddings.parquet",
+        "model": "model",
+        "config": "config.yaml",
+        **entries,
+    }
+    (root / "run_summary.json").write_text(json.dumps(summary))
     return root
 
 
@@ -243,17 +249,10 @@ def make_multilabel_run(root: Path) -> Path:
     names = list(FINDINGS)
     torch.manual_seed(0)
     size = 24
-    meta = {
-        "classes": names,
-        "task": "multilabel",
-        "architecture": {"encoder": "resnet10", "width": 0.125, "stem": "auto"},
-        "spatial_dims": 2,
-        "image_size": size,
-        "modality": "MR",
-        "preset": "mr",
-        "window": [40.0, 400.0],
-        "name": "multi-label test model",
-    }
+    arch = {"encoder": "resnet10", "width": 0.125, "stem": "auto"}
+    meta = dict(classes=names, task="multilabel", architecture=arch, spatial_dims=2)
+    meta |= dict(image_size=size, modality="MR", preset="mr", window=[40.0, 400.0])
+    meta["name"] = "multi-label test model"
     enc = build_encoder(EncoderSpec("resnet10", 2, size, width=0.125))
     head = nn.Linear(encoder_dim("resnet10", 0.125), len(names))
     clf = Classifier(enc, head, ModelDescription.from_dict(meta)).eval()
@@ -289,7 +288,7 @@ def make_multilabel_run(root: Path) -> Path:
     def predict(m: Manifest) -> np.ndarray:
         return np.stack([by_id[i] for i in m.df["image_id"]])
 
-    metrics, _ = evaluate_findings(predict, manifest, "test", n_boot=100, seed=0)
+    metrics, _ = evaluate_findings(predict, manifest, split="test", n_boot=100, seed=0)
     (root / "metrics.json").write_text(json.dumps(metrics))
     per = metrics["findings"]
     records = [
@@ -321,24 +320,14 @@ def make_multilabel_run(root: Path) -> Path:
     results = {"metric": "macro_auroc", "records": records, "picks": [], "paired": []}
     (root / "efficiency" / "results.json").write_text(json.dumps(results))
     write_report(records, "macro_auroc", root / "efficiency")
-    (root / "config.yaml").write_text("augment:\n  preset: auto\n  views: 2\n  options: {}\n")
-    (root / "run_summary.json").write_text(
-        json.dumps(
-            {
-                "kind": "medcl-run",
-                "headline": "multi-label test run",
-                "manifest": "data/split.csv",
-                "metrics": "metrics.json",
-                "embeddings": "embeddings.parquet",
-                "model": "model",
-                "config": "config.yaml",
-                "efficiency": "efficiency/results.json",
-                "efficiency_report": "efficiency/report.md",
-                "efficiency_plot": "efficiency/efficiency.png",
-            }
-        )
+    return write_summary(
+        root,
+        "multi-label test run",
+        metrics="metrics.json",
+        efficiency="efficiency/results.json",
+        efficiency_report="efficiency/report.md",
+        efficiency_plot="efficiency/efficiency.png",
     )
-    return root
 
 
 @pytest.fixture(scope="session")

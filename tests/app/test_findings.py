@@ -15,16 +15,16 @@ NAMES = ["a", "b"]
 
 
 def table() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "image_id": ["t1", "t2", "t3", "t4", "v1", "r1"],
-            "patient_key": ["p1", "p2", "p3", "p4", "p5", "p6"],
-            "split": ["test", "test", "test", "test", "val", "train"],
-            "label": ["a", "?a|b", "-", "a|b", "a", ""],
-            "prob_a": [0.2, 0.9, 0.7, 0.8, 0.1, 0.9],
-            "prob_b": [0.6, 0.1, 0.3, 0.9, 0.9, 0.9],
-        }
-    )
+    rows = [  # image, split, findings, p(a), p(b); patient = "p" + image
+        ("t1", "test", "a", 0.2, 0.6),
+        ("t2", "test", "?a|b", 0.9, 0.1),
+        ("t3", "test", "-", 0.7, 0.3),
+        ("t4", "test", "a|b", 0.8, 0.9),
+        ("v1", "val", "a", 0.1, 0.9),
+        ("r1", "train", "", 0.9, 0.9),
+    ]
+    df = pd.DataFrame(rows, columns=["image_id", "split", "label", "prob_a", "prob_b"])
+    return df.assign(patient_key="p" + df["image_id"])
 
 
 def test_wrong_calls_skip_unknown_findings_and_come_most_confident_first():

@@ -121,7 +121,7 @@ def test_evaluate_findings_scores_the_labelled_test_rows_and_masks_unknowns(tmp_
     path = make_multilabel_manifest(tmp_path, n_patients=22, labelled_patients=6, test_patients=6)
     m = read_manifest(path)
     predict = _predict_from_findings()
-    out, preds = evaluate_findings(predict, m, "test", n_boot=50, seed=0, specificity=0.9)
+    out, preds = evaluate_findings(predict, m, split="test", n_boot=50, seed=0, specificity=0.9)
     rows = m.subset((m.df["split"] == "test") & (m.df["label"] != ""))
     y = rows.findings()
     assert preds["y"].shape == (len(rows), len(FINDINGS)) and (preds["y"] == y).all()
@@ -141,7 +141,7 @@ def test_evaluate_findings_scores_the_labelled_test_rows_and_masks_unknowns(tmp_
         p = predict(mm)
         return np.where(mm.findings() == -1, 1.0, p)
 
-    out2, _ = evaluate_findings(moved, m, "test", n_boot=50, seed=0)
+    out2, _ = evaluate_findings(moved, m, split="test", n_boot=50, seed=0)
     assert out2["macro_auroc"] == pytest.approx(out["macro_auroc"], abs=1e-12)
     assert out2["macro_auroc_ci"] == pytest.approx(out["macro_auroc_ci"], abs=1e-12)
 
@@ -149,9 +149,9 @@ def test_evaluate_findings_scores_the_labelled_test_rows_and_masks_unknowns(tmp_
 def test_evaluate_findings_refuses_a_wrong_shape_and_an_empty_split(tmp_path):
     m = read_manifest(make_multilabel_manifest(tmp_path))
     with pytest.raises(MedclError, match="shape"):
-        evaluate_findings(lambda r: np.zeros((len(r), 2)), m, "val", n_boot=0)
+        evaluate_findings(lambda r: np.zeros((len(r), 2)), m, split="val", n_boot=0)
     with pytest.raises(MedclError, match="no labelled rows"):
-        evaluate_findings(_predict_from_findings(), m, "nosuch", n_boot=0)
+        evaluate_findings(_predict_from_findings(), m, split="nosuch", n_boot=0)
 
 
 def test_the_printed_summary_names_every_finding_with_its_interval():

@@ -64,18 +64,8 @@ def _findings(ctx: Ctx, split: str) -> None:
         f"{len(cases)} wrong call(s) at the validation thresholds (missed: present below it; "
         "false alarm: absent at or above it), most confident first. Select a row to open it."
     )
-    event = st.dataframe(
-        cases,
-        hide_index=True,
-        key="err_table",
-        on_select="rerun",
-        selection_mode="single-row",
-        column_config={
-            "probability": st.column_config.NumberColumn(format="%.3f"),
-            "threshold": st.column_config.NumberColumn(format="%.3f"),
-        },
-    )
-    _open_selected(event, cases)
+    fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in ("probability", "threshold")}
+    _cases_table(cases, fmt)
 
 
 def _test_metrics(ctx: Ctx) -> None:
@@ -143,16 +133,24 @@ def _review(ctx: Ctx, split: str) -> None:
         predicted_classes=pred_cls or None,
     )
     st.caption(f"{len(cases)} case(s). Select a row to open it in the case viewer.")
+    _cases_table(
+        cases,
+        {
+            "confidence": st.column_config.NumberColumn(format="%.3f"),
+            "p_true": st.column_config.NumberColumn("p(true)", format="%.3f"),
+        },
+    )
+
+
+def _cases_table(cases: pd.DataFrame, column_config: dict) -> None:
+    """The cases as a table whose selected row can be opened in the case viewer."""
     event = st.dataframe(
         cases,
         hide_index=True,
         key="err_table",
         on_select="rerun",
         selection_mode="single-row",
-        column_config={
-            "confidence": st.column_config.NumberColumn(format="%.3f"),
-            "p_true": st.column_config.NumberColumn("p(true)", format="%.3f"),
-        },
+        column_config=column_config,
     )
     _open_selected(event, cases)
 
