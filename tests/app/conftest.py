@@ -331,6 +331,16 @@ def make_multilabel_run(root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def multilabel_demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of ``medcl demo --task multilabel --quick`` (about 15 s; shared)."""
+    from medcl.demo import run_demo
+
+    out = tmp_path_factory.mktemp("dashboard_ml_demo") / "run"
+    run_demo(out, quick=True, task="multilabel", log=lambda _msg: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small multi-label run folder (:func:`make_multilabel_run`)."""
     return make_multilabel_run(tmp_path_factory.mktemp("dashboard_ml") / "run")

@@ -342,10 +342,11 @@ def test_every_page_renders_in_chromium(demo_run: Path, tmp_path: Path, browser:
 
 
 def test_every_page_renders_for_a_multilabel_run_in_chromium(
-    multilabel_run: Path, tmp_path: Path, browser: Browser
+    multilabel_demo_run: Path, tmp_path: Path, browser: Browser
 ) -> None:
-    """The six pages of a multi-label run (per-finding results) load without an error."""
-    server = Server(multilabel_run, tmp_path / "server.log")
+    """The six pages of ``medcl demo --task multilabel --quick``'s run (per-finding results) load
+    without an error."""
+    server = Server(multilabel_demo_run, tmp_path / "server.log")
     try:
         for page in PAGES:
             state, _ = browser.load(

@@ -22,6 +22,23 @@ def test_every_page_renders(multilabel_run: Path, monkeypatch: pytest.MonkeyPatc
     assert_clean(at)
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_for_the_multilabel_demo(
+    multilabel_demo_run: Path, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    """The real output of ``medcl demo --task multilabel --quick``: every page, and the headline
+    and the overview in macro AUROC."""
+    summary = json.loads((multilabel_demo_run / "run_summary.json").read_text())
+    assert summary["task"] == "multilabel"
+    assert summary["headline"].startswith("macro AUROC at 10 % labels")
+    at = open_app(monkeypatch, multilabel_demo_run, page)
+    assert_clean(at)
+    if page == "overview":
+        assert [m.label for m in at.metric] == ["Macro AUROC"]
+        table = next(d.value for d in at.dataframe if "finding" in d.value.columns)
+        assert list(table["finding"]) == ["lesion", "nodule", "vessel"]
+
+
 def test_overview_shows_macro_auroc_and_a_table_per_finding(
     multilabel_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
