@@ -36,6 +36,32 @@ def fresh_machine_probe():
     this_machine.cache_clear()
 
 
+def _row(p: int, k: int, f: Path, size: int, split: str, label: str) -> dict:
+    """The manifest row of patient ``p``'s ``k``-th 2-D MR image, cached at ``f``."""
+    return {
+        "image_id": f"p{p}i{k}",
+        "path": str(f),
+        "patient_key": f"pk{p:02d}",
+        "study_key": f"s{p}",
+        "modality": "MR",
+        "label": label,
+        "split": split,
+        "sha256": f"{p:032x}{k:032x}",
+        "dims": 2,
+        "rows": size,
+        "cols": size,
+        "slices": 1,
+        "cache_path": str(f),
+        "intensity": "unit",
+    }
+
+
+def _split_of(p: int, n_patients: int, test_patients: int) -> str:
+    """Train for the first patients, then 3 validation patients, then ``test_patients``."""
+    first_held_out = n_patients - 3 - test_patients
+    return "train" if p < first_held_out else "val" if p < first_held_out + 3 else "test"
+
+
 def make_manifest(
     root: Path,
     n_patients: int = 12,
@@ -57,8 +83,7 @@ def make_manifest(
     cache.mkdir(parents=True, exist_ok=True)
     for p in range(n_patients):
         cls = p % n_classes
-        first_held_out = n_patients - 3 - test_patients
-        split = "train" if p < first_held_out else "val" if p < first_held_out + 3 else "test"
+        split = _split_of(p, n_patients, test_patients)
         for k in range(per_patient):
             img = rng.normal(0.3, 0.05, (1, size, size)).astype(np.float32)
             for _ in range(cls):
@@ -69,24 +94,7 @@ def make_manifest(
             labelled = (split != "train" and k >= held_out_unlabelled) or (
                 split == "train" and p < labelled_patients
             )
-            rows.append(
-                {
-                    "image_id": f"p{p}i{k}",
-                    "path": str(f),
-                    "patient_key": f"pk{p:02d}",
-                    "study_key": f"s{p}",
-                    "modality": "MR",
-                    "label": f"c{cls}" if labelled else "",
-                    "split": split,
-                    "sha256": f"{p:032x}{k:032x}",
-                    "dims": 2,
-                    "rows": size,
-                    "cols": size,
-                    "slices": 1,
-                    "cache_path": str(f),
-                    "intensity": "unit",
-                }
-            )
+            rows.append(_row(p, k, f, size, split, f"c{cls}" if labelled else ""))
     classes = [f"c{k}" for k in range(n_classes)]
     return write_manifest(Manifest(new_frame(rows), classes), root / "split.csv")
 
@@ -117,8 +125,7 @@ def make_multilabel_manifest(
     n_row = 0
     for p in range(n_patients):
         states = [(p % 8 >> b) & 1 for b in range(3)]
-        first_held_out = n_patients - 3 - test_patients
-        split = "train" if p < first_held_out else "val" if p < first_held_out + 3 else "test"
+        split = _split_of(p, n_patients, test_patients)
         for k in range(per_patient):
             img = rng.normal(0.4, 0.05, (1, size, size)).astype(np.float32)
             y, x = rng.integers(2, size - 10, 2)
@@ -135,24 +142,8 @@ def make_multilabel_manifest(
             if labelled and unknown_every and n_row % unknown_every == unknown_every - 1:
                 row_states[n_row % 3] = -1
             n_row += 1
-            rows.append(
-                {
-                    "image_id": f"p{p}i{k}",
-                    "path": str(f),
-                    "patient_key": f"pk{p:02d}",
-                    "study_key": f"s{p}",
-                    "modality": "MR",
-                    "label": encode_states(row_states, FINDINGS) if labelled else "",
-                    "split": split,
-                    "sha256": f"{p:032x}{k:032x}",
-                    "dims": 2,
-                    "rows": size,
-                    "cols": size,
-                    "slices": 1,
-                    "cache_path": str(f),
-                    "intensity": "unit",
-                }
-            )
+            label = encode_states(row_states, FINDINGS) if labelled else ""
+            rows.append(_row(p, k, f, size, split, label))
     m = Manifest(new_frame(rows), list(FINDINGS), {"task": "multilabel"})
     return write_manifest(m, root / "split.csv")
 
