@@ -595,7 +595,8 @@ def run_job(
         "budget": job.budget.tag,
         "seed": seed,
         "finetune": mode,
-        "val_balanced_accuracy": res.val_balanced_accuracy,
+        # none for findings (NaN is not JSON: results.json must load in any JSON reader)
+        "val_balanced_accuracy": None if subset.multilabel else res.val_balanced_accuracy,
         **_val_fields(res, subset),
         "n_labelled_images": desc.finetune.train_labelled_images,  # type: ignore[union-attr]
         "n_labelled_patients": desc.finetune.train_labelled_patients,  # type: ignore[union-attr]

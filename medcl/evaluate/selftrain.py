@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -50,10 +51,12 @@ import pandas as pd
 
 from medcl.data.findings import MISSING, encode_matrix
 from medcl.data.manifest import Manifest
-from medcl.errors import ConfigError, MedclError
+from medcl.errors import ConfigError
 from medcl.evaluate.classifier import Classifier
 from medcl.evaluate.evaluation import predict_rows
 from medcl.evaluate.fitting import FitJob, FitMode
+
+log = logging.getLogger(__name__)
 
 
 def pooled_predictions(
@@ -212,9 +215,9 @@ def fit_selftrain(
         steps, ``steps`` (both), and the pseudo-label counts of :func:`pseudo_label`. Without
         unlabelled training rows (every label kept) the teacher is the result.
 
-    Raises:
-        MedclError: If the teacher labels no unlabelled image at all (nothing to self-train on
-            would silently repeat the teacher).
+        When the teacher labels no unlabelled image with confidence, a student would learn from
+        the teacher's data again: the teacher is the result, a warning says so, and the details
+        carry ``student``.
     """
     ft = job.cfg.finetune
     start = copy.deepcopy(job.clf.state_dict())
@@ -234,11 +237,23 @@ def fit_selftrain(
     job.clf.load_state_dict(start)  # the student starts where the teacher did,
     job.clf.train()  # in training mode (fitting the teacher left it in eval mode)
     labelled = manifest.subset((manifest.df["split"] == "train") & (manifest.df["label"] != ""))
-    if stats["pseudo_labelled"] == 0:
-        raise MedclError(
-            f"self-training: no unlabelled image reached finetune.selftrain_threshold = "
-            f"{ft.selftrain_threshold} (teacher validation score {t_score:.3f}); lower it"
+    if stats["pseudo_labelled"] == 0:  # a student would learn from the teacher's data again
+        log.warning(
+            "self-training: no unlabelled image reached finetune.selftrain_threshold = %s "
+            "(teacher validation score %.3f): the teacher is the result (lower the threshold "
+            "to self-train)",
+            ft.selftrain_threshold,
+            t_score,
         )
+        job.clf.load_state_dict(teacher.state_dict())
+        job.clf.eval()
+        return t_score, {
+            **t_details,
+            "steps": t_steps,
+            "teacher_steps": t_steps,
+            "student": "none: no confident pseudo-label, the teacher is the result",
+            **stats,
+        }
     student = dataclasses.replace(job, manifest=manifest, train=job.clf.images(labelled))
     teacher_key = (
         "teacher_val_macro_auroc" if job.manifest.multilabel else "teacher_val_balanced_accuracy"

@@ -35,6 +35,12 @@ def test_every_page_renders_for_the_multilabel_demo(
     assert_clean(at)
     if page == "overview":
         assert [m.label for m in at.metric] == ["Macro AUROC"]
+
+        def not_json(name: str) -> None:
+            raise AssertionError(f"results.json holds {name}, which is not JSON")
+
+        text = (multilabel_demo_run / "efficiency" / "results.json").read_text()
+        json.loads(text, parse_constant=not_json)
         table = next(d.value for d in at.dataframe if "finding" in d.value.columns)
         assert list(table["finding"]) == ["lesion", "nodule", "vessel"]
 

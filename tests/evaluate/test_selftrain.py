@@ -4,6 +4,7 @@ starting where the teacher did, and the experiment's teacher hand-over changing 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ import medcl.evaluate.efficiency as eff
 import medcl.evaluate.selftrain as st
 from medcl.config import load_config
 from medcl.data.manifest import Manifest, new_frame
-from medcl.errors import MedclError
 from tests.conftest import TINY_OVERRIDES, make_manifest
 
 CLASSES = ["a", "b", "c"]
@@ -118,7 +118,9 @@ class _Clf(torch.nn.Module):
         return list(m.df["image_id"])
 
 
-def test_the_student_starts_where_the_teacher_did_and_learns_from_pseudo_labels(monkeypatch):
+def test_the_student_starts_where_the_teacher_did_and_learns_from_pseudo_labels(
+    monkeypatch, caplog
+):
     from medcl.evaluate.fitting import FitJob
 
     m = _manifest()
@@ -142,14 +144,21 @@ def test_the_student_starts_where_the_teacher_did_and_learns_from_pseudo_labels(
     assert set(student) == set(m.df.loc[m.df["split"] == "train", "image_id"])  # all labelled now
     assert score == pytest.approx(0.7) and details["teacher_val_balanced_accuracy"] == 0.6
     assert details["steps"] == 30 and details["student_steps"] == 20
-    # nothing confident (and no patient label to spread): refused in one line instead of
-    # silently repeating the teacher
+    # nothing confident (and no patient label to spread): the teacher is the result, said in a
+    # warning, and no student is fitted (an experiment's other arms go on)
     _fake_teacher(monkeypatch, {i: [0.4, 0.3, 0.3] for i in m.df["image_id"]})
     per_image = load_config(
         None, ["finetune.selftrain_threshold=0.8", "finetune.selftrain_pool=image"]
     )
-    with pytest.raises(MedclError, match="selftrain_threshold"):
-        st.fit_selftrain(FitJob(_Clf(), per_image, m, [], [], False), fit)  # type: ignore[arg-type]
+    seen.clear()
+    clf = _Clf()
+    with caplog.at_level(logging.WARNING, logger="medcl.evaluate.selftrain"):
+        score, details = st.fit_selftrain(FitJob(clf, per_image, m, [], [], False), fit)  # type: ignore[arg-type]
+    assert len(seen) == 1  # the teacher only
+    assert score == pytest.approx(0.6) and details["pseudo_labelled"] == 0
+    assert details["student"].startswith("none") and details["steps"] == 10
+    assert [p.tolist() for p in clf.state_dict().values()] == [[1.0, 1.0, 1.0]]  # the teacher's
+    assert "the teacher is the result" in caplog.text
 
 
 def test_the_experiment_hands_the_supervised_model_over_as_the_teacher(tmp_path: Path):
