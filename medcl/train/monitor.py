@@ -1,13 +1,13 @@
 """Pretraining's kNN monitor for multi-label findings: a per-finding kNN AUROC, macro-averaged.
 
-For finding ``k``, the validation images whose finding ``k`` is known are scored by a weighted
-kNN (:func:`~medcl.models.knn.knn_predict`, Wu et al. 2018) against the labelled training images
-whose finding ``k`` is known, with the two classes absent/present: the score of an image is the
-neighbours' weight of "present", ``s_k(x) = Σ_{j ∈ N_k(x), y_jk = 1} exp(cos(x, x_j)/τ) /
-Σ_{j ∈ N_k(x)} exp(cos(x, x_j)/τ)``. Its AUROC over those validation images (Mann–Whitney) is the
-finding's; the monitor is the mean over the findings whose AUROC is defined (both states among
-the known validation images). An unknown finding (−1) is in neither set: it is masked, never
-read as absent.
+Every validation image is scored by the fine-tuning kNN head's vote
+(:func:`~medcl.models.knn.knn_findings`, Wu et al. 2018): among its ``k`` nearest labelled training
+images, finding ``k``'s score is the ``exp(cos/τ)``-weighted share of the neighbours that have it
+present, over the neighbours where it is known (the bank's prevalence of the finding when none
+knows it). A finding's AUROC (Mann–Whitney) is taken over the validation images where it is known;
+the monitor is the mean over the findings whose AUROC is defined (both states among those images,
+and a reference image that knows it). An unknown finding (−1) is masked on both sides, never read
+as absent.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 import torch
 from sklearn.metrics import roc_auc_score
 
-from medcl.models.knn import knn_predict
+from medcl.models.knn import knn_findings
 
 
 @torch.no_grad()
@@ -41,15 +41,17 @@ def knn_finding_aurocs(
         ``K`` AUROCs; NaN for a finding without both states among the known validation images or
         without a known reference image.
     """
+    scores = knn_findings(query, bank, bank_states, k=k).cpu().numpy()
+    states = query_states.cpu().numpy()
+    bank_knows = (bank_states >= 0).any(dim=0).cpu().numpy()
     out = []
-    for f in range(query_states.shape[1]):
-        asked, known = query_states[:, f] >= 0, bank_states[:, f] >= 0
-        truth = query_states[asked, f].cpu().numpy()
-        if not bool(known.any()) or len(set(truth.tolist())) < 2:
+    for f in range(states.shape[1]):
+        asked = states[:, f] >= 0
+        truth = states[asked, f]
+        if not bank_knows[f] or len(set(truth.tolist())) < 2:
             out.append(math.nan)
             continue
-        probs = knn_predict(query[asked], bank[known], bank_states[known, f], 2, k=k)
-        out.append(float(roc_auc_score(truth, probs[:, 1].cpu().numpy())))
+        out.append(float(roc_auc_score(truth, scores[asked, f])))
     return out
 
 

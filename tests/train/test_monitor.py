@@ -1,6 +1,6 @@
 """The per-finding kNN monitor of multi-label pretraining against a slow reference: explicit
-neighbour search, the weighted vote, and AUROC as the share of correctly ordered (present, absent)
-pairs; unknown findings are masked on both sides."""
+neighbour search, the weighted vote among the neighbours that know the finding, and AUROC as the
+share of correctly ordered (present, absent) pairs; unknown findings are masked on both sides."""
 
 from __future__ import annotations
 
@@ -13,17 +13,22 @@ from medcl.train.monitor import knn_finding_aurocs, macro_auroc
 
 
 def reference_aurocs(query, q_states, bank, b_states, k, temperature=0.07):
+    """Explicit neighbour search over the whole bank, the vote among the neighbours that know the
+    finding (the bank's prevalence when none does), AUROC as correctly ordered pairs."""
     out = []
     for f in range(q_states.shape[1]):
         ref = [j for j in range(len(bank)) if b_states[j, f] >= 0]
+        prior = sum(int(b_states[j, f] == 1) for j in ref) / len(ref) if ref else 0.5
         asked = [i for i in range(len(query)) if q_states[i, f] >= 0]
         scores, truth = [], []
         for i in asked:
-            cos = [float(torch.cosine_similarity(query[i], bank[j], dim=0)) for j in ref]
-            nearest = sorted(range(len(ref)), key=lambda t: -cos[t])[: min(k, len(ref))]
-            weights = {t: math.exp(cos[t] / temperature) for t in nearest}
-            present = sum(w for t, w in weights.items() if b_states[ref[t], f] == 1)
-            scores.append(present / sum(weights.values()))
+            cos = [
+                float(torch.cosine_similarity(query[i], bank[j], dim=0)) for j in range(len(bank))
+            ]
+            nearest = sorted(range(len(bank)), key=lambda t: -cos[t])[: min(k, len(bank))]
+            weights = {t: math.exp(cos[t] / temperature) for t in nearest if b_states[t, f] >= 0}
+            present = sum(w for t, w in weights.items() if b_states[t, f] == 1)
+            scores.append(present / sum(weights.values()) if weights else prior)
             truth.append(int(q_states[i, f]))
         pos = [s for s, y in zip(scores, truth, strict=True) if y == 1]
         neg = [s for s, y in zip(scores, truth, strict=True) if y == 0]
